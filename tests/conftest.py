@@ -1,0 +1,79 @@
+"""Shared fixtures: settings on a temp spool, an executor on fakes, and a thread-leak guard."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voicedrop import logs
+from voicedrop.config import GB, Settings, load_settings
+from voicedrop.daemon.service import Service
+from voicedrop.pipeline.device import FakeDevice
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Fail a test that leaves threads running: every long-lived object must stop/join."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leaked = [t for t in leaked if t.is_alive()]
+    assert not leaked, f"test leaked threads: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs():
+    logs.configure("json", "warning")
+
+
+def make_settings(root: Path, **overrides: Any) -> Settings:
+    data: dict[str, Any] = {
+        "spool": root / "spool",
+        "device": "cpu",
+        "watcher": {"stable_delay_s": 0.0},
+        "voices": {"narrator": {"engine_voice": "en-us"}},
+        "models": {"chipmunk": {"engine": "tape"}},
+    }
+    data.update(overrides)
+    return load_settings(env={}, overrides=data)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def service(settings: Settings) -> Service:
+    """A service on a fake 8 GB device; tests drive `service.executor.step()` directly."""
+    svc = Service(settings, device=FakeDevice(8 * GB))
+    svc.executor.start()
+    return svc
+
+
+def drop(inbox: Path, name: str, data: dict[str, Any] | bytes | str) -> Path:
+    inbox.mkdir(parents=True, exist_ok=True)
+    path = inbox / name
+    if isinstance(data, dict):
+        path.write_text(json.dumps(data))
+    elif isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def read_report(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "report.json").read_text())
+
+
+def hello(**extra: Any) -> dict[str, Any]:
+    return {"text": "Hello there.", "tts": {"engine": "espeak", "language": "en"}, **extra}

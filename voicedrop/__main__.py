@@ -1,0 +1,3 @@
+from voicedrop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""`voicedrop run | submit | status | validate | schema`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from voicedrop.config import Settings, load_settings
+from voicedrop.daemon.spool import Spool, job_stem
+from voicedrop.errors import ConfigError, ManifestError
+from voicedrop.manifest import parse_manifest, schema
+
+SEED_FIELDS = ("available", "low_vram_mode", "allocated_gb", "reserved_gb", "free_gb",
+               "total_gb", "cached_models")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="voicedrop", description=__doc__)
+    p.add_argument("--config", type=Path, help="config.toml (default: $VOICEDROP_CONFIG)")
+    p.add_argument("--spool", type=Path, help="spool root (default: config, $VOICEDROP_SPOOL)")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--once", action="store_true", help="process the inbox, then exit")
+    submit = sub.add_parser("submit", help="drop a manifest into the inbox atomically")
+    submit.add_argument("file", type=Path)
+    submit.add_argument("--wait", action="store_true", help="wait for the report")
+    submit.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    status = sub.add_parser("status", help="queue, current job and VRAM")
+    status.add_argument("--json", action="store_true")
+    validate = sub.add_parser("validate", help="check manifests without running them")
+    validate.add_argument("files", type=Path, nargs="+")
+    sub.add_parser("schema", help="print the manifest JSON Schema")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(schema(), indent=2))
+        return 0
+    try:
+        settings = load_settings(args.config, overrides={"spool": args.spool} if args.spool else {})
+        handler = {"run": _run, "submit": _submit, "status": _status, "validate": _validate}
+        return handler[args.command](settings, args)
+    except ConfigError as exc:
+        print(f"voicedrop: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from voicedrop import logs
+    from voicedrop.daemon.service import Service
+
+    logs.configure(settings.log_format, settings.log_level)
+    service = Service(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+        service.wake.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = service.run(stop, once=args.once)
+    if args.once:
+        counts = service.spool.counts()
+        print(f"{counts['outbox']} done in {service.spool.outbox}\n"
+              f"{counts['failed']} failed in {service.spool.failed}")
+    return code
+
+
+def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    spool = Spool(settings.spool)
+    spool.ensure()
+    raw = args.file.read_bytes()
+    try:
+        manifest = parse_manifest(raw, max_bytes=settings.limits.max_manifest_bytes,
+                                  max_text_chars=settings.limits.max_text_chars)
+    except ManifestError as exc:
+        print(f"{args.file}: {exc.message}", file=sys.stderr)
+        return 2
+    ref = manifest.tts.reference_path
+    if ref:  # the reference travels first, so the manifest never arrives without it
+        _drop(spool, args.file.parent / ref, spool.inbox / ref)
+    name = f"{job_stem(args.file.name)}-{uuid.uuid4().hex[:8]}.json"
+    _drop(spool, args.file, spool.inbox / name)
+    job_id = job_stem(name)
+    print(f"submitted {args.file} as job {job_id}")
+    return _wait(spool, job_id, args.timeout) if args.wait else 0
+
+
+def _drop(spool: Spool, src: Path, dst: Path) -> None:
+    """Copy into inbox/.incoming, then rename into place: the daemon sees it complete."""
+    tmp = spool.incoming / f"{uuid.uuid4().hex}.partial"
+    shutil.copyfile(src, tmp)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dst)
+
+
+def _wait(spool: Spool, job_id: str, timeout: float | None) -> int:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown = ""
+    while deadline is None or time.monotonic() < deadline:
+        for folder in (spool.outbox, spool.failed):
+            report = folder / job_id / "report.json"
+            if report.exists():
+                status = json.loads(report.read_text())["status"]
+                print(f"{status}: {report}")
+                return 1 if status == "failed" else 0
+        line = _progress_line(spool, job_id)
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        time.sleep(0.2)
+    print(f"timed out waiting for job {job_id}", file=sys.stderr)
+    return 3
+
+
+def _progress_line(spool: Spool, job_id: str) -> str:
+    status = _daemon_status(spool)
+    if status.get("job_id") == job_id:
+        return f"running: {status.get('stage') or 'starting'}"
+    if not status.get("alive"):
+        return "queued (no daemon is running)"
+    return f"queued: {spool.counts()['inbox']} in inbox"
+
+
+def _daemon_status(spool: Spool) -> dict[str, Any]:
+    try:
+        status: dict[str, Any] = json.loads((spool.state / "status.json").read_text())
+    except (OSError, ValueError):
+        return {"alive": False}
+    alive = status.get("state") != "stopped"
+    try:
+        os.kill(int(status["pid"]), 0)
+    except (OSError, KeyError, ValueError, TypeError):
+        alive = False
+    status["alive"] = alive
+    return status
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    spool = Spool(settings.spool)
+    daemon = _daemon_status(spool)
+    vram = daemon.get("vram") if daemon["alive"] else None
+    if vram is None:  # no daemon: say so, without importing torch
+        vram = dict.fromkeys(SEED_FIELDS, 0.0) | {"available": False,
+                                                   "low_vram_mode": settings.low_vram,
+                                                   "cached_models": 0}
+    out = {
+        "daemon": "running" if daemon["alive"] else "not running",
+        "queue": spool.counts(),
+        "current_job": daemon.get("job_id") if daemon["alive"] else None,
+        "stage": daemon.get("stage") if daemon["alive"] else None,
+        "vram": {k: vram[k] for k in SEED_FIELDS},
+        "models": daemon.get("models", {}) if daemon["alive"] else {},
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"daemon:  {out['daemon']}  (spool {settings.spool})")
+    print("queue:   " + "  ".join(f"{k} {v}" for k, v in out["queue"].items()))
+    print(f"job:     {out['current_job'] or '-'}" + (f" ({out['stage']})" if out["stage"] else ""))
+    print("vram:    " + "  ".join(f"{k}={v}" for k, v in out["vram"].items()))
+    for key, view in out["models"].items():
+        print(f"model:   {key}: {view['tier']} ({view['device_bytes'] + view['host_bytes']} B, "
+              f"{view['loads']} loads, {view['promotes']} promotes)")
+    return 0
+
+
+def _validate(settings: Settings, args: argparse.Namespace) -> int:
+    from voicedrop.pipeline.engines import build_engines
+    from voicedrop.pipeline.stages import check_job, resolve_voice
+
+    engines = build_engines(settings)
+    bad = 0
+    for path in args.files:
+        try:
+            manifest = parse_manifest(path.read_bytes(),
+                                      max_bytes=settings.limits.max_manifest_bytes,
+                                      max_text_chars=settings.limits.max_text_chars)
+            ref = manifest.tts.reference_path
+            ref_path = path.parent / ref if ref else None
+            if ref_path is not None and (ref_path.is_symlink() or not ref_path.is_file()):
+                raise ManifestError(f"reference '{ref}' is not a regular file next to the "
+                                    "manifest", field="tts.voice")
+            voice = resolve_voice(manifest, settings, ref_path)
+            check_job(manifest, settings, engines, voice)
+        except ManifestError as exc:
+            bad += 1
+            for problem in exc.problems:
+                print(f"{path}: {problem}")
+        except OSError as exc:
+            bad += 1
+            print(f"{path}: cannot read: {exc.strerror}")
+        else:
+            print(f"{path}: ok")
+    return 1 if bad else 0

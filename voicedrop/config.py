@@ -1,0 +1,182 @@
+"""One frozen, validated Settings object: defaults < config.toml < environment < CLI.
+
+Loaded once in the entry point and passed down; nothing reads the environment
+at import time. Any invalid value stops start-up with a ConfigError that names
+the key, the value, where it came from and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from voicedrop.errors import ConfigError
+
+GB = 1024**3
+ENV_PREFIX = "VOICEDROP_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Section):
+    max_text_chars: int = Field(5000, ge=1, le=1_000_000)
+    max_manifest_bytes: int = Field(64 * 1024, ge=256, le=16 * 1024 * 1024)
+    max_reference_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    max_attempts: int = Field(3, ge=1, le=100)
+
+
+class Watcher(_Section):
+    mode: Literal["auto", "inotify", "polling"] = "auto"
+    poll_interval_s: float = Field(1.0, gt=0, le=3600)
+    scan_interval_s: float = Field(30.0, gt=0, le=86400)
+    stable_delay_s: float = Field(2.0, ge=0, le=3600)
+
+
+class Scheduler(_Section):
+    affinity: bool = True
+    max_skips: int = Field(3, ge=0, le=1000)
+
+
+class Residency(_Section):
+    policy: Literal["auto", "low", "normal", "budget"] = "auto"
+    budget_gb: float | Literal["auto"] = "auto"
+    warm_tier: bool = True
+    warm_budget_gb: float = Field(8.0, ge=0)
+    headroom_gb: float = Field(0.5, ge=0)
+
+    @field_validator("budget_gb")
+    @classmethod
+    def _positive(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and v <= 0:
+            raise ValueError("must be a positive number of GB or 'auto'")
+        return v
+
+
+class Voice(_Section):
+    """A named voice: an engine-specific voice id and/or a reference recording."""
+
+    engine_voice: str | None = None
+    reference: Path | None = None
+    reference_text: str | None = None
+
+
+class ConvertModel(_Section):
+    """A named voice-conversion model; manifests name it, never its path."""
+
+    engine: str
+    path: Path | None = None
+    index: Path | None = None
+    options: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+
+class Settings(_Section):
+    spool: Path = Path("spool")
+    state_dir: Path | None = None
+    low_vram: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
+    watcher: Watcher = Field(default_factory=Watcher)  # type: ignore[arg-type]
+    scheduler: Scheduler = Field(default_factory=Scheduler)  # type: ignore[arg-type]
+    residency: Residency = Field(default_factory=Residency)  # type: ignore[arg-type]
+    voices: dict[str, Voice] = Field(default_factory=dict)
+    models: dict[str, ConvertModel] = Field(default_factory=dict)
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir if self.state_dir is not None else self.spool / "state"
+
+    @property
+    def policy(self) -> str:
+        """The residency policy in force: LOW_VRAM picks low/normal unless one is named."""
+        if self.residency.policy != "auto":
+            return self.residency.policy
+        return "low" if self.low_vram else "normal"
+
+
+def _parse_bool(key: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "false"):
+        return value == "true"
+    raise ConfigError(f"{key}={raw!r} is invalid: allowed values are 'true' or 'false'", field=key)
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Collect overrides from the environment; return them and key → variable name."""
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if "LOW_VRAM" in env:
+        data["low_vram"] = _parse_bool("LOW_VRAM", env["LOW_VRAM"])
+        origin["low_vram"] = "LOW_VRAM"
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_PREFIX + "CONFIG":
+            continue
+        path = var[len(ENV_PREFIX) :].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = raw
+        origin[".".join(path)] = var
+    return data, origin
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", field="config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", field="config") from None
+    # Relative paths in a config file are relative to that file, not to the CWD.
+    for key in ("spool", "state_dir"):
+        if isinstance(data.get(key), str):
+            data[key] = str(path.parent / data[key])
+    return data
+
+
+def load_settings(
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from the layers; `env` defaults to os.environ (read here, at call time)."""
+    env = os.environ if env is None else env
+    if config_path is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_path = Path(env[ENV_PREFIX + "CONFIG"])
+    data: dict[str, Any] = _read_toml(config_path) if config_path else {}
+    env_data, origin = _env_overrides(env)
+    data = _merge(_merge(data, env_data), dict(overrides or {}))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin, config_path), field="config") from None
+
+
+def _describe(exc: ValidationError, origin: Mapping[str, str], config_path: Path | None) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        source = origin.get(key) or (str(config_path) if config_path else "defaults")
+        value = err.get("input")
+        lines.append(f"{key} = {value!r} (from {source}) is invalid: {err['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

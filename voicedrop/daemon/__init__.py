@@ -1,0 +1,1 @@
+"""The daemon: watcher → spool → scheduler → executor, driven by the service."""

@@ -1,0 +1,249 @@
+"""The single-threaded executor: `step()` runs one job, `run()` loops until stopped.
+
+Every error is caught at the job boundary and written into the report; the
+loop goes on. The clock, the spool, the device (inside the manager) and the
+stability gate are injected, so tests call `step()` and never sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+import voicedrop
+from voicedrop.config import Settings
+from voicedrop.daemon.scheduler import Scheduler
+from voicedrop.daemon.spool import ClaimedJob, InboxFile, Spool
+from voicedrop.daemon.watcher import StabilityGate
+from voicedrop.errors import ManifestError, OutOfMemoryError, VoicedropError
+from voicedrop.manifest import Manifest, parse_manifest
+from voicedrop.pipeline.engines import Engines
+from voicedrop.pipeline.residency import ResidencyManager
+from voicedrop.pipeline.stages import JobContext, Stage, check_job, plan, resolve_voice
+from voicedrop.report import ErrorInfo, JobReport, ModelEvent, StageRecord, VramSnapshot
+
+log = structlog.get_logger(__name__)
+AFFINITY_WINDOW = 16
+
+
+@dataclass
+class _Outcome:
+    """What a job attempt produced, gathered before the report is built."""
+
+    manifest: Manifest | None = None
+    ctx: JobContext | None = None
+    stages: list[StageRecord] = field(default_factory=list)
+    error: VoicedropError | None = None
+    duplicate_of: str | None = None
+
+
+@dataclass
+class Executor:
+    settings: Settings
+    spool: Spool
+    engines: Engines
+    manager: ResidencyManager
+    scheduler: Scheduler
+    gate: StabilityGate
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    on_status: Callable[[dict[str, Any]], None] = lambda _s: None
+    _recovered: list[ClaimedJob] = field(default_factory=list)
+    _ready: list[InboxFile] = field(default_factory=list)
+    _keys: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+    rescan: bool = True
+
+    def start(self) -> None:
+        self.spool.ensure()
+        self._recovered = self.spool.recover()
+        if self._recovered:
+            log.info("executor.recovered", jobs=[j.job_id for j in self._recovered])
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    def step(self) -> JobReport | None:
+        """Run the next job, if any is ready; return its report."""
+        job = self._next()
+        return None if job is None else self.run_job(job)
+
+    def run(
+        self, stop: threading.Event, wake: threading.Event, *, once: bool = False,
+        tick: Callable[[], None] = lambda: None, max_wait_s: float | None = None,
+    ) -> None:
+        """Loop until `stop`; with `once`, until the inbox holds nothing more to take."""
+        last_scan = self.clock()
+        while not stop.is_set():
+            tick()
+            if wake.is_set() or self.clock() - last_scan >= self.settings.watcher.scan_interval_s:
+                wake.clear()
+                self.rescan, last_scan = True, self.clock()
+            if self.step() is not None:
+                continue
+            if once and self.gate.waiting() == 0:
+                return
+            timeout = 0.1 if self.gate.waiting() else self.settings.watcher.scan_interval_s
+            wake.wait(min(timeout, max_wait_s or timeout))
+
+    def _next(self) -> ClaimedJob | None:
+        if self._recovered:
+            return self._recovered.pop(0)
+        while True:
+            if not self._ready or self.rescan:
+                self.rescan = False
+                listing = self.spool.scan_inbox()
+                self._ready = self.gate.ready(listing, self.clock(), self.wall())
+            if not self._ready:
+                return None
+            resident = self.manager.resident_keys() if self.settings.scheduler.affinity else set()
+            item = self.scheduler.pick(
+                self._ready[:AFFINITY_WINDOW], lambda f: f.path.name, self._peek_keys, resident
+            )
+            assert item is not None
+            self._ready.remove(item)
+            job = self.spool.claim(item)
+            if job is not None:
+                return job
+
+    def _peek_keys(self, item: InboxFile) -> set[str]:
+        """The model keys a queued manifest would use, for affinity; unreadable → none."""
+        cache_key = (str(item.path), item.mtime_ns)
+        if cache_key not in self._keys:
+            keys: set[str] = set()
+            try:
+                if item.size <= self.settings.limits.max_manifest_bytes:
+                    data = json.loads(item.path.read_bytes())
+                    keys.add(str(data["tts"]["engine"]))
+                    if data.get("convert"):
+                        keys.add(f"{data['convert']['engine']}:{data['convert']['model']}")
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            self._keys = {cache_key: keys, **dict(list(self._keys.items())[-255:])}
+        return self._keys[cache_key]
+
+    # ---- one job -------------------------------------------------------------------
+
+    def run_job(self, job: ClaimedJob) -> JobReport:
+        job = self.spool.begin_attempt(job)
+        started, started_at = self.clock(), datetime.now(UTC).isoformat()
+        with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+            log.info("job.start", source=job.source, attempt=job.attempts)
+            self.on_status({"state": "running", "job_id": job.job_id, "stage": None})
+            before = self.manager.get_vram_usage()
+            with self.manager.recording() as events:
+                outcome = self._attempt(job)
+            report = self._report(job, outcome, events, before)
+            report.timings = {"started_at": started_at, "finished_at": datetime.now(UTC).isoformat(),
+                              "total_s": round(self.clock() - started, 4)}
+            self._commit(job, report, outcome.manifest)
+            log.info("job.end", status=report.status, error=report.error and report.error.message,
+                     seconds=report.timings["total_s"])
+            self.on_status({"state": "idle", "job_id": None, "stage": None})
+        return report
+
+    def _attempt(self, job: ClaimedJob) -> _Outcome:
+        out = _Outcome()
+        limit = self.settings.limits
+        try:
+            if job.attempts > limit.max_attempts:
+                raise VoicedropError(
+                    f"the daemon stopped during this job {job.attempts - 1} times (crash or "
+                    f"kill); giving up after max_attempts={limit.max_attempts}",
+                    code="too_many_attempts",
+                )
+            out.manifest = manifest = self._load_manifest(job)
+            if manifest.id is not None:
+                out.duplicate_of = self.spool.completed_job_for(manifest.id)
+                if out.duplicate_of:
+                    return out
+            ref = manifest.tts.reference_path
+            reference = self.spool.copy_input(job, ref, limit.max_reference_bytes) if ref else None
+            voice = resolve_voice(manifest, self.settings, reference)
+            check_job(manifest, self.settings, self.engines, voice)
+            out.ctx = JobContext(job.job_id, manifest, self.settings, self.engines, self.manager,
+                                 voice, job.out_dir, progress=self._progress(job))
+            for stage in plan(manifest):
+                out.stages.append(self._run_stage(stage, out.ctx))
+        except VoicedropError as exc:
+            out.error = exc
+        except Exception as exc:
+            log.exception("job.internal_error")
+            out.error = VoicedropError(f"{type(exc).__name__}: {exc}", code="internal_error")
+        return out
+
+    def _load_manifest(self, job: ClaimedJob) -> Manifest:
+        limit = self.settings.limits
+        try:
+            fd = os.open(job.manifest_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise ManifestError(f"manifest cannot be opened (a symlink?): {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(limit.max_manifest_bytes + 1)
+        return parse_manifest(raw, max_bytes=limit.max_manifest_bytes,
+                              max_text_chars=limit.max_text_chars)
+
+    def _progress(self, job: ClaimedJob) -> Callable[[str], None]:
+        def report(message: str) -> None:
+            self.on_status({"state": "running", "job_id": job.job_id, "stage": message})
+
+        return report
+
+    def _run_stage(self, stage: Stage, ctx: JobContext) -> StageRecord:
+        """Run a stage; on out-of-memory, relieve the device and retry it once."""
+        started = self.clock()
+        with structlog.contextvars.bound_contextvars(stage=stage.name):
+            ctx.progress(stage.name)
+            try:
+                stage.run(ctx)
+            except Exception as exc:
+                if not self.manager.is_oom(exc):
+                    raise
+                log.warning("stage.out_of_memory", error=str(exc), action="evict and retry once")
+                self.manager.relieve()
+                try:
+                    stage.run(ctx)
+                except Exception as exc2:
+                    if not self.manager.is_oom(exc2):
+                        raise
+                    self.manager.relieve()
+                    raise OutOfMemoryError(
+                        f"stage '{stage.name}' ran out of device memory twice: {exc2}"
+                    ) from exc2
+        return StageRecord(name=stage.name, engine=stage.engine(ctx),
+                           seconds=round(self.clock() - started, 4))
+
+    def _report(self, job: ClaimedJob, out: _Outcome, events: list[ModelEvent],
+                before: dict[str, Any]) -> JobReport:
+        versions = {"voicedrop": voicedrop.__version__}
+        for record in out.stages:
+            if record.engine and out.manifest is not None:
+                eng = self.engines.tts.get(record.engine) or self.engines.convert[record.engine]
+                versions[record.engine] = eng.version()
+        error = out.error
+        status = "failed" if error else "duplicate" if out.duplicate_of else "done"
+        return JobReport(
+            job_id=job.job_id, status=status, source=job.source, attempt=job.attempts,
+            manifest=out.manifest.model_dump(mode="json") if out.manifest else None,
+            error=ErrorInfo(code=error.code, message=error.message, field=error.field,
+                            kind=error.kind) if error else None,
+            duplicate_of=out.duplicate_of, stages=out.stages, events=events,
+            vram=VramSnapshot.model_validate({"before": before,
+                                              "after": self.manager.get_vram_usage()}),
+            models=self.manager.models(), outputs=out.ctx.outputs if out.ctx and not error else [],
+            versions=versions,
+        )
+
+    def _commit(self, job: ClaimedJob, report: JobReport, manifest: Manifest | None) -> None:
+        if report.status == "failed":
+            self.spool.commit_failed(job, report.to_json())
+            return
+        self.spool.commit_done(job, report.to_json())
+        if report.status == "done" and manifest is not None and manifest.id is not None:
+            self.spool.remember(manifest.id, job.job_id)

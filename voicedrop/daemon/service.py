@@ -1,0 +1,123 @@
+"""The daemon's lifecycle: build the parts once, watch, loop, stop cleanly.
+
+One residency manager per device is created here and passed down. Signal
+handlers are installed by the entry point (cli) and only set `stop`; the
+current job always finishes. systemd hears READY=1 after the first scan,
+STATUS= with the current job, WATCHDOG=1 from the loop and STOPPING=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import voicedrop
+from voicedrop.config import GB, Settings
+from voicedrop.daemon.executor import Executor
+from voicedrop.daemon.scheduler import Scheduler
+from voicedrop.daemon.sdnotify import Notifier
+from voicedrop.daemon.spool import Spool
+from voicedrop.daemon.watcher import StabilityGate, Watcher
+from voicedrop.pipeline.device import Device, make_device
+from voicedrop.pipeline.engines import Engines, build_engines
+from voicedrop.pipeline.footprints import FootprintStore
+from voicedrop.pipeline.policies import policy_from_settings
+from voicedrop.pipeline.residency import ResidencyManager
+
+log = structlog.get_logger(__name__)
+STATUS_FILE = "status.json"
+
+
+def build_manager(settings: Settings, device: Device) -> ResidencyManager:
+    res = settings.residency
+    return ResidencyManager(
+        device=device,
+        policy=policy_from_settings(settings),
+        low_vram_mode=settings.low_vram,
+        warm_tier=res.warm_tier,
+        warm_budget=int(res.warm_budget_gb * GB),
+        headroom=int(res.headroom_gb * GB),
+        footprints=FootprintStore(settings.state_path / "footprints.json"),
+    )
+
+
+class Service:
+    def __init__(
+        self, settings: Settings, *, device: Device | None = None,
+        engines: Engines | None = None, notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spool = Spool(settings.spool)
+        self.spool.ensure()
+        self.device = device or make_device(settings.device)
+        self.manager = build_manager(settings, self.device)
+        self.notifier = notifier or Notifier()
+        self.gate = StabilityGate(settings.watcher.stable_delay_s)
+        self.wake = threading.Event()
+        self.executor = Executor(
+            settings, self.spool, engines or build_engines(settings), self.manager,
+            Scheduler(affinity=settings.scheduler.affinity, max_skips=settings.scheduler.max_skips),
+            self.gate, on_status=self.publish,
+        )
+        self.watcher = Watcher(self.spool.inbox, settings.watcher, self.gate, self.wake)
+        self._status: dict[str, Any] = {"state": "starting", "job_id": None, "stage": None}
+        self._last_ping = 0.0
+
+    def run(self, stop: threading.Event, *, once: bool = False) -> int:
+        log.info("service.start", version=voicedrop.__version__, spool=str(self.settings.spool),
+                 device=self.device.name, policy=self.settings.policy, once=once)
+        with self.watcher:
+            self.executor.start()
+            self.publish({"state": "idle"})
+            self.notifier.notify(ready="1", status="idle, watching " + str(self.spool.inbox))
+            self.executor.run(stop, self.wake, once=once, tick=self._tick,
+                              max_wait_s=self._ping_every())
+            self.notifier.notify(stopping="1", status="stopping")
+            self.publish({"state": "stopped", "job_id": None, "stage": None})
+        self.manager.close()
+        log.info("service.stop")
+        return 0
+
+    def _ping_every(self) -> float | None:
+        return self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
+
+    def _tick(self) -> None:
+        """Once per loop turn: feed the systemd watchdog, revive a dead observer."""
+        self.watcher.check()
+        now = time.monotonic()
+        interval = self._ping_every()
+        if interval and now - self._last_ping >= interval:
+            self.notifier.notify(watchdog="1")
+            self._last_ping = now
+
+    def publish(self, change: dict[str, Any]) -> None:
+        """Write state/status.json for `voicedrop status`, and STATUS= for systemctl."""
+        self._status.update(change)
+        self._tick()
+        status = {
+            **self._status,
+            "pid": os.getpid(),
+            "updated": datetime.now(UTC).isoformat(),
+            "watcher": self.watcher.mode,
+            "device": self.device.name,
+            "policy": self.settings.policy,
+            "vram": self.manager.get_vram_usage(),
+            "models": {k: v.model_dump() for k, v in self.manager.models().items()},
+        }
+        write_status(self.spool.state / STATUS_FILE, status)
+        job, stage = status["job_id"], status["stage"]
+        self.notifier.notify(status=f"{status['state']}" + (f": {job} ({stage})" if job else ""))
+
+
+def write_status(path: Path, status: dict[str, Any]) -> None:
+    """Replace the status file atomically; no fsync: it is rewritten often and never precious."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(status, indent=1))
+    os.replace(tmp, path)

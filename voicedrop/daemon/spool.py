@@ -1,0 +1,256 @@
+"""The on-disk job lifecycle: inbox → work → outbox | failed.
+
+A job is claimed by an atomic rename of its manifest into `work/<job-id>/`.
+Results are staged in `work/<job-id>/out/`, `report.json` last, and the whole
+folder is renamed into `outbox/` (or the job folder into `failed/`), so a
+reader of the outbox never sees half a job. After a crash, `recover()` finishes
+half-done commits and hands back the jobs that must run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from voicedrop.errors import ManifestError
+from voicedrop.fsutil import fsync_dir, write_atomic
+
+log = structlog.get_logger(__name__)
+JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
+IGNORED_SUFFIXES = (".partial", ".tmp", ".swp", "~")
+
+
+def is_candidate(name: str) -> bool:
+    """A manifest the daemon may take: `*.json`, not hidden, not a partial or OS junk."""
+    lower = name.lower()
+    return (
+        lower.endswith(".json")
+        and not name.startswith((".", "~"))
+        and lower not in JUNK
+        and not lower.endswith(IGNORED_SUFFIXES)
+    )
+
+
+def job_stem(source: str) -> str:
+    """The job id an inbox file name gets (a suffix -2, -3 … is added on collision)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem)[:80].strip("._") or "job"
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: str
+    dir: Path
+    source: str
+    attempts: int = 0
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / "manifest.json"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.dir / "out"
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.inbox = root / "inbox"
+        self.incoming = self.inbox / ".incoming"
+        self.work = root / "work"
+        self.outbox = root / "outbox"
+        self.failed = root / "failed"
+        self.state = root / "state"
+
+    def ensure(self) -> None:
+        for d in (self.inbox, self.incoming, self.work, self.outbox, self.failed, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # ---- inbox ---------------------------------------------------------------------
+
+    def scan_inbox(self) -> list[InboxFile]:
+        """Candidate manifests, oldest first; the listing is the truth, events are hints."""
+        found = []
+        try:
+            entries = list(os.scandir(self.inbox))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if not is_candidate(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                found.append(InboxFile(Path(entry.path), st.st_size, st.st_mtime_ns))
+        return sorted(found, key=lambda f: (f.mtime_ns, f.path.name))
+
+    def _new_job_id(self, source: str) -> str:
+        stem = job_stem(source)
+        candidate, n = stem, 1
+        while any((d / candidate).exists() for d in (self.work, self.outbox, self.failed)):
+            n += 1
+            candidate = f"{stem}-{n}"
+        return candidate
+
+    def claim(self, item: InboxFile) -> ClaimedJob | None:
+        """Move a manifest into its own work folder; None if another claimer was first."""
+        job_id = self._new_job_id(item.path.name)
+        job_dir = self.work / job_id
+        job_dir.mkdir()
+        try:
+            os.rename(item.path, job_dir / "manifest.json")
+        except FileNotFoundError:
+            job_dir.rmdir()
+            return None
+        job = ClaimedJob(job_id, job_dir, item.path.name)
+        self._write_meta(job)
+        fsync_dir(self.work)
+        return job
+
+    # ---- work ----------------------------------------------------------------------
+
+    def _write_meta(self, job: ClaimedJob) -> None:
+        meta = {"source": job.source, "attempts": job.attempts,
+                "updated": datetime.now(UTC).isoformat()}
+        write_atomic(job.dir / "job.json", json.dumps(meta), overwrite=True)
+
+    def _read_job(self, job_dir: Path) -> ClaimedJob:
+        try:
+            meta = json.loads((job_dir / "job.json").read_text())
+            return ClaimedJob(job_dir.name, job_dir, str(meta["source"]), int(meta["attempts"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return ClaimedJob(job_dir.name, job_dir, job_dir.name + ".json")
+
+    def begin_attempt(self, job: ClaimedJob) -> ClaimedJob:
+        """Count an attempt durably before running, so a crash loop ends at the limit."""
+        started = ClaimedJob(job.job_id, job.dir, job.source, job.attempts + 1)
+        self._write_meta(started)
+        return started
+
+    def pending(self) -> list[ClaimedJob]:
+        """Jobs in work/ that have not been committed, oldest claim first."""
+        dirs = [d for d in self.work.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        jobs = [self._read_job(d) for d in dirs if (d / "manifest.json").exists()]
+        return sorted(jobs, key=lambda j: j.dir.stat().st_mtime_ns)
+
+    def recover(self) -> list[ClaimedJob]:
+        """After a crash: finish half-done commits, clear empty claims, return jobs to rerun."""
+        for job_dir in sorted(self.work.iterdir()):
+            if not job_dir.is_dir() or job_dir.name.startswith("."):
+                continue
+            job = self._read_job(job_dir)
+            if (self.outbox / job.job_id).exists() or (self.failed / job.job_id).exists():
+                shutil.rmtree(job_dir)
+                log.info("spool.recovered", job_id=job.job_id, action="already committed")
+            elif (job.out_dir / "report.json").exists():
+                self._move_out(job)
+                log.info("spool.recovered", job_id=job.job_id, action="finished commit to outbox")
+            elif (job_dir / "report.json").exists():
+                self._move_failed(job)
+                log.info("spool.recovered", job_id=job.job_id, action="finished commit to failed")
+            elif not any(job_dir.iterdir()):
+                job_dir.rmdir()
+        return self.pending()
+
+    def copy_input(self, job: ClaimedJob, relative: str, max_bytes: int) -> Path:
+        """Copy a file the manifest references from the inbox; refuse any escape."""
+        rel = Path(relative.replace("\\", "/"))
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ManifestError("reference path must stay inside the inbox", field="tts.voice")
+        current = self.inbox
+        for part in rel.parts:
+            current = current / part
+            try:
+                st = current.lstat()
+            except FileNotFoundError:
+                raise ManifestError(f"reference file '{relative}' not found next to the "
+                                    "manifest", field="tts.voice") from None
+            if stat.S_ISLNK(st.st_mode):
+                raise ManifestError(f"reference '{relative}' is a symlink; symlinks are refused",
+                                    field="tts.voice")
+        if not stat.S_ISREG(st.st_mode):
+            raise ManifestError(f"reference '{relative}' is not a regular file", field="tts.voice")
+        if st.st_size > max_bytes:
+            raise ManifestError(f"reference '{relative}' is {st.st_size} bytes; the limit is "
+                                f"{max_bytes}", field="tts.voice")
+        target = job.dir / "inputs" / rel.name
+        target.parent.mkdir(exist_ok=True)
+        fd = os.open(current, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as src, target.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return target
+
+    # ---- commit --------------------------------------------------------------------
+
+    def commit_done(self, job: ClaimedJob, report_json: str) -> Path:
+        job.out_dir.mkdir(exist_ok=True)
+        write_atomic(job.out_dir / "report.json", report_json, overwrite=True)
+        return self._move_out(job)
+
+    def commit_failed(self, job: ClaimedJob, report_json: str) -> Path:
+        shutil.rmtree(job.out_dir, ignore_errors=True)
+        write_atomic(job.dir / "report.json", report_json, overwrite=True)
+        return self._move_failed(job)
+
+    def _move_out(self, job: ClaimedJob) -> Path:
+        final = self.outbox / job.job_id
+        os.rename(job.out_dir, final)
+        fsync_dir(self.outbox)
+        shutil.rmtree(job.dir)
+        return final
+
+    def _move_failed(self, job: ClaimedJob) -> Path:
+        final = self.failed / job.job_id
+        (job.dir / "job.json").unlink(missing_ok=True)
+        os.rename(job.dir, final)
+        fsync_dir(self.failed)
+        return final
+
+    # ---- idempotency and status ----------------------------------------------------
+
+    def _id_path(self, client_id: str) -> Path:
+        return self.state / "ids" / (hashlib.sha256(client_id.encode()).hexdigest() + ".json")
+
+    def completed_job_for(self, client_id: str) -> str | None:
+        try:
+            job_id = str(json.loads(self._id_path(client_id).read_text())["job_id"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return job_id if (self.outbox / job_id / "report.json").exists() else None
+
+    def remember(self, client_id: str, job_id: str) -> None:
+        path = self._id_path(client_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps({"id": client_id, "job_id": job_id}), overwrite=True)
+
+    def counts(self) -> dict[str, int]:
+        def count(d: Path) -> int:
+            try:
+                return sum(1 for e in os.scandir(d) if not e.name.startswith("."))
+            except FileNotFoundError:
+                return 0
+
+        return {
+            "inbox": len(self.scan_inbox()),
+            "work": count(self.work),
+            "outbox": count(self.outbox),
+            "failed": count(self.failed),
+        }

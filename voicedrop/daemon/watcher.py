@@ -1,0 +1,187 @@
+"""Filesystem events → hints for the loop: 'look at the inbox now' and 'this file is complete'.
+
+Events are hints; the inbox listing is the truth. The loop rescans at start,
+on every hint and every `scan_interval_s`, so lost events (an inotify queue
+overflow, a dead observer, a network mount) delay a job but never lose it.
+A file is taken only when complete: closed after writing or renamed in (a
+hint with its size and mtime still current), or unchanged for the stability
+delay. inotify is used where it works; polling where the inbox is on a
+network filesystem, where inotify cannot be set up, or when configured.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.polling import PollingObserver
+
+from voicedrop.config import Watcher as WatcherSettings
+from voicedrop.daemon.spool import InboxFile, is_candidate
+
+log = structlog.get_logger(__name__)
+NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "davfs"}
+
+
+def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The type of the filesystem holding `path` (longest matching mount point)."""
+    target = os.path.realpath(path)
+    best, fstype = "", None
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, fstype = mount, right.split()[0]
+    return fstype
+
+
+def needs_polling(fstype: str | None) -> bool:
+    return fstype is not None and (fstype in NETWORK_FS or fstype.startswith("fuse"))
+
+
+class StabilityGate:
+    """Decides which listed inbox files are complete enough to claim."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self._lock = threading.Lock()
+        self._hints: dict[str, tuple[int, int]] = {}
+        self._seen: dict[str, tuple[int, int, float]] = {}
+
+    def hint_complete(self, path: str) -> None:
+        """Called from the observer thread when a file was closed after writing or moved in."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        with self._lock:
+            self._hints[path] = (st.st_size, st.st_mtime_ns)
+
+    def ready(self, files: list[InboxFile], now: float, wall_now: float) -> list[InboxFile]:
+        out = []
+        with self._lock:
+            hints = dict(self._hints)
+        seen: dict[str, tuple[int, int, float]] = {}
+        for f in files:
+            key = str(f.path)
+            first = self._seen.get(key)
+            if first is None or first[:2] != (f.size, f.mtime_ns):
+                first = (f.size, f.mtime_ns, now)
+            seen[key] = first
+            quiet_since_mtime = wall_now - f.mtime_ns / 1e9 >= self.delay_s
+            if hints.get(key) == (f.size, f.mtime_ns) or quiet_since_mtime or (
+                now - first[2] >= self.delay_s
+            ):
+                out.append(f)
+        self._seen = seen  # forget files that left the inbox
+        with self._lock:
+            for key in [k for k in self._hints if k not in seen]:
+                del self._hints[key]
+        return out
+
+    def waiting(self) -> int:
+        return len(self._seen)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, gate: StabilityGate, wake: threading.Event) -> None:
+        self.gate = gate
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        path = str(event.dest_path if event.event_type == "moved" else event.src_path)
+        if not is_candidate(os.path.basename(path)):
+            return
+        if event.event_type in ("closed", "moved"):
+            self.gate.hint_complete(path)
+        if event.event_type in ("closed", "moved", "created", "modified"):
+            self.wake.set()
+
+
+class Watcher:
+    """Runs a watchdog observer on the inbox; `wake` is set whenever the inbox may have changed."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        settings: WatcherSettings,
+        gate: StabilityGate,
+        wake: threading.Event,
+        inotify_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.settings = settings
+        self.gate = gate
+        self.wake = wake
+        self._inotify_factory = inotify_factory or _inotify_observer
+        self.mode = "none"
+        self._observer: Any = None
+
+    def _choose(self) -> tuple[str, str]:
+        if self.settings.mode == "polling":
+            return "polling", "configured"
+        if self.settings.mode == "auto":
+            fstype = filesystem_type(self.inbox)
+            if needs_polling(fstype):
+                return "polling", f"inbox is on a network filesystem ({fstype})"
+        return "inotify", "configured" if self.settings.mode == "inotify" else "local filesystem"
+
+    def start(self) -> None:
+        mode, why = self._choose()
+        if mode == "inotify":
+            try:
+                self._observer = self._start(self._inotify_factory())
+            except OSError as exc:
+                mode, why = "polling", f"inotify could not be set up ({exc})"
+        if mode == "polling":
+            self._observer = self._start(PollingObserver(timeout=self.settings.poll_interval_s))
+        self.mode = mode
+        log.info("watcher.started", mode=mode, reason=why, inbox=str(self.inbox))
+
+    def _start(self, observer: Any) -> Any:
+        observer.schedule(_Handler(self.gate, self.wake), str(self.inbox), recursive=False)
+        observer.start()
+        return observer
+
+    def check(self) -> None:
+        """Restart a dead observer (its events were lost: the caller rescans anyway)."""
+        if self._observer is not None and not self._observer.is_alive():
+            log.warning("watcher.observer_died", mode=self.mode)
+            self.stop()
+            self.start()
+            self.wake.set()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=10)
+            self._observer = None
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _inotify_observer() -> Any:
+    from watchdog.observers.inotify import InotifyObserver
+
+    return InotifyObserver()
+

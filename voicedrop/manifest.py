@@ -1,0 +1,155 @@
+"""Job manifest v1: parse and validate what producers drop into the inbox.
+
+Manifests come from shared folders and are treated as hostile: size is capped
+before reading, unknown keys are rejected, and every error names the field.
+Whether an engine, voice or model exists is checked later against the
+registries and the config (pipeline), since this module imports nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from voicedrop.errors import ManifestError
+
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+OptionValue = float | int | str | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Segment(_Strict):
+    id: str = Field(pattern=SAFE_NAME)
+    text: str = Field(min_length=1)
+
+
+class TTSSpec(_Strict):
+    engine: str = Field(min_length=1)
+    voice: str | None = Field(None, min_length=1, max_length=255)
+    language: str = Field("en", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+    @property
+    def reference_path(self) -> str | None:
+        """The voice as a relative file path next to the manifest, if it is one."""
+        if self.voice is None:
+            return None
+        if "/" in self.voice or "\\" in self.voice or self.voice.lower().endswith(AUDIO_SUFFIXES):
+            return self.voice
+        return None
+
+    @field_validator("voice")
+    @classmethod
+    def _safe_reference(cls, v: str | None) -> str | None:
+        if v is None or not ("/" in v or "\\" in v or v.lower().endswith(AUDIO_SUFFIXES)):
+            return v
+        path = PurePosixPath(v.replace("\\", "/"))
+        if path.is_absolute() or re.match(r"^[A-Za-z]:", v):
+            raise ValueError("a reference audio path must be relative to the manifest")
+        if ".." in path.parts:
+            raise ValueError("a reference audio path must not contain '..'")
+        return v
+
+
+class ConvertSpec(_Strict):
+    engine: str = Field(min_length=1)
+    model: str = Field(pattern=SAFE_NAME)
+    pitch: float = Field(0.0, ge=-24, le=24, description="shift in semitones")
+    method: Literal["rmvpe", "pm", "harvest", "crepe"] = "rmvpe"
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+
+class OutputSpec(_Strict):
+    format: Literal["wav", "flac"] = "wav"
+    sample_rate: int | None = Field(None, ge=8000, le=192000)
+    loudness_lufs: float | None = Field(None, ge=-70, le=-5)
+    name: str = Field("speech", pattern=SAFE_NAME)
+
+
+class Manifest(_Strict):
+    """A job: text or segments, a TTS request, an optional conversion, an output."""
+
+    version: Literal[1] = 1
+    id: str | None = Field(None, min_length=1, max_length=200, description="client id")
+    text: str | None = Field(None, min_length=1)
+    segments: list[Segment] | None = Field(None, min_length=1, max_length=1000)
+    tts: TTSSpec
+    convert: ConvertSpec | None = None
+    output: OutputSpec = Field(default_factory=OutputSpec)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _one_text_source(self, info: ValidationInfo) -> Manifest:
+        if (self.text is None) == (self.segments is None):
+            raise ValueError("give exactly one of 'text' or 'segments'")
+        if self.segments is not None:
+            ids = [s.id for s in self.segments]
+            if len(set(ids)) != len(ids):
+                raise ValueError("segment ids must be unique")
+        limit = (info.context or {}).get("max_text_chars")
+        total = sum(len(t) for _, t in self.items())
+        if limit is not None and total > limit:
+            raise ValueError(f"text is {total} characters; the limit is {limit}")
+        return self
+
+    def items(self) -> list[tuple[str, str]]:
+        """(segment id, text) pairs; a plain `text` job is one segment named after the output."""
+        if self.segments is not None:
+            return [(s.id, s.text) for s in self.segments]
+        return [(self.output.name, self.text or "")]
+
+
+def schema() -> dict[str, Any]:
+    return Manifest.model_json_schema()
+
+
+def parse_manifest(raw: bytes, *, max_bytes: int, max_text_chars: int) -> Manifest:
+    """Decode and validate manifest bytes; raise ManifestError naming the field."""
+    if len(raw) > max_bytes:
+        raise ManifestError(f"manifest is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest is not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"malformed JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(data, dict):
+        raise ManifestError("a manifest must be a JSON object")
+    try:
+        return Manifest.model_validate(data, context={"max_text_chars": max_text_chars})
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def _first_error(exc: ValidationError) -> ManifestError:
+    """The first problem names the report's field; all of them are kept for `validate`."""
+    problems = []
+    fields = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(f"{field}: {msg}" if field else msg)
+        fields.append(field or None)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return ManifestError(problems[0] + more, field=fields[0], problems=problems)

@@ -1,0 +1,1 @@
+"""Stages, engines, audio and the residency manager that places their models."""

@@ -1,0 +1,84 @@
+"""Audio in and out: resampling (soxr), loudness (pyloudnorm), atomic files (soundfile)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from voicedrop.errors import ManifestError
+from voicedrop.fsutil import atomic_path
+
+PEAK_CEILING_DBFS = -1.0
+MIN_LOUDNESS_SECONDS = 0.4  # BS.1770 gating needs one 400 ms block
+
+
+@dataclass(frozen=True)
+class Audio:
+    samples: npt.NDArray[np.float32]  # mono, -1..1
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def from_int16(data: npt.NDArray[np.int16], sample_rate: int) -> Audio:
+    return Audio((data.astype(np.float32) / 32768.0), sample_rate)
+
+
+def read_audio(path: Path) -> Audio:
+    """Read a reference recording as mono float32; a file we cannot decode is bad input."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise ManifestError(f"reference audio is unreadable: {exc}", field="tts.voice") from None
+    return Audio(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32), int(rate))
+
+
+def resample(audio: Audio, rate: int) -> Audio:
+    if rate == audio.sample_rate:
+        return audio
+    import soxr
+
+    out = soxr.resample(audio.samples, audio.sample_rate, rate, quality="HQ")
+    return Audio(np.asarray(out, dtype=np.float32), rate)
+
+
+def peak_dbfs(audio: Audio) -> float:
+    peak = float(np.max(np.abs(audio.samples))) if audio.samples.size else 0.0
+    return round(20 * math.log10(peak), 2) if peak > 0 else -math.inf
+
+
+def loudness_lufs(audio: Audio) -> float | None:
+    """Integrated loudness, or None where it is undefined (too short, or silence)."""
+    if audio.duration_s < MIN_LOUDNESS_SECONDS:
+        return None
+    import pyloudnorm
+
+    value = float(pyloudnorm.Meter(audio.sample_rate).integrated_loudness(audio.samples))
+    return round(value, 2) if math.isfinite(value) else None
+
+
+def normalize_loudness(audio: Audio, target_lufs: float) -> Audio:
+    """Gain to the target loudness, then pull down so the peak stays under the ceiling."""
+    current = loudness_lufs(audio)
+    if current is None:
+        return audio
+    gained = audio.samples * np.float32(10 ** ((target_lufs - current) / 20))
+    peak = float(np.max(np.abs(gained)))
+    ceiling = 10 ** (PEAK_CEILING_DBFS / 20)
+    if peak > ceiling:
+        gained *= np.float32(ceiling / peak)
+    return Audio(gained.astype(np.float32), audio.sample_rate)
+
+
+def write_audio(audio: Audio, final: Path, fmt: str) -> None:
+    """Write 16-bit WAV or FLAC via a temp file, fsync and rename; never overwrite."""
+    clipped = np.clip(audio.samples, -1.0, 1.0)
+    with atomic_path(final) as tmp:
+        sf.write(str(tmp), clipped, audio.sample_rate, format=fmt.upper(), subtype="PCM_16")

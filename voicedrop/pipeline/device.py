@@ -1,0 +1,303 @@
+"""Devices: where models compute, how much memory there is, how tensors move.
+
+Three implementations share one small interface: CUDA (torch.cuda), CPU (the
+offline default; accounts the bytes of the tensors it was handed) and a
+FakeDevice for tests (accounts bytes against a capacity and can inject OOM).
+torch is imported lazily and only by code paths that already hold a tensor,
+so the daemon starts and answers `status` without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from voicedrop.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    available: bool  # a CUDA device is in use (the seed's `available`)
+    allocated: int
+    reserved: int
+    free: int
+    total: int
+
+    @property
+    def reusable(self) -> int:
+        """Bytes a new allocation can get: free memory plus this process's cached blocks."""
+        return self.free + max(0, self.reserved - self.allocated)
+
+
+class Device(Protocol):
+    name: str
+
+    def memory(self) -> MemoryInfo: ...
+    def model_bytes(self, model: Any) -> int: ...
+    def to_device(self, model: Any) -> Any: ...
+    def to_host(self, model: Any, *, pin: bool) -> Any: ...
+    def forget(self, model: Any) -> None: ...
+    def release_cached(self) -> None: ...
+    def reset_peak(self) -> None: ...
+    def peak_allocated(self) -> int: ...
+    def is_oom(self, exc: BaseException) -> bool: ...
+
+
+def iter_tensors(model: Any) -> Iterator[Any]:
+    """Every tensor a model owns: a module's parameters and buffers, or `model.tensors()`."""
+    if hasattr(model, "tensors"):
+        yield from model.tensors()
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        yield from model.parameters()
+        yield from model.buffers()
+
+
+def tensor_bytes(tensors: Iterable[Any]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen:
+            continue
+        seen.add(storage.data_ptr())
+        total += storage.nbytes()
+    return total
+
+
+def _move(model: Any, target: str) -> Any:
+    if not hasattr(model, "to"):
+        return model  # nothing on any device (e.g. the espeak engine)
+    moved = model.to(target)
+    return model if moved is None else moved
+
+
+def _pin(model: Any) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        model._apply(lambda t: t.pin_memory())
+    elif hasattr(model, "pin_memory"):
+        model.pin_memory()
+
+
+class _AccountingDevice:
+    """Tracks the bytes of the models placed on it: what CPU and fake devices 'allocate'."""
+
+    name = "cpu"
+
+    def __init__(self) -> None:
+        self._placed: dict[int, int] = {}
+        self._peak = 0
+
+    @property
+    def allocated(self) -> int:
+        return sum(self._placed.values())
+
+    def model_bytes(self, model: Any) -> int:
+        return tensor_bytes(iter_tensors(model))
+
+    def _account(self, model: Any, nbytes: int) -> None:
+        self._placed[id(model)] = nbytes
+        self._peak = max(self._peak, self.allocated)
+
+    def forget(self, model: Any) -> None:
+        self._placed.pop(id(model), None)
+
+    def release_cached(self) -> None:
+        return None
+
+    def reset_peak(self) -> None:
+        self._peak = self.allocated
+
+    def peak_allocated(self) -> int:
+        return max(self._peak, self.allocated)
+
+
+class CPUDevice(_AccountingDevice):
+    """Compute on the CPU: the warm tier and the device are the same RAM."""
+
+    name = "cpu"
+
+    def memory(self) -> MemoryInfo:
+        total, free = _meminfo()
+        return MemoryInfo(False, self.allocated, self.allocated, free, total)
+
+    def to_device(self, model: Any) -> Any:
+        model = _move(model, "cpu")
+        self._account(model, self.model_bytes(model))
+        return model
+
+    def to_host(self, model: Any, *, pin: bool) -> Any:
+        self.forget(model)
+        return _move(model, "cpu")
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, MemoryError)
+
+
+def _meminfo() -> tuple[int, int]:
+    fields: dict[str, int] = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            fields[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        return 0, 0
+    return fields.get("MemTotal", 0), fields.get("MemAvailable", fields.get("MemFree", 0))
+
+
+class FakeOutOfMemory(RuntimeError):
+    pass
+
+
+@dataclass
+class FakeModel:
+    """A stand-in model of a given size; `to()` is all the manager needs of it."""
+
+    nbytes: int
+    where: str = "disk"
+
+    def to(self, target: str) -> FakeModel:
+        self.where = target
+        return self
+
+
+class FakeDevice(_AccountingDevice):
+    """A device of `capacity` bytes with a caching allocator and injectable OOM."""
+
+    name = "fake"
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.cached = 0
+        self.scratch = 0
+        self.release_calls = 0
+        self._oom_countdown: int | None = None
+
+    def inject_oom(self, after: int = 0) -> None:
+        """Fail the allocation that comes after `after` successful ones."""
+        self._oom_countdown = after
+
+    def memory(self) -> MemoryInfo:
+        allocated = self.allocated + self.scratch
+        reserved = allocated + self.cached
+        return MemoryInfo(True, allocated, reserved, self.capacity - reserved, self.capacity)
+
+    def allocate(self, nbytes: int) -> None:
+        """Take working memory (activations) as an engine would during a stage."""
+        self._check(nbytes)
+        self.scratch += nbytes
+        self._peak = max(self._peak, self.allocated + self.scratch)
+
+    def free(self, nbytes: int) -> None:
+        self.scratch -= nbytes
+        self.cached += nbytes
+
+    def _check(self, nbytes: int) -> None:
+        if self._oom_countdown is not None:
+            if self._oom_countdown == 0:
+                self._oom_countdown = None
+                raise FakeOutOfMemory("fake device: out of memory (injected)")
+            self._oom_countdown -= 1
+        if self.allocated + self.scratch + nbytes > self.capacity:
+            raise FakeOutOfMemory(f"fake device: out of memory allocating {nbytes} bytes")
+        self.cached = max(0, self.cached - nbytes)
+
+    def model_bytes(self, model: Any) -> int:
+        return int(model.nbytes) if isinstance(model, FakeModel) else super().model_bytes(model)
+
+    def to_device(self, model: Any) -> Any:
+        nbytes = self.model_bytes(model)
+        if id(model) not in self._placed:
+            self._check(nbytes)
+        self._account(model, nbytes)
+        return _move(model, "device")
+
+    def to_host(self, model: Any, *, pin: bool) -> Any:
+        self.forget(model)
+        return _move(model, "host")
+
+    def forget(self, model: Any) -> None:
+        self.cached += self._placed.pop(id(model), 0)
+
+    def release_cached(self) -> None:
+        self.release_calls += 1
+        self.cached = 0
+
+    def reset_peak(self) -> None:
+        self._peak = self.allocated + self.scratch
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, FakeOutOfMemory)
+
+
+class CudaDevice:
+    """A CUDA GPU through torch.cuda (NVML, when installed, adds other processes' use)."""
+
+    def __init__(self, index: int = 0) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device = 'cuda' but torch sees no CUDA device", field="device")
+        self._torch = torch
+        self.index = index
+        self.name = f"cuda:{index}"
+
+    def memory(self) -> MemoryInfo:
+        cuda = self._torch.cuda
+        free, total = cuda.mem_get_info(self.index)
+        return MemoryInfo(
+            True, cuda.memory_allocated(self.index), cuda.memory_reserved(self.index), free, total
+        )
+
+    def model_bytes(self, model: Any) -> int:
+        return tensor_bytes(iter_tensors(model))
+
+    def to_device(self, model: Any) -> Any:
+        model = _move(model, self.name)
+        self._torch.cuda.synchronize(self.index)
+        return model
+
+    def to_host(self, model: Any, *, pin: bool) -> Any:
+        model = _move(model, "cpu")
+        if pin:
+            _pin(model)
+        return model
+
+    def forget(self, model: Any) -> None:
+        return None
+
+    def release_cached(self) -> None:
+        self._torch.cuda.empty_cache()
+
+    def reset_peak(self) -> None:
+        self._torch.cuda.reset_peak_memory_stats(self.index)
+
+    def peak_allocated(self) -> int:
+        return int(self._torch.cuda.max_memory_allocated(self.index))
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
+
+
+def make_device(choice: str) -> Device:
+    """`auto` picks CUDA only where an NVIDIA driver and torch are both installed."""
+    if choice == "cpu":
+        return CPUDevice()
+    if choice == "cuda":
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigError("device = 'cuda' needs torch installed", field="device")
+        return CudaDevice()
+    nvidia = Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
+    if nvidia and importlib.util.find_spec("torch") is not None:
+        try:
+            return CudaDevice()
+        except ConfigError:
+            return CPUDevice()
+    return CPUDevice()

@@ -1,0 +1,107 @@
+"""Job report models: what `report.json` says about a finished job.
+
+The report is the completion marker of a job and its only record, so it
+carries everything a user needs to trust or debug a result: the manifest as
+accepted, the error with its field, each stage with its time, every model
+event, the seed's VRAM fields before and after, and the outputs as measured.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VramStats(_Model):
+    """Exactly the seed's VRAM fields (shared/seed): a public contract."""
+
+    available: bool
+    low_vram_mode: bool
+    allocated_gb: float
+    reserved_gb: float
+    free_gb: float
+    total_gb: float
+    cached_models: int
+
+
+class ModelEvent(_Model):
+    """One move of a model between tiers: load, promote, demote, evict or drop."""
+
+    event: Literal["load", "promote", "demote", "evict", "drop"]
+    key: str
+    src: Literal["disk", "host", "device"] = Field(alias="from")
+    dst: Literal["disk", "host", "device"] = Field(alias="to")
+    bytes: int
+    seconds: float
+    reason: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelView(_Model):
+    """The extended per-model view beside the seed's fields."""
+
+    tier: Literal["disk", "host", "device"]
+    device_bytes: int
+    host_bytes: int
+    loads: int
+    promotes: int
+    last_load_s: float | None
+    last_peak_bytes: int | None
+    pinned: bool = False
+
+
+class ErrorInfo(_Model):
+    code: str
+    message: str
+    field: str | None = None
+    kind: Literal["permanent", "transient"]
+
+
+class StageRecord(_Model):
+    name: str
+    engine: str | None
+    seconds: float
+
+
+class OutputRecord(_Model):
+    file: str
+    segment: str
+    format: str
+    sample_rate: int
+    duration_s: float
+    peak_dbfs: float
+    loudness_lufs: float | None
+
+
+class VramSnapshot(_Model):
+    before: VramStats
+    after: VramStats
+
+
+class JobReport(_Model):
+    schema_version: int = SCHEMA_VERSION
+    job_id: str
+    status: Literal["done", "failed", "duplicate"]
+    source: str
+    attempt: int
+    manifest: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    duplicate_of: str | None = None
+    stages: list[StageRecord] = Field(default_factory=list)
+    events: list[ModelEvent] = Field(default_factory=list)
+    vram: VramSnapshot
+    models: dict[str, ModelView] = Field(default_factory=dict)
+    outputs: list[OutputRecord] = Field(default_factory=list)
+    timings: dict[str, float | str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True) + "\n"
