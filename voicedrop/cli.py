@@ -19,8 +19,15 @@ from voicedrop.daemon.spool import Spool, job_stem
 from voicedrop.errors import ConfigError, ManifestError
 from voicedrop.manifest import parse_manifest, schema
 
-SEED_FIELDS = ("available", "low_vram_mode", "allocated_gb", "reserved_gb", "free_gb",
-               "total_gb", "cached_models")
+SEED_FIELDS = (
+    "available",
+    "low_vram_mode",
+    "allocated_gb",
+    "reserved_gb",
+    "free_gb",
+    "total_gb",
+    "cached_models",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,8 +80,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     code = service.run(stop, once=args.once)
     if args.once:
         counts = service.spool.counts()
-        print(f"{counts['outbox']} done in {service.spool.outbox}\n"
-              f"{counts['failed']} failed in {service.spool.failed}")
+        print(
+            f"{counts['outbox']} done in {service.spool.outbox}\n"
+            f"{counts['failed']} failed in {service.spool.failed}"
+        )
     return code
 
 
@@ -83,8 +92,11 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
     spool.ensure()
     raw = args.file.read_bytes()
     try:
-        manifest = parse_manifest(raw, max_bytes=settings.limits.max_manifest_bytes,
-                                  max_text_chars=settings.limits.max_text_chars)
+        manifest = parse_manifest(
+            raw,
+            max_bytes=settings.limits.max_manifest_bytes,
+            max_text_chars=settings.limits.max_text_chars,
+        )
     except ManifestError as exc:
         print(f"{args.file}: {exc.message}", file=sys.stderr)
         return 2
@@ -153,9 +165,11 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     daemon = _daemon_status(spool)
     vram = daemon.get("vram") if daemon["alive"] else None
     if vram is None:  # no daemon: say so, without importing torch
-        vram = dict.fromkeys(SEED_FIELDS, 0.0) | {"available": False,
-                                                   "low_vram_mode": settings.low_vram,
-                                                   "cached_models": 0}
+        vram = dict.fromkeys(SEED_FIELDS, 0.0) | {
+            "available": False,
+            "low_vram_mode": settings.low_vram,
+            "cached_models": 0,
+        }
     out = {
         "daemon": "running" if daemon["alive"] else "not running",
         "queue": spool.counts(),
@@ -172,8 +186,10 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"job:     {out['current_job'] or '-'}" + (f" ({out['stage']})" if out["stage"] else ""))
     print("vram:    " + "  ".join(f"{k}={v}" for k, v in out["vram"].items()))
     for key, view in out["models"].items():
-        print(f"model:   {key}: {view['tier']} ({view['device_bytes'] + view['host_bytes']} B, "
-              f"{view['loads']} loads, {view['promotes']} promotes)")
+        print(
+            f"model:   {key}: {view['tier']} ({view['device_bytes'] + view['host_bytes']} B, "
+            f"{view['loads']} loads, {view['promotes']} promotes)"
+        )
     return 0
 
 
@@ -185,14 +201,18 @@ def _validate(settings: Settings, args: argparse.Namespace) -> int:
     bad = 0
     for path in args.files:
         try:
-            manifest = parse_manifest(path.read_bytes(),
-                                      max_bytes=settings.limits.max_manifest_bytes,
-                                      max_text_chars=settings.limits.max_text_chars)
+            manifest = parse_manifest(
+                path.read_bytes(),
+                max_bytes=settings.limits.max_manifest_bytes,
+                max_text_chars=settings.limits.max_text_chars,
+            )
             ref = manifest.tts.reference_path
             ref_path = path.parent / ref if ref else None
             if ref_path is not None and (ref_path.is_symlink() or not ref_path.is_file()):
-                raise ManifestError(f"reference '{ref}' is not a regular file next to the "
-                                    "manifest", field="tts.voice")
+                raise ManifestError(
+                    f"reference '{ref}' is not a regular file next to the manifest",
+                    field="tts.voice",
+                )
             voice = resolve_voice(manifest, settings, ref_path)
             check_job(manifest, settings, engines, voice)
         except ManifestError as exc:

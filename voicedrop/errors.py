@@ -8,6 +8,8 @@ input). The executor catches them at the job boundary and writes `code`,
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class VoicedropError(Exception):
     code = "error"
@@ -21,7 +23,7 @@ class VoicedropError(Exception):
             self.code = code
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Literal["permanent", "transient"]:
         return "permanent" if self.permanent else "transient"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO
+from typing import TextIO
 
 import structlog
 
@@ -16,7 +16,7 @@ class _DropStopRace(logging.Filter):
         return "called when the thread is inactive" not in record.getMessage()
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: IO[str] | None = None) -> None:
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: structlog.typing.Processor = (

@@ -25,8 +25,14 @@ def test_file_overrides_defaults_and_env_overrides_file(tmp_path):
     assert s.low_vram and s.policy == "low"
     assert s.spool == tmp_path / "here"  # relative to the config file
     assert s.watcher.mode == "polling"
-    s = load_settings(cfg, env={"LOW_VRAM": "false", "VOICEDROP_SPOOL": "/srv/spool",
-                                "VOICEDROP_WATCHER__MODE": "inotify"})
+    s = load_settings(
+        cfg,
+        env={
+            "LOW_VRAM": "false",
+            "VOICEDROP_SPOOL": "/srv/spool",
+            "VOICEDROP_WATCHER__MODE": "inotify",
+        },
+    )
     assert not s.low_vram and s.policy == "normal"
     assert s.spool == Path("/srv/spool")
     assert s.watcher.mode == "inotify"
@@ -78,8 +84,9 @@ def test_unknown_key_is_refused(tmp_path):
 
 
 def test_budget_policy_and_budget_value():
-    s = load_settings(env={"VOICEDROP_RESIDENCY__POLICY": "budget",
-                           "VOICEDROP_RESIDENCY__BUDGET_GB": "4.5"})
+    s = load_settings(
+        env={"VOICEDROP_RESIDENCY__POLICY": "budget", "VOICEDROP_RESIDENCY__BUDGET_GB": "4.5"}
+    )
     assert s.policy == "budget" and s.residency.budget_gb == 4.5
     with pytest.raises(ConfigError, match="budget_gb"):
         load_settings(env={"VOICEDROP_RESIDENCY__BUDGET_GB": "-1"})
@@ -102,7 +109,16 @@ def test_shipped_config_toml_is_valid_and_documents_every_key():
     root = Path(__file__).resolve().parents[2]
     s = load_settings(root / "config.toml", env={})
     text = (root / "config.toml").read_text()
-    for key in ("low_vram", "spool", "max_attempts", "stable_delay_s", "policy", "budget_gb",
-                "warm_budget_gb", "headroom_gb", "max_skips"):
+    for key in (
+        "low_vram",
+        "spool",
+        "max_attempts",
+        "stable_delay_s",
+        "policy",
+        "budget_gb",
+        "warm_budget_gb",
+        "headroom_gb",
+        "max_skips",
+    ):
         assert f"{key} =" in text
     assert s.policy == "normal"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -75,8 +75,13 @@ class Executor:
         return None if job is None else self.run_job(job)
 
     def run(
-        self, stop: threading.Event, wake: threading.Event, *, once: bool = False,
-        tick: Callable[[], None] = lambda: None, max_wait_s: float | None = None,
+        self,
+        stop: threading.Event,
+        wake: threading.Event,
+        *,
+        once: bool = False,
+        tick: Callable[[], None] = lambda: None,
+        max_wait_s: float | None = None,
     ) -> None:
         """Loop until `stop`; with `once`, until the inbox holds nothing more to take."""
         last_scan = self.clock()
@@ -140,11 +145,18 @@ class Executor:
             with self.manager.recording() as events:
                 outcome = self._attempt(job)
             report = self._report(job, outcome, events, before)
-            report.timings = {"started_at": started_at, "finished_at": datetime.now(UTC).isoformat(),
-                              "total_s": round(self.clock() - started, 4)}
+            report.timings = {
+                "started_at": started_at,
+                "finished_at": datetime.now(UTC).isoformat(),
+                "total_s": round(self.clock() - started, 4),
+            }
             self._commit(job, report, outcome.manifest)
-            log.info("job.end", status=report.status, error=report.error and report.error.message,
-                     seconds=report.timings["total_s"])
+            log.info(
+                "job.end",
+                status=report.status,
+                error=report.error and report.error.message,
+                seconds=report.timings["total_s"],
+            )
             self.on_status({"state": "idle", "job_id": None, "stage": None})
         return report
 
@@ -167,8 +179,16 @@ class Executor:
             reference = self.spool.copy_input(job, ref, limit.max_reference_bytes) if ref else None
             voice = resolve_voice(manifest, self.settings, reference)
             check_job(manifest, self.settings, self.engines, voice)
-            out.ctx = JobContext(job.job_id, manifest, self.settings, self.engines, self.manager,
-                                 voice, job.out_dir, progress=self._progress(job))
+            out.ctx = JobContext(
+                job.job_id,
+                manifest,
+                self.settings,
+                self.engines,
+                self.manager,
+                voice,
+                job.out_dir,
+                progress=self._progress(job),
+            )
             for stage in plan(manifest):
                 out.stages.append(self._run_stage(stage, out.ctx))
         except VoicedropError as exc:
@@ -186,8 +206,9 @@ class Executor:
             raise ManifestError(f"manifest cannot be opened (a symlink?): {exc.strerror}") from None
         with os.fdopen(fd, "rb") as fh:
             raw = fh.read(limit.max_manifest_bytes + 1)
-        return parse_manifest(raw, max_bytes=limit.max_manifest_bytes,
-                              max_text_chars=limit.max_text_chars)
+        return parse_manifest(
+            raw, max_bytes=limit.max_manifest_bytes, max_text_chars=limit.max_text_chars
+        )
 
     def _progress(self, job: ClaimedJob) -> Callable[[str], None]:
         def report(message: str) -> None:
@@ -216,27 +237,41 @@ class Executor:
                     raise OutOfMemoryError(
                         f"stage '{stage.name}' ran out of device memory twice: {exc2}"
                     ) from exc2
-        return StageRecord(name=stage.name, engine=stage.engine(ctx),
-                           seconds=round(self.clock() - started, 4))
+        return StageRecord(
+            name=stage.name, engine=stage.engine(ctx), seconds=round(self.clock() - started, 4)
+        )
 
-    def _report(self, job: ClaimedJob, out: _Outcome, events: list[ModelEvent],
-                before: dict[str, Any]) -> JobReport:
+    def _report(
+        self, job: ClaimedJob, out: _Outcome, events: list[ModelEvent], before: dict[str, Any]
+    ) -> JobReport:
         versions = {"voicedrop": voicedrop.__version__}
         for record in out.stages:
             if record.engine and out.manifest is not None:
                 eng = self.engines.tts.get(record.engine) or self.engines.convert[record.engine]
                 versions[record.engine] = eng.version()
         error = out.error
-        status = "failed" if error else "duplicate" if out.duplicate_of else "done"
+        status: Literal["done", "failed", "duplicate"] = (
+            "failed" if error else "duplicate" if out.duplicate_of else "done"
+        )
         return JobReport(
-            job_id=job.job_id, status=status, source=job.source, attempt=job.attempts,
+            job_id=job.job_id,
+            status=status,
+            source=job.source,
+            attempt=job.attempts,
             manifest=out.manifest.model_dump(mode="json") if out.manifest else None,
-            error=ErrorInfo(code=error.code, message=error.message, field=error.field,
-                            kind=error.kind) if error else None,
-            duplicate_of=out.duplicate_of, stages=out.stages, events=events,
-            vram=VramSnapshot.model_validate({"before": before,
-                                              "after": self.manager.get_vram_usage()}),
-            models=self.manager.models(), outputs=out.ctx.outputs if out.ctx and not error else [],
+            error=ErrorInfo(
+                code=error.code, message=error.message, field=error.field, kind=error.kind
+            )
+            if error
+            else None,
+            duplicate_of=out.duplicate_of,
+            stages=out.stages,
+            events=events,
+            vram=VramSnapshot.model_validate(
+                {"before": before, "after": self.manager.get_vram_usage()}
+            ),
+            models=self.manager.models(),
+            outputs=out.ctx.outputs if out.ctx and not error else [],
             versions=versions,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Mapping
@@ -25,8 +26,6 @@ class Notifier:
         if not self.address:
             return
         message = "\n".join(f"{k.upper()}={v}" for k, v in fields.items()).encode()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.sendto(message, self.address)
-            except OSError:
-                pass  # systemd went away; nothing to tell
+        # suppress OSError: systemd went away, there is nothing to tell
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.sendto(message, self.address)

@@ -50,8 +50,12 @@ def build_manager(settings: Settings, device: Device) -> ResidencyManager:
 
 class Service:
     def __init__(
-        self, settings: Settings, *, device: Device | None = None,
-        engines: Engines | None = None, notifier: Notifier | None = None,
+        self,
+        settings: Settings,
+        *,
+        device: Device | None = None,
+        engines: Engines | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.spool = Spool(settings.spool)
@@ -62,23 +66,34 @@ class Service:
         self.gate = StabilityGate(settings.watcher.stable_delay_s)
         self.wake = threading.Event()
         self.executor = Executor(
-            settings, self.spool, engines or build_engines(settings), self.manager,
+            settings,
+            self.spool,
+            engines or build_engines(settings),
+            self.manager,
             Scheduler(affinity=settings.scheduler.affinity, max_skips=settings.scheduler.max_skips),
-            self.gate, on_status=self.publish,
+            self.gate,
+            on_status=self.publish,
         )
         self.watcher = Watcher(self.spool.inbox, settings.watcher, self.gate, self.wake)
         self._status: dict[str, Any] = {"state": "starting", "job_id": None, "stage": None}
         self._last_ping = 0.0
 
     def run(self, stop: threading.Event, *, once: bool = False) -> int:
-        log.info("service.start", version=voicedrop.__version__, spool=str(self.settings.spool),
-                 device=self.device.name, policy=self.settings.policy, once=once)
+        log.info(
+            "service.start",
+            version=voicedrop.__version__,
+            spool=str(self.settings.spool),
+            device=self.device.name,
+            policy=self.settings.policy,
+            once=once,
+        )
         with self.watcher:
             self.executor.start()
             self.publish({"state": "idle"})
             self.notifier.notify(ready="1", status="idle, watching " + str(self.spool.inbox))
-            self.executor.run(stop, self.wake, once=once, tick=self._tick,
-                              max_wait_s=self._ping_every())
+            self.executor.run(
+                stop, self.wake, once=once, tick=self._tick, max_wait_s=self._ping_every()
+            )
             self.notifier.notify(stopping="1", status="stopping")
             self.publish({"state": "stopped", "job_id": None, "stage": None})
         self.manager.close()

@@ -128,8 +128,11 @@ class Spool:
     # ---- work ----------------------------------------------------------------------
 
     def _write_meta(self, job: ClaimedJob) -> None:
-        meta = {"source": job.source, "attempts": job.attempts,
-                "updated": datetime.now(UTC).isoformat()}
+        meta = {
+            "source": job.source,
+            "attempts": job.attempts,
+            "updated": datetime.now(UTC).isoformat(),
+        }
         write_atomic(job.dir / "job.json", json.dumps(meta), overwrite=True)
 
     def _read_job(self, job_dir: Path) -> ClaimedJob:
@@ -181,16 +184,20 @@ class Spool:
             try:
                 st = current.lstat()
             except FileNotFoundError:
-                raise ManifestError(f"reference file '{relative}' not found next to the "
-                                    "manifest", field="tts.voice") from None
+                raise ManifestError(
+                    f"reference file '{relative}' not found next to the manifest", field="tts.voice"
+                ) from None
             if stat.S_ISLNK(st.st_mode):
-                raise ManifestError(f"reference '{relative}' is a symlink; symlinks are refused",
-                                    field="tts.voice")
+                raise ManifestError(
+                    f"reference '{relative}' is a symlink; symlinks are refused", field="tts.voice"
+                )
         if not stat.S_ISREG(st.st_mode):
             raise ManifestError(f"reference '{relative}' is not a regular file", field="tts.voice")
         if st.st_size > max_bytes:
-            raise ManifestError(f"reference '{relative}' is {st.st_size} bytes; the limit is "
-                                f"{max_bytes}", field="tts.voice")
+            raise ManifestError(
+                f"reference '{relative}' is {st.st_size} bytes; the limit is {max_bytes}",
+                field="tts.voice",
+            )
         target = job.dir / "inputs" / rel.name
         target.parent.mkdir(exist_ok=True)
         fd = os.open(current, os.O_RDONLY | os.O_NOFOLLOW)

@@ -82,8 +82,10 @@ class StabilityGate:
                 first = (f.size, f.mtime_ns, now)
             seen[key] = first
             quiet_since_mtime = wall_now - f.mtime_ns / 1e9 >= self.delay_s
-            if hints.get(key) == (f.size, f.mtime_ns) or quiet_since_mtime or (
-                now - first[2] >= self.delay_s
+            if (
+                hints.get(key) == (f.size, f.mtime_ns)
+                or quiet_since_mtime
+                or (now - first[2] >= self.delay_s)
             ):
                 out.append(f)
         self._seen = seen  # forget files that left the inbox
@@ -184,4 +186,3 @@ def _inotify_observer() -> Any:
     from watchdog.observers.inotify import InotifyObserver
 
     return InotifyObserver()
-

@@ -65,16 +65,38 @@ def loudness_lufs(audio: Audio) -> float | None:
 
 
 def normalize_loudness(audio: Audio, target_lufs: float) -> Audio:
-    """Gain to the target loudness, then pull down so the peak stays under the ceiling."""
+    """Reach the target loudness with the peaks held under the ceiling by a limiter.
+
+    Speech has a high crest factor: plain gain to -16 LUFS would clip, and plain
+    gain pulled back under the ceiling would miss the target by several LU. So
+    gain and limit, measure, and correct the gain a few times.
+    """
     current = loudness_lufs(audio)
     if current is None:
         return audio
-    gained = audio.samples * np.float32(10 ** ((target_lufs - current) / 20))
-    peak = float(np.max(np.abs(gained)))
+    gain_db = target_lufs - current
+    out = audio
+    for _ in range(4):
+        out = Audio(
+            _limit(audio.samples * np.float32(10 ** (gain_db / 20)), audio.sample_rate),
+            audio.sample_rate,
+        )
+        measured = loudness_lufs(out)
+        if measured is None or abs(measured - target_lufs) < 0.2:
+            break
+        gain_db += target_lufs - measured
+    return out
+
+
+def _limit(x: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
+    """A look-ahead peak limiter: smooth gain reduction, never above the ceiling."""
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
     ceiling = 10 ** (PEAK_CEILING_DBFS / 20)
-    if peak > ceiling:
-        gained *= np.float32(ceiling / peak)
-    return Audio(gained.astype(np.float32), audio.sample_rate)
+    need = np.minimum(1.0, ceiling / np.maximum(np.abs(x), 1e-9))
+    window = max(1, int(0.005 * rate))
+    gain = uniform_filter1d(minimum_filter1d(need, size=2 * window + 1), size=window)
+    return np.asarray(x * np.minimum(gain, need), dtype=np.float32)
 
 
 def write_audio(audio: Audio, final: Path, fmt: str) -> None:

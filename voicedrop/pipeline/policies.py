@@ -15,7 +15,8 @@ from voicedrop.pipeline.device import MemoryInfo
 
 
 class Policy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def keeps_after_use(self) -> bool: ...
 
@@ -26,7 +27,7 @@ class Policy(Protocol):
 
 @dataclass(frozen=True)
 class LowPolicy:
-    name: str = "low"
+    name = "low"
 
     def keeps_after_use(self) -> bool:
         return False
@@ -37,7 +38,7 @@ class LowPolicy:
 
 @dataclass(frozen=True)
 class NormalPolicy:
-    name: str = "normal"
+    name = "normal"
 
     def keeps_after_use(self) -> bool:
         return True
@@ -52,7 +53,7 @@ class BudgetPolicy:
 
     limit: int | None
     headroom: int
-    name: str = "budget"
+    name = "budget"
 
     def keeps_after_use(self) -> bool:
         return True

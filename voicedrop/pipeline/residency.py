@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import structlog
 
@@ -226,7 +226,9 @@ class ResidencyManager:
             gc.collect()
             self.device.release_cached()
 
-    def _refuse(self, entry: _Entry, need: int, free: int, total: int, budget: int | None) -> None:
+    def _refuse(
+        self, entry: _Entry, need: int, free: int, total: int, budget: int | None
+    ) -> NoReturn:
         limit = f", budget {budget / GB:.2f} GB" if budget is not None else ""
         msg = (
             f"model '{entry.spec.key}' does not fit: needs {need / GB:.2f} GB "
@@ -283,7 +285,9 @@ class ResidencyManager:
 
     # ---- leaving the device ------------------------------------------------------------
 
-    def _leave_device(self, entry: _Entry, event: Literal["demote", "evict", "drop"], why: str) -> None:
+    def _leave_device(
+        self, entry: _Entry, event: Literal["demote", "evict", "drop"], why: str
+    ) -> None:
         if event == "drop" or not self.warm_tier or not self._warm_room(entry):
             self._drop(entry, "drop" if event != "evict" else "evict", why)
             return
@@ -329,5 +333,12 @@ class ResidencyManager:
         )
         for sink in self._sinks:
             sink.append(event)
-        log.info(f"model.{kind}", model=entry.spec.key, src=src, dst=dst, bytes=entry.nbytes,
-                 seconds=round(seconds, 4), reason=why)
+        log.info(
+            f"model.{kind}",
+            model=entry.spec.key,
+            src=src,
+            dst=dst,
+            bytes=entry.nbytes,
+            seconds=round(seconds, 4),
+            reason=why,
+        )

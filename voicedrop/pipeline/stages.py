@@ -112,9 +112,13 @@ class PostStage:
             au.write_audio(audio, path, out.format)
             ctx.outputs.append(
                 OutputRecord(
-                    file=path.name, segment=take.segment, format=out.format,
-                    sample_rate=audio.sample_rate, duration_s=round(audio.duration_s, 3),
-                    peak_dbfs=au.peak_dbfs(audio), loudness_lufs=au.loudness_lufs(audio),
+                    file=path.name,
+                    segment=take.segment,
+                    format=out.format,
+                    sample_rate=audio.sample_rate,
+                    duration_s=round(audio.duration_s, 3),
+                    peak_dbfs=au.peak_dbfs(audio),
+                    loudness_lufs=au.loudness_lufs(audio),
                 )
             )
 

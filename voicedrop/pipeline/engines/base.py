@@ -41,7 +41,11 @@ class TTSEngine(Protocol):
     def model_spec(self, voice: VoiceChoice, language: str) -> ModelSpec: ...
 
     def synthesize(
-        self, model: Any, text: str, voice: VoiceChoice, language: str,
+        self,
+        model: Any,
+        text: str,
+        voice: VoiceChoice,
+        language: str,
         options: Mapping[str, OptionValue],
     ) -> Audio: ...
 
@@ -72,7 +76,11 @@ def check_options(
             known = ", ".join(sorted(allowed)) or "none"
             raise ManifestError(f"unknown option (known: {known})", field=f"{field}.{key}")
         low, high = allowed[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
             raise ManifestError(
                 f"must be a number from {low:g} to {high:g}, got {value!r}", field=f"{field}.{key}"
             )

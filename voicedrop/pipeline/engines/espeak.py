@@ -40,11 +40,20 @@ class EspeakSynth:
         self._lib = ctypes.CDLL(library)
         self._lib.espeak_Initialize.restype = ctypes.c_int
         self._lib.espeak_Initialize.argtypes = [
-            ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
         ]
         self._lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.sample_rate = self._lib.espeak_Initialize(_SYNCHRONOUS, 0, data.encode(), 0)
@@ -125,7 +134,11 @@ class EspeakEngine:
         return ModelSpec("espeak", lambda _device: EspeakSynth(self._library, self._data), 0)
 
     def synthesize(
-        self, model: Any, text: str, voice: VoiceChoice, language: str,
+        self,
+        model: Any,
+        text: str,
+        voice: VoiceChoice,
+        language: str,
         options: Mapping[str, OptionValue],
     ) -> Audio:
         opts = {**self.defaults, **check_options(options, OPTIONS, "tts.options")}

@@ -8,10 +8,9 @@ that shifts pitch like a tape speed change, so the convert stage runs offline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
-
-import time
 
 import numpy as np
 
@@ -45,7 +44,11 @@ class NoopEngine:
         return ModelSpec("noop", lambda _device: _Nothing(), 0)
 
     def synthesize(
-        self, model: Any, text: str, voice: VoiceChoice, language: str,
+        self,
+        model: Any,
+        text: str,
+        voice: VoiceChoice,
+        language: str,
         options: Mapping[str, OptionValue],
     ) -> Audio:
         opts = check_options(options, NOOP_OPTIONS, "tts.options")

@@ -1,0 +1,242 @@
+"""System tests: a real `voicedrop run` process on a real directory with a real observer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = sorted((ROOT / "sample_inbox").glob("*.json"))
+pytestmark = pytest.mark.system
+
+
+def env_for(spool: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICEDROP_", "LOW_VRAM"))}
+    env.update(
+        {
+            "VOICEDROP_CONFIG": str(ROOT / "config.toml"),
+            "VOICEDROP_SPOOL": str(spool),
+            "VOICEDROP_LOG_FORMAT": "json",
+            "VOICEDROP_DEVICE": "cpu",
+            **extra,
+        }
+    )
+    return env
+
+
+def voicedrop(*args: str, spool: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "voicedrop", *args],
+        env=env_for(spool, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class Daemon:
+    def __init__(self, spool: Path, **extra: str) -> None:
+        self.spool = spool
+        self.log = (spool.parent / "daemon.log").open("a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voicedrop", "run"],
+            env=env_for(spool, **extra),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_for(lambda: self.status().get("state") == "idle", "daemon ready")
+
+    def status(self) -> dict:
+        try:
+            data = json.loads((self.spool / "state" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if data.get("pid") == self.proc.pid else {}
+
+    def wait_for(self, condition, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            assert self.proc.poll() is None or what == "exit", f"daemon died: {self.logs()}"
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return (self.spool.parent / "daemon.log").read_text()[-4000:]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=30)
+        self.log.close()
+        return rc
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+def done(spool: Path, job: str) -> bool:
+    return (spool / "outbox" / job / "report.json").exists()
+
+
+def report(spool: Path, folder: str, job: str) -> dict:
+    return json.loads((spool / folder / job / "report.json").read_text())
+
+
+def check_sample_results(spool: Path) -> None:
+    good = ["flac-48k-loud", "hello-en", "ola-pt", "two-segments"]
+    assert sorted(p.name for p in (spool / "outbox").iterdir()) == good
+    for job in good:
+        data = report(spool, "outbox", job)
+        assert data["status"] == "done"
+        for out in data["outputs"]:
+            audio, rate = sf.read(spool / "outbox" / job / out["file"])
+            assert rate == out["sample_rate"] and len(audio) / rate > 0.5
+    loud = report(spool, "outbox", "flac-48k-loud")["outputs"][0]
+    assert loud["format"] == "flac" and loud["sample_rate"] == 48000
+    assert abs(loud["loudness_lufs"] - -16) < 1
+    bad = report(spool, "failed", "bad-unknown-voice")
+    assert bad["error"]["field"] == "tts.voice" and "unknown voice" in bad["error"]["message"]
+    assert list((spool / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["inotify", "polling"])
+def test_sample_manifests_dropped_into_a_running_daemon(spool, mode):
+    daemon = Daemon(
+        spool,
+        VOICEDROP_WATCHER__MODE=mode,
+        VOICEDROP_WATCHER__POLL_INTERVAL_S="0.2",
+        VOICEDROP_WATCHER__SCAN_INTERVAL_S="600",
+    )
+    try:
+        assert daemon.status()["watcher"] == mode
+        for sample in SAMPLES:
+            shutil.copy(sample, spool / "inbox" / sample.name)
+        daemon.wait_for(
+            lambda: (
+                len(list((spool / "outbox").iterdir())) == 4
+                and len(list((spool / "failed").iterdir())) == 1
+            ),
+            "all samples",
+        )
+    finally:
+        assert daemon.stop() == 0
+    check_sample_results(spool)
+
+
+def test_a_manifest_written_slowly_is_not_taken_before_it_is_complete(spool):
+    daemon = Daemon(spool, VOICEDROP_WATCHER__MODE="inotify", VOICEDROP_WATCHER__STABLE_DELAY_S="2")
+    text = json.dumps({"text": "Written in pieces.", "tts": {"engine": "espeak"}})
+    target = spool / "inbox" / "slow.json"
+    try:
+        with target.open("w") as fh:
+            for i in range(0, len(text), len(text) // 4 + 1):
+                fh.write(text[i : i + len(text) // 4 + 1])
+                fh.flush()
+                time.sleep(0.4)
+                assert target.exists(), "claimed before the writer closed it"
+                assert list((spool / "work").iterdir()) == []
+        daemon.wait_for(lambda: done(spool, "slow"), "slow job")
+    finally:
+        daemon.stop()
+    assert report(spool, "outbox", "slow")["status"] == "done"
+
+
+def slow_job(spool: Path, name: str, work_s: float, **extra) -> None:
+    data = {"text": "x", "tts": {"engine": "noop", "options": {"work_s": work_s}}, **extra}
+    (spool / "inbox" / ".incoming" / name).write_text(json.dumps(data))
+    os.rename(spool / "inbox" / ".incoming" / name, spool / "inbox" / name)
+
+
+def test_sigterm_during_a_job_lets_it_finish(spool):
+    daemon = Daemon(spool)
+    slow_job(spool, "long.json", 2.0)
+    daemon.wait_for(lambda: daemon.status().get("job_id") == "long", "job running")
+    slow_job(spool, "next.json", 0.0)
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert report(spool, "outbox", "long")["status"] == "done"
+    assert (spool / "inbox" / "next.json").exists(), "after SIGTERM nothing new is claimed"
+
+
+def test_kill_9_during_a_job_then_restart_completes_it_exactly_once(spool):
+    daemon = Daemon(spool)
+    slow_job(spool, "fragile.json", 3.0, id="client-fragile")
+    daemon.wait_for(lambda: daemon.status().get("job_id") == "fragile", "job running")
+    daemon.stop(signal.SIGKILL)
+    assert (spool / "work" / "fragile" / "manifest.json").exists()
+    daemon = Daemon(spool)
+    try:
+        daemon.wait_for(lambda: done(spool, "fragile"), "recovered job", timeout=30)
+    finally:
+        assert daemon.stop() == 0
+    data = report(spool, "outbox", "fragile")
+    assert data["status"] == "done" and data["attempt"] == 2
+    assert [p.name for p in (spool / "outbox").iterdir()] == ["fragile"]
+    assert list((spool / "failed").iterdir()) == [] and list((spool / "work").iterdir()) == []
+
+
+def test_submit_wait_and_status(spool, tmp_path):
+    daemon = Daemon(spool)
+    try:
+        result = voicedrop(
+            "submit", str(ROOT / "sample_inbox" / "hello-en.json"), "--wait", spool=spool
+        )
+        assert result.returncode == 0, result.stderr
+        status_line = result.stdout.strip().splitlines()[-1]
+        assert status_line.startswith("done: ") and Path(status_line[6:]).exists()
+        bad = voicedrop(
+            "submit", str(ROOT / "sample_inbox" / "bad-unknown-voice.json"), "--wait", spool=spool
+        )
+        assert bad.returncode == 1 and "failed: " in bad.stdout
+        status = json.loads(voicedrop("status", "--json", spool=spool).stdout)
+        assert status["daemon"] == "running"
+        assert status["queue"]["outbox"] == 1 and status["queue"]["failed"] == 1
+        assert set(status["vram"]) == {
+            "available",
+            "low_vram_mode",
+            "allocated_gb",
+            "reserved_gb",
+            "free_gb",
+            "total_gb",
+            "cached_models",
+        }
+    finally:
+        daemon.stop()
+    after = json.loads(voicedrop("status", "--json", spool=spool).stdout)
+    assert after["daemon"] == "not running"
+
+
+def test_run_once_processes_the_inbox_and_exits(spool):
+    (spool / "inbox").mkdir(parents=True)
+    for sample in SAMPLES:
+        shutil.copy2(sample, spool / "inbox" / sample.name)
+    result = voicedrop("run", "--once", spool=spool)
+    assert result.returncode == 0, result.stderr
+    assert "4 done" in result.stdout and "1 failed" in result.stdout
+    check_sample_results(spool)
+
+
+def test_validate_and_schema(spool):
+    result = voicedrop("validate", *map(str, SAMPLES), spool=spool)
+    assert result.returncode == 1
+    assert "bad-unknown-voice.json: tts.voice: unknown voice 'nobody'" in result.stdout
+    assert result.stdout.count(": ok") == 4
+    schema = json.loads(voicedrop("schema", spool=spool).stdout)
+    assert "tts" in schema["properties"]
+
+
+def test_invalid_setting_stops_start_up_with_a_clear_message(spool):
+    result = voicedrop("run", "--once", spool=spool, LOW_VRAM="maybe")
+    assert result.returncode == 2
+    assert "LOW_VRAM='maybe' is invalid" in result.stderr

@@ -1,0 +1,316 @@
+"""The executor through `step()`: reports, bad input, duplicates, recovery, the OOM ladder.
+
+Real espeak and offline engines, a FakeDevice, a real temp spool; no sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+import soundfile as sf
+
+from tests.conftest import drop, hello, make_settings, read_report
+from voicedrop.config import GB
+from voicedrop.daemon.service import Service
+from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.device import FakeDevice, FakeModel
+from voicedrop.pipeline.engines import build_engines
+from voicedrop.pipeline.residency import ModelSpec
+
+SEED_KEYS = {
+    "available",
+    "low_vram_mode",
+    "allocated_gb",
+    "reserved_gb",
+    "free_gb",
+    "total_gb",
+    "cached_models",
+}
+
+
+def run_all(service: Service) -> list[Any]:
+    reports = []
+    while (report := service.executor.step()) is not None:
+        reports.append(report)
+    return reports
+
+
+def test_a_good_job_yields_audio_and_a_complete_report(service):
+    drop(service.spool.inbox, "hi.json", hello(output={"name": "greeting"}))
+    [report] = run_all(service)
+    out = service.spool.outbox / "hi"
+    assert report.status == "done"
+    data = read_report(out)
+    assert data["job_id"] == "hi" and data["source"] == "hi.json" and data["attempt"] == 1
+    assert data["manifest"]["text"] == "Hello there."
+    assert set(data["vram"]["before"]) == SEED_KEYS == set(data["vram"]["after"])
+    assert [s["name"] for s in data["stages"]] == ["tts", "post"]
+    assert data["stages"][0]["engine"] == "espeak"
+    assert data["events"][0]["event"] == "load" and data["events"][0]["key"] == "espeak"
+    assert data["versions"]["voicedrop"] and "espeakng-loader" in data["versions"]["espeak"]
+    [output] = data["outputs"]
+    audio, rate = sf.read(out / "greeting.wav")
+    assert output["file"] == "greeting.wav" and output["sample_rate"] == rate == 22050
+    assert output["duration_s"] == pytest.approx(len(audio) / rate, abs=1e-3)
+    assert output["peak_dbfs"] < 0
+    assert list(service.spool.work.iterdir()) == []
+
+
+def test_flac_at_48k_with_a_loudness_target(service):
+    drop(
+        service.spool.inbox,
+        "loud.json",
+        hello(
+            text="A longer sentence, so that loudness can be measured properly.",
+            output={"format": "flac", "sample_rate": 48000, "loudness_lufs": -16, "name": "loud"},
+        ),
+    )
+    [report] = run_all(service)
+    [output] = report.outputs
+    info = sf.info(str(service.spool.outbox / "loud" / "loud.flac"))
+    assert info.format == "FLAC" and info.samplerate == 48000
+    assert output.loudness_lufs == pytest.approx(-16, abs=1.0)
+    assert output.peak_dbfs <= -1.0 + 0.05
+
+
+def test_segments_become_one_file_each(service):
+    drop(
+        service.spool.inbox,
+        "seg.json",
+        {
+            "segments": [{"id": "one", "text": "First."}, {"id": "two", "text": "Second part."}],
+            "tts": {"engine": "espeak"},
+            "output": {"name": "part"},
+        },
+    )
+    [report] = run_all(service)
+    assert [o.file for o in report.outputs] == ["part-one.wav", "part-two.wav"]
+
+
+BAD_CASES = {
+    "malformed": (b'{"text": ', None, "malformed JSON"),
+    "unknown_key": (hello(speed=2), "speed", "unknown key"),
+    "no_text": ({"tts": {"engine": "espeak"}}, None, "exactly one of"),
+    "too_long": (hello(text="x" * 6000), None, "the limit is 5000"),
+    "unknown_engine": ({"text": "x", "tts": {"engine": "nope"}}, "tts.engine", "unknown engine"),
+    "unknown_voice": (
+        {"text": "x", "tts": {"engine": "espeak", "voice": "bob"}},
+        "tts.voice",
+        "unknown voice 'bob'",
+    ),
+    "unknown_language": (
+        {"text": "x", "tts": {"engine": "espeak", "language": "qq"}},
+        "tts.language",
+        "no voice for 'qq'",
+    ),
+    "unknown_model": (
+        hello(convert={"engine": "tape", "model": "ghost"}),
+        "convert.model",
+        "unknown tape model 'ghost'",
+    ),
+    "unknown_option": (
+        hello(tts={"engine": "espeak", "options": {"speed": 3}}),
+        "tts.options.speed",
+        "unknown option",
+    ),
+    "absolute_ref": (
+        {"text": "x", "tts": {"engine": "espeak", "voice": "/etc/a.wav"}},
+        "tts.voice",
+        "relative",
+    ),
+    "dotdot_ref": (
+        {"text": "x", "tts": {"engine": "espeak", "voice": "../a.wav"}},
+        "tts.voice",
+        "'..'",
+    ),
+    "missing_ref": (
+        {"text": "x", "tts": {"engine": "espeak", "voice": "gone.wav"}},
+        "tts.voice",
+        "not found",
+    ),
+    "non_utf8": (
+        '{"text": "caf\u00e9", "tts": {"engine": "espeak"}}'.encode("latin-1"),
+        None,
+        "not UTF-8",
+    ),
+    "huge": (json.dumps(hello(text="x" * 70000)).encode(), None, "the limit is 65536"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_fails_with_a_report_naming_the_field(service, case):
+    data, field, fragment = BAD_CASES[case]
+    drop(service.spool.inbox, "bystander.json.partial", b"untouched")
+    drop(service.spool.inbox, f"{case}.json", data)
+    [report] = run_all(service)
+    folder = service.spool.failed / case
+    saved = read_report(folder)
+    assert saved["status"] == "failed" and report.error is not None
+    assert saved["error"]["field"] == field
+    assert fragment in saved["error"]["message"]
+    assert saved["error"]["kind"] == "permanent"
+    assert (folder / "manifest.json").exists()
+    assert (service.spool.inbox / "bystander.json.partial").read_bytes() == b"untouched"
+    assert list(service.spool.outbox.iterdir()) == []
+
+
+def test_symlinked_reference_is_refused(service, tmp_path):
+    secret = tmp_path / "secret.wav"
+    secret.write_bytes(b"RIFF")
+    (service.spool.inbox / "ref.wav").symlink_to(secret)
+    drop(
+        service.spool.inbox,
+        "j.json",
+        {"text": "x", "tts": {"engine": "espeak", "voice": "ref.wav"}},
+    )
+    run_all(service)
+    assert "symlink" in read_report(service.spool.failed / "j")["error"]["message"]
+
+
+def test_symlinked_manifest_is_refused(service, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(hello()))
+    (service.spool.inbox / "link.json").symlink_to(outside)
+    run_all(service)
+    report = read_report(service.spool.failed / "link")
+    assert report["status"] == "failed" and "symlink" in report["error"]["message"]
+    assert report["manifest"] is None
+
+
+def test_reference_recording_is_copied_with_the_job_even_when_it_fails(service):
+    sf.write(str(service.spool.inbox / "alice.wav"), [0.0] * 2205, 22050)
+    drop(
+        service.spool.inbox,
+        "clone.json",
+        {"text": "x", "tts": {"engine": "espeak", "voice": "alice.wav"}},
+    )
+    run_all(service)
+    folder = service.spool.failed / "clone"
+    assert read_report(folder)["error"]["field"] == "tts.voice"
+    assert "cannot clone" in read_report(folder)["error"]["message"]
+    assert (folder / "inputs" / "alice.wav").exists()
+
+
+def test_a_client_id_runs_once_then_reports_duplicates(service):
+    drop(service.spool.inbox, "first.json", hello(id="order-7"))
+    run_all(service)
+    drop(service.spool.inbox, "again.json", hello(id="order-7"))
+    [report] = run_all(service)
+    assert report.status == "duplicate" and report.duplicate_of == "first"
+    assert sorted(p.name for p in (service.spool.outbox / "again").iterdir()) == ["report.json"]
+
+
+def test_a_job_left_in_work_by_a_crash_runs_again(settings):
+    svc = Service(settings, device=FakeDevice(GB))
+    drop(svc.spool.inbox, "j.json", hello())
+    job = svc.spool.begin_attempt(svc.spool.claim(svc.spool.scan_inbox()[0]))  # then "crash"
+    svc.executor.start()
+    [report] = run_all(svc)
+    assert report.status == "done" and report.attempt == job.attempts + 1 == 2
+
+
+def test_a_job_that_crashed_the_daemon_too_often_is_failed(settings):
+    svc = Service(settings, device=FakeDevice(GB))
+    drop(svc.spool.inbox, "poison.json", hello())
+    job = svc.spool.claim(svc.spool.scan_inbox()[0])
+    for _ in range(settings.limits.max_attempts):
+        job = svc.spool.begin_attempt(job)
+    svc.executor.start()
+    [report] = run_all(svc)
+    assert report.status == "failed" and report.error.code == "too_many_attempts"
+    assert (svc.spool.failed / "poison" / "manifest.json").exists()
+
+
+class HungryEngine:
+    """A TTS engine whose model is 1 GB and whose inference needs `scratch` bytes."""
+
+    name = "hungry"
+
+    def __init__(self, device: FakeDevice, scratch: int, ooms: int) -> None:
+        self.device, self.scratch, self.ooms = device, scratch, ooms
+
+    def version(self) -> str:
+        return "test"
+
+    def check(self, spec, voice) -> None:
+        return None
+
+    def model_spec(self, voice, language) -> ModelSpec:
+        return ModelSpec("hungry", lambda _d: FakeModel(GB), GB)
+
+    def synthesize(self, model, text, voice, language, options) -> Audio:
+        if self.ooms:
+            self.ooms -= 1
+            self.device.inject_oom()
+        self.device.allocate(self.scratch)
+        self.device.free(self.scratch)
+        return Audio(__import__("numpy").zeros(2205, "float32"), 22050)
+
+
+def hungry_service(settings, ooms):
+    device = FakeDevice(4 * GB)
+    engines = build_engines(settings)
+    engines.tts["hungry"] = HungryEngine(device, GB, ooms)  # type: ignore[assignment]
+    svc = Service(settings, device=device, engines=engines)
+    svc.executor.start()
+    # another model is resident: the ladder must evict it
+    with svc.manager.acquire(ModelSpec("other", lambda _d: FakeModel(GB), GB)):
+        pass
+    return svc, device
+
+
+def test_out_of_memory_in_a_stage_evicts_and_retries_once(settings):
+    svc, _ = hungry_service(settings, ooms=1)
+    drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
+    [report] = run_all(svc)
+    assert report.status == "done"
+    assert ("evict", "other") in [(e.event, e.key) for e in report.events]
+
+
+def test_out_of_memory_twice_fails_transient_and_memory_returns_to_baseline(settings):
+    svc, device = hungry_service(settings, ooms=2)
+    baseline = device.memory().allocated - GB  # everything but the 'other' model
+    drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
+    drop(svc.spool.inbox, "k.json", hello())
+    reports = run_all(svc)
+    assert [r.status for r in reports] == ["failed", "done"]
+    error = reports[0].error
+    assert error.code == "out_of_memory" and error.kind == "transient"
+    assert device.memory().allocated == baseline
+    assert device.scratch == 0
+
+
+def test_low_vram_report_shows_tts_leaving_before_conversion_arrives(tmp_path):
+    settings = make_settings(tmp_path, low_vram=True)
+    svc = Service(settings, device=FakeDevice(4 * GB))
+    svc.executor.start()
+    drop(svc.spool.inbox, "j.json", hello(convert={"engine": "tape", "model": "chipmunk"}))
+    [report] = run_all(svc)
+    order = [(e.event, e.key) for e in report.events]
+    assert order == [
+        ("load", "espeak"),
+        ("demote", "espeak"),
+        ("load", "tape:chipmunk"),
+        ("demote", "tape:chipmunk"),
+    ]
+    assert report.vram.after.low_vram_mode is True
+
+
+def test_status_file_tracks_the_daemon(service):
+    drop(service.spool.inbox, "j.json", hello())
+    seen = []
+    original = service.publish
+
+    def spy(change):
+        original(change)
+        seen.append(json.loads((service.spool.state / "status.json").read_text()))
+
+    service.executor.on_status = spy
+    run_all(service)
+    assert seen[0]["state"] == "running" and seen[0]["job_id"] == "j"
+    assert any(s["stage"] == "tts 1/1" for s in seen)
+    assert seen[-1]["state"] == "idle"
+    assert set(seen[-1]["vram"]) == SEED_KEYS and seen[-1]["pid"] == os.getpid()

@@ -1,0 +1,148 @@
+import json
+
+import pytest
+
+from voicedrop.errors import ManifestError
+from voicedrop.manifest import parse_manifest, schema
+
+LIMITS = {"max_bytes": 64 * 1024, "max_text_chars": 100}
+
+
+def parse(data):
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return parse_manifest(raw, **LIMITS)
+
+
+def bad(data, field, fragment):
+    with pytest.raises(ManifestError) as err:
+        parse(data)
+    assert err.value.field == field
+    assert fragment in err.value.message
+    assert err.value.kind == "permanent"
+    return err.value
+
+
+GOOD = {"text": "Hi.", "tts": {"engine": "espeak"}}
+
+
+def test_minimal_manifest_gets_defaults():
+    m = parse(GOOD)
+    assert m.output.format == "wav" and m.output.name == "speech"
+    assert m.tts.language == "en"
+    assert m.items() == [("speech", "Hi.")]
+
+
+def test_segments_keep_their_ids():
+    m = parse(
+        {
+            "segments": [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}],
+            "tts": {"engine": "espeak"},
+        }
+    )
+    assert m.items() == [("a", "one"), ("b", "two")]
+
+
+def test_full_manifest():
+    m = parse(
+        {
+            "id": "client-42",
+            "text": "Hi.",
+            "tts": {
+                "engine": "xtts",
+                "voice": "refs/alice.wav",
+                "language": "pt-BR",
+                "options": {"temperature": 0.7},
+            },
+            "convert": {"engine": "rvc", "model": "alice", "pitch": -3, "method": "pm"},
+            "output": {"format": "flac", "sample_rate": 48000, "loudness_lufs": -16, "name": "x"},
+        }
+    )
+    assert m.tts.reference_path == "refs/alice.wav"
+    assert m.convert is not None and m.convert.pitch == -3
+
+
+def test_malformed_json():
+    bad(b'{"text": "Hi", ', None, "malformed JSON")
+
+
+def test_not_an_object():
+    bad(b"[1, 2]", None, "JSON object")
+
+
+def test_unknown_key_names_the_field():
+    bad({**GOOD, "colour": "blue"}, "colour", "unknown key")
+    bad({**GOOD, "tts": {"engine": "espeak", "speed": 2}}, "tts.speed", "unknown key")
+
+
+def test_missing_text():
+    bad({"tts": {"engine": "espeak"}}, None, "exactly one of 'text' or 'segments'")
+
+
+def test_text_and_segments_together():
+    bad({**GOOD, "segments": [{"id": "a", "text": "x"}]}, None, "exactly one")
+
+
+def test_missing_tts():
+    bad({"text": "Hi."}, "tts", "required")
+
+
+def test_text_over_the_limit():
+    bad({**GOOD, "text": "x" * 101}, None, "101 characters; the limit is 100")
+
+
+def test_segments_over_the_limit_together():
+    segs = [{"id": f"s{i}", "text": "x" * 40} for i in range(3)]
+    bad({"segments": segs, "tts": {"engine": "espeak"}}, None, "the limit is 100")
+
+
+def test_duplicate_segment_ids():
+    segs = [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]
+    bad({"segments": segs, "tts": {"engine": "espeak"}}, None, "unique")
+
+
+@pytest.mark.parametrize("voice", ["/etc/passwd.wav", "C:\\voices\\a.wav"])
+def test_absolute_reference_path(voice):
+    bad({**GOOD, "tts": {"engine": "xtts", "voice": voice}}, "tts.voice", "relative")
+
+
+@pytest.mark.parametrize("voice", ["../secret.wav", "refs/../../x.wav", "..\\x.wav"])
+def test_reference_path_with_dotdot(voice):
+    bad({**GOOD, "tts": {"engine": "xtts", "voice": voice}}, "tts.voice", "'..'")
+
+
+def test_convert_model_is_a_name_never_a_path():
+    bad(
+        {**GOOD, "convert": {"engine": "rvc", "model": "../models/x.pth"}},
+        "convert.model",
+        "pattern",
+    )
+
+
+def test_output_name_cannot_escape():
+    bad({**GOOD, "output": {"name": "../../etc/cron.d/x"}}, "output.name", "pattern")
+
+
+def test_output_values_are_range_checked():
+    bad({**GOOD, "output": {"sample_rate": 1000}}, "output.sample_rate", "greater than")
+    bad({**GOOD, "output": {"format": "mp3"}}, "output.format", "'wav' or 'flac'")
+
+
+def test_non_utf8_file():
+    bad('{"text": "caf\u00e9", "tts": {"engine": "espeak"}}'.encode("latin-1"), None, "not UTF-8")
+
+
+def test_manifest_over_64_kib():
+    big = json.dumps({**GOOD, "text": "x" * (64 * 1024)}).encode()
+    bad(big, None, "the limit is 65536")
+
+
+def test_every_problem_is_kept_for_validate():
+    err = bad({"text": "Hi.", "tts": {"engine": ""}, "extra": 1}, "tts.engine", "and 1 more")
+    assert len(err.problems) == 2
+    assert any(p.startswith("extra: unknown key") for p in err.problems)
+
+
+def test_schema_describes_the_manifest():
+    s = schema()
+    assert set(s["properties"]) >= {"text", "segments", "tts", "convert", "output", "id"}
+    assert s["additionalProperties"] is False

@@ -1,0 +1,183 @@
+import json
+import os
+
+import pytest
+
+from voicedrop.daemon.spool import InboxFile, Spool, is_candidate
+from voicedrop.errors import ManifestError
+
+
+@pytest.fixture
+def spool(tmp_path):
+    s = Spool(tmp_path / "spool")
+    s.ensure()
+    return s
+
+
+def put(spool, name, text="{}"):
+    path = spool.inbox / name
+    path.write_text(text)
+    return path
+
+
+def claim(spool, name):
+    [item] = [f for f in spool.scan_inbox() if f.path.name == name]
+    return spool.claim(item)
+
+
+@pytest.mark.parametrize("name", ["job.json", "Job 1.JSON", "a.b.json"])
+def test_candidates(name):
+    assert is_candidate(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".hidden.json",
+        "job.json.partial",
+        "job.json.tmp",
+        "job.txt",
+        "._job.json",
+        "~job.json",
+        "job.json~",
+        "Thumbs.db",
+        "a.wav",
+    ],
+)
+def test_ignored_names(name):
+    assert not is_candidate(name)
+
+
+def test_scan_lists_only_candidates_oldest_first(spool):
+    put(spool, "b.json")
+    os.utime(spool.inbox / "b.json", (1000, 1000))
+    put(spool, "a.json")
+    put(spool, "a.json.partial")
+    (spool.incoming / "c.json").write_text("{}")
+    assert [f.path.name for f in spool.scan_inbox()] == ["b.json", "a.json"]
+
+
+def test_claim_moves_the_manifest_into_its_own_work_folder(spool):
+    put(spool, "hello world.json", '{"x": 1}')
+    job = claim(spool, "hello world.json")
+    assert job.job_id == "hello_world"
+    assert job.manifest_path.read_text() == '{"x": 1}'
+    assert not (spool.inbox / "hello world.json").exists()
+    assert json.loads((job.dir / "job.json").read_text())["source"] == "hello world.json"
+
+
+def test_same_name_twice_gets_distinct_job_ids(spool):
+    put(spool, "job.json")
+    first = claim(spool, "job.json")
+    spool.commit_done(first, "{}")
+    put(spool, "job.json")
+    assert claim(spool, "job.json").job_id == "job-2"
+
+
+def test_claim_of_a_vanished_file_returns_none_and_leaves_no_folder(spool):
+    ghost = InboxFile(spool.inbox / "gone.json", 2, 0)
+    assert spool.claim(ghost) is None
+    assert list(spool.work.iterdir()) == []
+
+
+def test_commit_done_publishes_the_whole_folder_with_report_last(spool):
+    put(spool, "j.json")
+    job = claim(spool, "j.json")
+    job.out_dir.mkdir()
+    (job.out_dir / "speech.wav").write_bytes(b"RIFF")
+    final = spool.commit_done(job, '{"status": "done"}')
+    assert sorted(p.name for p in final.iterdir()) == ["report.json", "speech.wav"]
+    assert list(spool.work.iterdir()) == []
+
+
+def test_commit_failed_keeps_manifest_and_inputs(spool):
+    put(spool, "j.json", "not json")
+    job = claim(spool, "j.json")
+    (job.dir / "inputs").mkdir()
+    (job.dir / "inputs" / "ref.wav").write_bytes(b"x")
+    job.out_dir.mkdir()
+    final = spool.commit_failed(job, '{"status": "failed"}')
+    assert (final / "manifest.json").read_text() == "not json"
+    assert (final / "inputs" / "ref.wav").exists()
+    assert (final / "report.json").exists() and not (final / "out").exists()
+
+
+def test_begin_attempt_is_durable(spool):
+    put(spool, "j.json")
+    job = spool.begin_attempt(spool.begin_attempt(claim(spool, "j.json")))
+    assert job.attempts == 2
+    assert spool.recover()[0].attempts == 2
+
+
+def test_recover_finishes_half_done_commits(spool):
+    for name in ("done", "failed", "twice", "pending"):
+        put(spool, f"{name}.json")
+        claim(spool, f"{name}.json")
+    # crashed after writing out/report.json, before the rename to outbox
+    (spool.work / "done" / "out").mkdir()
+    (spool.work / "done" / "out" / "report.json").write_text("{}")
+    # crashed after writing the failure report, before the rename to failed
+    (spool.work / "failed" / "report.json").write_text("{}")
+    # crashed after the rename to outbox, before removing work/
+    (spool.outbox / "twice").mkdir()
+    (spool.work / "empty").mkdir()  # crashed between mkdir and rename
+    pending = spool.recover()
+    assert [j.job_id for j in pending] == ["pending"]
+    assert (spool.outbox / "done" / "report.json").exists()
+    assert (spool.failed / "failed" / "report.json").exists()
+    assert sorted(p.name for p in spool.work.iterdir()) == ["pending"]
+
+
+def test_copy_input_copies_a_regular_file(spool):
+    (spool.inbox / "refs").mkdir()
+    (spool.inbox / "refs" / "alice.wav").write_bytes(b"data")
+    put(spool, "j.json")
+    job = claim(spool, "j.json")
+    copied = spool.copy_input(job, "refs/alice.wav", 100)
+    assert copied == job.dir / "inputs" / "alice.wav" and copied.read_bytes() == b"data"
+    assert (spool.inbox / "refs" / "alice.wav").exists()
+
+
+@pytest.mark.parametrize(
+    "setup, ref, fragment",
+    [
+        (lambda s, t: None, "missing.wav", "not found"),
+        (lambda s, t: (s.inbox / "d.wav").mkdir(), "d.wav", "not a regular file"),
+        (lambda s, t: (s.inbox / "l.wav").symlink_to(t), "l.wav", "symlink"),
+        (
+            lambda s, t: (s.inbox / "ld").symlink_to(t.parent, target_is_directory=True),
+            "ld/secret.wav",
+            "symlink",
+        ),
+        (lambda s, t: (s.inbox / "big.wav").write_bytes(b"x" * 101), "big.wav", "limit is 100"),
+        (lambda s, t: None, "../spool/x.wav", "inside the inbox"),
+        (lambda s, t: None, "/etc/passwd", "inside the inbox"),
+    ],
+)
+def test_copy_input_refuses_escapes(spool, tmp_path, setup, ref, fragment):
+    secret = tmp_path / "secret.wav"
+    secret.write_bytes(b"secret")
+    setup(spool, secret)
+    put(spool, "j.json")
+    job = claim(spool, "j.json")
+    with pytest.raises(ManifestError, match=fragment) as err:
+        spool.copy_input(job, ref, 100)
+    assert err.value.field == "tts.voice"
+    assert not (job.dir / "inputs").exists()
+
+
+def test_idempotency_index(spool):
+    put(spool, "j.json")
+    job = claim(spool, "j.json")
+    assert spool.completed_job_for("client-1") is None
+    spool.commit_done(job, "{}")
+    spool.remember("client-1", job.job_id)
+    assert spool.completed_job_for("client-1") == job.job_id
+
+
+def test_counts(spool):
+    put(spool, "a.json")
+    put(spool, "b.json")
+    put(spool, ".c.json")
+    claim(spool, "a.json")
+    assert spool.counts() == {"inbox": 1, "work": 1, "outbox": 0, "failed": 0}

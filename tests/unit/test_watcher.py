@@ -1,0 +1,109 @@
+import threading
+
+from voicedrop.config import Watcher as WatcherSettings
+from voicedrop.daemon.spool import InboxFile
+from voicedrop.daemon.watcher import StabilityGate, Watcher, filesystem_type, needs_polling
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:35 / /mnt/nas rw,relatime shared:2 - nfs4 nas:/export rw,vers=4.2
+41 40 0:36 / /mnt/nas/local rw - tmpfs tmpfs rw
+42 22 0:37 / /media/share rw - cifs //host/share rw
+43 22 0:38 / /home/u/drive rw - fuse.rclone drive: rw
+"""
+
+
+def test_filesystem_type_takes_the_longest_mount(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO)
+    assert filesystem_type(tmp_path / "x", info) == "ext4"
+    assert filesystem_type(__import__("pathlib").Path("/mnt/nas/inbox"), info) == "nfs4"
+    assert filesystem_type(__import__("pathlib").Path("/mnt/nas/local/in"), info) == "tmpfs"
+
+
+def test_network_and_fuse_filesystems_need_polling():
+    assert needs_polling("nfs4") and needs_polling("cifs") and needs_polling("fuse.rclone")
+    assert not needs_polling("ext4") and not needs_polling(None)
+
+
+def f(name, size=10, mtime_s=1000.0):
+    return InboxFile(__import__("pathlib").Path("/in") / name, size, int(mtime_s * 1e9))
+
+
+def test_a_file_still_changing_is_not_ready():
+    gate = StabilityGate(2.0)
+    assert gate.ready([f("a", 10, 999.5)], now=0.0, wall_now=1000.0) == []
+    assert gate.ready([f("a", 20, 1000.5)], now=1.0, wall_now=1001.0) == []
+    assert gate.ready([f("a", 30, 1001.5)], now=2.5, wall_now=1002.0) == []
+    # unchanged for the delay on our own clock
+    assert gate.ready([f("a", 30, 1001.5)], now=4.6, wall_now=1002.1) == [f("a", 30, 1001.5)]
+
+
+def test_a_file_quiet_since_its_mtime_is_ready_at_first_sight():
+    gate = StabilityGate(2.0)
+    assert gate.ready([f("a", 10, 990.0)], now=0.0, wall_now=1000.0) == [f("a", 10, 990.0)]
+
+
+def test_a_close_hint_makes_a_file_ready_at_once(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("{}")
+    st = path.stat()
+    item = InboxFile(path, st.st_size, st.st_mtime_ns)
+    gate = StabilityGate(60.0)
+    assert gate.ready([item], now=0.0, wall_now=st.st_mtime) == []
+    gate.hint_complete(str(path))
+    assert gate.ready([item], now=0.0, wall_now=st.st_mtime) == [item]
+
+
+def test_a_hint_for_an_older_version_does_not_count(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("{")
+    gate = StabilityGate(60.0)
+    gate.hint_complete(str(path))
+    with path.open("a") as fh:
+        fh.write('"x": 1}')
+    st = path.stat()
+    item = InboxFile(path, st.st_size, st.st_mtime_ns)
+    assert gate.ready([item], now=0.0, wall_now=st.st_mtime) == []
+
+
+def test_falls_back_to_polling_when_inotify_cannot_be_set_up(tmp_path):
+    def no_inotify():
+        raise OSError(28, "inotify watch limit reached")
+
+    watcher = Watcher(
+        tmp_path,
+        WatcherSettings(mode="auto", poll_interval_s=0.1),
+        StabilityGate(0.0),
+        threading.Event(),
+        inotify_factory=no_inotify,
+    )
+    with watcher:
+        assert watcher.mode == "polling"
+
+
+def test_inotify_wakes_the_loop_and_hints_on_close(tmp_path):
+    wake = threading.Event()
+    gate = StabilityGate(60.0)
+    with Watcher(tmp_path, WatcherSettings(mode="inotify"), gate, wake) as watcher:
+        assert watcher.mode == "inotify"
+        path = tmp_path / "job.json"
+        path.write_text("{}")
+        assert wake.wait(5)
+        st = path.stat()
+        item = InboxFile(path, st.st_size, st.st_mtime_ns)
+        for _ in range(100):
+            if gate.ready([item], now=0.0, wall_now=st.st_mtime):
+                break
+            threading.Event().wait(0.02)
+        assert gate.ready([item], now=0.0, wall_now=st.st_mtime) == [item]
+
+
+def test_polling_mode_sees_new_files(tmp_path):
+    wake = threading.Event()
+    with Watcher(
+        tmp_path, WatcherSettings(mode="polling", poll_interval_s=0.05), StabilityGate(0.0), wake
+    ) as watcher:
+        assert watcher.mode == "polling"
+        (tmp_path / "job.json").write_text("{}")
+        assert wake.wait(5)
