@@ -88,7 +88,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _submit(settings: Settings, args: argparse.Namespace) -> int:
-    spool = Spool(settings.spool)
+    spool = Spool.from_settings(settings)
     spool.ensure()
     raw = args.file.read_bytes()
     try:
@@ -161,7 +161,7 @@ def _daemon_status(spool: Spool) -> dict[str, Any]:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    spool = Spool(settings.spool)
+    spool = Spool.from_settings(settings)
     daemon = _daemon_status(spool)
     vram = daemon.get("vram") if daemon["alive"] else None
     if vram is None:  # no daemon: say so, without importing torch

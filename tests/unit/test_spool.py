@@ -63,6 +63,8 @@ def test_claim_moves_the_manifest_into_its_own_work_folder(spool):
     assert job.job_id == "hello_world"
     assert job.manifest_path.read_text() == '{"x": 1}'
     assert not (spool.inbox / "hello world.json").exists()
+    assert job.source == "hello world.json"
+    spool.begin_attempt(job)
     assert json.loads((job.dir / "job.json").read_text())["source"] == "hello world.json"
 
 

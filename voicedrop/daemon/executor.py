@@ -81,6 +81,7 @@ class Executor:
         *,
         once: bool = False,
         tick: Callable[[], None] = lambda: None,
+        idle: Callable[[], None] = lambda: None,
         max_wait_s: float | None = None,
     ) -> None:
         """Loop until `stop`; with `once`, until the inbox holds nothing more to take."""
@@ -92,6 +93,7 @@ class Executor:
                 self.rescan, last_scan = True, self.clock()
             if self.step() is not None:
                 continue
+            idle()
             if once and self.gate.waiting() == 0:
                 return
             timeout = 0.1 if self.gate.waiting() else self.settings.watcher.scan_interval_s

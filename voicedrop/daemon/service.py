@@ -33,6 +33,7 @@ from voicedrop.pipeline.residency import ResidencyManager
 
 log = structlog.get_logger(__name__)
 STATUS_FILE = "status.json"
+STATUS_INTERVAL_S = 0.25
 
 
 def build_manager(settings: Settings, device: Device) -> ResidencyManager:
@@ -58,7 +59,7 @@ class Service:
         notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
-        self.spool = Spool(settings.spool)
+        self.spool = Spool.from_settings(settings)
         self.spool.ensure()
         self.device = device or make_device(settings.device)
         self.manager = build_manager(settings, self.device)
@@ -77,6 +78,8 @@ class Service:
         self.watcher = Watcher(self.spool.inbox, settings.watcher, self.gate, self.wake)
         self._status: dict[str, Any] = {"state": "starting", "job_id": None, "stage": None}
         self._last_ping = 0.0
+        self._last_write = 0.0
+        self._dirty = False
 
     def run(self, stop: threading.Event, *, once: bool = False) -> int:
         log.info(
@@ -89,13 +92,18 @@ class Service:
         )
         with self.watcher:
             self.executor.start()
-            self.publish({"state": "idle"})
+            self.publish({"state": "idle"}, force=True)
             self.notifier.notify(ready="1", status="idle, watching " + str(self.spool.inbox))
             self.executor.run(
-                stop, self.wake, once=once, tick=self._tick, max_wait_s=self._ping_every()
+                stop,
+                self.wake,
+                once=once,
+                tick=self._tick,
+                idle=self.flush,
+                max_wait_s=self._ping_every(),
             )
             self.notifier.notify(stopping="1", status="stopping")
-            self.publish({"state": "stopped", "job_id": None, "stage": None})
+            self.publish({"state": "stopped", "job_id": None, "stage": None}, force=True)
         self.manager.close()
         log.info("service.stop")
         return 0
@@ -112,10 +120,28 @@ class Service:
             self.notifier.notify(watchdog="1")
             self._last_ping = now
 
-    def publish(self, change: dict[str, Any]) -> None:
-        """Write state/status.json for `voicedrop status`, and STATUS= for systemctl."""
+    def publish(self, change: dict[str, Any], *, force: bool = False) -> None:
+        """Record a state change; write it at once when a job starts, else at most
+        every STATUS_INTERVAL_S.
+
+        Progress within a job is throttled because a stream of tiny jobs would
+        otherwise spend more time reporting than making speech; `flush()` writes
+        what is left (e.g. 'idle') before the loop waits.
+        """
+        new_job = change.get("job_id") not in (None, self._status.get("job_id"))
+        force = force or new_job
         self._status.update(change)
+        self._dirty = True
         self._tick()
+        if force or time.monotonic() - self._last_write >= STATUS_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write state/status.json for `voicedrop status`, and STATUS= for systemctl."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        self._last_write = time.monotonic()
         status = {
             **self._status,
             "pid": os.getpid(),

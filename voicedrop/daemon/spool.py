@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from voicedrop.config import Settings
 from voicedrop.errors import ManifestError
 from voicedrop.fsutil import fsync_dir, write_atomic
 
@@ -69,14 +70,18 @@ class ClaimedJob:
 
 
 class Spool:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, state: Path | None = None) -> None:
         self.root = root
         self.inbox = root / "inbox"
         self.incoming = self.inbox / ".incoming"
         self.work = root / "work"
         self.outbox = root / "outbox"
         self.failed = root / "failed"
-        self.state = root / "state"
+        self.state = state if state is not None else root / "state"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Spool:
+        return cls(settings.spool, settings.state_path)
 
     def ensure(self) -> None:
         for d in (self.inbox, self.incoming, self.work, self.outbox, self.failed, self.state):
@@ -120,10 +125,9 @@ class Spool:
         except FileNotFoundError:
             job_dir.rmdir()
             return None
-        job = ClaimedJob(job_id, job_dir, item.path.name)
-        self._write_meta(job)
-        fsync_dir(self.work)
-        return job
+        # No fsync here: if a power cut undoes the rename, the manifest is back in
+        # the inbox and runs then; begin_attempt() makes the claim durable.
+        return ClaimedJob(job_id, job_dir, item.path.name)
 
     # ---- work ----------------------------------------------------------------------
 

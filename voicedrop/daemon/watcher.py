@@ -185,4 +185,16 @@ class Watcher:
 def _inotify_observer() -> Any:
     from watchdog.observers.inotify import InotifyObserver
 
-    return InotifyObserver()
+    try:
+        # watchdog holds every IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO,
+        # and the events queued behind it wait too. Each claim is a move out of the
+        # inbox, so a manifest dropped within 0.5 s of a claim would be seen 0.5 s late.
+        # We need no pairing (a move in is all we look for), so we do not wait for it.
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+
+        InotifyMoveEventGrouper.delay = 0.0
+    except ImportError:  # another watchdog layout: correct, only slower after claims
+        log.info("watcher.move_pairing_delay_kept")
+    # Full events: a file renamed in from an unwatched folder (inbox/.incoming, or
+    # another directory) arrives as a move, i.e. complete, not as a bare create.
+    return InotifyObserver(generate_full_events=True)

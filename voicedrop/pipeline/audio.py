@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import numpy.typing as npt
 import soundfile as sf
 
 from voicedrop.errors import ManifestError
-from voicedrop.fsutil import atomic_path
 
 PEAK_CEILING_DBFS = -1.0
 MIN_LOUDNESS_SECONDS = 0.4  # BS.1770 gating needs one 400 ms block
@@ -99,8 +99,15 @@ def _limit(x: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
     return np.asarray(x * np.minimum(gain, need), dtype=np.float32)
 
 
-def write_audio(audio: Audio, final: Path, fmt: str) -> None:
-    """Write 16-bit WAV or FLAC via a temp file, fsync and rename; never overwrite."""
+def write_audio(audio: Audio, path: Path, fmt: str) -> None:
+    """Write 16-bit WAV or FLAC and fsync it; never overwrite.
+
+    Outputs are written into the job's private staging folder, which is
+    published by one rename after its report: no reader sees a partial file,
+    so no per-file temp name is needed.
+    """
     clipped = np.clip(audio.samples, -1.0, 1.0)
-    with atomic_path(final) as tmp:
-        sf.write(str(tmp), clipped, audio.sample_rate, format=fmt.upper(), subtype="PCM_16")
+    with path.open("xb") as fh:
+        sf.write(fh, clipped, audio.sample_rate, format=fmt.upper(), subtype="PCM_16")
+        fh.flush()
+        os.fsync(fh.fileno())
