@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   := demo/spool
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ lint: $(VENV)/.test
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# Wheels the GPU image lacks (benchmarks/gpu_check.sh): its python3 is 3.12 on x86_64.
+gpu-wheels: $(BIN)/python
+	$(BIN)/pip download --quiet --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	  --dest build/gpu-wheels pydantic structlog
+
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/daemon.py
+	$(BIN)/python benchmarks/residency.py
 
 clean:
 	rm -rf $(VENV) demo .mypy_cache .ruff_cache

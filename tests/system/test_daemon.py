@@ -240,3 +240,25 @@ def test_invalid_setting_stops_start_up_with_a_clear_message(spool):
     result = voicedrop("run", "--once", spool=spool, LOW_VRAM="maybe")
     assert result.returncode == 2
     assert "LOW_VRAM='maybe' is invalid" in result.stderr
+
+
+def test_the_daemon_runs_jobs_and_answers_status_without_importing_torch(spool):
+    (spool / "inbox").mkdir(parents=True)
+    shutil.copy2(ROOT / "sample_inbox" / "hello-en.json", spool / "inbox")
+    probe = (
+        "import sys, threading\n"
+        "from voicedrop.cli import main\n"
+        "assert main(['run', '--once']) == 0\n"
+        "assert main(['status']) == 0\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env_for(spool),
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "torch imported: False" in result.stdout
+    assert done(spool, "hello-en")

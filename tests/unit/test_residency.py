@@ -108,6 +108,16 @@ def test_normal_policy_evicts_when_the_device_is_short():
     assert device.release_calls >= 1  # cached blocks freed for the next load
 
 
+def test_cached_blocks_are_released_only_when_a_load_needs_room():
+    manager, device, _ = make(LowPolicy(), capacity=4 * GB)
+    for _ in range(3):
+        with manager.acquire(spec("xtts", 2)):
+            pass
+    assert device.release_calls == 0
+    assert device.memory().reserved == 2 * GB  # freed blocks stay cached, visibly
+    assert device.memory().allocated == 0
+
+
 def test_in_low_mode_tts_leaves_before_rvc_arrives():
     manager, _, _ = make(LowPolicy(), low_vram_mode=True)
     with manager.recording() as events:

@@ -10,6 +10,7 @@ so the daemon starts and answers `status` without it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -77,12 +78,18 @@ def _move(model: Any, target: str) -> Any:
     return model if moved is None else moved
 
 
-def _pin(model: Any) -> None:
+def _to_pinned_host(model: Any) -> Any:
+    """Copy a module's tensors straight into pinned host memory (one copy, not two),
+    so that the next promote is an asynchronous DMA. Other models: plain `to('cpu')`."""
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        model._apply(lambda t: t.pin_memory())
-    elif hasattr(model, "pin_memory"):
-        model.pin_memory()
+    if torch is None or not isinstance(model, torch.nn.Module):
+        return _move(model, "cpu")
+
+    def pinned(t: Any) -> Any:
+        host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+        return host.copy_(t)
+
+    return model._apply(pinned)
 
 
 class _AccountingDevice:
@@ -260,18 +267,38 @@ class CudaDevice:
         return tensor_bytes(iter_tensors(model))
 
     def to_device(self, model: Any) -> Any:
-        model = _move(model, self.name)
+        if isinstance(model, self._torch.nn.Module):
+            model = model.to(self.name, non_blocking=True)  # async from pinned memory
+        else:
+            model = _move(model, self.name)
         self._torch.cuda.synchronize(self.index)
         return model
 
     def to_host(self, model: Any, *, pin: bool) -> Any:
-        model = _move(model, "cpu")
-        if pin:
-            _pin(model)
+        model = _to_pinned_host(model) if pin else _move(model, "cpu")
+        self._torch.cuda.synchronize(self.index)
         return model
 
     def forget(self, model: Any) -> None:
         return None
+
+    def other_processes_bytes(self) -> int | None:
+        """GPU memory held by other processes (NVML), or None without nvidia-ml-py.
+
+        mem_get_info already counts it in `free`; this says who took it, so a
+        'does not fit' report can blame a neighbour rather than our models.
+        """
+        try:
+            import pynvml
+        except ImportError:
+            return None
+        try:
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            return sum(p.usedGpuMemory or 0 for p in procs if p.pid != os.getpid())
+        except pynvml.NVMLError:
+            return None
 
     def release_cached(self) -> None:
         self._torch.cuda.empty_cache()
