@@ -34,6 +34,19 @@ def quiet_logs():
     logs.configure("json", "warning")
 
 
+# The seed's VRAM stats fields (shared/seed): written out here, not imported from
+# the package, so that a change to the product cannot silently change the contract.
+SEED_KEYS = {
+    "available",
+    "low_vram_mode",
+    "allocated_gb",
+    "reserved_gb",
+    "free_gb",
+    "total_gb",
+    "cached_models",
+}
+
+
 def make_settings(root: Path, **overrides: Any) -> Settings:
     data: dict[str, Any] = {
         "spool": root / "spool",

@@ -18,16 +18,9 @@ from voicedrop.config import Settings, load_settings
 from voicedrop.daemon.spool import Spool, job_stem
 from voicedrop.errors import ConfigError, ManifestError
 from voicedrop.manifest import parse_manifest, schema
+from voicedrop.report import VramStats
 
-SEED_FIELDS = (
-    "available",
-    "low_vram_mode",
-    "allocated_gb",
-    "reserved_gb",
-    "free_gb",
-    "total_gb",
-    "cached_models",
-)
+SEED_FIELDS = tuple(VramStats.model_fields)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from tests.conftest import SEED_KEYS
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "sample_inbox").glob("*.json"))
 pytestmark = pytest.mark.system
@@ -202,15 +204,7 @@ def test_submit_wait_and_status(spool, tmp_path):
         status = json.loads(voicedrop("status", "--json", spool=spool).stdout)
         assert status["daemon"] == "running"
         assert status["queue"]["outbox"] == 1 and status["queue"]["failed"] == 1
-        assert set(status["vram"]) == {
-            "available",
-            "low_vram_mode",
-            "allocated_gb",
-            "reserved_gb",
-            "free_gb",
-            "total_gb",
-            "cached_models",
-        }
+        assert set(status["vram"]) == SEED_KEYS
     finally:
         daemon.stop()
     after = json.loads(voicedrop("status", "--json", spool=spool).stdout)

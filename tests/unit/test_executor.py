@@ -12,23 +12,13 @@ from typing import Any
 import pytest
 import soundfile as sf
 
-from tests.conftest import drop, hello, make_settings, read_report
+from tests.conftest import SEED_KEYS, drop, hello, make_settings, read_report
 from voicedrop.config import GB
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.residency import ModelSpec
-
-SEED_KEYS = {
-    "available",
-    "low_vram_mode",
-    "allocated_gb",
-    "reserved_gb",
-    "free_gb",
-    "total_gb",
-    "cached_models",
-}
 
 
 def run_all(service: Service) -> list[Any]:
@@ -317,3 +307,27 @@ def test_status_file_tracks_the_daemon(service):
     assert final["state"] == "idle" and final["job_id"] is None
     assert set(final["vram"]) == SEED_KEYS and final["pid"] == os.getpid()
     assert final["models"]["espeak"]["tier"] == "device"
+
+
+def test_a_spool_write_error_is_survived_and_the_job_retried(service):
+    """Disk full while committing: the loop logs, waits, and finishes the job later."""
+    import errno
+    import threading
+
+    drop(service.spool.inbox, "j.json", hello())
+    original = service.spool.commit_done
+    failures = []
+
+    def full_disk(job, report_json):
+        if not failures:
+            failures.append(job.job_id)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(job, report_json)
+
+    service.spool.commit_done = full_disk  # type: ignore[method-assign]
+    service.executor.retry_s = 0.0
+    service.executor.run(threading.Event(), threading.Event(), once=True)
+    assert failures == ["j"]
+    saved = read_report(service.spool.outbox / "j")
+    assert saved["status"] == "done" and saved["attempt"] == 2
+    assert list(service.spool.work.iterdir()) == []

@@ -6,22 +6,13 @@ import json
 
 import pytest
 
+from tests.conftest import SEED_KEYS
 from voicedrop.config import GB
 from voicedrop.errors import DoesNotFitError, OutOfMemoryError, ResidencyError
 from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy
 from voicedrop.pipeline.residency import ModelSpec, ResidencyManager
-
-SEED_KEYS = {
-    "available",
-    "low_vram_mode",
-    "allocated_gb",
-    "reserved_gb",
-    "free_gb",
-    "total_gb",
-    "cached_models",
-}
 
 
 class Clock:

@@ -60,12 +60,20 @@ class Executor:
     _ready: list[InboxFile] = field(default_factory=list)
     _keys: dict[tuple[str, int], set[str]] = field(default_factory=dict)
     rescan: bool = True
+    retry_s: float = 5.0
 
     def start(self) -> None:
         self.spool.ensure()
         self._recovered = self.spool.recover()
         if self._recovered:
             log.info("executor.recovered", jobs=[j.job_id for j in self._recovered])
+
+    def _requeue(self) -> None:
+        """After a spool error, pick up whatever is left in work/ (it is retried, counted)."""
+        try:
+            self._recovered = self.spool.recover()
+        except OSError as exc:
+            log.error("executor.spool_error", error=str(exc))
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -91,7 +99,13 @@ class Executor:
             if wake.is_set() or self.clock() - last_scan >= self.settings.watcher.scan_interval_s:
                 wake.clear()
                 self.rescan, last_scan = True, self.clock()
-            if self.step() is not None:
+            try:
+                if self.step() is not None:
+                    continue
+            except OSError as exc:  # the spool itself fails: disk full, share offline
+                log.error("executor.spool_error", error=str(exc), retry_in_s=self.retry_s)
+                wake.wait(self.retry_s)
+                self._requeue()
                 continue
             idle()
             if once and self.gate.waiting() == 0:
