@@ -1,3 +1,4 @@
+import logging
 import threading
 
 from voicedrop.config import Watcher as WatcherSettings
@@ -107,3 +108,12 @@ def test_polling_mode_sees_new_files(tmp_path):
         assert watcher.mode == "polling"
         (tmp_path / "job.json").write_text("{}")
         assert wake.wait(5)
+
+
+def test_an_inotify_queue_overflow_triggers_a_rescan(tmp_path):
+    wake = threading.Event()
+    with Watcher(tmp_path, WatcherSettings(mode="inotify"), StabilityGate(0.0), wake):
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+        assert wake.is_set()

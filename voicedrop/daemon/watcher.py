@@ -11,6 +11,7 @@ network filesystem, where inotify cannot be set up, or when configured.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -115,6 +116,19 @@ class _Handler(FileSystemEventHandler):
             self.wake.set()
 
 
+class _OverflowAlarm(logging.Handler):
+    """watchdog only logs an inotify queue overflow (events were lost): rescan on it."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.wake = wake
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            log.warning("watcher.overflow", action="rescan")
+            self.wake.set()
+
+
 class Watcher:
     """Runs a watchdog observer on the inbox; `wake` is set whenever the inbox may have changed."""
 
@@ -133,6 +147,7 @@ class Watcher:
         self._inotify_factory = inotify_factory or _inotify_observer
         self.mode = "none"
         self._observer: Any = None
+        self._alarm = _OverflowAlarm(wake)
 
     def _choose(self) -> tuple[str, str]:
         if self.settings.mode == "polling":
@@ -144,6 +159,7 @@ class Watcher:
         return "inotify", "configured" if self.settings.mode == "inotify" else "local filesystem"
 
     def start(self) -> None:
+        logging.getLogger("watchdog").addHandler(self._alarm)
         mode, why = self._choose()
         if mode == "inotify":
             try:
@@ -169,6 +185,7 @@ class Watcher:
             self.wake.set()
 
     def stop(self) -> None:
+        logging.getLogger("watchdog").removeHandler(self._alarm)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=10)

@@ -31,6 +31,3 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
