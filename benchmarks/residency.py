@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voicedrop import logs
 from voicedrop.config import GB
-from voicedrop.pipeline.device import CPUDevice, CudaDevice, Device
+from voicedrop.pipeline.cuda import CudaDevice
+from voicedrop.pipeline.device import CPUDevice, Device
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy
 from voicedrop.pipeline.residency import ModelSpec, ResidencyManager
 

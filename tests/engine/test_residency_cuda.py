@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-from voicedrop.pipeline.device import CudaDevice  # noqa: E402
+from voicedrop.pipeline.cuda import CudaDevice  # noqa: E402
 from voicedrop.pipeline.policies import LowPolicy, NormalPolicy  # noqa: E402
 from voicedrop.pipeline.residency import ModelSpec, ResidencyManager  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Devices: where models compute, how much memory there is, how tensors move.
 
-Three implementations share one small interface: CUDA (torch.cuda), CPU (the
+Three implementations share one small interface: CUDA (torch.cuda, in cuda.py), CPU (the
 offline default; accounts the bytes of the tensors it was handed) and a
 FakeDevice for tests (accounts bytes against a capacity and can inject OOM).
 torch is imported lazily and only by code paths that already hold a tensor,
@@ -10,7 +10,6 @@ so the daemon starts and answers `status` without it.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -71,25 +70,11 @@ def tensor_bytes(tensors: Iterable[Any]) -> int:
     return total
 
 
-def _move(model: Any, target: str) -> Any:
+def move_model(model: Any, target: str) -> Any:
     if not hasattr(model, "to"):
         return model  # nothing on any device (e.g. the espeak engine)
     moved = model.to(target)
     return model if moved is None else moved
-
-
-def _to_pinned_host(model: Any) -> Any:
-    """Copy a module's tensors straight into pinned host memory (one copy, not two),
-    so that the next promote is an asynchronous DMA. Other models: plain `to('cpu')`."""
-    torch = sys.modules.get("torch")
-    if torch is None or not isinstance(model, torch.nn.Module):
-        return _move(model, "cpu")
-
-    def pinned(t: Any) -> Any:
-        host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
-        return host.copy_(t)
-
-    return model._apply(pinned)
 
 
 class _AccountingDevice:
@@ -135,13 +120,13 @@ class CPUDevice(_AccountingDevice):
         return MemoryInfo(False, self.allocated, self.allocated, free, total)
 
     def to_device(self, model: Any) -> Any:
-        model = _move(model, "cpu")
+        model = move_model(model, "cpu")
         self._account(model, self.model_bytes(model))
         return model
 
     def to_host(self, model: Any, *, pin: bool) -> Any:
         self.forget(model)
-        return _move(model, "cpu")
+        return move_model(model, "cpu")
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, MemoryError)
@@ -224,11 +209,11 @@ class FakeDevice(_AccountingDevice):
         if id(model) not in self._placed:
             self._check(nbytes)
         self._account(model, nbytes)
-        return _move(model, "device")
+        return move_model(model, "device")
 
     def to_host(self, model: Any, *, pin: bool) -> Any:
         self.forget(model)
-        return _move(model, "host")
+        return move_model(model, "host")
 
     def forget(self, model: Any) -> None:
         self.cached += self._placed.pop(id(model), 0)
@@ -244,75 +229,6 @@ class FakeDevice(_AccountingDevice):
         return isinstance(exc, FakeOutOfMemory)
 
 
-class CudaDevice:
-    """A CUDA GPU through torch.cuda (NVML, when installed, adds other processes' use)."""
-
-    def __init__(self, index: int = 0) -> None:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("device = 'cuda' but torch sees no CUDA device", field="device")
-        self._torch = torch
-        self.index = index
-        self.name = f"cuda:{index}"
-
-    def memory(self) -> MemoryInfo:
-        cuda = self._torch.cuda
-        free, total = cuda.mem_get_info(self.index)
-        return MemoryInfo(
-            True, cuda.memory_allocated(self.index), cuda.memory_reserved(self.index), free, total
-        )
-
-    def model_bytes(self, model: Any) -> int:
-        return tensor_bytes(iter_tensors(model))
-
-    def to_device(self, model: Any) -> Any:
-        if isinstance(model, self._torch.nn.Module):
-            model = model.to(self.name, non_blocking=True)  # async from pinned memory
-        else:
-            model = _move(model, self.name)
-        self._torch.cuda.synchronize(self.index)
-        return model
-
-    def to_host(self, model: Any, *, pin: bool) -> Any:
-        model = _to_pinned_host(model) if pin else _move(model, "cpu")
-        self._torch.cuda.synchronize(self.index)
-        return model
-
-    def forget(self, model: Any) -> None:
-        return None
-
-    def other_processes_bytes(self) -> int | None:
-        """GPU memory held by other processes (NVML), or None without nvidia-ml-py.
-
-        mem_get_info already counts it in `free`; this says who took it, so a
-        'does not fit' report can blame a neighbour rather than our models.
-        """
-        try:
-            import pynvml
-        except ImportError:
-            return None
-        try:
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
-            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
-            return sum(p.usedGpuMemory or 0 for p in procs if p.pid != os.getpid())
-        except pynvml.NVMLError:
-            return None
-
-    def release_cached(self) -> None:
-        self._torch.cuda.empty_cache()
-
-    def reset_peak(self) -> None:
-        self._torch.cuda.reset_peak_memory_stats(self.index)
-
-    def peak_allocated(self) -> int:
-        return int(self._torch.cuda.max_memory_allocated(self.index))
-
-    def is_oom(self, exc: BaseException) -> bool:
-        return isinstance(exc, self._torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
-
-
 def make_device(choice: str) -> Device:
     """`auto` picks CUDA only where an NVIDIA driver and torch are both installed."""
     if choice == "cpu":
@@ -320,9 +236,13 @@ def make_device(choice: str) -> Device:
     if choice == "cuda":
         if importlib.util.find_spec("torch") is None:
             raise ConfigError("device = 'cuda' needs torch installed", field="device")
+        from voicedrop.pipeline.cuda import CudaDevice
+
         return CudaDevice()
     nvidia = Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
     if nvidia and importlib.util.find_spec("torch") is not None:
+        from voicedrop.pipeline.cuda import CudaDevice
+
         try:
             return CudaDevice()
         except ConfigError:
