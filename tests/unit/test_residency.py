@@ -179,6 +179,17 @@ def test_measured_peak_is_stored_and_predicts_the_next_admission(tmp_path):
     assert fresh.predict(spec("xtts", 1)) == 5 * GB
 
 
+def test_measured_peak_is_the_models_own_even_when_others_were_evicted():
+    manager, device, _ = make(NormalPolicy(), capacity=4 * GB)
+    with manager.acquire(spec("xtts", 3)):
+        pass
+    rvc = ModelSpec("rvc:alice", lambda _d: FakeModel(GB), expected_bytes=3 * GB)
+    with manager.acquire(rvc):  # 1 GB of weights + 2 GB working memory: xtts must go
+        device.allocate(2 * GB)
+        device.free(2 * GB)
+    assert manager.models()["rvc:alice"].last_peak_bytes == 3 * GB
+
+
 def test_estimate_from_checkpoint_size_without_a_measurement(tmp_path):
     ckpt = tmp_path / "model.pth"
     ckpt.write_bytes(b"\0" * 1000)

@@ -90,9 +90,7 @@ class ResidencyManager:
             finally:
                 entry.in_use -= 1
             return
-        base = self.device.memory().allocated
-        self.device.reset_peak()
-        self._bring_to_device(entry)
+        base = self._bring_to_device(entry)
         entry.in_use += 1
         try:
             yield entry.model
@@ -184,10 +182,18 @@ class ResidencyManager:
             guess = 0
         return guess + self.headroom
 
-    def _bring_to_device(self, entry: _Entry) -> None:
+    def _bring_to_device(self, entry: _Entry) -> int:
+        """Place the model; return the allocation it is measured from (others' bytes).
+
+        The peak is reset after eviction, so the footprint recorded at release
+        is this model's weights and working memory, whatever left to make room.
+        """
         if entry.tier == "device":
-            return
+            self.device.reset_peak()
+            return self.device.memory().allocated - entry.nbytes
         self._make_room(entry, self.predict(entry.spec))
+        base = self.device.memory().allocated
+        self.device.reset_peak()
         try:
             self._place(entry)
         except Exception as exc:
@@ -197,6 +203,8 @@ class ResidencyManager:
             log.warning("model.oom", model=entry.spec.key, error=str(exc), rung="evict and retry")
             self._abandon(entry)
             self.relieve(keep=frozenset({entry.spec.key}))
+            base = self.device.memory().allocated
+            self.device.reset_peak()
             try:
                 self._place(entry)
             except Exception as exc2:
@@ -207,6 +215,7 @@ class ResidencyManager:
                         f"the other models: {exc2}"
                     ) from exc2
                 raise
+        return base
 
     def _make_room(self, entry: _Entry, need: int) -> None:
         """Evict by score until `need` fits, then hand the freed blocks back.
