@@ -93,20 +93,30 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"{args.file}: {exc.message}", file=sys.stderr)
         return 2
+    tag = uuid.uuid4().hex[:8]
     ref = manifest.tts.reference_path
-    if ref:  # the reference travels first, so the manifest never arrives without it
-        _drop(spool, args.file.parent / ref, spool.inbox / ref)
-    name = f"{job_stem(args.file.name)}-{uuid.uuid4().hex[:8]}.json"
-    _drop(spool, args.file, spool.inbox / name)
+    if ref:
+        # The reference travels first, under a name of its own, so the manifest never
+        # arrives without it and a later submit cannot replace it while this job waits.
+        unique = f"refs/{tag}-{Path(ref).name}"
+        _drop(spool, args.file.parent / ref, spool.inbox / unique)
+        data = json.loads(raw)
+        data["tts"]["voice"] = unique
+        raw = json.dumps(data, ensure_ascii=False, indent=1).encode()
+    name = f"{job_stem(args.file.name)}-{tag}.json"
+    _drop(spool, raw, spool.inbox / name)
     job_id = job_stem(name)
     print(f"submitted {args.file} as job {job_id}")
     return _wait(spool, job_id, args.timeout) if args.wait else 0
 
 
-def _drop(spool: Spool, src: Path, dst: Path) -> None:
-    """Copy into inbox/.incoming, then rename into place: the daemon sees it complete."""
+def _drop(spool: Spool, src: Path | bytes, dst: Path) -> None:
+    """Write into inbox/.incoming, then rename into place: the daemon sees it complete."""
     tmp = spool.incoming / f"{uuid.uuid4().hex}.partial"
-    shutil.copyfile(src, tmp)
+    if isinstance(src, bytes):
+        tmp.write_bytes(src)
+    else:
+        shutil.copyfile(src, tmp)
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, dst)
 

@@ -256,3 +256,23 @@ def test_the_daemon_runs_jobs_and_answers_status_without_importing_torch(spool):
     assert result.returncode == 0, result.stderr
     assert "torch imported: False" in result.stdout
     assert done(spool, "hello-en")
+
+
+def test_submit_carries_the_reference_recording_under_a_name_of_its_own(spool, tmp_path):
+    sf.write(str(tmp_path / "alice.wav"), [0.0] * 4410, 22050)
+    manifest = tmp_path / "clone.json"
+    manifest.write_text(
+        json.dumps({"text": "Hi.", "tts": {"engine": "espeak", "voice": "alice.wav"}})
+    )
+    first = voicedrop("submit", str(manifest), spool=spool)
+    voicedrop("submit", str(manifest), spool=spool)
+    assert first.returncode == 0, first.stderr
+    job = first.stdout.split(" as job ")[1].strip()
+    assert voicedrop("run", "--once", spool=spool).returncode == 0
+    folder = spool / "failed" / job
+    data = report(spool, "failed", job)
+    # espeak cannot clone: the job fails, but with the recording it was given
+    assert data["error"]["field"] == "tts.voice" and "cannot clone" in data["error"]["message"]
+    [copied] = (folder / "inputs").iterdir()
+    assert copied.name.endswith("-alice.wav") and sf.info(str(copied)).frames == 4410
+    assert len(list((spool / "inbox" / "refs").iterdir())) == 2
