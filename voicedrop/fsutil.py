@@ -14,8 +14,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(final: Path, data: bytes | str, *, overwrite: bool = False) -> None:
-    """Write `data` to a temp file beside `final`, fsync it, rename it into place."""
+def write_atomic(
+    final: Path, data: bytes | str, *, overwrite: bool = False, sync_dir: bool = True
+) -> None:
+    """Write `data` to a temp file beside `final`, fsync it, rename it into place.
+
+    `sync_dir=False` skips the directory fsync: after a power cut the rename may
+    be undone (the old file returns), never half-done.
+    """
     if not overwrite and final.exists():
         raise FileExistsError(f"refusing to overwrite {final}")
     payload = data.encode() if isinstance(data, str) else data
@@ -26,6 +32,7 @@ def write_atomic(final: Path, data: bytes | str, *, overwrite: bool = False) -> 
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(final)
-        fsync_dir(final.parent)
+        if sync_dir:
+            fsync_dir(final.parent)
     finally:
         tmp.unlink(missing_ok=True)

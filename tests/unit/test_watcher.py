@@ -1,5 +1,6 @@
 import logging
 import threading
+import time
 
 from voicedrop.config import Watcher as WatcherSettings
 from voicedrop.daemon.spool import InboxFile
@@ -100,14 +101,25 @@ def test_inotify_wakes_the_loop_and_hints_on_close(tmp_path):
         assert gate.ready([item], now=0.0, wall_now=st.st_mtime) == [item]
 
 
-def test_polling_mode_sees_new_files(tmp_path):
+def test_polling_mode_sees_new_files_but_never_calls_them_complete(tmp_path):
+    """Polling 'moves' are inode guesses: a file written into a reused inode must still wait."""
     wake = threading.Event()
-    with Watcher(
-        tmp_path, WatcherSettings(mode="polling", poll_interval_s=0.05), StabilityGate(0.0), wake
-    ) as watcher:
+    gate = StabilityGate(60.0)
+    old = tmp_path / "old.json"
+    old.write_text("{}")
+    settings = WatcherSettings(mode="polling", poll_interval_s=0.05)
+    with Watcher(tmp_path, settings, gate, wake) as watcher:
         assert watcher.mode == "polling"
-        (tmp_path / "job.json").write_text("{}")
+        time.sleep(0.2)
+        old.unlink()
+        new = tmp_path / "new.json"
+        new.write_text('{"partial": ')  # ext4 hands it the freed inode: a 'move' to a poller
+        wake.clear()
         assert wake.wait(5)
+        time.sleep(0.2)
+        st = new.stat()
+        item = InboxFile(new, st.st_size, st.st_mtime_ns)
+        assert gate.ready([item], now=0.0, wall_now=st.st_mtime) == []
 
 
 def test_an_inotify_queue_overflow_triggers_a_rescan(tmp_path):

@@ -100,9 +100,18 @@ class StabilityGate:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, gate: StabilityGate, wake: threading.Event) -> None:
+    """Wakes the loop on any change; hints 'complete' only for real kernel events.
+
+    A polling observer sees no closes, and its 'moves' are guesses from inode
+    numbers, which the filesystem reuses: a new file written into a freed inode
+    would look 'moved in' (complete) while still being written. So in polling
+    mode every file waits out the stability delay.
+    """
+
+    def __init__(self, gate: StabilityGate, wake: threading.Event, *, hints: bool) -> None:
         self.gate = gate
         self.wake = wake
+        self.hints = hints
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
@@ -110,7 +119,7 @@ class _Handler(FileSystemEventHandler):
         path = str(event.dest_path if event.event_type == "moved" else event.src_path)
         if not is_candidate(os.path.basename(path)):
             return
-        if event.event_type in ("closed", "moved"):
+        if self.hints and event.event_type in ("closed", "moved"):
             self.gate.hint_complete(path)
         if event.event_type in ("closed", "moved", "created", "modified"):
             self.wake.set()
@@ -163,16 +172,18 @@ class Watcher:
         mode, why = self._choose()
         if mode == "inotify":
             try:
-                self._observer = self._start(self._inotify_factory())
+                self._observer = self._start(self._inotify_factory(), hints=True)
             except OSError as exc:
                 mode, why = "polling", f"inotify could not be set up ({exc})"
         if mode == "polling":
-            self._observer = self._start(PollingObserver(timeout=self.settings.poll_interval_s))
+            poller = PollingObserver(timeout=self.settings.poll_interval_s)
+            self._observer = self._start(poller, hints=False)
         self.mode = mode
         log.info("watcher.started", mode=mode, reason=why, inbox=str(self.inbox))
 
-    def _start(self, observer: Any) -> Any:
-        observer.schedule(_Handler(self.gate, self.wake), str(self.inbox), recursive=False)
+    def _start(self, observer: Any, *, hints: bool) -> Any:
+        handler = _Handler(self.gate, self.wake, hints=hints)
+        observer.schedule(handler, str(self.inbox), recursive=False)
         observer.start()
         return observer
 
