@@ -65,6 +65,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
+        # Only signal-safe work here: the loop reads `stop` without its lock, and
+        # the wake-up is a byte written to a pipe (see daemon/wakeup.py).
         stop.set()
         service.wake.set()
 

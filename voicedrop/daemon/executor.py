@@ -22,6 +22,7 @@ import voicedrop
 from voicedrop.config import Settings
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.spool import ClaimedJob, InboxFile, Spool
+from voicedrop.daemon.wakeup import Waker
 from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.errors import ManifestError, OutOfMemoryError, VoicedropError
 from voicedrop.manifest import Manifest, parse_manifest
@@ -85,7 +86,7 @@ class Executor:
     def run(
         self,
         stop: threading.Event,
-        wake: threading.Event,
+        wake: Waker,
         *,
         once: bool = False,
         tick: Callable[[], None] = lambda: None,

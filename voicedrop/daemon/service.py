@@ -24,6 +24,7 @@ from voicedrop.daemon.executor import Executor
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.sdnotify import Notifier
 from voicedrop.daemon.spool import Spool
+from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.pipeline.device import Device, make_device
 from voicedrop.pipeline.engines import Engines, build_engines
@@ -65,7 +66,7 @@ class Service:
         self.manager = build_manager(settings, self.device)
         self.notifier = notifier or Notifier()
         self.gate = StabilityGate(settings.watcher.stable_delay_s)
-        self.wake = threading.Event()
+        self.wake = Wakeup()
         self.executor = Executor(
             settings,
             self.spool,

@@ -24,6 +24,7 @@ from watchdog.observers.polling import PollingObserver
 
 from voicedrop.config import Watcher as WatcherSettings
 from voicedrop.daemon.spool import InboxFile, is_candidate
+from voicedrop.daemon.wakeup import Waker
 
 log = structlog.get_logger(__name__)
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "davfs"}
@@ -108,7 +109,7 @@ class _Handler(FileSystemEventHandler):
     mode every file waits out the stability delay.
     """
 
-    def __init__(self, gate: StabilityGate, wake: threading.Event, *, hints: bool) -> None:
+    def __init__(self, gate: StabilityGate, wake: Waker, *, hints: bool) -> None:
         self.gate = gate
         self.wake = wake
         self.hints = hints
@@ -128,7 +129,7 @@ class _Handler(FileSystemEventHandler):
 class _OverflowAlarm(logging.Handler):
     """watchdog only logs an inotify queue overflow (events were lost): rescan on it."""
 
-    def __init__(self, wake: threading.Event) -> None:
+    def __init__(self, wake: Waker) -> None:
         super().__init__(logging.WARNING)
         self.wake = wake
 
@@ -146,7 +147,7 @@ class Watcher:
         inbox: Path,
         settings: WatcherSettings,
         gate: StabilityGate,
-        wake: threading.Event,
+        wake: Waker,
         inotify_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.inbox = inbox
