@@ -15,12 +15,12 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(
-    final: Path, data: bytes | str, *, overwrite: bool = False, sync_dir: bool = True
+    final: Path, data: bytes | str, *, overwrite: bool = False, durable: bool = True
 ) -> None:
     """Write `data` to a temp file beside `final`, fsync it, rename it into place.
 
-    `sync_dir=False` skips the directory fsync: after a power cut the rename may
-    be undone (the old file returns), never half-done.
+    `durable=False` skips the fsyncs: a crashed process still leaves the whole
+    new file (the page cache survives it), only a power cut may lose it.
     """
     if not overwrite and final.exists():
         raise FileExistsError(f"refusing to overwrite {final}")
@@ -29,10 +29,11 @@ def write_atomic(
     try:
         with tmp.open("wb") as fh:
             fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         tmp.replace(final)
-        if sync_dir:
+        if durable:
             fsync_dir(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
