@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -216,6 +217,60 @@ def pinned_memcpy_s(nbytes: int) -> float:
     return took
 
 
+def setups(budget_gb: float, scale: float) -> dict[str, dict[str, Any]]:
+    return {
+        "normal": {"policy": NormalPolicy()},
+        "budget": {
+            "policy": BudgetPolicy(int(budget_gb * scale * GB), 0),
+            "warm_tier": True,
+            "warm_budget": 16 * GB,
+        },
+        "low+warm": {
+            "policy": LowPolicy(),
+            "warm_tier": True,
+            "warm_budget": 16 * GB,
+            "low_vram_mode": True,
+        },
+        "seed-low": {"policy": LowPolicy(), "warm_tier": False, "low_vram_mode": True},
+        "xtts alone": {"policy": NormalPolicy()},
+    }
+
+
+def run_isolated(name: str, args: argparse.Namespace, folder: Path) -> Result:
+    """Each set-up in a fresh process: one set-up's allocator and page-cache history
+    (60 rebuilds for seed-low) measurably slowed whichever ran after it."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--device",
+        args.device,
+        "--jobs",
+        str(args.jobs),
+        "--scale",
+        str(args.scale),
+        "--budget-gb",
+        str(args.budget_gb),
+        "--one",
+        name,
+        "--checkpoints",
+        str(folder),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return Result(**json.loads(out.strip().splitlines()[-1]))
+
+
+def run_one(args: argparse.Namespace) -> None:
+    """Child: run one set-up on the checkpoints in --checkpoints; print its Result as JSON."""
+    paths = {k: args.checkpoints / (k.replace(":", "_") + ".safetensors") for k in MODELS}
+    specs = {k: spec(k, p, args.scale) for k, p in paths.items()}
+    run_policy("warm-up", {"policy": NormalPolicy()}, args.device, specs, [("xtts", "alice")])
+    jobs = [QUEUE[i % len(QUEUE)] for i in range(args.jobs)]
+    if args.one == "xtts alone":
+        jobs = [("xtts", None)]
+    kw = setups(args.budget_gb, args.scale)[args.one]
+    print(json.dumps(asdict(run_policy(args.one, kw, args.device, specs, jobs))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -230,38 +285,23 @@ def main() -> None:
         help="budget policy limit (before scaling): a 4 GB card less headroom",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoints", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logs.configure("console", "warning")
-    jobs = [QUEUE[i % len(QUEUE)] for i in range(args.jobs)]
+    if args.one:
+        run_one(args)
+        return
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(
         f"residency benchmark on {name}, torch {torch.__version__}, {args.jobs} jobs, "
         f"scale {args.scale}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_checkpoints(Path(tmp), args.scale)
-        specs = {k: spec(k, p, args.scale) for k, p in paths.items()}
-        # warm the page cache and the allocator so the first set-up is not penalised
-        run_policy("warm-up", {"policy": NormalPolicy()}, args.device, specs, [("xtts", "alice")])
-        alone = run_policy(
-            "xtts alone", {"policy": NormalPolicy()}, args.device, specs, [("xtts", None)]
-        )
-        setups = {
-            "seed-low": {"policy": LowPolicy(), "warm_tier": False, "low_vram_mode": True},
-            "low+warm": {
-                "policy": LowPolicy(),
-                "warm_tier": True,
-                "warm_budget": 16 * GB,
-                "low_vram_mode": True,
-            },
-            "budget": {
-                "policy": BudgetPolicy(int(args.budget_gb * args.scale * GB), 0),
-                "warm_tier": True,
-                "warm_budget": 16 * GB,
-            },
-            "normal": {"policy": NormalPolicy()},
-        }
-        results = [run_policy(n, kw, args.device, specs, jobs) for n, kw in setups.items()]
+        write_checkpoints(Path(tmp), args.scale)
+        alone = run_isolated("xtts alone", args, Path(tmp))
+        names = [n for n in setups(args.budget_gb, args.scale) if n != "xtts alone"]
+        results = [run_isolated(n, args, Path(tmp)) for n in names]
     print(
         f"{'set-up':10s} {'peak GB':>8s} {'total s':>8s} {'jobs/s':>7s} {'loads':>6s} "
         f"{'load s':>7s} {'promotes':>8s} {'promote s':>9s}"
