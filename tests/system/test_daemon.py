@@ -276,3 +276,23 @@ def test_submit_carries_the_reference_recording_under_a_name_of_its_own(spool, t
     [copied] = (folder / "inputs").iterdir()
     assert copied.name.endswith("-alice.wav") and sf.info(str(copied)).frames == 4410
     assert len(list((spool / "inbox" / "refs").iterdir())) == 2
+
+
+def test_systemd_notifications_ready_status_watchdog_stopping(spool, tmp_path):
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(address)
+        server.settimeout(10)
+        daemon = Daemon(spool, NOTIFY_SOCKET=address, WATCHDOG_USEC="400000")
+        messages = [server.recv(4096).decode()]
+        while not any("READY=1" in m for m in messages):
+            messages.append(server.recv(4096).decode())
+        ready = next(i for i, m in enumerate(messages) if "READY=1" in m)
+        assert "STATUS=watching" in messages[ready]
+        while not any("WATCHDOG=1" in m for m in messages[ready + 1 :]):
+            messages.append(server.recv(4096).decode())  # pinged while idle
+        assert daemon.stop() == 0
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(server.recv(4096).decode())

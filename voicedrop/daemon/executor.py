@@ -119,9 +119,7 @@ class Executor:
             return self._recovered.pop(0)
         while True:
             if not self._ready or self.rescan:
-                self.rescan = False
-                listing = self.spool.scan_inbox()
-                self._ready = self.gate.ready(listing, self.clock(), self.wall())
+                self.scan()
             if not self._ready:
                 return None
             resident = self.manager.resident_keys() if self.settings.scheduler.affinity else set()
@@ -133,6 +131,13 @@ class Executor:
             job = self.spool.claim(item)
             if job is not None:
                 return job
+
+    def scan(self) -> int:
+        """List the inbox and note which files are complete; return how many are."""
+        self.rescan = False
+        listing = self.spool.scan_inbox()
+        self._ready = self.gate.ready(listing, self.clock(), self.wall())
+        return len(self._ready)
 
     def _peek_keys(self, item: InboxFile) -> set[str]:
         """The model keys a queued manifest would use, for affinity; unreadable → none."""

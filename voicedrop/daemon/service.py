@@ -93,8 +93,11 @@ class Service:
         )
         with self.watcher:
             self.executor.start()
+            ready = self.executor.scan()  # READY=1 comes after the first scan
             self.publish({"state": "idle"}, force=True)
-            self.notifier.notify(ready="1", status="idle, watching " + str(self.spool.inbox))
+            self.notifier.notify(
+                ready="1", status=f"watching {self.spool.inbox}: {ready} job(s) ready"
+            )
             self.executor.run(
                 stop,
                 self.wake,
