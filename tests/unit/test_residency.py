@@ -145,6 +145,12 @@ def test_budget_evicts_the_longest_idle_when_costs_are_equal():
     assert kinds(events)[0][:2] == ("evict", "old")
 
 
+def test_a_fixed_budget_counts_model_bytes_and_headroom_only_on_the_device():
+    manager, _, _ = make(BudgetPolicy(limit=4 * GB, headroom=GB), capacity=16 * GB, headroom=GB)
+    with manager.acquire(spec("xtts", 4)) as model:
+        assert model.where == "device"
+
+
 def test_a_pinned_model_is_never_evicted():
     manager, _, _ = make(BudgetPolicy(limit=5 * GB, headroom=0), capacity=16 * GB)
     with manager.acquire(spec("vocos", 3, pinned=True)):
@@ -162,7 +168,8 @@ def test_admission_refuses_a_model_larger_than_the_device_early():
         pass
     assert not loaded, "the loader must not run for a model that cannot fit"
     assert err.value.permanent
-    assert "needs 5.50 GB" in err.value.message and "of 4.00 GB" in err.value.message
+    assert "needs 5.00 GB + 0.50 GB headroom" in err.value.message
+    assert "of 4.00 GB" in err.value.message
     assert device.memory().allocated == 0
 
 
@@ -176,7 +183,7 @@ def test_measured_peak_is_stored_and_predicts_the_next_admission(tmp_path):
     fresh, _, _ = make(
         NormalPolicy(), footprints=FootprintStore(tmp_path / "footprints.json"), headroom=GB
     )
-    assert fresh.predict(spec("xtts", 1)) == 5 * GB
+    assert fresh.predict(spec("xtts", 1)) == 4 * GB
 
 
 def test_measured_peak_is_the_models_own_even_when_others_were_evicted():

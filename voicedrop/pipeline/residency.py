@@ -167,7 +167,7 @@ class ResidencyManager:
     # ---- admission and placement ---------------------------------------------------------
 
     def predict(self, spec: ModelSpec) -> int:
-        """Bytes a load of `spec` is expected to need on the device, headroom included."""
+        """Bytes a use of `spec` is expected to take on the device: weights + working memory."""
         measured = self.footprints.get(spec.key)
         entry = self._entries.get(spec.key)
         if measured is not None:
@@ -180,7 +180,7 @@ class ResidencyManager:
             guess = int(spec.checkpoint.stat().st_size * 1.2)
         else:
             guess = 0
-        return guess + self.headroom
+        return guess
 
     def _bring_to_device(self, entry: _Entry) -> int:
         """Place the model; return the allocation it is measured from (others' bytes).
@@ -218,7 +218,9 @@ class ResidencyManager:
         return base
 
     def _make_room(self, entry: _Entry, need: int) -> None:
-        """Evict by score until `need` fits, then hand the freed blocks back.
+        """Evict by score until `need` (plus headroom on the device) fits, then hand the
+        freed blocks back. A fixed budget counts model bytes only; `auto` already
+        keeps the headroom free (policies.BudgetPolicy).
 
         Only here and in the OOM ladder is the allocator cache emptied (not on
         every release), and garbage is collected only as a last resort before
@@ -229,7 +231,8 @@ class ResidencyManager:
             mem = self.device.memory()
             resident = self._device_bytes()
             budget = self.policy.budget(mem, resident)
-            if need <= mem.reusable and (budget is None or resident + need <= budget):
+            on_device = need + self.headroom <= mem.reusable
+            if on_device and (budget is None or resident + need <= budget):
                 break
             victim = self._victim(exclude=entry.spec.key)
             if victim is not None:
@@ -253,9 +256,10 @@ class ResidencyManager:
             limit += f"; other processes hold {others / GB:.2f} GB"
         msg = (
             f"model '{entry.spec.key}' does not fit: needs {need / GB:.2f} GB "
-            f"(footprint + headroom), {free / GB:.2f} GB free of {total / GB:.2f} GB{limit}"
+            f"+ {self.headroom / GB:.2f} GB headroom, {free / GB:.2f} GB free of "
+            f"{total / GB:.2f} GB{limit}"
         )
-        if need > total or (budget is not None and need > budget):
+        if need + self.headroom > total or (budget is not None and need > budget):
             raise DoesNotFitError(msg)
         raise ResidencyError(msg, code="does_not_fit_now")
 
