@@ -331,3 +331,17 @@ def test_a_spool_write_error_is_survived_and_the_job_retried(service):
     saved = read_report(service.spool.outbox / "j")
     assert saved["status"] == "done" and saved["attempt"] == 2
     assert list(service.spool.work.iterdir()) == []
+
+
+def test_an_io_error_during_a_job_is_reported_as_transient(service, monkeypatch):
+    import errno
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("voicedrop.pipeline.audio.write_audio", full)
+    drop(service.spool.inbox, "j.json", hello())
+    [report] = run_all(service)
+    assert report.status == "failed"
+    assert report.error.code == "io_error" and report.error.kind == "transient"
+    assert "No space left" in report.error.message

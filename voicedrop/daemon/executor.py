@@ -24,7 +24,7 @@ from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.spool import ClaimedJob, InboxFile, Spool
 from voicedrop.daemon.wakeup import Waker
 from voicedrop.daemon.watcher import StabilityGate
-from voicedrop.errors import ManifestError, OutOfMemoryError, VoicedropError
+from voicedrop.errors import ManifestError, OutOfMemoryError, TransientError, VoicedropError
 from voicedrop.manifest import Manifest, parse_manifest
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.residency import ResidencyManager
@@ -215,6 +215,9 @@ class Executor:
                 out.stages.append(self._run_stage(stage, out.ctx))
         except VoicedropError as exc:
             out.error = exc
+        except OSError as exc:  # disk full, share gone, I/O error: not the job's fault
+            log.warning("job.io_error", error=str(exc))
+            out.error = TransientError(f"I/O error: {exc}", code="io_error")
         except Exception as exc:
             log.exception("job.internal_error")
             out.error = VoicedropError(f"{type(exc).__name__}: {exc}", code="internal_error")
