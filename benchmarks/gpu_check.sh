@@ -21,7 +21,8 @@ if ! python3 -c "import pydantic, structlog" 2>/dev/null; then
 fi
 card="$(python3 -c 'import torch; print(torch.cuda.get_device_name().replace(" ", "-"))')"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+# a failing test is a finding to bring back, not a reason to skip the benchmark
 timeout 120 python3 -m pytest -q --noconftest -p no:cacheprovider \
-  tests/engine/test_residency_cuda.py 2>&1 | tee "$out/residency-cuda-tests-$card.txt"
+  tests/engine/test_residency_cuda.py 2>&1 | tee "$out/residency-cuda-tests-$card.txt" || true
 timeout 360 python3 benchmarks/residency.py --device cuda --jobs 16 \
   --json "$out/residency-$card.json" 2>&1 | tee "$out/residency-$card.txt"
