@@ -30,6 +30,7 @@ class Limits(_Section):
     max_manifest_bytes: int = Field(64 * 1024, ge=256, le=16 * 1024 * 1024)
     max_reference_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_attempts: int = Field(3, ge=1, le=100)
+    retry_delay_s: float = Field(30.0, ge=0, le=86400)
 
 
 class Watcher(_Section):

@@ -95,6 +95,7 @@ class JobReport(_Model):
     manifest: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     duplicate_of: str | None = None
+    previous_errors: list[ErrorInfo] = Field(default_factory=list)
     stages: list[StageRecord] = Field(default_factory=list)
     events: list[ModelEvent] = Field(default_factory=list)
     vram: VramSnapshot

@@ -260,17 +260,45 @@ def test_out_of_memory_in_a_stage_evicts_and_retries_once(settings):
     assert ("evict", "other") in [(e.event, e.key) for e in report.events]
 
 
-def test_out_of_memory_twice_fails_transient_and_memory_returns_to_baseline(settings):
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_out_of_memory_twice_waits_and_retries_with_memory_back_at_baseline(settings):
     svc, device = hungry_service(settings, ooms=2)
+    clock = svc.executor.clock = Clock()
     baseline = device.memory().allocated - GB  # everything but the 'other' model
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
     drop(svc.spool.inbox, "k.json", hello())
-    reports = run_all(svc)
-    assert [r.status for r in reports] == ["failed", "done"]
-    error = reports[0].error
-    assert error.code == "out_of_memory" and error.kind == "transient"
-    assert device.memory().allocated == baseline
-    assert device.scratch == 0
+    first, other = run_all(svc)
+    assert first.error.code == "out_of_memory" and first.error.kind == "transient"
+    assert device.memory().allocated == baseline and device.scratch == 0
+    # not failed: it waits in work/ for its retry, while other jobs run
+    assert other.status == "done"
+    assert list(svc.spool.failed.iterdir()) == [] and (svc.spool.work / "j").exists()
+    clock.now += settings.limits.retry_delay_s
+    assert [r.status for r in run_all(svc)] == ["done"]
+    saved = read_report(svc.spool.outbox / "j")
+    assert saved["status"] == "done" and saved["attempt"] == 2
+    assert [e["code"] for e in saved["previous_errors"]] == ["out_of_memory"]
+
+
+def test_a_job_failing_transiently_every_time_fails_after_max_attempts(settings):
+    svc, _ = hungry_service(settings, ooms=100)
+    clock = svc.executor.clock = Clock()
+    drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
+    for attempt in range(1, settings.limits.max_attempts + 1):
+        [report] = run_all(svc)
+        assert report.attempt == attempt
+        assert run_all(svc) == []  # nothing is due before the (doubling) delay
+        clock.now += settings.limits.retry_delay_s * 2 ** (attempt - 1)
+    saved = read_report(svc.spool.failed / "j")
+    assert saved["status"] == "failed" and saved["attempt"] == settings.limits.max_attempts
+    assert [e["code"] for e in saved["previous_errors"]] == ["out_of_memory"] * 2
 
 
 def test_low_vram_report_shows_tts_leaving_before_conversion_arrives(tmp_path):
@@ -333,15 +361,17 @@ def test_a_spool_write_error_is_survived_and_the_job_retried(service):
     assert list(service.spool.work.iterdir()) == []
 
 
-def test_an_io_error_during_a_job_is_reported_as_transient(service, monkeypatch):
+def test_an_io_error_during_a_job_is_reported_as_transient(tmp_path, monkeypatch):
     import errno
 
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("voicedrop.pipeline.audio.write_audio", full)
-    drop(service.spool.inbox, "j.json", hello())
-    [report] = run_all(service)
-    assert report.status == "failed"
-    assert report.error.code == "io_error" and report.error.kind == "transient"
-    assert "No space left" in report.error.message
+    svc = Service(make_settings(tmp_path, limits={"max_attempts": 1}), device=FakeDevice(GB))
+    svc.executor.start()
+    drop(svc.spool.inbox, "j.json", hello())
+    run_all(svc)
+    error = read_report(svc.spool.failed / "j")["error"]
+    assert error["code"] == "io_error" and error["kind"] == "transient"
+    assert "No space left" in error["message"]

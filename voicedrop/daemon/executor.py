@@ -58,6 +58,8 @@ class Executor:
     wall: Callable[[], float] = time.time
     on_status: Callable[[dict[str, Any]], None] = lambda _s: None
     _recovered: list[ClaimedJob] = field(default_factory=list)
+    _deferred: list[tuple[float, ClaimedJob]] = field(default_factory=list)
+    _history: dict[str, list[ErrorInfo]] = field(default_factory=dict)
     _ready: list[InboxFile] = field(default_factory=list)
     _keys: dict[tuple[str, int], set[str]] = field(default_factory=dict)
     rescan: bool = True
@@ -109,14 +111,20 @@ class Executor:
                 self._requeue()
                 continue
             idle()
-            if once and self.gate.waiting() == 0:
+            if once and self.gate.waiting() == 0 and not self._deferred:
                 return
             timeout = 0.1 if self.gate.waiting() else self.settings.watcher.scan_interval_s
+            if self._deferred:
+                timeout = min(timeout, max(0.0, self._deferred[0][0] - self.clock()))
             wake.wait(min(timeout, max_wait_s or timeout))
 
     def _next(self) -> ClaimedJob | None:
         if self._recovered:
             return self._recovered.pop(0)
+        due = [item for item in self._deferred if item[0] <= self.clock()]
+        if due:
+            self._deferred.remove(due[0])
+            return due[0][1]
         while True:
             if not self._ready or self.rescan:
                 self.scan()
@@ -172,6 +180,8 @@ class Executor:
                 "finished_at": datetime.now(UTC).isoformat(),
                 "total_s": round(self.clock() - started, 4),
             }
+            if self._retry_later(job, report):
+                return report
             self._commit(job, report, outcome.manifest)
             log.info(
                 "job.end",
@@ -181,6 +191,25 @@ class Executor:
             )
             self.on_status({"state": "idle", "job_id": None, "stage": None})
         return report
+
+    def _retry_later(self, job: ClaimedJob, report: JobReport) -> bool:
+        """Keep a transiently failed job in work/ for another attempt, if it has one left.
+
+        Nothing is committed: the job waits, counted, and its final report lists the
+        errors of the attempts before it.
+        """
+        error = report.error
+        if error is None or error.kind != "transient":
+            return False
+        if job.attempts >= self.settings.limits.max_attempts:
+            return False
+        delay = self.settings.limits.retry_delay_s * 2 ** (job.attempts - 1)
+        self._history[job.job_id] = [*report.previous_errors, error]
+        self._deferred.append((self.clock() + delay, job))
+        self._deferred.sort(key=lambda item: item[0])
+        log.warning("job.retry_later", error=error.message, attempt=job.attempts, delay_s=delay)
+        self.on_status({"state": "idle", "job_id": None, "stage": None})
+        return True
 
     def _attempt(self, job: ClaimedJob) -> _Outcome:
         out = _Outcome()
@@ -290,6 +319,7 @@ class Executor:
             if error
             else None,
             duplicate_of=out.duplicate_of,
+            previous_errors=self._history.pop(job.job_id, []),
             stages=out.stages,
             events=events,
             vram=VramSnapshot.model_validate(
