@@ -146,8 +146,12 @@ def _progress_line(spool: Spool, job_id: str) -> str:
     status = _daemon_status(spool)
     if status.get("job_id") == job_id:
         return f"running: {status.get('stage') or 'starting'}"
-    if (spool.work / job_id).exists():
-        return "waiting in work/ for a retry (see the daemon's log)"
+    try:
+        attempts = json.loads((spool.work / job_id / "job.json").read_text())["attempts"]
+    except (OSError, ValueError, KeyError):
+        attempts = 0
+    if attempts:
+        return f"attempt {attempts} failed transiently: waiting for a retry (see the log)"
     if not status.get("alive"):
         return "queued (no daemon is running)"
     return f"queued: {spool.counts()['inbox']} in inbox"
