@@ -40,8 +40,9 @@ from voicedrop import logs
 from voicedrop.config import GB
 from voicedrop.pipeline.cuda import CudaDevice
 from voicedrop.pipeline.device import CPUDevice, Device
+from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy
-from voicedrop.pipeline.residency import ModelSpec, ResidencyManager
+from voicedrop.pipeline.residency import ResidencyManager
 
 # parameters and dtype of the published checkpoints (shared/ENGINES.md)
 MODELS: dict[str, tuple[int, torch.dtype]] = {

@@ -11,8 +11,9 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 from voicedrop.pipeline.cuda import CudaDevice  # noqa: E402
+from voicedrop.pipeline.modelspec import ModelSpec  # noqa: E402
 from voicedrop.pipeline.policies import LowPolicy, NormalPolicy  # noqa: E402
-from voicedrop.pipeline.residency import ModelSpec, ResidencyManager  # noqa: E402
+from voicedrop.pipeline.residency import ResidencyManager  # noqa: E402
 
 MB = 1024**2
 

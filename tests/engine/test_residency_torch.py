@@ -10,8 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from voicedrop.pipeline.device import CPUDevice  # noqa: E402
+from voicedrop.pipeline.modelspec import ModelSpec  # noqa: E402
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy  # noqa: E402
-from voicedrop.pipeline.residency import ModelSpec, ResidencyManager  # noqa: E402
+from voicedrop.pipeline.residency import ResidencyManager  # noqa: E402
 
 SEED_TYPES = {
     "available": bool,

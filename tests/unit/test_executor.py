@@ -18,7 +18,7 @@ from voicedrop.daemon.service import Service
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.engines import build_engines
-from voicedrop.pipeline.residency import ModelSpec
+from voicedrop.pipeline.modelspec import ModelSpec
 
 
 def run_all(service: Service) -> list[Any]:

@@ -11,8 +11,9 @@ from voicedrop.config import GB
 from voicedrop.errors import DoesNotFitError, OutOfMemoryError, ResidencyError
 from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.footprints import FootprintStore
+from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy
-from voicedrop.pipeline.residency import ModelSpec, ResidencyManager
+from voicedrop.pipeline.residency import ResidencyManager
 
 
 class Clock:

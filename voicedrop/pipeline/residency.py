@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import structlog
@@ -26,27 +25,11 @@ from voicedrop.config import GB
 from voicedrop.errors import DoesNotFitError, OutOfMemoryError, ResidencyError
 from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.footprints import FootprintStore
+from voicedrop.pipeline.modelspec import ModelSpec, Tier
 from voicedrop.pipeline.policies import Policy
 from voicedrop.report import ModelEvent, ModelView, VramStats
 
-Tier = Literal["disk", "host", "device"]
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build a model and what it is expected to need.
-
-    `load(device_name)` builds the model (on that device where it can); the
-    manager moves it there in any case. `expected_bytes` or `checkpoint` feed
-    admission until a measured peak for `key` exists.
-    """
-
-    key: str
-    load: Callable[[str], Any]
-    expected_bytes: int | None = None
-    checkpoint: Path | None = None
-    pinned: bool = False
 
 
 @dataclass

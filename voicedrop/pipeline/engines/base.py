@@ -16,7 +16,7 @@ from voicedrop.config import ConvertModel, Settings
 from voicedrop.errors import ManifestError
 from voicedrop.manifest import ConvertSpec, OptionValue, TTSSpec
 from voicedrop.pipeline.audio import Audio
-from voicedrop.pipeline.residency import ModelSpec
+from voicedrop.pipeline.modelspec import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from voicedrop.errors import ManifestError, StageError
 from voicedrop.manifest import OptionValue, TTSSpec
 from voicedrop.pipeline.audio import Audio, from_int16
 from voicedrop.pipeline.engines.base import VoiceChoice, check_options
-from voicedrop.pipeline.residency import ModelSpec
+from voicedrop.pipeline.modelspec import ModelSpec
 
 _SYNCHRONOUS = 2
 _CHARS_UTF8 = 1

@@ -19,7 +19,7 @@ from voicedrop.config import ConvertModel, Settings
 from voicedrop.manifest import ConvertSpec, OptionValue, TTSSpec
 from voicedrop.pipeline.audio import Audio, resample
 from voicedrop.pipeline.engines.base import VoiceChoice, check_options
-from voicedrop.pipeline.residency import ModelSpec
+from voicedrop.pipeline.modelspec import ModelSpec
 
 NOOP_OPTIONS = {"seconds": (0.0, 60.0), "work_s": (0.0, 600.0)}
 

@@ -1,0 +1,29 @@
+"""What an engine tells the residency manager about a model: how to build it, what it needs.
+
+Engines depend on this, not on the manager, so they stay testable on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Tier = Literal["disk", "host", "device"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model and what it is expected to need.
+
+    `load(device_name)` builds the model (on that device where it can); the
+    manager moves it there in any case. `expected_bytes` or `checkpoint` feed
+    admission until a measured peak for `key` exists.
+    """
+
+    key: str
+    load: Callable[[str], Any]
+    expected_bytes: int | None = None
+    checkpoint: Path | None = None
+    pinned: bool = False
