@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
-import voicedrop
 from voicedrop.config import Settings
+from voicedrop.daemon.outcome import Outcome, build_report
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.spool import ClaimedJob, InboxFile, Spool
 from voicedrop.daemon.wakeup import Waker
@@ -29,21 +29,10 @@ from voicedrop.manifest import Manifest, parse_manifest
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.stages import JobContext, Stage, check_job, plan, resolve_voice
-from voicedrop.report import ErrorInfo, JobReport, ModelEvent, StageRecord, VramSnapshot
+from voicedrop.report import ErrorInfo, JobReport, StageRecord
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16
-
-
-@dataclass
-class _Outcome:
-    """What a job attempt produced, gathered before the report is built."""
-
-    manifest: Manifest | None = None
-    ctx: JobContext | None = None
-    stages: list[StageRecord] = field(default_factory=list)
-    error: VoicedropError | None = None
-    duplicate_of: str | None = None
 
 
 @dataclass
@@ -174,7 +163,15 @@ class Executor:
             before = self.manager.get_vram_usage()
             with self.manager.recording() as events:
                 outcome = self._attempt(job)
-            report = self._report(job, outcome, events, before)
+            report = build_report(
+                job,
+                outcome,
+                events,
+                before,
+                self.manager,
+                self.engines,
+                previous_errors=self._history.pop(job.job_id, []),
+            )
             report.timings = {
                 "started_at": started_at,
                 "finished_at": datetime.now(UTC).isoformat(),
@@ -211,8 +208,8 @@ class Executor:
         self.on_status({"state": "idle", "job_id": None, "stage": None})
         return True
 
-    def _attempt(self, job: ClaimedJob) -> _Outcome:
-        out = _Outcome()
+    def _attempt(self, job: ClaimedJob) -> Outcome:
+        out = Outcome()
         limit = self.settings.limits
         try:
             if job.attempts > limit.max_attempts:
@@ -293,41 +290,6 @@ class Executor:
                     ) from exc2
         return StageRecord(
             name=stage.name, engine=stage.engine(ctx), seconds=round(self.clock() - started, 4)
-        )
-
-    def _report(
-        self, job: ClaimedJob, out: _Outcome, events: list[ModelEvent], before: dict[str, Any]
-    ) -> JobReport:
-        versions = {"voicedrop": voicedrop.__version__}
-        for record in out.stages:
-            if record.engine and out.manifest is not None:
-                eng = self.engines.tts.get(record.engine) or self.engines.convert[record.engine]
-                versions[record.engine] = eng.version()
-        error = out.error
-        status: Literal["done", "failed", "duplicate"] = (
-            "failed" if error else "duplicate" if out.duplicate_of else "done"
-        )
-        return JobReport(
-            job_id=job.job_id,
-            status=status,
-            source=job.source,
-            attempt=job.attempts,
-            manifest=out.manifest.model_dump(mode="json") if out.manifest else None,
-            error=ErrorInfo(
-                code=error.code, message=error.message, field=error.field, kind=error.kind
-            )
-            if error
-            else None,
-            duplicate_of=out.duplicate_of,
-            previous_errors=self._history.pop(job.job_id, []),
-            stages=out.stages,
-            events=events,
-            vram=VramSnapshot.model_validate(
-                {"before": before, "after": self.manager.get_vram_usage()}
-            ),
-            models=self.manager.models(),
-            outputs=out.ctx.outputs if out.ctx and not error else [],
-            versions=versions,
         )
 
     def _commit(self, job: ClaimedJob, report: JobReport, manifest: Manifest | None) -> None:
