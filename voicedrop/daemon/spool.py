@@ -155,10 +155,11 @@ class Spool:
         return started
 
     def pending(self) -> list[ClaimedJob]:
-        """Jobs in work/ that have not been committed, oldest claim first."""
+        """Jobs in work/ that have not been committed, oldest manifest first (a rename
+        keeps the producer's mtime, so this is the order they were dropped in)."""
         dirs = [d for d in self.work.iterdir() if d.is_dir() and not d.name.startswith(".")]
         jobs = [self._read_job(d) for d in dirs if (d / "manifest.json").exists()]
-        return sorted(jobs, key=lambda j: j.dir.stat().st_mtime_ns)
+        return sorted(jobs, key=lambda j: (j.manifest_path.stat().st_mtime_ns, j.job_id))
 
     def recover(self) -> list[ClaimedJob]:
         """After a crash: finish half-done commits, clear empty claims, return jobs to rerun."""
