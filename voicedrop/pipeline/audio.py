@@ -11,8 +11,6 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from voicedrop.errors import ManifestError
-
 PEAK_CEILING_DBFS = -1.0
 MIN_LOUDNESS_SECONDS = 0.4  # BS.1770 gating needs one 400 ms block
 
@@ -29,15 +27,6 @@ class Audio:
 
 def from_int16(data: npt.NDArray[np.int16], sample_rate: int) -> Audio:
     return Audio((data.astype(np.float32) / 32768.0), sample_rate)
-
-
-def read_audio(path: Path) -> Audio:
-    """Read a reference recording as mono float32; a file we cannot decode is bad input."""
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise ManifestError(f"reference audio is unreadable: {exc}", field="tts.voice") from None
-    return Audio(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32), int(rate))
 
 
 def resample(audio: Audio, rate: int) -> Audio:
