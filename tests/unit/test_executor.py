@@ -375,3 +375,39 @@ def test_an_io_error_during_a_job_is_reported_as_transient(tmp_path, monkeypatch
     error = read_report(svc.spool.failed / "j")["error"]
     assert error["code"] == "io_error" and error["kind"] == "transient"
     assert "No space left" in error["message"]
+
+
+def test_a_spool_error_does_not_run_a_job_waiting_for_its_retry_early(settings):
+    import errno
+    import threading
+
+    svc, _ = hungry_service(settings, ooms=2)
+    clock = svc.executor.clock = Clock()
+    svc.executor.retry_s = 0.0
+    drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
+    [first] = run_all(svc)  # transient failure: j waits in work/
+    assert first.error.kind == "transient"
+    original = svc.spool.commit_done
+    failures = []
+
+    def full_disk(job, report_json):
+        if not failures:
+            failures.append(job.job_id)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(job, report_json)
+
+    svc.spool.commit_done = full_disk  # type: ignore[method-assign]
+    drop(svc.spool.inbox, "k.json", hello())
+    stop = threading.Event()
+
+    def stop_once_k_is_committed(_status):
+        if failures and not (svc.spool.work / "k").exists():
+            stop.set()  # --once would otherwise wait for j's retry, due only later
+
+    svc.executor.on_status = stop_once_k_is_committed
+    svc.executor.run(stop, threading.Event(), once=True, max_wait_s=0.01)
+    assert failures == ["k"] and read_report(svc.spool.outbox / "k")["attempt"] == 2
+    assert (svc.spool.work / "j").exists(), "j ran before its retry delay"
+    clock.now += settings.limits.retry_delay_s
+    assert [r.status for r in run_all(svc)] == ["done"]
+    assert read_report(svc.spool.outbox / "j")["attempt"] == 2

@@ -61,9 +61,11 @@ class Executor:
             log.info("executor.recovered", jobs=[j.job_id for j in self._recovered])
 
     def _requeue(self) -> None:
-        """After a spool error, pick up whatever is left in work/ (it is retried, counted)."""
+        """After a spool error, pick up whatever is left in work/ (it is retried, counted);
+        jobs waiting for a transient retry stay on their schedule."""
+        waiting = {job.job_id for _, job in self._deferred}
         try:
-            self._recovered = self.spool.recover()
+            self._recovered = [j for j in self.spool.recover() if j.job_id not in waiting]
         except OSError as exc:
             log.error("executor.spool_error", error=str(exc))
 
@@ -110,10 +112,8 @@ class Executor:
     def _next(self) -> ClaimedJob | None:
         if self._recovered:
             return self._recovered.pop(0)
-        due = [item for item in self._deferred if item[0] <= self.clock()]
-        if due:
-            self._deferred.remove(due[0])
-            return due[0][1]
+        if self._deferred and self._deferred[0][0] <= self.clock():  # kept sorted by due time
+            return self._deferred.pop(0)[1]
         while True:
             if not self._ready or self.rescan:
                 self.scan()
