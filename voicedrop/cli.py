@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from voicedrop.config import Settings, load_settings
-from voicedrop.daemon.spool import Spool, job_stem
+from voicedrop.daemon.spool import Spool, checked_reference, job_stem
 from voicedrop.errors import ConfigError, ManifestError
 from voicedrop.manifest import parse_manifest, schema
 from voicedrop.report import VramStats
@@ -218,12 +218,8 @@ def _validate(settings: Settings, args: argparse.Namespace) -> int:
                 max_text_chars=settings.limits.max_text_chars,
             )
             ref = manifest.tts.reference_path
-            ref_path = path.parent / ref if ref else None
-            if ref_path is not None and (ref_path.is_symlink() or not ref_path.is_file()):
-                raise ManifestError(
-                    f"reference '{ref}' is not a regular file next to the manifest",
-                    field="tts.voice",
-                )
+            limit = settings.limits.max_reference_bytes
+            ref_path = checked_reference(path.parent, ref, limit) if ref else None
             voice = resolve_voice(manifest, settings, ref_path)
             check_job(manifest, settings, engines, voice)
         except ManifestError as exc:

@@ -46,6 +46,35 @@ def job_stem(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem)[:80].strip("._") or "job"
 
 
+def checked_reference(root: Path, relative: str, max_bytes: int) -> Path:
+    """The regular file `relative` names under `root`: no absolute path, no '..',
+    no symlink anywhere on the way, not over `max_bytes`. Else a ManifestError."""
+    rel = Path(relative.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ManifestError("reference path must stay inside the inbox", field="tts.voice")
+    current = root
+    for part in rel.parts:
+        current = current / part
+        try:
+            st = current.lstat()
+        except FileNotFoundError:
+            raise ManifestError(
+                f"reference file '{relative}' not found next to the manifest", field="tts.voice"
+            ) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise ManifestError(
+                f"reference '{relative}' is a symlink; symlinks are refused", field="tts.voice"
+            )
+    if not stat.S_ISREG(st.st_mode):
+        raise ManifestError(f"reference '{relative}' is not a regular file", field="tts.voice")
+    if st.st_size > max_bytes:
+        raise ManifestError(
+            f"reference '{relative}' is {st.st_size} bytes; the limit is {max_bytes}",
+            field="tts.voice",
+        )
+    return current
+
+
 @dataclass(frozen=True)
 class InboxFile:
     path: Path
@@ -182,32 +211,10 @@ class Spool:
 
     def copy_input(self, job: ClaimedJob, relative: str, max_bytes: int) -> Path:
         """Copy a file the manifest references from the inbox; refuse any escape."""
-        rel = Path(relative.replace("\\", "/"))
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            raise ManifestError("reference path must stay inside the inbox", field="tts.voice")
-        current = self.inbox
-        for part in rel.parts:
-            current = current / part
-            try:
-                st = current.lstat()
-            except FileNotFoundError:
-                raise ManifestError(
-                    f"reference file '{relative}' not found next to the manifest", field="tts.voice"
-                ) from None
-            if stat.S_ISLNK(st.st_mode):
-                raise ManifestError(
-                    f"reference '{relative}' is a symlink; symlinks are refused", field="tts.voice"
-                )
-        if not stat.S_ISREG(st.st_mode):
-            raise ManifestError(f"reference '{relative}' is not a regular file", field="tts.voice")
-        if st.st_size > max_bytes:
-            raise ManifestError(
-                f"reference '{relative}' is {st.st_size} bytes; the limit is {max_bytes}",
-                field="tts.voice",
-            )
-        target = job.dir / "inputs" / rel.name
+        source = checked_reference(self.inbox, relative, max_bytes)
+        target = job.dir / "inputs" / source.name
         target.parent.mkdir(exist_ok=True)
-        fd = os.open(current, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as src, target.open("wb") as dst:
             shutil.copyfileobj(src, dst)
         return target
