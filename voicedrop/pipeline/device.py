@@ -46,6 +46,7 @@ class Device(Protocol):
     def reset_peak(self) -> None: ...
     def peak_allocated(self) -> int: ...
     def is_oom(self, exc: BaseException) -> bool: ...
+    def other_processes_bytes(self) -> int | None: ...
 
 
 def iter_tensors(model: Any) -> Iterator[Any]:
@@ -106,6 +107,9 @@ class _AccountingDevice:
 
     def reset_peak(self) -> None:
         self._peak = self.allocated
+
+    def other_processes_bytes(self) -> int | None:
+        return None  # nobody else shares this memory in a way we could name
 
     def peak_allocated(self) -> int:
         return max(self._peak, self.allocated)

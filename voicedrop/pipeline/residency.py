@@ -234,7 +234,7 @@ class ResidencyManager:
         self, entry: _Entry, need: int, free: int, total: int, budget: int | None
     ) -> NoReturn:
         limit = f", budget {budget / GB:.2f} GB" if budget is not None else ""
-        others = getattr(self.device, "other_processes_bytes", lambda: None)()
+        others = self.device.other_processes_bytes()
         if others:
             limit += f"; other processes hold {others / GB:.2f} GB"
         msg = (
