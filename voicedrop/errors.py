@@ -1,9 +1,10 @@
-"""The error hierarchy.
+"""The error hierarchy: whether a retry could help is told by the type.
 
-Every error that can end a job says whether retrying could help (transient:
-out of memory, disk full, a share that went offline) or not (permanent: bad
-input). The executor catches them at the job boundary and writes `code`,
-`message`, `field` and the kind into the report.
+Every error that ends a job is either a PermanentError (bad input, a bad model
+file, a model that can never fit) or a TransientError (out of memory, disk
+full, a share that went offline). `except TransientError` catches exactly the
+errors worth retrying. The executor catches them at the job boundary and
+writes `code`, `message`, `field` and the kind into the report.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Literal
 
 
 class VoicedropError(Exception):
+    """Base of every error voicedrop reports; concrete errors are permanent or transient."""
+
     code = "error"
-    permanent = True
 
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -24,16 +26,26 @@ class VoicedropError(Exception):
 
     @property
     def kind(self) -> Literal["permanent", "transient"]:
-        return "permanent" if self.permanent else "transient"
+        return "transient" if isinstance(self, TransientError) else "permanent"
 
 
-class ConfigError(VoicedropError):
+class PermanentError(VoicedropError):
+    """Retrying the same job cannot help."""
+
+
+class TransientError(VoicedropError):
+    """Something outside the job went wrong; the same job may succeed later."""
+
+    code = "transient"
+
+
+class ConfigError(PermanentError):
     """Invalid settings: start-up stops with a message naming key, value and what is allowed."""
 
     code = "config_invalid"
 
 
-class ManifestError(VoicedropError):
+class ManifestError(PermanentError):
     """The manifest (or a file it references) is unusable as given."""
 
     code = "manifest_invalid"
@@ -45,33 +57,44 @@ class ManifestError(VoicedropError):
         self.problems = problems or [f"{field}: {message}" if field else message]
 
 
-class StageError(VoicedropError):
+class StageError(PermanentError):
     """A stage could not do its work for reasons of this job's content."""
 
     code = "stage_failed"
 
 
-class TransientError(VoicedropError):
-    """Something outside the job went wrong; the same job may succeed later."""
+class ModelFileError(PermanentError):
+    """A configured model file is missing, truncated, corrupt, not weights-only, or not
+    what its sha256 says: the message names the file."""
 
-    code = "transient"
-    permanent = False
+    code = "model_invalid"
 
 
-class ResidencyError(TransientError):
-    """The residency manager could not place a model on the device."""
+class EngineUnavailableError(PermanentError):
+    """The engine's optional dependencies are not installed."""
+
+    code = "engine_unavailable"
+
+
+class ResidencyError(VoicedropError):
+    """The residency manager could not place a model: a family, each member has a kind."""
 
     code = "residency_failed"
 
 
-class OutOfMemoryError(ResidencyError):
-    """The device ran out of memory even after the recovery ladder."""
-
-    code = "out_of_memory"
-
-
-class DoesNotFitError(ResidencyError):
+class DoesNotFitError(ResidencyError, PermanentError):
     """A model's predicted footprint exceeds what the device can ever offer."""
 
     code = "does_not_fit"
-    permanent = True
+
+
+class DoesNotFitNowError(ResidencyError, TransientError):
+    """Not enough free memory now (others hold it, our models are in use); may fit later."""
+
+    code = "does_not_fit_now"
+
+
+class OutOfMemoryError(ResidencyError, TransientError):
+    """The device ran out of memory even after the recovery ladder."""
+
+    code = "out_of_memory"

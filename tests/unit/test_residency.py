@@ -8,7 +8,13 @@ import pytest
 
 from tests.conftest import SEED_KEYS
 from voicedrop.config import GB
-from voicedrop.errors import DoesNotFitError, OutOfMemoryError, ResidencyError
+from voicedrop.errors import (
+    DoesNotFitError,
+    OutOfMemoryError,
+    PermanentError,
+    ResidencyError,
+    TransientError,
+)
 from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec
@@ -168,8 +174,11 @@ def test_admission_refuses_a_model_larger_than_the_device_early():
     with pytest.raises(DoesNotFitError) as err, manager.acquire(big):
         pass
     assert not loaded, "the loader must not run for a model that cannot fit"
-    assert err.value.permanent
-    assert "needs 5.00 GB + 0.50 GB headroom" in err.value.message
+    assert isinstance(err.value, PermanentError) and err.value.kind == "permanent"
+    assert not isinstance(err.value, TransientError)
+    assert "needs 5.00 GB of weights + 0.00 GB working memory + 0.50 GB headroom" in (
+        err.value.message
+    )
     assert "of 4.00 GB" in err.value.message
     assert device.memory().allocated == 0
 
@@ -180,7 +189,8 @@ def test_measured_peak_is_stored_and_predicts_the_next_admission(tmp_path):
     with manager.acquire(spec("xtts", 1)):
         device.allocate(3 * GB)  # activations during inference
         device.free(3 * GB)
-    assert json.loads((tmp_path / "footprints.json").read_text())["xtts"] == 4 * GB
+    saved = json.loads((tmp_path / "footprints.json").read_text())["xtts"]
+    assert saved == {"peak": 4 * GB, "weights": 1 * GB}
     fresh, _, _ = make(
         NormalPolicy(), footprints=FootprintStore(tmp_path / "footprints.json"), headroom=GB
     )
@@ -232,7 +242,7 @@ def test_oom_twice_fails_transient_and_memory_returns_to_baseline():
     device._check = always_oom  # type: ignore[method-assign]
     with pytest.raises(OutOfMemoryError) as err, manager.acquire(spec("xtts", 2)):
         pass
-    assert not err.value.permanent
+    assert isinstance(err.value, TransientError) and err.value.kind == "transient"
     assert device.memory().allocated == baseline
     assert manager.models()["xtts"].tier == "disk"
 

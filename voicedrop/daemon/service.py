@@ -26,7 +26,8 @@ from voicedrop.daemon.sdnotify import Notifier
 from voicedrop.daemon.spool import Spool
 from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
-from voicedrop.pipeline.device import Device, make_device
+from voicedrop.pipeline.device import Device
+from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import Engines, build_engines
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.policies import policy_from_settings

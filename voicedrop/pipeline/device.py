@@ -9,15 +9,12 @@ so the daemon starts and answers `status` without it.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-
-from voicedrop.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -241,24 +238,3 @@ class FakeDevice(_AccountingDevice):
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, FakeOutOfMemory)
-
-
-def make_device(choice: str) -> Device:
-    """`auto` picks CUDA only where an NVIDIA driver and torch are both installed."""
-    if choice == "cpu":
-        return CPUDevice()
-    if choice == "cuda":
-        if importlib.util.find_spec("torch") is None:
-            raise ConfigError("device = 'cuda' needs torch installed", field="device")
-        from voicedrop.pipeline.cuda import CudaDevice
-
-        return CudaDevice()
-    nvidia = Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
-    if nvidia and importlib.util.find_spec("torch") is not None:
-        from voicedrop.pipeline.cuda import CudaDevice
-
-        try:
-            return CudaDevice()
-        except ConfigError:
-            return CPUDevice()
-    return CPUDevice()

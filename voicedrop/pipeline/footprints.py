@@ -1,9 +1,16 @@
-"""Measured model footprints, persisted so that admission predicts from experience."""
+"""Measured model footprints, persisted so that admission predicts from experience.
+
+Per model key: `peak`, the most device memory a block that used the model took
+(its weights plus the working memory of the computation), and `weights`, the
+bytes of the weights alone. Their difference is the working memory that must
+be free before the model computes again, even while its weights stay resident.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -11,29 +18,50 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Footprint:
+    peak: int
+    weights: int | None = None
+
+    @property
+    def working(self) -> int:
+        return max(0, self.peak - (self.weights or 0)) if self.weights is not None else 0
+
+
 class FootprintStore:
-    """Peak device bytes per model key, kept as the largest seen (a safe prediction)."""
+    """The largest footprint seen per model key (a safe prediction)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._peaks: dict[str, int] = {}
+        self._seen: dict[str, Footprint] = {}
         if path is not None and path.exists():
             try:
-                data = json.loads(path.read_text())
-                self._peaks = {str(k): int(v) for k, v in data.items()}
-            except (OSError, ValueError, AttributeError) as exc:
+                self._seen = {str(k): _parse(v) for k, v in json.loads(path.read_text()).items()}
+            except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
                 log.warning("footprints.unreadable", path=str(path), error=str(exc))
 
-    def get(self, key: str) -> int | None:
-        return self._peaks.get(key)
+    def get(self, key: str) -> Footprint | None:
+        return self._seen.get(key)
 
-    def record(self, key: str, peak: int) -> None:
-        if peak <= self._peaks.get(key, -1):
+    def record(self, key: str, peak: int, weights: int) -> None:
+        old = self._seen.get(key)
+        if old is not None and peak <= old.peak and old.weights == weights:
             return
-        self._peaks[key] = peak
+        self._seen[key] = Footprint(max(peak, old.peak if old else 0), weights)
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._peaks, indent=1, sort_keys=True))
+        data = {k: {"peak": f.peak, "weights": f.weights} for k, f in sorted(self._seen.items())}
+        tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.path)
+
+
+def _parse(value: object) -> Footprint:
+    """Today's {"peak", "weights"} entries, or a bare peak as earlier versions wrote."""
+    if isinstance(value, dict):
+        weights = value.get("weights")
+        return Footprint(int(value["peak"]), None if weights is None else int(weights))
+    if isinstance(value, int | float | str):
+        return Footprint(int(value))
+    raise TypeError(f"unexpected footprint entry {value!r}")

@@ -18,8 +18,10 @@ class ModelSpec:
     """How to build a model and what it is expected to need.
 
     `load(device_name)` builds the model (on that device where it can); the
-    manager moves it there in any case. `expected_bytes` or `checkpoint` feed
-    admission until a measured peak for `key` exists.
+    manager moves it there in any case. Until a footprint for `key` has been
+    measured, admission predicts from `expected_bytes` (weights plus working
+    memory), of which `working_bytes` is the working memory, or else from the
+    size of `checkpoint`.
     """
 
     key: str
@@ -27,3 +29,4 @@ class ModelSpec:
     expected_bytes: int | None = None
     checkpoint: Path | None = None
     pinned: bool = False
+    working_bytes: int = 0

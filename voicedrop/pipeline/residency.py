@@ -1,20 +1,23 @@
 """The residency manager: which model weights sit on the device, in host memory, or on disk.
 
-`acquire(spec)` puts a model on the compute device for the length of a block;
-on exit the policy decides whether it stays, is demoted to the warm tier
-(host memory, pinned under CUDA: the next acquire is a host-to-device copy,
-not a rebuild) or is dropped. Before a load, admission predicts the model's
-footprint (measured peaks from earlier runs, else the spec's estimate) and
-evicts by score until it fits, or refuses early with the numbers. An
-out-of-memory error runs a ladder: release cached blocks, evict the others,
-retry once. Every move is a structured log event and an entry in the report.
+`acquire_all(specs)` puts the set of models one computation needs (role →
+ModelSpec) on the compute device for the length of a block: it admits the
+set once (their weights not yet on the device plus the largest working memory
+any of them needs, plus headroom), places them in order and, on exit, lets
+the policy decide each one's fate in reverse order: stay, demote to the warm
+tier (host memory, pinned under CUDA) or drop. A model shared by many sets
+(HuBERT, RMVPE, a vocoder) is one key, placed once. Admission also runs when
+every weight is already resident: the working memory must be free before the
+block starts. An out-of-memory error while placing runs a ladder: release
+cached blocks, evict the others, retry once. Every move is a structured log
+event and an entry in the report.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
@@ -22,7 +25,7 @@ from typing import Any, Literal, NoReturn
 import structlog
 
 from voicedrop.config import GB
-from voicedrop.errors import DoesNotFitError, OutOfMemoryError, ResidencyError
+from voicedrop.errors import DoesNotFitError, DoesNotFitNowError, OutOfMemoryError
 from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec, Tier
@@ -32,7 +35,7 @@ from voicedrop.report import ModelEvent, ModelView, VramStats
 log = structlog.get_logger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
     spec: ModelSpec
     model: Any = None
@@ -47,6 +50,19 @@ class _Entry:
     in_use: int = 0
 
 
+@dataclass(eq=False)
+class _Block:
+    """One acquire_all block: its members and the peak of device memory while it runs.
+
+    `others` is the bytes on the device that are not this block's members; the
+    block's footprint is its peak minus them. A nested block saves this block's
+    running peak before it resets the device counter, so nothing is lost."""
+
+    members: list[_Entry]
+    others: int
+    peak: int
+
+
 @dataclass
 class ResidencyManager:
     device: Device
@@ -59,32 +75,37 @@ class ResidencyManager:
     clock: Callable[[], float] = time.monotonic
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _sinks: list[list[ModelEvent]] = field(default_factory=list)
+    _blocks: list[_Block] = field(default_factory=list)
 
     # ---- the contract -------------------------------------------------------------------
 
     @contextmanager
     def acquire(self, spec: ModelSpec) -> Iterator[Any]:
-        entry = self._entries.setdefault(spec.key, _Entry(spec))
-        entry.spec = spec
-        if entry.in_use:  # nested acquire of a model already on the device
-            entry.in_use += 1
-            try:
-                yield entry.model
-            finally:
-                entry.in_use -= 1
-            return
-        base = self._bring_to_device(entry)
-        entry.in_use += 1
+        with self.acquire_all({spec.key: spec}) as models:
+            yield models[spec.key]
+
+    @contextmanager
+    def acquire_all(self, specs: Mapping[str, ModelSpec]) -> Iterator[dict[str, Any]]:
+        """Place every model of `specs` (role → spec, in placement order); yield role → model."""
+        roles = {role: self._entry(spec) for role, spec in specs.items()}
+        members = list({id(e): e for e in roles.values()}.values())
+        fresh = [e for e in members if not e.in_use]  # the rest an outer block already holds
+        for e in members:
+            e.in_use += 1
+        block = None
         try:
-            yield entry.model
+            if fresh:
+                block = self._admit_and_place(fresh)
+            yield {role: e.model for role, e in roles.items()}
         finally:
-            entry.in_use -= 1
-            entry.last_used = self.clock()
-            peak = max(self.device.peak_allocated() - base, entry.nbytes)
-            entry.last_peak = peak
-            self.footprints.record(spec.key, peak)
-            if entry.tier == "device" and not self.policy.keeps_after_use():
-                self._leave_device(entry, "demote" if self.warm_tier else "drop", "policy low")
+            for e in members:
+                e.in_use -= 1
+                e.last_used = self.clock()
+            if block is not None:
+                self._close_block(block)
+            for e in reversed(fresh):
+                if e.tier == "device" and not e.in_use and not self.policy.keeps_after_use():
+                    self._leave_device(e, "demote" if self.warm_tier else "drop", "policy low")
 
     def get_vram_usage(self) -> dict[str, Any]:
         """The seed's stats dict, exactly its keys."""
@@ -147,104 +168,172 @@ class ResidencyManager:
                 self._drop(entry, "drop", "shutdown")
         self.device.release_cached()
 
-    # ---- admission and placement ---------------------------------------------------------
+    # ---- prediction ------------------------------------------------------------------------
 
     def predict(self, spec: ModelSpec) -> int:
         """Bytes a use of `spec` is expected to take on the device: weights + working memory."""
         measured = self.footprints.get(spec.key)
         entry = self._entries.get(spec.key)
         if measured is not None:
-            guess = measured
-        elif spec.expected_bytes is not None:
-            guess = spec.expected_bytes
-        elif entry is not None and entry.nbytes:
-            guess = entry.nbytes
-        elif spec.checkpoint is not None and spec.checkpoint.exists():
-            guess = int(spec.checkpoint.stat().st_size * 1.2)
-        else:
-            guess = 0
-        return guess
+            return measured.peak
+        if spec.expected_bytes is not None:
+            return spec.expected_bytes
+        if entry is not None and entry.nbytes:
+            return entry.nbytes
+        if spec.checkpoint is not None and spec.checkpoint.exists():
+            return int(spec.checkpoint.stat().st_size * 1.2)
+        return 0
 
-    def _bring_to_device(self, entry: _Entry) -> int:
-        """Place the model; return the allocation it is measured from (others' bytes).
+    def _weights(self, entry: _Entry) -> int:
+        """The weights' bytes: known once loaded, else measured earlier, else estimated."""
+        if entry.nbytes:
+            return entry.nbytes
+        seen = self.footprints.get(entry.spec.key)
+        if seen is not None and seen.weights is not None:
+            return seen.weights
+        return max(0, self.predict(entry.spec) - entry.spec.working_bytes)
 
-        The peak is reset after eviction, so the footprint recorded at release
-        is this model's weights and working memory, whatever left to make room.
-        """
-        if entry.tier == "device":
-            self.device.reset_peak()
-            return self.device.memory().allocated - entry.nbytes
-        self._make_room(entry, self.predict(entry.spec))
-        base = self.device.memory().allocated
-        self.device.reset_peak()
-        try:
-            self._place(entry)
-        except Exception as exc:
-            if not self.device.is_oom(exc):
-                self._abandon(entry)
-                raise
-            log.warning("model.oom", model=entry.spec.key, error=str(exc), rung="evict and retry")
-            self._abandon(entry)
-            self.relieve(keep=frozenset({entry.spec.key}))
-            base = self.device.memory().allocated
-            self.device.reset_peak()
-            try:
-                self._place(entry)
-            except Exception as exc2:
-                self._abandon(entry)
-                if self.device.is_oom(exc2):
-                    raise OutOfMemoryError(
-                        f"out of memory placing '{entry.spec.key}' even after evicting "
-                        f"the other models: {exc2}"
-                    ) from exc2
-                raise
-        return base
+    def _working(self, entry: _Entry) -> int:
+        seen = self.footprints.get(entry.spec.key)
+        if seen is None:
+            return entry.spec.working_bytes
+        return max(0, seen.peak - self._weights(entry))
 
-    def _make_room(self, entry: _Entry, need: int) -> None:
-        """Evict by score until `need` (plus headroom on the device) fits, then hand the
-        freed blocks back. A fixed budget counts model bytes only; `auto` already
-        keeps the headroom free (policies.BudgetPolicy).
+    # ---- admission and placement ---------------------------------------------------------
+
+    def _entry(self, spec: ModelSpec) -> _Entry:
+        entry = self._entries.setdefault(spec.key, _Entry(spec))
+        entry.spec = spec
+        return entry
+
+    def _admit_and_place(self, fresh: list[_Entry]) -> _Block:
+        incoming = sum(self._weights(e) for e in fresh if e.tier != "device")
+        working = max(self._working(e) for e in fresh)
+        self._make_room(fresh, incoming, working)
+        block = self._open_block(fresh)
+        for entry in fresh:
+            if entry.tier != "device":
+                self._place_with_ladder(entry, block)
+        return block
+
+    def _make_room(self, fresh: list[_Entry], incoming: int, working: int) -> None:
+        """Evict by score until the set's incoming weights plus its working memory (plus
+        headroom) fit on the device and the weights fit the policy's budget.
 
         Only here and in the OOM ladder is the allocator cache emptied (not on
         every release), and garbage is collected only as a last resort before
         refusing: a full collection costs a tenth of a second with torch loaded.
         """
+        keys = frozenset(e.spec.key for e in fresh)
+        need = self._clamp(fresh, incoming, working)
         evicted = collected = False
         while True:
             mem = self.device.memory()
             resident = self._device_bytes()
             budget = self.policy.budget(mem, resident)
             on_device = need + self.headroom <= mem.reusable
-            if on_device and (budget is None or resident + need <= budget):
+            if on_device and (budget is None or resident + incoming <= budget):
                 break
-            victim = self._victim(exclude=entry.spec.key)
+            victim = self._victim(exclude=keys)
             if victim is not None:
-                self._leave_device(victim, "evict", f"make room for {entry.spec.key}")
+                self._leave_device(victim, "evict", f"make room for {' + '.join(sorted(keys))}")
                 evicted = True
             elif not collected:  # a model kept alive only by a reference cycle
                 gc.collect()
                 self.device.release_cached()
                 collected = True
             else:
-                self._refuse(entry, need, mem.reusable, mem.total, budget)
+                self._refuse(fresh, incoming, working, mem.reusable, mem.total, budget)
         if evicted:
             self.device.release_cached()
 
+    def _clamp(self, fresh: list[_Entry], incoming: int, working: int) -> int:
+        """The bytes to make free: weights + working memory, but never more than the card
+        can offer us. Working memory is attributed to every model of the set it was
+        measured in, so a new combination may be predicted to need more than the card
+        has although it fits: then we evict everything idle and try, and the OOM ladder
+        is the safety net. Only the weights decide that a set can never fit."""
+        need = incoming + working
+        held = sum(e.nbytes for e in self._entries.values() if e.in_use and e.tier == "device")
+        ceiling = self.device.memory().total - self.headroom - held  # held: ours and outer blocks'
+        if incoming <= ceiling < need:
+            log.info("residency.tight", models=[e.spec.key for e in fresh], need=need, ceiling=ceiling)
+            return ceiling
+        return need
+
     def _refuse(
-        self, entry: _Entry, need: int, free: int, total: int, budget: int | None
+        self,
+        fresh: list[_Entry],
+        incoming: int,
+        working: int,
+        free: int,
+        total: int,
+        budget: int | None,
     ) -> NoReturn:
         limit = f", budget {budget / GB:.2f} GB" if budget is not None else ""
         others = self.device.other_processes_bytes()
         if others:
             limit += f"; other processes hold {others / GB:.2f} GB"
+        names = " + ".join(f"'{e.spec.key}'" for e in fresh)
         msg = (
-            f"model '{entry.spec.key}' does not fit: needs {need / GB:.2f} GB "
-            f"+ {self.headroom / GB:.2f} GB headroom, {free / GB:.2f} GB free of "
-            f"{total / GB:.2f} GB{limit}"
+            f"model {names} does not fit: needs {incoming / GB:.2f} GB of weights + "
+            f"{working / GB:.2f} GB working memory + {self.headroom / GB:.2f} GB headroom, "
+            f"{free / GB:.2f} GB free of {total / GB:.2f} GB{limit}"
         )
-        if need + self.headroom > total or (budget is not None and need > budget):
+        held = sum(self._weights(e) for e in fresh if e.tier == "device")
+        if held + incoming + self.headroom > total or (
+            budget is not None and held + incoming > budget
+        ):
             raise DoesNotFitError(msg)
-        raise ResidencyError(msg, code="does_not_fit_now")
+        raise DoesNotFitNowError(msg)
+
+    def _open_block(self, members: list[_Entry]) -> _Block:
+        if self._blocks:  # keep the outer block's peak so far before the counter resets
+            outer = self._blocks[-1]
+            outer.peak = max(outer.peak, self.device.peak_allocated())
+        allocated = self.device.memory().allocated
+        self.device.reset_peak()
+        ours = sum(e.nbytes for e in members if e.tier == "device")
+        block = _Block(members, others=allocated - ours, peak=allocated)
+        self._blocks.append(block)
+        return block
+
+    def _close_block(self, block: _Block) -> None:
+        """Record each member's footprint: its weights plus the block's working memory."""
+        peak = max(block.peak, self.device.peak_allocated())
+        self._blocks.remove(block)
+        if self._blocks:
+            self._blocks[-1].peak = max(self._blocks[-1].peak, peak)
+        placed = [e for e in block.members if e.tier == "device"]  # not those that failed
+        working = max(0, peak - block.others - sum(e.nbytes for e in placed))
+        for entry in placed:
+            entry.last_peak = entry.nbytes + working
+            self.footprints.record(entry.spec.key, entry.last_peak, entry.nbytes)
+
+    def _place_with_ladder(self, entry: _Entry, block: _Block) -> None:
+        try:
+            self._place(entry)
+            return
+        except Exception as exc:
+            self._abandon(entry)
+            if not self.device.is_oom(exc):
+                raise
+            log.warning("model.oom", model=entry.spec.key, error=str(exc), rung="evict and retry")
+        self.relieve(keep=frozenset(e.spec.key for e in block.members))
+        ours = sum(e.nbytes for e in block.members if e.tier == "device")
+        block.others = self.device.memory().allocated - ours
+        self.device.reset_peak()
+        block.peak = self.device.memory().allocated
+        try:
+            self._place(entry)
+        except Exception as exc2:
+            self._abandon(entry)
+            if self.device.is_oom(exc2):
+                raise OutOfMemoryError(
+                    f"out of memory placing '{entry.spec.key}' even after evicting "
+                    f"the other models: {exc2}"
+                ) from exc2
+            raise
 
     def _place(self, entry: _Entry) -> None:
         started = self.clock()
@@ -283,11 +372,11 @@ class ResidencyManager:
         cost = cost or entry.last_load_s or 1.0
         return cost / (1.0 + max(0.0, self.clock() - entry.last_used))
 
-    def _victim(self, exclude: str, tier: Tier = "device") -> _Entry | None:
+    def _victim(self, exclude: frozenset[str], tier: Tier = "device") -> _Entry | None:
         candidates = [
             e
             for e in self._entries.values()
-            if e.tier == tier and not e.in_use and not e.spec.pinned and e.spec.key != exclude
+            if e.tier == tier and not e.in_use and not e.spec.pinned and e.spec.key not in exclude
         ]
         return min(candidates, key=self._value, default=None)
 
@@ -310,7 +399,7 @@ class ResidencyManager:
         while sum(e.nbytes for e in self._entries.values() if e.tier == "host") + entry.nbytes > (
             self.warm_budget
         ):
-            victim = self._victim(exclude=entry.spec.key, tier="host")
+            victim = self._victim(exclude=frozenset({entry.spec.key}), tier="host")
             if victim is None:
                 return False
             self._drop(victim, "evict", f"warm tier full for {entry.spec.key}")
