@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from voicedrop.errors import ConfigError
 
@@ -60,12 +67,22 @@ class Residency(_Section):
         return v
 
 
-class Voice(_Section):
-    """A named voice: an engine-specific voice id and/or a reference recording."""
+SHA256 = r"^[0-9a-fA-F]{64}$"
 
+
+class Voice(_Section):
+    """A named voice of one TTS engine: the engine's own voice id (espeak's language,
+    an XTTS built-in speaker) and/or reference recordings with their text (cloning)."""
+
+    engine: str = "espeak"
     engine_voice: str | None = None
-    reference: Path | None = None
+    reference: Path | list[Path] | None = None
     reference_text: str | None = None
+
+    @property
+    def references(self) -> list[Path]:
+        ref = self.reference
+        return [] if ref is None else list(ref) if isinstance(ref, list) else [ref]
 
 
 class ConvertModel(_Section):
@@ -74,6 +91,7 @@ class ConvertModel(_Section):
     engine: str
     path: Path | None = None
     index: Path | None = None
+    sha256: str | None = Field(None, pattern=SHA256)
     options: dict[str, float | int | str | bool] = Field(default_factory=dict)
 
 
@@ -82,6 +100,8 @@ class Settings(_Section):
     state_dir: Path | None = None
     low_vram: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Model and voice files must lie under one of these (symlinks resolved).
+    model_roots: list[Path] = Field(default_factory=lambda: [Path("models")])
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]
@@ -91,6 +111,25 @@ class Settings(_Section):
     voices: dict[str, Voice] = Field(default_factory=dict)
     models: dict[str, ConvertModel] = Field(default_factory=dict)
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _base: Path = PrivateAttr(default_factory=Path)
+
+    def source_of(self, key: str) -> str:
+        """Where a dotted key's value came from: an environment variable, the config
+        file, or the built-in defaults."""
+        return self._sources.get(key, "defaults")
+
+    def resolve(self, path: Path) -> Path:
+        """A configured path made absolute: relative ones are relative to the config file."""
+        return path if path.is_absolute() else self._base / path
+
+    def invalid(self, key: str, value: object, why: str) -> ConfigError:
+        """The one shape of every configuration error: key, value, source, what is allowed."""
+        return ConfigError(
+            f"invalid configuration:\n  {key} = {value!r} (from {self.source_of(key)}) "
+            f"is invalid: {why}",
+            field=key,
+        )
 
     @property
     def state_path(self) -> Path:
@@ -148,11 +187,24 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist", field="config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}", field="config") from None
-    # Relative paths in a config file are relative to that file, not to the CWD.
+    # Relative paths in a config file are relative to that file, not to the CWD
+    # (those in [voices], [models] and [engines] too: Settings.resolve).
     for key in ("spool", "state_dir"):
         if isinstance(data.get(key), str):
             data[key] = str(path.parent / data[key])
+    if isinstance(data.get("model_roots"), list):
+        data["model_roots"] = [str(path.parent / r) for r in data["model_roots"]]
     return data
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, Mapping):
+            keys.extend(_flatten(value, dotted + "."))
+    return keys
 
 
 def load_settings(
@@ -165,12 +217,16 @@ def load_settings(
     if config_path is None and env.get(ENV_PREFIX + "CONFIG"):
         config_path = Path(env[ENV_PREFIX + "CONFIG"])
     data: dict[str, Any] = _read_toml(config_path) if config_path else {}
-    env_data, origin = _env_overrides(env)
+    env_data, env_origin = _env_overrides(env)
+    origin = dict.fromkeys(_flatten(data), str(config_path)) | env_origin
     data = _merge(_merge(data, env_data), dict(overrides or {}))
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin, config_path), field="config") from None
+    settings._sources = origin
+    settings._base = config_path.parent.absolute() if config_path else Path.cwd()
+    return settings
 
 
 def _describe(exc: ValidationError, origin: Mapping[str, str], config_path: Path | None) -> str:

@@ -98,3 +98,12 @@ class OutOfMemoryError(ResidencyError, TransientError):
     """The device ran out of memory even after the recovery ladder."""
 
     code = "out_of_memory"
+
+
+def job_error(exc: BaseException) -> VoicedropError:
+    """Any exception that ends a job attempt, as the error its report carries."""
+    if isinstance(exc, VoicedropError):
+        return exc
+    if isinstance(exc, OSError):  # disk full, share gone, I/O error: not the job's fault
+        return TransientError(f"I/O error: {exc}", code="io_error")
+    return PermanentError(f"{type(exc).__name__}: {exc}", code="internal_error")

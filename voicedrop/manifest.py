@@ -43,6 +43,11 @@ class TTSSpec(_Strict):
     engine: str = Field(min_length=1)
     voice: str | None = Field(None, min_length=1, max_length=255)
     language: str = Field("en", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    reference_text: str | None = Field(
+        None,
+        max_length=2000,
+        description="what is said in the reference recording (F5-TTS needs it)",
+    )
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
     @property
@@ -53,6 +58,12 @@ class TTSSpec(_Strict):
         if "/" in self.voice or "\\" in self.voice or self.voice.lower().endswith(AUDIO_SUFFIXES):
             return self.voice
         return None
+
+    @model_validator(mode="after")
+    def _text_with_its_recording(self) -> TTSSpec:
+        if self.reference_text is not None and self.reference_path is None:
+            raise ValueError("reference_text goes with a reference recording given as tts.voice")
+        return self
 
     @field_validator("voice")
     @classmethod

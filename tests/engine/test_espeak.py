@@ -6,22 +6,24 @@ import numpy as np
 import pytest
 
 from voicedrop.config import load_settings
-from voicedrop.pipeline.engines.base import VoiceChoice
-from voicedrop.pipeline.engines.espeak import EspeakEngine
+from voicedrop.pipeline.engines.base import TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.espeak import EspeakConfig, EspeakEngine
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return EspeakEngine(load_settings(env={}))
+    return EspeakEngine(EspeakConfig(), load_settings(env={}))
 
 
 @pytest.fixture(scope="module")
 def synth(engine):
-    return engine.model_spec(VoiceChoice(), "en").load("cpu")
+    request = TTSRequest("t", VoiceChoice(), "en")
+    return {role: s.load("cpu") for role, s in engine.models(request).items()}
 
 
 def speak(engine, synth, text, language="en", voice=None):
-    return engine.synthesize(synth, text, VoiceChoice(engine_voice=voice), language, {})
+    request = TTSRequest("t", VoiceChoice(engine_voice=voice), language)
+    return engine.synthesize(synth, text, request, lambda _m: None)
 
 
 def frame_db(samples, rate, frame_s=0.02):

@@ -109,7 +109,7 @@ def check_sample_results(spool: Path) -> None:
     assert loud["format"] == "flac" and loud["sample_rate"] == 48000
     assert abs(loud["loudness_lufs"] - -16) < 1
     bad = report(spool, "failed", "bad-unknown-voice")
-    assert bad["error"]["field"] == "tts.voice" and "unknown voice" in bad["error"]["message"]
+    assert bad["error"]["field"] == "tts.voice" and "unknown espeak voice" in bad["error"]["message"]
     assert list((spool / "work").iterdir()) == []
 
 
@@ -224,7 +224,7 @@ def test_run_once_processes_the_inbox_and_exits(spool):
 def test_validate_and_schema(spool):
     result = voicedrop("validate", *map(str, SAMPLES), spool=spool)
     assert result.returncode == 1
-    assert "bad-unknown-voice.json: tts.voice: unknown voice 'nobody'" in result.stdout
+    assert "bad-unknown-voice.json: tts.voice: unknown espeak voice 'nobody'" in result.stdout
     assert result.stdout.count(": ok") == 4
     schema = json.loads(voicedrop("schema", spool=spool).stdout)
     assert "tts" in schema["properties"]

@@ -89,7 +89,7 @@ BAD_CASES = {
     "unknown_voice": (
         {"text": "x", "tts": {"engine": "espeak", "voice": "bob"}},
         "tts.voice",
-        "unknown voice 'bob'",
+        "unknown espeak voice 'bob'",
     ),
     "unknown_language": (
         {"text": "x", "tts": {"engine": "espeak", "language": "qq"}},
@@ -228,10 +228,10 @@ class HungryEngine:
     def check(self, spec, voice) -> None:
         return None
 
-    def model_spec(self, voice, language) -> ModelSpec:
-        return ModelSpec("hungry", lambda _d: FakeModel(GB), GB)
+    def models(self, request) -> dict[str, ModelSpec]:
+        return {"model": ModelSpec("hungry", lambda _d: FakeModel(GB), GB)}
 
-    def synthesize(self, model, text, voice, language, options) -> Audio:
+    def synthesize(self, models, text, request, progress) -> Audio:
         if self.ooms:
             self.ooms -= 1
             self.device.inject_oom()

@@ -1,8 +1,8 @@
 import pytest
 
-from voicedrop.pipeline.engines import CONVERT_ENGINES, TTS_ENGINES
+from voicedrop.pipeline.engines import default_registries
 from voicedrop.pipeline.registry import Registry
-from voicedrop.pipeline.stages import STAGES
+from voicedrop.pipeline.stages import default_stages
 
 
 def test_a_name_registered_twice_is_an_error():
@@ -21,9 +21,13 @@ def test_an_unknown_name_lists_the_known_ones():
         registry.get("c")
 
 
-def test_the_built_in_registries():
-    assert list(STAGES) == ["convert", "post", "tts"]
-    assert {"espeak", "noop"} <= set(TTS_ENGINES)
-    assert "tape" in CONVERT_ENGINES
+def test_the_built_in_registries_belong_to_their_instance():
+    assert list(default_stages()) == ["convert", "post", "tts"]
+    tts, convert = default_registries()
+    assert set(tts) == {"espeak", "noop", "xtts", "f5tts"}
+    assert set(convert) == {"tape", "rvc"}
     with pytest.raises(ValueError):
-        TTS_ENGINES.register("espeak", object)  # type: ignore[arg-type]
+        tts.register("espeak", object)  # type: ignore[arg-type]
+    other, _ = default_registries()
+    other.register("mine", object)  # type: ignore[arg-type]
+    assert "mine" not in tts

@@ -19,17 +19,15 @@ from typing import Any
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.daemon.outcome import Outcome, build_report
+from voicedrop.daemon.outcome import build_report
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.spool import ClaimedJob, InboxFile, Spool
 from voicedrop.daemon.wakeup import Waker
 from voicedrop.daemon.watcher import StabilityGate
-from voicedrop.errors import ManifestError, OutOfMemoryError, TransientError, VoicedropError
+from voicedrop.errors import ManifestError, PermanentError, job_error
 from voicedrop.manifest import Manifest, parse_manifest
-from voicedrop.pipeline.engines import Engines
-from voicedrop.pipeline.residency import ResidencyManager
-from voicedrop.pipeline.stages import JobContext, Stage, check_job, plan, resolve_voice
-from voicedrop.report import ErrorInfo, JobReport, StageRecord
+from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
+from voicedrop.report import ErrorInfo, JobReport
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16
@@ -39,8 +37,7 @@ AFFINITY_WINDOW = 16
 class Executor:
     settings: Settings
     spool: Spool
-    engines: Engines
-    manager: ResidencyManager
+    runner: JobRunner
     scheduler: Scheduler
     gate: StabilityGate
     clock: Callable[[], float] = time.monotonic
@@ -119,7 +116,8 @@ class Executor:
                 self.scan()
             if not self._ready:
                 return None
-            resident = self.manager.resident_keys() if self.settings.scheduler.affinity else set()
+            manager = self.runner.manager
+            resident = manager.resident_keys() if self.settings.scheduler.affinity else set()
             item = self.scheduler.pick(
                 self._ready[:AFFINITY_WINDOW], lambda f: f.path.name, self._peek_keys, resident
             )
@@ -137,17 +135,20 @@ class Executor:
         return len(self._ready)
 
     def _peek_keys(self, item: InboxFile) -> set[str]:
-        """The model keys a queued manifest would use, for affinity; unreadable → none."""
+        """The model keys a queued manifest would use, as its engines say; unreadable → none."""
         cache_key = (str(item.path), item.mtime_ns)
         if cache_key not in self._keys:
             keys: set[str] = set()
+            limit = self.settings.limits
             try:
-                if item.size <= self.settings.limits.max_manifest_bytes:
-                    data = json.loads(item.path.read_bytes())
-                    keys.add(str(data["tts"]["engine"]))
-                    if data.get("convert"):
-                        keys.add(f"{data['convert']['engine']}:{data['convert']['model']}")
-            except (OSError, ValueError, KeyError, TypeError):
+                if item.size <= limit.max_manifest_bytes:
+                    manifest = parse_manifest(
+                        item.path.read_bytes(),
+                        max_bytes=limit.max_manifest_bytes,
+                        max_text_chars=limit.max_text_chars,
+                    )
+                    keys = self.runner.model_keys(manifest)
+            except (OSError, ManifestError):
                 pass
             self._keys = {cache_key: keys, **dict(list(self._keys.items())[-255:])}
         return self._keys[cache_key]
@@ -160,16 +161,12 @@ class Executor:
         with structlog.contextvars.bound_contextvars(job_id=job.job_id):
             log.info("job.start", source=job.source, attempt=job.attempts)
             self.on_status({"state": "running", "job_id": job.job_id, "stage": None})
-            before = self.manager.get_vram_usage()
-            with self.manager.recording() as events:
-                outcome = self._attempt(job)
+            manifest, duplicate_of, outcome = self._attempt(job)
             report = build_report(
                 job,
+                manifest,
                 outcome,
-                events,
-                before,
-                self.manager,
-                self.engines,
+                duplicate_of=duplicate_of,
                 previous_errors=self._history.pop(job.job_id, []),
             )
             report.timings = {
@@ -179,7 +176,7 @@ class Executor:
             }
             if self._retry_later(job, report):
                 return report
-            self._commit(job, report, outcome.manifest)
+            self._commit(job, report, manifest)
             log.info(
                 "job.end",
                 status=report.status,
@@ -208,46 +205,32 @@ class Executor:
         self.on_status({"state": "idle", "job_id": None, "stage": None})
         return True
 
-    def _attempt(self, job: ClaimedJob) -> Outcome:
-        out = Outcome()
+    def _attempt(self, job: ClaimedJob) -> tuple[Manifest | None, str | None, Outcome]:
+        """The spool's part of an attempt (manifest, duplicates, inputs), then the runner's."""
         limit = self.settings.limits
+        manifest = None
+        before = self.runner.manager.get_vram_usage()
         try:
             if job.attempts > limit.max_attempts:
-                raise VoicedropError(
+                raise PermanentError(
                     f"the daemon stopped during this job {job.attempts - 1} times (crash or "
                     f"kill); giving up after max_attempts={limit.max_attempts}",
                     code="too_many_attempts",
                 )
-            out.manifest = manifest = self._load_manifest(job)
+            manifest = self._load_manifest(job)
             if manifest.id is not None:
-                out.duplicate_of = self.spool.completed_job_for(manifest.id)
-                if out.duplicate_of:
-                    return out
+                duplicate_of = self.spool.completed_job_for(manifest.id)
+                if duplicate_of:
+                    return manifest, duplicate_of, self.runner.finish(Outcome(before))
             ref = manifest.tts.reference_path
             reference = self.spool.copy_input(job, ref, limit.max_reference_bytes) if ref else None
-            voice = resolve_voice(manifest, self.settings, reference)
-            check_job(manifest, self.settings, self.engines, voice)
-            out.ctx = JobContext(
-                job.job_id,
-                manifest,
-                self.settings,
-                self.engines,
-                self.manager,
-                voice,
-                job.out_dir,
-                progress=self._progress(job),
-            )
-            for stage in plan(manifest):
-                out.stages.append(self._run_stage(stage, out.ctx))
-        except VoicedropError as exc:
-            out.error = exc
-        except OSError as exc:  # disk full, share gone, I/O error: not the job's fault
-            log.warning("job.io_error", error=str(exc))
-            out.error = TransientError(f"I/O error: {exc}", code="io_error")
         except Exception as exc:
-            log.exception("job.internal_error")
-            out.error = VoicedropError(f"{type(exc).__name__}: {exc}", code="internal_error")
-        return out
+            error = job_error(exc)
+            if error.code == "internal_error":
+                log.exception("job.internal_error")
+            return manifest, None, self.runner.finish(Outcome(before, error=error))
+        work = JobInput(job.job_id, manifest, reference, job.out_dir)
+        return manifest, None, self.runner.run(work, self._progress(job))
 
     def _load_manifest(self, job: ClaimedJob) -> Manifest:
         limit = self.settings.limits
@@ -266,31 +249,6 @@ class Executor:
             self.on_status({"state": "running", "job_id": job.job_id, "stage": message})
 
         return report
-
-    def _run_stage(self, stage: Stage, ctx: JobContext) -> StageRecord:
-        """Run a stage; on out-of-memory, relieve the device and retry it once."""
-        started = self.clock()
-        with structlog.contextvars.bound_contextvars(stage=stage.name):
-            ctx.progress(stage.name)
-            try:
-                stage.run(ctx)
-            except Exception as exc:
-                if not self.manager.is_oom(exc):
-                    raise
-                log.warning("stage.out_of_memory", error=str(exc), action="evict and retry once")
-                self.manager.relieve()
-                try:
-                    stage.run(ctx)
-                except Exception as exc2:
-                    if not self.manager.is_oom(exc2):
-                        raise
-                    self.manager.relieve()
-                    raise OutOfMemoryError(
-                        f"stage '{stage.name}' ran out of device memory twice: {exc2}"
-                    ) from exc2
-        return StageRecord(
-            name=stage.name, engine=stage.engine(ctx), seconds=round(self.clock() - started, 4)
-        )
 
     def _commit(self, job: ClaimedJob, report: JobReport, manifest: Manifest | None) -> None:
         if report.status == "failed":

@@ -32,6 +32,7 @@ from voicedrop.pipeline.engines import Engines, build_engines
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.policies import policy_from_settings
 from voicedrop.pipeline.residency import ResidencyManager
+from voicedrop.pipeline.runner import JobRunner
 
 log = structlog.get_logger(__name__)
 STATUS_FILE = "status.json"
@@ -68,11 +69,12 @@ class Service:
         self.notifier = notifier or Notifier()
         self.gate = StabilityGate(settings.watcher.stable_delay_s)
         self.wake = Wakeup()
+        self.engines = engines or build_engines(settings)
+        self.runner = JobRunner(settings, self.engines, self.manager)
         self.executor = Executor(
             settings,
             self.spool,
-            engines or build_engines(settings),
-            self.manager,
+            self.runner,
             Scheduler(affinity=settings.scheduler.affinity, max_skips=settings.scheduler.max_skips),
             self.gate,
             on_status=self.publish,

@@ -1,24 +1,27 @@
 """Stages: tts → convert (when asked) → post, each a Stage in a registry keyed by name.
 
-A stage acquires its model through the residency manager for exactly as long
-as it computes, so the manager sees every model and can move it between jobs.
-Stages rebuild their results from their inputs, so a stage can be retried
-once after an out-of-memory error without duplicating takes.
+A stage acquires the set of models its engine declares for the request
+through the residency manager, for exactly as long as it computes, so the
+manager sees every model and can move it between jobs. Stages rebuild their
+results from their inputs, so a stage can be retried once after an
+out-of-memory error without duplicating takes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from voicedrop.config import Settings
-from voicedrop.errors import ManifestError
+from voicedrop.errors import EngineUnavailableError, ManifestError, StageError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline import audio as au
 from voicedrop.pipeline.engines import Engines
-from voicedrop.pipeline.engines.base import VoiceChoice
+from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.report import OutputRecord
@@ -39,9 +42,18 @@ class JobContext:
     manager: ResidencyManager
     voice: VoiceChoice
     out_dir: Path
+    progress: Progress
     takes: list[Take] = field(default_factory=list)
     outputs: list[OutputRecord] = field(default_factory=list)
-    progress: Callable[[str], None] = lambda _msg: None
+
+    def tts_request(self) -> TTSRequest:
+        tts = self.manifest.tts
+        return TTSRequest(self.job_id, self.voice, tts.language, tts.options)
+
+    def convert_request(self) -> ConvertRequest:
+        spec = self.manifest.convert
+        assert spec is not None
+        return ConvertRequest(self.job_id, spec.model, self.settings.models[spec.model], spec)
 
 
 class Stage(Protocol):
@@ -52,6 +64,15 @@ class Stage(Protocol):
     def run(self, ctx: JobContext) -> None: ...
 
 
+def _checked(audio: au.Audio, engine: str) -> au.Audio:
+    """An engine's audio is finite and not empty; a broken model is a clear error."""
+    if audio.samples.size == 0:
+        raise StageError(f"the {engine} engine produced no audio", code="empty_audio")
+    if not np.all(np.isfinite(audio.samples)):
+        raise StageError(f"the {engine} engine produced NaN or infinite samples", code="bad_audio")
+    return audio
+
+
 class TTSStage:
     name = "tts"
 
@@ -59,15 +80,15 @@ class TTSStage:
         return ctx.manifest.tts.engine
 
     def run(self, ctx: JobContext) -> None:
-        tts = ctx.manifest.tts
-        engine = ctx.engines.tts[tts.engine]
+        engine = ctx.engines.tts[ctx.manifest.tts.engine]
+        request = ctx.tts_request()
         items = ctx.manifest.items()
         takes = []
-        with ctx.manager.acquire(engine.model_spec(ctx.voice, tts.language)) as model:
+        with ctx.manager.acquire_all(engine.models(request)) as models:
             for i, (segment, text) in enumerate(items, 1):
                 ctx.progress(f"tts {i}/{len(items)}")
-                audio = engine.synthesize(model, text, ctx.voice, tts.language, tts.options)
-                takes.append(Take(segment, audio))
+                audio = engine.synthesize(models, text, request, ctx.progress)
+                takes.append(Take(segment, _checked(audio, engine.name)))
         ctx.takes = takes
 
 
@@ -78,15 +99,14 @@ class ConvertStage:
         return ctx.manifest.convert.engine if ctx.manifest.convert else None
 
     def run(self, ctx: JobContext) -> None:
-        spec = ctx.manifest.convert
-        assert spec is not None
-        engine = ctx.engines.convert[spec.engine]
-        model_spec = engine.model_spec(spec.model, ctx.settings.models[spec.model])
+        request = ctx.convert_request()
+        engine = ctx.engines.convert[request.spec.engine]
         converted = []
-        with ctx.manager.acquire(model_spec) as model:
+        with ctx.manager.acquire_all(engine.models(request)) as models:
             for i, take in enumerate(ctx.takes, 1):
                 ctx.progress(f"convert {i}/{len(ctx.takes)}")
-                converted.append(Take(take.segment, engine.convert(model, take.audio, spec)))
+                audio = engine.convert(models, take.audio, request)
+                converted.append(Take(take.segment, _checked(audio, engine.name)))
         ctx.takes = converted
 
 
@@ -123,50 +143,70 @@ class PostStage:
             )
 
 
-STAGES: Registry[Stage] = Registry("stage")
-for _stage in (TTSStage(), ConvertStage(), PostStage()):
-    STAGES.register(_stage.name, _stage)
+def default_stages() -> Registry[Stage]:
+    stages: Registry[Stage] = Registry("stage")
+    for stage in (TTSStage(), ConvertStage(), PostStage()):
+        stages.register(stage.name, stage)
+    return stages
 
 
-def plan(manifest: Manifest) -> list[Stage]:
+def plan(manifest: Manifest, stages: Registry[Stage]) -> list[Stage]:
     names = ["tts", *(["convert"] if manifest.convert else []), "post"]
-    return [STAGES.get(n) for n in names]
+    return [stages.get(n) for n in names]
 
 
 def resolve_voice(manifest: Manifest, settings: Settings, reference: Path | None) -> VoiceChoice:
-    """Map the manifest's voice to a configured voice or a copied reference file."""
-    name = manifest.tts.voice
+    """Map the manifest's voice to a configured voice of its engine, or a copied recording."""
+    tts = manifest.tts
     if reference is not None:
-        return VoiceChoice(reference=reference)
-    if name is None:
+        return VoiceChoice(references=(reference,), reference_text=tts.reference_text)
+    if tts.voice is None:
         return VoiceChoice()
-    if name not in settings.voices:
-        known = ", ".join(sorted(settings.voices)) or "none configured"
-        raise ManifestError(f"unknown voice '{name}' (known: {known})", field="tts.voice")
-    voice = settings.voices[name]
-    return VoiceChoice(name, voice.engine_voice, voice.reference, voice.reference_text)
+    voice = settings.voices.get(tts.voice)
+    if voice is None or voice.engine != tts.engine:
+        known = ", ".join(n for n, v in sorted(settings.voices.items()) if v.engine == tts.engine)
+        other = f" ('{tts.voice}' is a {voice.engine} voice)" if voice is not None else ""
+        raise ManifestError(
+            f"unknown {tts.engine} voice '{tts.voice}'{other} "
+            f"(known: {known or 'none configured'})",
+            field="tts.voice",
+        )
+    refs = tuple(settings.resolve(r) for r in voice.references)
+    return VoiceChoice(tts.voice, voice.engine_voice, refs, voice.reference_text)
 
 
 def check_job(manifest: Manifest, settings: Settings, engines: Engines, voice: VoiceChoice) -> None:
     """Check names against the registries and config before any model is loaded."""
     tts = manifest.tts
-    if tts.engine not in engines.tts:
-        known = ", ".join(sorted(engines.tts))
-        raise ManifestError(f"unknown engine '{tts.engine}' (known: {known})", field="tts.engine")
+    _engine_known(tts.engine, engines.tts, engines.missing_tts, "tts.engine")
     engines.tts[tts.engine].check(tts, voice)
     conv = manifest.convert
     if conv is None:
         return
-    if conv.engine not in engines.convert:
-        known = ", ".join(sorted(engines.convert))
-        raise ManifestError(
-            f"unknown engine '{conv.engine}' (known: {known})", field="convert.engine"
-        )
+    _engine_known(conv.engine, engines.convert, engines.missing_convert, "convert.engine")
     model = settings.models.get(conv.model)
     if model is None or model.engine != conv.engine:
         known = ", ".join(n for n, m in sorted(settings.models.items()) if m.engine == conv.engine)
+        other = f" ('{conv.model}' is a {model.engine} model)" if model is not None else ""
         raise ManifestError(
-            f"unknown {conv.engine} model '{conv.model}' (known: {known or 'none configured'})",
+            f"unknown {conv.engine} model '{conv.model}'{other} "
+            f"(known: {known or 'none configured'})",
             field="convert.model",
         )
-    engines.convert[conv.engine].check(conv, model)
+    engines.convert[conv.engine].check(
+        ConvertRequest("check", conv.model, model, conv)
+    )
+
+
+def _engine_known(
+    name: str, built: Mapping[str, object], missing: Mapping[str, str], field: str
+) -> None:
+    if name in missing:
+        raise EngineUnavailableError(
+            f"the {name} engine is not installed on this machine: "
+            f"pip install 'voicedrop[{missing[name]}]'",
+            field=field,
+        )
+    if name not in built:
+        known = ", ".join(sorted([*built, *missing]))
+        raise ManifestError(f"unknown engine '{name}' (known: {known})", field=field)

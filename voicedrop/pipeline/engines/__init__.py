@@ -1,36 +1,131 @@
-"""Engine registries: built-in engines register here by name, once.
+"""Engine registries and their start-up: every engine's settings, voices and models checked.
 
-Each registry maps a name to a factory taking Settings; the service builds
-the engines once at start-up. Engines that need torch (xtts, f5tts, rvc)
-register here too when they land, importing torch only inside their loaders.
+Each registry maps a name to an engine class. `build_engines` validates each
+engine's `[engines.<name>]` section against its settings model, builds the
+engines whose libraries are installed, and checks every configured voice and
+conversion model with the engine it names, so that a bad value stops start-up
+(with key, value, source and what is allowed) instead of failing every job.
+Engines that need torch import it only inside their loaders.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
 
 from voicedrop.config import Settings
-from voicedrop.pipeline.engines.base import ConvertEngine, EngineFactory, TTSEngine
+from voicedrop.errors import ConfigError
+from voicedrop.pipeline.engines.base import (
+    ConvertEngine,
+    EngineClass,
+    TTSEngine,
+    installed,
+)
 from voicedrop.pipeline.engines.espeak import EspeakEngine
+from voicedrop.pipeline.engines.f5tts import F5Engine
 from voicedrop.pipeline.engines.offline import NoopEngine, TapeEngine
+from voicedrop.pipeline.engines.rvc import RvcEngine
+from voicedrop.pipeline.engines.xtts import XttsEngine
 from voicedrop.pipeline.registry import Registry
 
-TTS_ENGINES: Registry[EngineFactory] = Registry("tts engine")
-CONVERT_ENGINES: Registry[EngineFactory] = Registry("convert engine")
+log = structlog.get_logger(__name__)
 
-TTS_ENGINES.register("espeak", EspeakEngine)
-TTS_ENGINES.register("noop", NoopEngine)
-CONVERT_ENGINES.register("tape", TapeEngine)
+
+def default_registries() -> tuple[Registry[EngineClass], Registry[EngineClass]]:
+    """A fresh pair of registries holding the built-in engines (no module-global state)."""
+    tts: Registry[EngineClass] = Registry("tts engine")
+    convert: Registry[EngineClass] = Registry("convert engine")
+    for cls in (EspeakEngine, NoopEngine, XttsEngine, F5Engine):
+        tts.register(cls.name, cls)
+    for cls in (TapeEngine, RvcEngine):
+        convert.register(cls.name, cls)
+    return tts, convert
 
 
 @dataclass(frozen=True)
 class Engines:
     tts: dict[str, TTSEngine]
     convert: dict[str, ConvertEngine]
+    # engines registered but not installed here: name → the pip extra that installs them
+    missing_tts: dict[str, str] = field(default_factory=dict)
+    missing_convert: dict[str, str] = field(default_factory=dict)
+
+    def version(self, name: str) -> str:
+        engine: Any = self.tts.get(name) or self.convert[name]
+        return str(engine.version())
 
 
-def build_engines(settings: Settings) -> Engines:
-    return Engines(
-        tts={name: TTS_ENGINES.get(name)(settings) for name in TTS_ENGINES},
-        convert={name: CONVERT_ENGINES.get(name)(settings) for name in CONVERT_ENGINES},
+def build_engines(
+    settings: Settings,
+    registries: tuple[Registry[EngineClass], Registry[EngineClass]] | None = None,
+) -> Engines:
+    tts_reg, convert_reg = registries or default_registries()
+    known = set(tts_reg) | set(convert_reg)
+    for name in settings.engines:
+        if name not in known:
+            raise settings.invalid(
+                f"engines.{name}", settings.engines[name], f"unknown engine (known: {', '.join(sorted(known))})"
+            )
+    missing_tts: dict[str, str] = {}
+    missing_convert: dict[str, str] = {}
+    tts = _build(settings, tts_reg, missing_tts)
+    convert = _build(settings, convert_reg, missing_convert)
+    engines = Engines(tts, convert, missing_tts, missing_convert)
+    _check_voices(settings, engines, tts_reg)
+    _check_models(settings, engines, convert_reg)
+    return engines
+
+
+def _build(settings: Settings, registry: Registry[EngineClass], missing: dict[str, str]) -> Any:
+    built = {}
+    for name in registry:
+        cls = registry.get(name)
+        section = settings.engines.get(name, {})
+        try:
+            config = cls.Config.model_validate(section)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise settings.invalid(f"engines.{name}.{loc}", err.get("input"), err["msg"]) from None
+        if not installed(cls):
+            missing[name] = cls.extra or name
+            continue
+        built[name] = cls(config, settings)
+    return built
+
+
+def _check_voices(settings: Settings, engines: Engines, registry: Registry[EngineClass]) -> None:
+    for name, voice in settings.voices.items():
+        if voice.engine not in registry:
+            raise settings.invalid(
+                f"voices.{name}.engine",
+                voice.engine,
+                f"unknown tts engine (known: {', '.join(registry)})",
+            )
+        if voice.engine in engines.missing_tts:
+            extra = engines.missing_tts[voice.engine]
+            raise _not_installed(settings, f"voices.{name}.engine", voice.engine, extra)
+        engines.tts[voice.engine].check_voice(name, voice)
+
+
+def _check_models(settings: Settings, engines: Engines, registry: Registry[EngineClass]) -> None:
+    for name, model in settings.models.items():
+        if model.engine not in registry:
+            raise settings.invalid(
+                f"models.{name}.engine",
+                model.engine,
+                f"unknown convert engine (known: {', '.join(registry)})",
+            )
+        if model.engine in engines.missing_convert:
+            extra = engines.missing_convert[model.engine]
+            raise _not_installed(settings, f"models.{name}.engine", model.engine, extra)
+        engines.convert[model.engine].check_model(name, model)
+
+
+def _not_installed(settings: Settings, key: str, engine: str, extra: str) -> ConfigError:
+    return settings.invalid(
+        key, engine, f"the {engine} engine is not installed here: pip install 'voicedrop[{extra}]'"
     )

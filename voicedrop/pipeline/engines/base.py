@@ -1,69 +1,126 @@
 """The engine protocols: what a TTS or voice-conversion engine offers the stages.
 
-An engine never holds a model itself: it describes one with a ModelSpec, the
-stage acquires it through the residency manager and hands it back to the
+An engine never holds a model itself: for each request it declares the set of
+models it needs (role → ModelSpec, in placement order), the stage acquires the
+set through the residency manager and hands the placed models back to the
 engine for each call. That keeps every byte of device memory accounted.
+
+Each engine class declares a pydantic model for its `[engines.<name>]` section
+(`Config`), checks the voices and conversion models configured for it at
+start-up, and names the pip extra that installs its libraries.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from voicedrop.config import ConvertModel, Settings
-from voicedrop.errors import ManifestError
+from pydantic import BaseModel, ConfigDict
+
+from voicedrop.config import ConvertModel, Settings, Voice
+from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.manifest import ConvertSpec, OptionValue, TTSSpec
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.modelspec import ModelSpec
 
 
+class EngineConfig(BaseModel):
+    """Base of the engines' settings models: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 @dataclass(frozen=True)
 class VoiceChoice:
-    """The voice a job asked for, resolved: a configured name and/or a reference file."""
+    """The voice a job asked for, resolved: a configured name and/or reference files."""
 
     name: str | None = None
     engine_voice: str | None = None
-    reference: Path | None = None
+    references: tuple[Path, ...] = ()
     reference_text: str | None = None
+
+    @property
+    def reference(self) -> Path | None:
+        return self.references[0] if self.references else None
+
+
+@dataclass(frozen=True)
+class TTSRequest:
+    job_id: str
+    voice: VoiceChoice
+    language: str
+    options: Mapping[str, OptionValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    job_id: str
+    name: str  # the configured model's name
+    model: ConvertModel
+    spec: ConvertSpec
+
+
+class Progress(Protocol):
+    def __call__(self, message: str) -> None: ...
 
 
 class TTSEngine(Protocol):
-    name: str
+    name: ClassVar[str]
 
     def version(self) -> str: ...
+
+    def check_voice(self, name: str, voice: Voice) -> None:
+        """Raise ConfigError (Settings.invalid) for a configured voice this engine cannot use."""
+        ...
 
     def check(self, spec: TTSSpec, voice: VoiceChoice) -> None:
         """Raise ManifestError (with the field) for a request this engine cannot serve."""
         ...
 
-    def model_spec(self, voice: VoiceChoice, language: str) -> ModelSpec: ...
+    def models(self, request: TTSRequest) -> dict[str, ModelSpec]: ...
 
     def synthesize(
-        self,
-        model: Any,
-        text: str,
-        voice: VoiceChoice,
-        language: str,
-        options: Mapping[str, OptionValue],
+        self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Audio: ...
 
 
 class ConvertEngine(Protocol):
-    name: str
+    name: ClassVar[str]
 
     def version(self) -> str: ...
 
-    def check(self, spec: ConvertSpec, model: ConvertModel) -> None: ...
+    def check_model(self, name: str, model: ConvertModel) -> None: ...
 
-    def model_spec(self, name: str, model: ConvertModel) -> ModelSpec: ...
+    def check(self, request: ConvertRequest) -> None: ...
 
-    def convert(self, model: Any, audio: Audio, spec: ConvertSpec) -> Audio: ...
+    def models(self, request: ConvertRequest) -> dict[str, ModelSpec]: ...
+
+    def convert(self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest) -> Audio: ...
 
 
-class EngineFactory(Protocol):
-    def __call__(self, settings: Settings) -> Any: ...
+class EngineClass(Protocol):
+    """What the registry holds: the class, its settings model, the extra that installs it."""
+
+    name: ClassVar[str]
+    extra: ClassVar[str | None]
+    requires: ClassVar[tuple[str, ...]]
+    Config: ClassVar[type[EngineConfig]]
+
+    def __call__(self, config: Any, settings: Settings) -> Any: ...
+
+
+def installed(cls: EngineClass) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in cls.requires)
+
+
+def require_installed(cls: EngineClass) -> None:
+    if not installed(cls):
+        raise EngineUnavailableError(
+            f"the {cls.name} engine is not installed: pip install 'voicedrop[{cls.extra}]'"
+        )
 
 
 def check_options(

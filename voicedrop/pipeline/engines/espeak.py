@@ -12,15 +12,22 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
-from voicedrop.config import Settings
+from voicedrop.config import Settings, Voice
 from voicedrop.errors import ManifestError, StageError
-from voicedrop.manifest import OptionValue, TTSSpec
+from voicedrop.manifest import TTSSpec
 from voicedrop.pipeline.audio import Audio, from_int16
-from voicedrop.pipeline.engines.base import VoiceChoice, check_options
+from voicedrop.pipeline.engines.base import (
+    EngineConfig,
+    Progress,
+    TTSRequest,
+    VoiceChoice,
+    check_options,
+)
 from voicedrop.pipeline.modelspec import ModelSpec
 
 _SYNCHRONOUS = 2
@@ -84,16 +91,27 @@ class EspeakSynth:
         return from_int16(samples, self.sample_rate)
 
 
-class EspeakEngine:
-    name = "espeak"
+class EspeakConfig(EngineConfig):
+    """`[engines.espeak]`: defaults a manifest's `tts.options` may override."""
 
-    def __init__(self, settings: Settings) -> None:
+    rate: int = Field(175, ge=80, le=450, description="words per minute")
+    pitch: int = Field(50, ge=0, le=99)
+
+
+class EspeakEngine:
+    name: ClassVar[str] = "espeak"
+    extra: ClassVar[str | None] = None
+    requires: ClassVar[tuple[str, ...]] = ("espeakng_loader",)
+    Config: ClassVar[type[EngineConfig]] = EspeakConfig
+
+    def __init__(self, config: EspeakConfig, settings: Settings) -> None:
         import espeakng_loader
 
+        self.config = config
+        self.settings = settings
         self._library = espeakng_loader.get_library_path()
         self._data = espeakng_loader.get_data_path()
         self._voices: set[str] | None = None
-        self.defaults = settings.engines.get("espeak", {})
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -107,43 +125,59 @@ class EspeakEngine:
             self._voices = {p.name.lower() for p in lang.rglob("*") if p.is_file()}
         return self._voices
 
-    def _voice_id(self, voice: VoiceChoice, language: str) -> str | None:
-        """The espeak voice for a request: the configured one, else the language tag,
-        falling back from a regional tag ('pt-pt') to its language ('pt')."""
-        wanted = (voice.engine_voice or language).lower().replace("_", "-")
-        base, plus, variant = wanted.partition("+")
+    def _voice_id(self, wanted: str) -> str | None:
+        """The espeak voice for a voice id or language tag, falling back from a regional
+        tag ('pt-pt') to its language ('pt'); a '+variant' is kept."""
+        base, plus, variant = wanted.lower().replace("_", "-").partition("+")
         for candidate in (base, base.split("-")[0]):
             if candidate in self.voices():
                 return candidate + plus + variant
         return None
 
+    def check_voice(self, name: str, voice: Voice) -> None:
+        if voice.references:
+            raise self.settings.invalid(
+                f"voices.{name}.reference",
+                [str(r) for r in voice.references],
+                "the espeak engine cannot clone a recording; give engine_voice instead",
+            )
+        if voice.engine_voice is not None and self._voice_id(voice.engine_voice) is None:
+            examples = ", ".join(sorted(v for v in self.voices() if "-" in v)[:6])
+            raise self.settings.invalid(
+                f"voices.{name}.engine_voice",
+                voice.engine_voice,
+                f"espeak-ng has no voice '{voice.engine_voice}' (a language code such as "
+                f"{examples} …, optionally with a variant like '+f3')",
+            )
+
     def check(self, spec: TTSSpec, voice: VoiceChoice) -> None:
-        if voice.reference is not None and voice.engine_voice is None:
+        if voice.references and voice.engine_voice is None:
             raise ManifestError(
                 "the espeak engine cannot clone a reference recording; name a configured "
                 "voice or use a cloning engine",
                 field="tts.voice",
             )
-        if self._voice_id(voice, spec.language) is None:
-            field = "tts.voice" if voice.engine_voice else "tts.language"
-            wanted = voice.engine_voice or spec.language
-            raise ManifestError(f"espeak-ng has no voice for '{wanted}'", field=field)
+        if self._voice_id(voice.engine_voice or spec.language) is None:
+            raise ManifestError(
+                f"espeak-ng has no voice for '{spec.language}'", field="tts.language"
+            )
         check_options(spec.options, OPTIONS, "tts.options")
 
-    def model_spec(self, voice: VoiceChoice, language: str) -> ModelSpec:
-        return ModelSpec("espeak", lambda _device: EspeakSynth(self._library, self._data), 0)
+    def models(self, request: TTSRequest) -> dict[str, ModelSpec]:
+        return {"synth": ModelSpec("espeak", lambda _d: EspeakSynth(self._library, self._data), 0)}
 
     def synthesize(
-        self,
-        model: Any,
-        text: str,
-        voice: VoiceChoice,
-        language: str,
-        options: Mapping[str, OptionValue],
+        self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Audio:
-        opts = {**self.defaults, **check_options(options, OPTIONS, "tts.options")}
-        voice_id = self._voice_id(voice, language)
+        opts = {
+            "rate": float(self.config.rate),
+            "pitch": float(self.config.pitch),
+            **check_options(request.options, OPTIONS, "tts.options"),
+        }
+        voice_id = self._voice_id(request.voice.engine_voice or request.language)
         if voice_id is None:
-            raise ManifestError(f"espeak-ng has no voice for '{language}'", field="tts.language")
-        synth: EspeakSynth = model
-        return synth.speak(text, voice_id, int(opts.get("rate", 175)), int(opts.get("pitch", 50)))
+            raise ManifestError(
+                f"espeak-ng has no voice for '{request.language}'", field="tts.language"
+            )
+        synth: EspeakSynth = models["synth"]
+        return synth.speak(text, voice_id, int(opts["rate"]), int(opts["pitch"]))

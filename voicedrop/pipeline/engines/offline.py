@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 import voicedrop
-from voicedrop.config import ConvertModel, Settings
-from voicedrop.manifest import ConvertSpec, OptionValue, TTSSpec
+from voicedrop.config import ConvertModel, Settings, Voice
+from voicedrop.manifest import TTSSpec
 from voicedrop.pipeline.audio import Audio, resample
-from voicedrop.pipeline.engines.base import VoiceChoice, check_options
+from voicedrop.pipeline.engines.base import (
+    ConvertRequest,
+    EngineConfig,
+    Progress,
+    TTSRequest,
+    VoiceChoice,
+    check_options,
+)
 from voicedrop.pipeline.modelspec import ModelSpec
 
 NOOP_OPTIONS = {"seconds": (0.0, 60.0), "work_s": (0.0, 600.0)}
@@ -28,53 +36,75 @@ class _Nothing:
     """The 'model' of an engine that has none: it still goes through the manager."""
 
 
-class NoopEngine:
-    name = "noop"
+class NoopConfig(EngineConfig):
+    sample_rate: int = Field(22050, ge=8000, le=192000)
 
-    def __init__(self, settings: Settings) -> None:
-        self.sample_rate = 22050
+
+class NoopEngine:
+    name: ClassVar[str] = "noop"
+    extra: ClassVar[str | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type[EngineConfig]] = NoopConfig
+
+    def __init__(self, config: NoopConfig, settings: Settings) -> None:
+        self.sample_rate = config.sample_rate
 
     def version(self) -> str:
         return voicedrop.__version__
 
+    def check_voice(self, name: str, voice: Voice) -> None:
+        return None  # silence fits every voice
+
     def check(self, spec: TTSSpec, voice: VoiceChoice) -> None:
         check_options(spec.options, NOOP_OPTIONS, "tts.options")
 
-    def model_spec(self, voice: VoiceChoice, language: str) -> ModelSpec:
-        return ModelSpec("noop", lambda _device: _Nothing(), 0)
+    def models(self, request: TTSRequest) -> dict[str, ModelSpec]:
+        return {"model": ModelSpec("noop", lambda _device: _Nothing(), 0)}
 
     def synthesize(
-        self,
-        model: Any,
-        text: str,
-        voice: VoiceChoice,
-        language: str,
-        options: Mapping[str, OptionValue],
+        self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Audio:
-        opts = check_options(options, NOOP_OPTIONS, "tts.options")
+        opts = check_options(request.options, NOOP_OPTIONS, "tts.options")
         time.sleep(opts.get("work_s", 0.0))
         seconds = opts.get("seconds", 0.05)
         return Audio(np.zeros(int(seconds * self.sample_rate), np.float32), self.sample_rate)
 
 
+class TapeConfig(EngineConfig):
+    pass
+
+
 class TapeEngine:
     """Pitch by resampling: +12 semitones doubles the pitch and halves the length."""
 
-    name = "tape"
+    name: ClassVar[str] = "tape"
+    extra: ClassVar[str | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type[EngineConfig]] = TapeConfig
 
-    def __init__(self, settings: Settings) -> None:
-        return None
+    def __init__(self, config: TapeConfig, settings: Settings) -> None:
+        self.settings = settings
 
     def version(self) -> str:
         return voicedrop.__version__
 
-    def check(self, spec: ConvertSpec, model: ConvertModel) -> None:
-        check_options(spec.options, {}, "convert.options")
+    def check_model(self, name: str, model: ConvertModel) -> None:
+        if model.path is not None:
+            raise self.settings.invalid(
+                f"models.{name}.path", str(model.path), "the tape engine uses no model file"
+            )
+        if model.options:
+            raise self.settings.invalid(
+                f"models.{name}.options", model.options, "the tape engine takes no options"
+            )
 
-    def model_spec(self, name: str, model: ConvertModel) -> ModelSpec:
-        return ModelSpec(f"tape:{name}", lambda _device: _Nothing(), 0)
+    def check(self, request: ConvertRequest) -> None:
+        check_options(request.spec.options, {}, "convert.options")
 
-    def convert(self, model: Any, audio: Audio, spec: ConvertSpec) -> Audio:
-        factor = 2 ** (spec.pitch / 12)
+    def models(self, request: ConvertRequest) -> dict[str, ModelSpec]:
+        return {"model": ModelSpec(f"tape:{request.name}", lambda _device: _Nothing(), 0)}
+
+    def convert(self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest) -> Audio:
+        factor = 2 ** (request.spec.pitch / 12)
         squeezed = resample(audio, max(1, round(audio.sample_rate / factor)))
         return Audio(squeezed.samples, audio.sample_rate)

@@ -1,0 +1,97 @@
+"""Model files named in the configuration: confined to the model roots, hashed, read safely.
+
+Configured paths are operator input, but a model root may be a shared folder:
+a path (or a symlink inside a root) that resolves outside every root is
+refused, a file with a declared sha256 is checked before its first load, and
+a PyTorch checkpoint is only ever read with `weights_only=True`, so a pickle
+that carries code is refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from voicedrop.errors import ModelFileError
+
+CHUNK = 1024 * 1024
+
+
+def confine(path: Path, roots: Iterable[Path]) -> Path:
+    """`path` with symlinks resolved, if it lies under one of `roots`; else ValueError."""
+    resolved = path.resolve()
+    allowed = [r.resolve() for r in roots]
+    if not any(resolved.is_relative_to(root) for root in allowed):
+        shown = ", ".join(str(r) for r in allowed) or "none configured"
+        hint = f" (a symlink to {resolved})" if resolved != path.absolute() else ""
+        raise ValueError(f"{path}{hint} is outside the model roots ({shown})")
+    return resolved
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HashCheck:
+    """Checks declared hashes once per file version (path, size, mtime), not per load."""
+
+    def __init__(self) -> None:
+        self._verified: set[tuple[str, int, int]] = set()
+
+    def verify(self, path: Path, expected: str | None) -> None:
+        if expected is None:
+            return
+        st = path.stat()
+        stamp = (str(path), st.st_size, st.st_mtime_ns)
+        if stamp in self._verified:
+            return
+        actual = sha256_of(path)
+        if actual.lower() != expected.lower():
+            raise ModelFileError(f"{path}: sha256 is {actual}, the configuration says {expected}")
+        self._verified.add(stamp)
+
+
+def require_files(directory: Path, names: Iterable[str]) -> None:
+    """Every file a model directory must hold is there and is a non-empty regular file."""
+    for name in names:
+        f = directory / name
+        if not f.is_file():
+            raise ModelFileError(f"{f}: missing (the model directory must hold {name})")
+        if f.stat().st_size == 0:
+            raise ModelFileError(f"{f}: empty file")
+
+
+def load_weights(path: Path, *, mmap: bool = True) -> Any:
+    """Read a checkpoint: safetensors, or a PyTorch file with weights_only=True (memory-mapped
+    where the format allows); every failure is a ModelFileError naming the file."""
+    import pickle
+
+    import torch
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as exc:
+            if mmap and "mmap" in str(exc):  # the legacy (non-zip) format cannot be mapped
+                return torch.load(path, map_location="cpu", weights_only=True)
+            raise
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(
+            f"{path}: refused: the file holds more than weights (a pickle with code or "
+            f"unknown objects); only weights-only checkpoints are loaded ({first})"
+        ) from None
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing") from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as exc:
+        raise ModelFileError(f"{path}: unreadable or corrupt checkpoint: {exc}") from None

@@ -1,0 +1,84 @@
+"""What the model-backed engines share: confined model paths, reference audio, quiet libraries."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from voicedrop.config import Settings
+from voicedrop.errors import ManifestError, ModelFileError
+from voicedrop.modelfiles import confine
+from voicedrop.pipeline.audio import Audio, resample
+
+SENTENCE_END = re.compile(r"(?<=[.!?…;:。！？；：])\s+")
+
+
+def model_path(settings: Settings, key: str, value: Path | None) -> Path | None:
+    """A configured model path, absolute and inside the model roots; else ConfigError."""
+    if value is None:
+        return None
+    try:
+        return confine(settings.resolve(value), settings.model_roots)
+    except ValueError as exc:
+        raise settings.invalid(key, str(value), str(exc)) from None
+
+
+def read_reference(path: Path, rate: int, max_seconds: float | None = None) -> Audio:
+    """A reference recording as mono float32 at `rate` (soundfile: no torchaudio, no ffmpeg)."""
+    try:
+        data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise ManifestError(f"reference {path.name} is not readable audio: {exc}", field="tts.voice")
+    mono = data.mean(axis=1).astype(np.float32)
+    if max_seconds is not None:
+        mono = mono[: int(max_seconds * source_rate)]
+    if mono.size < source_rate // 3:
+        raise ManifestError(
+            f"reference {path.name} is too short ({mono.size / source_rate:.2f} s; at least 0.33 s)",
+            field="tts.voice",
+        )
+    return resample(Audio(mono, int(source_rate)), rate)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Sentences packed into chunks of at most `limit` characters (no spacy needed); a
+    sentence longer than the limit is wrapped at word boundaries."""
+    chunks: list[str] = []
+    for sentence in (s.strip() for s in SENTENCE_END.split(text.strip())):
+        if not sentence:
+            continue
+        pieces = textwrap.wrap(sentence, limit, break_on_hyphens=False) if len(sentence) > limit else [sentence]
+        for piece in pieces:
+            if chunks and len(chunks[-1]) + 1 + len(piece) <= limit:
+                chunks[-1] = f"{chunks[-1]} {piece}"
+            else:
+                chunks.append(piece)
+    return chunks
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Engine libraries print progress to stdout; keep stdout for our own output (JSON)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def load_failed(path: Path, exc: BaseException) -> ModelFileError:
+    """A library's loader failed on a file we handed it: say which file, and why."""
+    if isinstance(exc, ModelFileError):
+        return exc
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ModelFileError(f"{path}: cannot be loaded: {type(exc).__name__}: {first[:300]}")
+
+
+def module_device(model: Any) -> Any:
+    """The device a module's parameters live on (where inputs must go)."""
+    return next(model.parameters()).device

@@ -1,0 +1,320 @@
+"""F5-TTS: flow-matching DiT plus the Vocos vocoder, each its own residency key.
+
+Loaded with `f5_tts.infer.utils_infer.load_model` and `load_vocoder(is_local=True)`
+from local files; nothing reaches for a hub. A voice is a reference recording
+and what is said in it: a configured voice carries `reference_text`, a job that
+brings its own recording gives `tts.reference_text`. Without a text, a local
+ASR model (Whisper in the transformers layout, `asr_dir`, residency key `asr`)
+transcribes the reference, if one is configured; otherwise the job fails
+naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import yaml
+from pydantic import Field
+
+from voicedrop.config import GB, Settings, Voice
+from voicedrop.errors import EngineUnavailableError, ManifestError, ModelFileError
+from voicedrop.manifest import TTSSpec
+from voicedrop.modelfiles import HashCheck, require_files
+from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.engines.base import (
+    EngineConfig,
+    Progress,
+    TTSRequest,
+    VoiceChoice,
+    check_options,
+    require_installed,
+)
+from voicedrop.pipeline.engines.common import (
+    load_failed,
+    model_path,
+    module_device,
+    quiet_stdout,
+    read_reference,
+)
+from voicedrop.pipeline.modelspec import ModelSpec
+
+RATE = 24000
+OPTIONS = {"speed": (0.3, 3.0), "nfe_step": (4.0, 128.0), "seed": (0.0, 2.0**31)}
+BACKBONES = ("DiT", "UNetT", "MMDiT")
+
+
+class F5Settings(EngineConfig):
+    """`[engines.f5tts]`."""
+
+    checkpoint: Path | None = Field(None, description="model_*.safetensors (or .pt)")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    arch: str | dict[str, Any] = Field(
+        "F5TTS_v1_Base", description="a config f5-tts ships, or the DiT settings themselves"
+    )
+    vocab: Path | None = Field(None, description="default: the vocab.txt f5-tts ships")
+    vocoder_dir: Path | None = Field(None, description="Vocos: config.yaml + pytorch_model.bin")
+    asr_dir: Path | None = Field(None, description="local Whisper (transformers layout)")
+    nfe_step: int = Field(32, ge=4, le=128)
+    cfg_strength: float = Field(2.0, ge=0, le=10)
+    sway_sampling_coef: float = Field(-1.0, ge=-2, le=2)
+    speed: float = Field(1.0, ge=0.3, le=3.0)
+    seed: int | None = Field(None, ge=0)
+    working_gb: float = Field(1.0, ge=0)
+
+
+class F5Engine:
+    name: ClassVar[str] = "f5tts"
+    extra: ClassVar[str | None] = "f5"
+    requires: ClassVar[tuple[str, ...]] = ("f5_tts", "vocos", "torch")
+    Config: ClassVar[type[EngineConfig]] = F5Settings
+
+    def __init__(self, config: F5Settings, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        key = "engines.f5tts"
+        self.checkpoint = model_path(settings, f"{key}.checkpoint", config.checkpoint)
+        self.vocab = model_path(settings, f"{key}.vocab", config.vocab)
+        self.vocoder_dir = model_path(settings, f"{key}.vocoder_dir", config.vocoder_dir)
+        self.asr_dir = model_path(settings, f"{key}.asr_dir", config.asr_dir)
+        self._hashes = HashCheck()
+        if self.checkpoint is not None and self.vocoder_dir is None:
+            raise settings.invalid(
+                f"{key}.vocoder_dir", None, "F5-TTS needs a local Vocos vocoder directory"
+            )
+        for path, field in ((self.checkpoint, "checkpoint"), (self.vocab, "vocab")):
+            if path is not None and not path.is_file():
+                raise settings.invalid(f"{key}.{field}", str(path), "no such file")
+        if self.vocoder_dir is not None:
+            try:
+                require_files(self.vocoder_dir, ("config.yaml", "pytorch_model.bin"))
+            except ModelFileError as exc:
+                raise settings.invalid(f"{key}.vocoder_dir", str(self.vocoder_dir), str(exc))
+        self.arch = self._arch(config.arch)
+
+    def _arch(self, arch: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if isinstance(arch, dict):
+            return "DiT", dict(arch)
+        if not self._installed():
+            return "DiT", {}  # checked when the engine is installed
+        shipped = files("f5_tts").joinpath(f"configs/{arch}.yaml")
+        if not shipped.is_file():
+            raise self.settings.invalid(
+                "engines.f5tts.arch", arch, "not a config f5-tts ships (e.g. F5TTS_v1_Base)"
+            )
+        model = yaml.safe_load(shipped.read_text())["model"]
+        return str(model["backbone"]), dict(model["arch"])
+
+    @staticmethod
+    def _installed() -> bool:
+        from voicedrop.pipeline.engines.base import installed
+
+        return installed(F5Engine)
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"f5-tts {version('f5-tts')}"
+
+    # ---- checks ----------------------------------------------------------------------------
+
+    def check_voice(self, name: str, voice: Voice) -> None:
+        key = f"voices.{name}"
+        if len(voice.references) != 1:
+            raise self.settings.invalid(
+                f"{key}.reference", voice.reference, "an f5tts voice is exactly one recording"
+            )
+        path = model_path(self.settings, f"{key}.reference", voice.references[0])
+        assert path is not None
+        if not path.is_file():
+            raise self.settings.invalid(f"{key}.reference", str(voice.references[0]), "no such file")
+        if not (voice.reference_text or "").strip() and self.asr_dir is None:
+            raise self.settings.invalid(
+                f"{key}.reference_text",
+                voice.reference_text,
+                "F5-TTS needs what the recording says (or [engines.f5tts] asr_dir for a local ASR)",
+            )
+
+    def check(self, spec: TTSSpec, voice: VoiceChoice) -> None:
+        if self.checkpoint is None:
+            raise EngineUnavailableError(
+                "f5tts has no model: set [engines.f5tts] checkpoint and vocoder_dir",
+                field="tts.engine",
+            )
+        if not voice.references:
+            raise ManifestError(
+                "f5tts needs a voice: a configured f5tts voice or a reference recording",
+                field="tts.voice",
+            )
+        if not (voice.reference_text or "").strip() and self.asr_dir is None:
+            raise ManifestError(
+                "F5-TTS needs the text of the reference recording and no local ASR model is "
+                "configured: give tts.reference_text",
+                field="tts.reference_text",
+            )
+        check_options(spec.options, OPTIONS, "tts.options")
+
+    # ---- models ----------------------------------------------------------------------------
+
+    def models(self, request: TTSRequest) -> dict[str, ModelSpec]:
+        assert self.checkpoint is not None and self.vocoder_dir is not None
+        working = int(self.config.working_gb * GB)
+        size = self.checkpoint.stat().st_size if self.checkpoint.exists() else 0
+        vocoder = self.vocoder_dir / "pytorch_model.bin"
+        specs = {
+            "dit": ModelSpec(
+                "f5tts",
+                self._load_dit,
+                expected_bytes=size + working,
+                checkpoint=self.checkpoint,
+                working_bytes=working,
+            ),
+            "vocoder": ModelSpec("vocos", self._load_vocoder, checkpoint=vocoder),
+        }
+        if not (request.voice.reference_text or "").strip():
+            assert self.asr_dir is not None
+            specs["asr"] = ModelSpec("asr", self._load_asr, checkpoint=self.asr_dir)
+        return specs
+
+    def _load_dit(self, device: str) -> Any:
+        require_installed(F5Engine)
+        assert self.checkpoint is not None
+        self._hashes.verify(self.checkpoint, self.config.sha256)
+        backbone, arch = self.arch
+        if backbone not in BACKBONES:
+            raise ModelFileError(f"unknown F5-TTS backbone '{backbone}' (known: {BACKBONES})")
+        import f5_tts.model
+        from f5_tts.infer.utils_infer import load_model
+
+        vocab = str(self.vocab or files("f5_tts").joinpath("infer/examples/vocab.txt"))
+        try:
+            with quiet_stdout():
+                return load_model(
+                    getattr(f5_tts.model, backbone),
+                    arch,
+                    str(self.checkpoint),
+                    mel_spec_type="vocos",
+                    vocab_file=vocab,
+                    device=device,
+                )
+        except Exception as exc:
+            raise load_failed(self.checkpoint, exc) from exc
+
+    def _load_vocoder(self, device: str) -> Any:
+        require_installed(F5Engine)
+        assert self.vocoder_dir is not None
+        config = self.vocoder_dir / "config.yaml"
+        _check_vocos_config(config)
+        from f5_tts.infer.utils_infer import load_vocoder
+
+        try:
+            with quiet_stdout():
+                return load_vocoder("vocos", is_local=True, local_path=str(self.vocoder_dir), device=device)
+        except Exception as exc:
+            raise load_failed(self.vocoder_dir / "pytorch_model.bin", exc) from exc
+
+    def _load_asr(self, device: str) -> Any:
+        assert self.asr_dir is not None
+        try:
+            return AsrModel(self.asr_dir, device)
+        except Exception as exc:
+            raise load_failed(self.asr_dir, exc) from exc
+
+    # ---- speech ----------------------------------------------------------------------------
+
+    def synthesize(
+        self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
+    ) -> Audio:
+        import torch
+        from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
+
+        voice = request.voice
+        assert voice.reference is not None
+        ref = read_reference(voice.reference, RATE, max_seconds=12)
+        ref_text = (voice.reference_text or "").strip()
+        if not ref_text:
+            progress("tts: transcribing the reference")
+            ref_text = models["asr"].transcribe(ref, request.language)
+        opts = {"speed": self.config.speed, "nfe_step": self.config.nfe_step}
+        opts.update(check_options(request.options, OPTIONS, "tts.options"))
+        seed = opts.pop("seed", self.config.seed)
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        seconds = ref.duration_s
+        max_chars = max(20, int(len(ref_text.encode()) / seconds * (22 - seconds) * opts["speed"]))
+        batches = chunk_text(text, max_chars=max_chars)
+        audio = torch.from_numpy(ref.samples).unsqueeze(0)
+        dit = models["dit"]
+        with quiet_stdout():
+            wave, rate, _ = next(
+                infer_batch_process(
+                    (audio, RATE),
+                    ref_text,
+                    batches,
+                    dit,
+                    models["vocoder"],
+                    mel_spec_type="vocos",
+                    progress=_Progress(progress, len(batches)),
+                    nfe_step=int(opts["nfe_step"]),
+                    cfg_strength=self.config.cfg_strength,
+                    sway_sampling_coef=self.config.sway_sampling_coef,
+                    speed=float(opts["speed"]),
+                    device=module_device(dit),
+                )
+            )
+        if wave is None:
+            raise ManifestError("nothing to say: the text is empty after splitting", field="text")
+        return Audio(np.asarray(wave, dtype=np.float32).reshape(-1), int(rate))
+
+
+class _Progress:
+    """Stands in for the tqdm module the library reports batch progress to."""
+
+    def __init__(self, report: Progress, total: int) -> None:
+        self.report, self.total = report, total
+
+    def tqdm(self, items: Iterable[Any]) -> Iterator[Any]:
+        for i, item in enumerate(items, 1):
+            yield item
+            self.report(f"tts: f5tts batch {i}/{self.total}")
+
+
+def _check_vocos_config(path: Path) -> None:
+    """Vocos builds whatever classes its config.yaml names: allow only vocos' own."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelFileError(f"{path}: unreadable vocoder config: {exc}") from None
+    for part in ("feature_extractor", "backbone", "head"):
+        target = str(((config or {}).get(part) or {}).get("class_path", ""))
+        if not target.startswith("vocos."):
+            raise ModelFileError(f"{path}: {part}.class_path '{target}' is not a vocos class")
+
+
+class AsrModel:
+    """A local Whisper pipeline (transformers) as a model the residency manager can move."""
+
+    def __init__(self, directory: Path, device: str) -> None:
+        from transformers import pipeline
+
+        self.pipe = pipeline("automatic-speech-recognition", model=str(directory), device=device)
+
+    def tensors(self) -> Iterator[Any]:
+        yield from self.pipe.model.parameters()
+        yield from self.pipe.model.buffers()
+
+    def to(self, device: Any) -> AsrModel:
+        import torch
+
+        self.pipe.model.to(device)
+        self.pipe.device = torch.device(device)
+        return self
+
+    def transcribe(self, audio: Audio, language: str) -> str:
+        data = {"raw": audio.samples, "sampling_rate": audio.sample_rate}
+        kwargs = {"language": language.split("-")[0], "task": "transcribe"}
+        result = self.pipe(data, generate_kwargs=kwargs, return_timestamps=False)
+        return str(result["text"]).strip()

@@ -1,0 +1,181 @@
+"""RVC voice conversion (infer-rvc-python): a voice model, HuBERT, and RMVPE for `rmvpe`.
+
+Three residency keys: `rvc:<model>` per configured voice, `hubert` and `rmvpe`
+shared by all voices. The voice `.pth` is read weights-only and built with the
+library's synthesizer classes as its own loader does; HuBERT loads from a
+local transformers (`save_pretrained`) directory; RMVPE from a local
+`rmvpe.pt`. Audio goes in as arrays (never through ffmpeg), and the library's
+pipeline classes are driven directly, so `harvest` works on arrays too, with
+an f0 cache key unique to the job and segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from voicedrop.config import ConvertModel, Settings
+from voicedrop.errors import ManifestError, ModelFileError
+from voicedrop.modelfiles import HashCheck, load_weights, require_files
+from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.engines.base import (
+    ConvertRequest,
+    EngineConfig,
+    check_options,
+    require_installed,
+)
+from voicedrop.pipeline.engines.common import load_failed, model_path, quiet_stdout
+from voicedrop.pipeline.modelspec import ModelSpec
+
+OPTIONS = {
+    "index_rate": (0.0, 1.0),
+    "filter_radius": (0.0, 7.0),
+    "rms_mix_rate": (0.0, 1.0),
+    "protect": (0.0, 0.5),
+}
+
+
+class RvcSettings(EngineConfig):
+    """`[engines.rvc]`: the shared models and the conversion defaults."""
+
+    hubert_dir: Path | None = Field(None, description="HuBERT, transformers save_pretrained layout")
+    rmvpe: Path | None = Field(None, description="rmvpe.pt, for method = 'rmvpe'")
+    fp16: bool = Field(True, description="CUDA only: half precision, as the library does")
+    index_rate: float = Field(0.66, ge=0, le=1)
+    filter_radius: int = Field(3, ge=0, le=7)
+    rms_mix_rate: float = Field(0.25, ge=0, le=1)
+    protect: float = Field(0.33, ge=0, le=0.5)
+
+
+class RvcEngine:
+    name: ClassVar[str] = "rvc"
+    extra: ClassVar[str | None] = "rvc"
+    requires: ClassVar[tuple[str, ...]] = ("infer_rvc_python", "faiss", "pyworld", "torch")
+    Config: ClassVar[type[EngineConfig]] = RvcSettings
+
+    def __init__(self, config: RvcSettings, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.hubert_dir = model_path(settings, "engines.rvc.hubert_dir", config.hubert_dir)
+        self.rmvpe_path = model_path(settings, "engines.rvc.rmvpe", config.rmvpe)
+        self._hashes = HashCheck()
+        if self.hubert_dir is not None:
+            try:
+                require_files(self.hubert_dir, ("config.json",))
+            except ModelFileError as exc:
+                raise settings.invalid("engines.rvc.hubert_dir", str(config.hubert_dir), str(exc))
+        if self.rmvpe_path is not None and not self.rmvpe_path.is_file():
+            raise settings.invalid("engines.rvc.rmvpe", str(config.rmvpe), "no such file")
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"infer-rvc-python {version('infer-rvc-python')}"
+
+    # ---- checks ----------------------------------------------------------------------------
+
+    def check_model(self, name: str, model: ConvertModel) -> None:
+        key = f"models.{name}"
+        if self.hubert_dir is None:
+            raise self.settings.invalid(
+                "engines.rvc.hubert_dir", None, f"RVC model '{name}' needs a local HuBERT directory"
+            )
+        if model.path is None:
+            raise self.settings.invalid(f"{key}.path", None, "an RVC model needs its .pth file")
+        for field, value in (("path", model.path), ("index", model.index)):
+            path = model_path(self.settings, f"{key}.{field}", value)
+            if path is not None and not path.is_file():
+                raise self.settings.invalid(f"{key}.{field}", str(value), "no such file")
+        for option, value in model.options.items():
+            low, high = OPTIONS.get(option, (None, None))
+            if low is None or not isinstance(value, int | float) or not low <= value <= high:
+                allowed = ", ".join(f"{k} {lo:g}–{hi:g}" for k, (lo, hi) in OPTIONS.items())
+                raise self.settings.invalid(f"{key}.options.{option}", value, f"allowed: {allowed}")
+
+    def check(self, request: ConvertRequest) -> None:
+        method = request.spec.method
+        if method == "crepe":
+            raise ManifestError(
+                "crepe is not offered: its model would live outside the residency manager; "
+                "use rmvpe, pm or harvest",
+                field="convert.method",
+            )
+        if method == "rmvpe" and self.rmvpe_path is None:
+            raise ManifestError(
+                "rmvpe needs a local rmvpe.pt ([engines.rvc] rmvpe); use pm or harvest",
+                field="convert.method",
+            )
+        check_options(request.spec.options, OPTIONS, "convert.options")
+
+    # ---- models ----------------------------------------------------------------------------
+
+    def models(self, request: ConvertRequest) -> dict[str, ModelSpec]:
+        assert self.hubert_dir is not None
+        specs = {"hubert": ModelSpec("hubert", self._load_hubert, checkpoint=_weights_file(self.hubert_dir))}
+        if request.spec.method == "rmvpe" and self.rmvpe_path is not None:
+            specs["rmvpe"] = ModelSpec("rmvpe", self._load_rmvpe, checkpoint=self.rmvpe_path)
+        path = model_path(self.settings, f"models.{request.name}.path", request.model.path)
+        assert path is not None
+        specs["voice"] = ModelSpec(
+            f"rvc:{request.name}",
+            lambda device: self._load_voice(device, request.name, request.model),
+            checkpoint=path,
+        )
+        return specs
+
+    def _half(self, device: str) -> bool:
+        return self.config.fp16 and device.startswith("cuda")
+
+    def _load_hubert(self, device: str) -> Any:
+        require_installed(RvcEngine)
+        assert self.hubert_dir is not None
+        from infer_rvc_python.main import FairseqHubertWrapper
+
+        try:
+            with quiet_stdout():
+                model = FairseqHubertWrapper(str(self.hubert_dir)).to(device)
+        except Exception as exc:
+            raise load_failed(self.hubert_dir, exc) from exc
+        return (model.half() if self._half(device) else model.float()).eval()
+
+    def _load_rmvpe(self, device: str) -> Any:
+        require_installed(RvcEngine)
+        assert self.rmvpe_path is not None
+        from voicedrop.pipeline.engines.rvc_infer import RmvpeModel
+
+        return RmvpeModel(load_weights(self.rmvpe_path), self.rmvpe_path, self._half(device))
+
+    def _load_voice(self, device: str, name: str, model: ConvertModel) -> Any:
+        require_installed(RvcEngine)
+        path = model_path(self.settings, f"models.{name}.path", model.path)
+        assert path is not None
+        self._hashes.verify(path, model.sha256)
+        index = model_path(self.settings, f"models.{name}.index", model.index)
+        from voicedrop.pipeline.engines.rvc_infer import RvcVoice
+
+        return RvcVoice(load_weights(path), path, index, self._half(device))
+
+    # ---- conversion --------------------------------------------------------------------------
+
+    def convert(self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest) -> Audio:
+        opts = {
+            "index_rate": self.config.index_rate,
+            "filter_radius": float(self.config.filter_radius),
+            "rms_mix_rate": self.config.rms_mix_rate,
+            "protect": self.config.protect,
+            **{k: float(v) for k, v in request.model.options.items()},
+            **check_options(request.spec.options, OPTIONS, "convert.options"),
+        }
+        from voicedrop.pipeline.engines.rvc_infer import convert
+
+        return convert(models, audio, request, opts)
+
+
+def _weights_file(directory: Path) -> Path | None:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / name).exists():
+            return directory / name
+    return None

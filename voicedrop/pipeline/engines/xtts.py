@@ -1,0 +1,305 @@
+"""Coqui XTTS v2 (coqui-tts, import name `TTS`): cloning from recordings, or built-in speakers.
+
+The model is one residency key (`xtts`), loaded from a local directory
+(`config.json`, `model.pth`, `vocab.json`, optional `speakers_xtts.pth`)
+through the library's own classes. A voice's conditioning latents are
+computed once and kept on disk in the state directory, keyed by the model
+file and the reference audio's content, so later jobs skip the encoder.
+Long text is split into sentences up to the tokenizer's per-language limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from voicedrop.config import GB, Settings, Voice
+from voicedrop.errors import EngineUnavailableError, ManifestError, ModelFileError
+from voicedrop.manifest import TTSSpec
+from voicedrop.modelfiles import HashCheck, load_weights, require_files, sha256_of
+from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.engines.base import (
+    EngineConfig,
+    Progress,
+    TTSRequest,
+    VoiceChoice,
+    check_options,
+    require_installed,
+)
+from voicedrop.pipeline.engines.common import (
+    load_failed,
+    model_path,
+    quiet_stdout,
+    read_reference,
+    split_text,
+)
+from voicedrop.pipeline.modelspec import ModelSpec
+
+OPTIONS = {
+    "temperature": (0.05, 2.0),
+    "top_p": (0.05, 1.0),
+    "top_k": (1.0, 500.0),
+    "repetition_penalty": (1.0, 50.0),
+    "speed": (0.25, 4.0),
+    "seed": (0.0, 2.0**31),
+}
+FILES = ("config.json", "model.pth", "vocab.json")
+COND_RATE = 22050
+
+
+class XttsSettings(EngineConfig):
+    """`[engines.xtts]`."""
+
+    model_dir: Path | None = Field(None, description="config.json, model.pth, vocab.json")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="of model.pth")
+    default_speaker: str | None = Field(None, description="built-in speaker for jobs without voice")
+    fp16: bool = Field(False, description="CUDA only: float16 autocast for inference")
+    temperature: float = Field(0.75, ge=0.05, le=2.0)
+    top_p: float = Field(0.85, ge=0.05, le=1.0)
+    top_k: int = Field(50, ge=1, le=500)
+    repetition_penalty: float = Field(10.0, ge=1.0, le=50.0)
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    seed: int | None = Field(None, ge=0, description="fixed seed: the same text gives the same audio")
+    working_gb: float = Field(0.8, ge=0, description="working memory estimate until measured")
+
+
+class XttsEngine:
+    name: ClassVar[str] = "xtts"
+    extra: ClassVar[str | None] = "xtts"
+    requires: ClassVar[tuple[str, ...]] = ("TTS", "torch")
+    Config: ClassVar[type[EngineConfig]] = XttsSettings
+
+    def __init__(self, config: XttsSettings, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.model_dir = model_path(settings, "engines.xtts.model_dir", config.model_dir)
+        self.latents_dir = settings.state_path / "xtts-latents"
+        self._hashes = HashCheck()
+        self._speakers: list[str] | None = None
+        self.languages: list[str] = []
+        if self.model_dir is not None:
+            try:
+                require_files(self.model_dir, FILES)
+                cfg = json.loads((self.model_dir / "config.json").read_text())
+                self.languages = [str(lang) for lang in cfg.get("languages", [])]
+            except (ModelFileError, OSError, ValueError) as exc:
+                raise settings.invalid("engines.xtts.model_dir", str(config.model_dir), str(exc))
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"coqui-tts {version('coqui-tts')}"
+
+    # ---- checks ----------------------------------------------------------------------------
+
+    def speakers(self) -> list[str]:
+        """Built-in speakers of `speakers_xtts.pth` (weights-only read), or none."""
+        if self._speakers is None:
+            path = self.model_dir / "speakers_xtts.pth" if self.model_dir else None
+            self._speakers = sorted(load_weights(path)) if path and path.exists() else []
+        return self._speakers
+
+    def check_voice(self, name: str, voice: Voice) -> None:
+        key = f"voices.{name}"
+        if self.model_dir is None:
+            raise self.settings.invalid(
+                f"{key}.engine", "xtts", "[engines.xtts] model_dir is not configured"
+            )
+        for i, ref in enumerate(voice.references):
+            where = f"{key}.reference" + (f"[{i}]" if len(voice.references) > 1 else "")
+            path = model_path(self.settings, where, ref)
+            assert path is not None
+            if not path.is_file():
+                raise self.settings.invalid(where, str(ref), "no such file")
+        if voice.engine_voice is not None and voice.engine_voice not in self.speakers():
+            known = ", ".join(self.speakers()[:8]) or "none: the model has no speakers_xtts.pth"
+            raise self.settings.invalid(
+                f"{key}.engine_voice", voice.engine_voice, f"not a built-in speaker (known: {known})"
+            )
+        if voice.engine_voice is None and not voice.references:
+            raise self.settings.invalid(
+                key, voice.model_dump(mode="json"), "an xtts voice needs a reference or engine_voice"
+            )
+
+    def _language(self, language: str) -> str:
+        base = language.lower().replace("_", "-").split("-")[0]
+        return "zh-cn" if base == "zh" and "zh-cn" in self.languages else base
+
+    def check(self, spec: TTSSpec, voice: VoiceChoice) -> None:
+        if self.model_dir is None:
+            raise EngineUnavailableError(
+                "xtts has no model: set [engines.xtts] model_dir", field="tts.engine"
+            )
+        if self._language(spec.language) not in self.languages:
+            raise ManifestError(
+                f"xtts speaks {', '.join(self.languages)}; not '{spec.language}'",
+                field="tts.language",
+            )
+        if not voice.references and not (voice.engine_voice or self.config.default_speaker):
+            raise ManifestError(
+                "xtts needs a voice: a reference recording, or a configured voice "
+                "(or set [engines.xtts] default_speaker)",
+                field="tts.voice",
+            )
+        check_options(spec.options, OPTIONS, "tts.options")
+
+    # ---- models ----------------------------------------------------------------------------
+
+    def models(self, request: TTSRequest) -> dict[str, ModelSpec]:
+        assert self.model_dir is not None
+        checkpoint = self.model_dir / "model.pth"
+        working = int(self.config.working_gb * GB)
+        size = checkpoint.stat().st_size if checkpoint.exists() else 0
+        return {
+            "model": ModelSpec(
+                "xtts",
+                self._load,
+                expected_bytes=size + working,
+                checkpoint=checkpoint,
+                working_bytes=working,
+            )
+        }
+
+    def _load(self, device: str) -> Any:
+        require_installed(XttsEngine)
+        assert self.model_dir is not None
+        self._hashes.verify(self.model_dir / "model.pth", self.config.sha256)
+        try:
+            return load_model(self.model_dir)
+        except Exception as exc:
+            raise load_failed(self.model_dir / "model.pth", exc) from exc
+
+    # ---- speech ----------------------------------------------------------------------------
+
+    def synthesize(
+        self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
+    ) -> Audio:
+        import torch
+
+        model = models["model"]
+        lang = self._language(request.language)
+        cond, speaker = self._conditioning(model, request.voice)
+        opts = self._options(request)
+        seed = opts.pop("seed", None)
+        chunks = split_text(text, model.tokenizer.char_limits.get(lang.split("-")[0], 250))
+        pieces = []
+        autocast = self.config.fp16 and model.device.type == "cuda"
+        for i, chunk in enumerate(chunks, 1):
+            progress(f"tts: xtts sentence {i}/{len(chunks)}")
+            if seed is not None:
+                torch.manual_seed(int(seed) + i)
+            with torch.autocast("cuda", torch.float16, enabled=autocast), quiet_stdout():
+                out = model.inference(chunk, lang, cond, speaker, **opts)
+            pieces.append(np.asarray(out["wav"], dtype=np.float32).reshape(-1))
+        rate = int(model.config.model_args.output_sample_rate)
+        return Audio(np.concatenate(pieces), rate)
+
+    def _options(self, request: TTSRequest) -> dict[str, Any]:
+        c = self.config
+        opts: dict[str, Any] = {
+            "temperature": c.temperature,
+            "top_p": c.top_p,
+            "top_k": c.top_k,
+            "repetition_penalty": c.repetition_penalty,
+            "speed": c.speed,
+        }
+        if c.seed is not None:
+            opts["seed"] = c.seed
+        opts.update(check_options(request.options, OPTIONS, "tts.options"))
+        opts["top_k"] = int(opts["top_k"])
+        return opts
+
+    def _conditioning(self, model: Any, voice: VoiceChoice) -> tuple[Any, Any]:
+        """GPT conditioning latents and speaker embedding: a built-in speaker's, or
+        computed from the references once and then read from the on-disk cache."""
+        if not voice.references:
+            name = voice.engine_voice or self.config.default_speaker
+            speakers = model.speaker_manager.speakers if model.speaker_manager else {}
+            if name not in speakers:
+                raise ManifestError(f"xtts has no built-in speaker '{name}'", field="tts.voice")
+            entry = speakers[name]
+            return entry["gpt_cond_latent"], entry["speaker_embedding"]
+        cache = self.latents_dir / f"{self._latents_key(model, voice.references)}.safetensors"
+        if cache.exists():
+            tensors = load_weights(cache)
+            return tensors["gpt_cond_latent"], tensors["speaker_embedding"]
+        cond, speaker = compute_latents(model, voice.references)
+        self._store(cache, {"gpt_cond_latent": cond, "speaker_embedding": speaker})
+        return cond, speaker
+
+    def _latents_key(self, model: Any, references: tuple[Path, ...]) -> str:
+        assert self.model_dir is not None
+        st = (self.model_dir / "model.pth").stat()
+        cfg = model.config
+        parts = [
+            str(self.model_dir),
+            str(st.st_size),
+            str(st.st_mtime_ns),
+            f"{cfg.gpt_cond_len}/{cfg.gpt_cond_chunk_len}/{cfg.max_ref_len}",
+            *(sha256_of(r) for r in references),
+        ]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+    @staticmethod
+    def _store(path: Path, tensors: dict[str, Any]) -> None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        tmp.replace(path)
+
+
+def load_model(model_dir: Path) -> Any:
+    """XTTS through the library's own classes and loader; the checkpoint is read
+    weights-only and never rewritten (the library's fallback for old checkpoints
+    saves the converted file back in place: we read it without that)."""
+    from TTS.tts.configs.xtts_config import XttsConfig
+    from TTS.tts.models.xtts import Xtts
+
+    config = XttsConfig()
+    config.load_json(str(model_dir / "config.json"))
+    with quiet_stdout():
+        model = Xtts.init_from_config(config)
+        model._load_checkpoint = _read_checkpoint  # instance override: read-only, weights-only
+        model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, use_deepspeed=False)
+    return model
+
+
+def _read_checkpoint(path: Path) -> Any:
+    from TTS.tts.models.xtts import _legacy_safe_globals
+
+    try:
+        checkpoint = load_weights(Path(path))
+    except ModelFileError:
+        with _legacy_safe_globals():  # published v2 checkpoints pickle the config classes
+            checkpoint = load_weights(Path(path), mmap=False)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ModelFileError(f"{path}: not an XTTS checkpoint (no 'model' state dict)")
+    return checkpoint["model"]
+
+
+def compute_latents(model: Any, references: tuple[Path, ...]) -> tuple[Any, Any]:
+    """The library's get_conditioning_latents, fed tensors read with soundfile."""
+    import torch
+
+    cfg = model.config
+    audios, embeddings = [], []
+    for ref in references:
+        clip = read_reference(ref, COND_RATE, cfg.max_ref_len)
+        audio = torch.from_numpy(clip.samples).unsqueeze(0).to(model.device)
+        embeddings.append(model.get_speaker_embedding(audio, COND_RATE))
+        audios.append(audio)
+    cond = model.get_gpt_cond_latents(
+        torch.cat(audios, dim=-1),
+        COND_RATE,
+        length=cfg.gpt_cond_len,
+        chunk_length=cfg.gpt_cond_chunk_len,
+    )
+    return cond, torch.stack(embeddings).mean(dim=0)

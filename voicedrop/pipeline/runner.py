@@ -1,0 +1,159 @@
+"""JobRunner: one job's manifest and inputs in, an Outcome out.
+
+It knows nothing of the spool: the executor claims, copies inputs and
+publishes; the runner resolves the voice, checks the job against the engines,
+runs the stages with the residency manager and returns everything the report
+needs (stages, model events, VRAM before and after, the model view, outputs,
+the error). So the same unit can run in another process or on another host.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import voicedrop
+from voicedrop.config import Settings
+from voicedrop.errors import OutOfMemoryError, VoicedropError, job_error
+from voicedrop.manifest import Manifest
+from voicedrop.pipeline.engines import Engines
+from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
+from voicedrop.pipeline.registry import Registry
+from voicedrop.pipeline.residency import ResidencyManager
+from voicedrop.pipeline.stages import (
+    JobContext,
+    Stage,
+    check_job,
+    default_stages,
+    plan,
+    resolve_voice,
+)
+from voicedrop.report import ModelEvent, ModelView, OutputRecord, StageRecord
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class JobInput:
+    job_id: str
+    manifest: Manifest
+    reference: Path | None  # the reference recording, copied next to the job
+    out_dir: Path
+
+
+@dataclass
+class Outcome:
+    """What a job attempt produced: all the report needs, with no live objects in it."""
+
+    vram_before: dict[str, Any]
+    vram_after: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, ModelView] = field(default_factory=dict)
+    stages: list[StageRecord] = field(default_factory=list)
+    events: list[ModelEvent] = field(default_factory=list)
+    outputs: list[OutputRecord] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    error: VoicedropError | None = None
+
+
+class JobRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        engines: Engines,
+        manager: ResidencyManager,
+        *,
+        stages: Registry[Stage] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.engines = engines
+        self.manager = manager
+        self.stages = stages or default_stages()
+        self.clock = clock
+
+    def run(self, job: JobInput, progress: Progress) -> Outcome:
+        out = Outcome(vram_before=self.manager.get_vram_usage())
+        with self.manager.recording() as events:
+            try:
+                voice = resolve_voice(job.manifest, self.settings, job.reference)
+                check_job(job.manifest, self.settings, self.engines, voice)
+                ctx = JobContext(
+                    job.job_id,
+                    job.manifest,
+                    self.settings,
+                    self.engines,
+                    self.manager,
+                    voice,
+                    job.out_dir,
+                    progress,
+                )
+                for stage in plan(job.manifest, self.stages):
+                    out.stages.append(self._run_stage(stage, ctx))
+                out.outputs = ctx.outputs
+            except Exception as exc:
+                out.error = job_error(exc)
+                if out.error.code == "internal_error":
+                    log.exception("job.internal_error")
+        out.events = list(events)
+        return self.finish(out)
+
+    def finish(self, out: Outcome) -> Outcome:
+        """Fill in what is measured after the attempt (also for attempts that never ran)."""
+        out.vram_after = self.manager.get_vram_usage()
+        out.models = self.manager.models()
+        out.versions = {"voicedrop": voicedrop.__version__}
+        for record in out.stages:
+            if record.engine:
+                out.versions[record.engine] = self.engines.version(record.engine)
+        return out
+
+    def model_keys(self, manifest: Manifest) -> set[str]:
+        """The residency keys a job would use (for affinity), without touching a model."""
+        try:
+            ref = manifest.tts.reference_path
+            reference = Path(ref) if ref else None
+            voice = resolve_voice(manifest, self.settings, reference)
+            keys = set(self._tts_models(manifest, voice))
+            if manifest.convert is not None:
+                conv = manifest.convert
+                model = self.settings.models[conv.model]
+                engine = self.engines.convert[conv.engine]
+                keys |= {s.key for s in engine.models(ConvertRequest("", conv.model, model, conv)).values()}
+            return keys
+        except Exception:  # a job that cannot run has no affinity; it fails when its turn comes
+            return set()
+
+    def _tts_models(self, manifest: Manifest, voice: VoiceChoice) -> set[str]:
+        tts = manifest.tts
+        request = TTSRequest("", voice, tts.language, tts.options)
+        return {s.key for s in self.engines.tts[tts.engine].models(request).values()}
+
+    def _run_stage(self, stage: Stage, ctx: JobContext) -> StageRecord:
+        """Run a stage; on out-of-memory, relieve the device and retry it once."""
+        started = self.clock()
+        with structlog.contextvars.bound_contextvars(stage=stage.name):
+            ctx.progress(stage.name)
+            try:
+                stage.run(ctx)
+            except Exception as exc:
+                if not self.manager.is_oom(exc):
+                    raise
+                log.warning("stage.out_of_memory", error=str(exc), action="evict and retry once")
+                self.manager.relieve()
+                try:
+                    stage.run(ctx)
+                except Exception as exc2:
+                    if not self.manager.is_oom(exc2):
+                        raise
+                    self.manager.relieve()
+                    raise OutOfMemoryError(
+                        f"stage '{stage.name}' ran out of device memory twice: {exc2}"
+                    ) from exc2
+        return StageRecord(
+            name=stage.name, engine=stage.engine(ctx), seconds=round(self.clock() - started, 4)
+        )

@@ -1,0 +1,75 @@
+"""A tiny F5-TTS (CFM + DiT, safetensors with `ema_model.` keys) and a tiny Vocos vocoder."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ARCH: dict[str, Any] = {
+    "dim": 64,
+    "depth": 2,
+    "heads": 2,
+    "dim_head": 32,
+    "ff_mult": 2,
+    "text_dim": 32,
+    "text_mask_padding": True,
+    "conv_layers": 1,
+}
+VOCOS: dict[str, Any] = {
+    "feature_extractor": {
+        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+        "init_args": {
+            "sample_rate": 24000,
+            "n_fft": 1024,
+            "hop_length": 256,
+            "n_mels": 100,
+            "padding": "center",
+        },
+    },
+    "backbone": {
+        "class_path": "vocos.models.VocosBackbone",
+        "init_args": {"input_channels": 100, "dim": 32, "intermediate_dim": 64, "num_layers": 1},
+    },
+    "head": {
+        "class_path": "vocos.heads.ISTFTHead",
+        "init_args": {"dim": 32, "n_fft": 1024, "hop_length": 256, "padding": "center"},
+    },
+}
+
+
+def build_f5tts(directory: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Return (checkpoint, vocoder directory)."""
+    import torch
+    from f5_tts.model import CFM, DiT
+    from f5_tts.model.utils import get_tokenizer
+    from safetensors.torch import save_file
+    from vocos import Vocos
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = str(files("f5_tts").joinpath("infer/examples/vocab.txt"))
+    char_map, size = get_tokenizer(vocab, "custom")
+    mel = {
+        "n_fft": 1024,
+        "hop_length": 256,
+        "win_length": 1024,
+        "n_mel_channels": 100,
+        "target_sample_rate": 24000,
+        "mel_spec_type": "vocos",
+    }
+    cfm = CFM(
+        transformer=DiT(**ARCH, text_num_embeds=size, mel_dim=100),
+        mel_spec_kwargs=mel,
+        vocab_char_map=char_map,
+    )
+    state = {f"ema_model.{k}": v.contiguous() for k, v in cfm.state_dict().items()}
+    checkpoint = directory / "model.safetensors"
+    save_file(state, str(checkpoint))
+    vocoder = directory / "vocos"
+    vocoder.mkdir(exist_ok=True)
+    (vocoder / "config.yaml").write_text(yaml.safe_dump(VOCOS))
+    torch.save(Vocos.from_hparams(str(vocoder / "config.yaml")).state_dict(), vocoder / "pytorch_model.bin")
+    return checkpoint, vocoder

@@ -1,0 +1,51 @@
+"""A tiny XTTS v2 in the published layout: config.json, model.pth, vocab.json, speakers_xtts.pth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPEAKER = "Tiny Speaker"
+LANGUAGES = ["en", "pt"]
+ALPHABET = "abcdefghijklmnopqrstuvwxyzáàâãéêíóôõúç.,!?'-0123456789"
+
+
+def build_xtts(directory: Path, reference: Path, seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, models, trainers
+    from TTS.tts.configs.xtts_config import XttsConfig
+    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+    from TTS.tts.models.xtts import Xtts
+
+    from voicedrop.pipeline.engines.common import quiet_stdout
+    from voicedrop.pipeline.engines.xtts import compute_latents
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    special = ["[STOP]", "[UNK]", "[SPACE]", "[START]", *(f"[{lang}]" for lang in LANGUAGES)]
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    trainer = trainers.BpeTrainer(
+        vocab_size=200, special_tokens=special, initial_alphabet=list(ALPHABET)
+    )
+    tokenizer.train_from_iterator(["hello world, this is a tiny model", "olá, mundo"], trainer)
+    tokenizer.save(str(directory / "vocab.json"))
+    config = XttsConfig()
+    args = config.model_args
+    args.gpt_layers, args.gpt_n_model_channels, args.gpt_n_heads = 2, 64, 2
+    args.decoder_input_dim = 64
+    args.gpt_max_audio_tokens = 40
+    args.gpt_num_audio_tokens, args.gpt_start_audio_token, args.gpt_stop_audio_token = 130, 128, 129
+    args.tokenizer_file = "vocab.json"
+    config.languages = LANGUAGES
+    config.save_json(str(directory / "config.json"))
+    with quiet_stdout():
+        model = Xtts.init_from_config(config)
+        model.tokenizer = VoiceBpeTokenizer(str(directory / "vocab.json"))
+        model.init_models()
+    torch.save({"model": model.state_dict()}, directory / "model.pth")
+    model.eval()
+    cond, speaker = compute_latents(model, (reference,))
+    torch.save(
+        {SPEAKER: {"gpt_cond_latent": cond, "speaker_embedding": speaker}},
+        directory / "speakers_xtts.pth",
+    )
+    return directory
