@@ -1,4 +1,4 @@
-"""`voicedrop run | submit | status | validate | schema`."""
+"""`voicedrop run | submit | status | validate | schema | models | selftest`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", type=Path, nargs="+")
     sub.add_parser("schema", help="print the manifest JSON Schema")
+    models = sub.add_parser("models", help="check or fetch model files")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("check", help="are the configured model files whole, readable, as hashed?")
+    fetch = msub.add_parser("fetch", help="download published weights (needs internet)")
+    fetch.add_argument("set", choices=["xtts", "f5tts", "rvc-base"])
+    fetch.add_argument("dir", type=Path)
+    selftest = sub.add_parser("selftest", help="run every installed engine on tiny models")
+    selftest.add_argument("--engines", help="comma-separated: xtts,f5tts,rvc (default: all)")
+    selftest.add_argument("--keep", type=Path, help="leave the tiny models and a config here")
+    selftest.add_argument("--json", action="store_true")
     return p
 
 
@@ -49,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = load_settings(args.config, overrides={"spool": args.spool} if args.spool else {})
-        handler = {"run": _run, "submit": _submit, "status": _status, "validate": _validate}
+        handler = {
+            "run": _run,
+            "submit": _submit,
+            "status": _status,
+            "validate": _validate,
+            "models": _models,
+            "selftest": _selftest,
+        }
         return handler[args.command](settings, args)
     except ConfigError as exc:
         print(f"voicedrop: {exc.message}", file=sys.stderr)
@@ -205,6 +222,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _validate(settings: Settings, args: argparse.Namespace) -> int:
+    """Check manifests against the configuration (which is checked first: exit 2 if bad)."""
+    from voicedrop.errors import EngineUnavailableError
     from voicedrop.pipeline.engines import build_engines
     from voicedrop.pipeline.stages import check_job, resolve_voice
 
@@ -226,9 +245,54 @@ def _validate(settings: Settings, args: argparse.Namespace) -> int:
             bad += 1
             for problem in exc.problems:
                 print(f"{path}: {problem}")
+        except EngineUnavailableError as exc:
+            bad += 1
+            print(f"{path}: {exc.field}: {exc.message}")
         except OSError as exc:
             bad += 1
             print(f"{path}: cannot read: {exc.strerror}")
         else:
             print(f"{path}: ok")
     return 1 if bad else 0
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    if args.models_command == "fetch":
+        from voicedrop.fetch import fetch
+
+        snippet = fetch(args.set, args.dir)
+        print(f"downloaded {args.set} into {args.dir}; add to config.toml:\n\n{snippet}")
+        return 0
+    from voicedrop.modelfiles import ModelFile, inspect
+    from voicedrop.pipeline.engines import build_engines
+
+    engines = build_engines(settings)  # a bad configuration stops here (exit 2)
+    items: list[ModelFile] = []
+    for engine in [*engines.tts.values(), *engines.convert.values()]:
+        items += engine.files()
+    for name, voice in settings.voices.items():
+        items += [ModelFile(f"voices.{name}.reference", settings.resolve(r)) for r in voice.references]
+    for name, model in settings.models.items():
+        if model.path is not None:
+            items.append(ModelFile(f"models.{name}.path", settings.resolve(model.path), model.sha256))
+        if model.index is not None:
+            items.append(ModelFile(f"models.{name}.index", settings.resolve(model.index)))
+    bad = 0
+    for item in items:
+        problem = inspect(item)
+        bad += problem is not None
+        print(f"{'FAIL' if problem else 'ok  '}  {item.label}: {item.path}" + (f": {problem}" if problem else ""))
+    if not items:
+        print("no model files are configured")
+    return 1 if bad else 0
+
+
+def _selftest(settings: Settings, args: argparse.Namespace) -> int:
+    from voicedrop import logs
+    from voicedrop.selftest import passed, render, run_selftest
+
+    logs.configure("json", "error")
+    names = [n.strip() for n in args.engines.split(",")] if args.engines else None
+    result = run_selftest(settings, names, args.keep)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0 if passed(result) else 1

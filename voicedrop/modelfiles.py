@@ -10,7 +10,10 @@ that carries code is refused before any of it runs.
 from __future__ import annotations
 
 import hashlib
+import json
+import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +98,60 @@ def load_weights(path: Path, *, mmap: bool = True) -> Any:
         raise ModelFileError(f"{path}: missing") from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{path}: unreadable or corrupt checkpoint: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A file a configured engine, voice or model needs, as `models check` sees it."""
+
+    label: str  # the config key it comes from
+    path: Path
+    sha256: str | None = None
+
+
+def inspect(item: ModelFile) -> str | None:
+    """What is wrong with a model file, without loading it; None when it looks whole."""
+    path = item.path
+    if not path.exists():
+        return "missing"
+    if path.is_dir():
+        return None if any(path.iterdir()) else "empty directory"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if size == 0:
+        return "empty file"
+    problem = _container_problem(path, head, size)
+    if problem:
+        return problem
+    if item.sha256 is not None:
+        actual = sha256_of(path)
+        if actual.lower() != item.sha256.lower():
+            return f"sha256 is {actual}, the configuration says {item.sha256}"
+    return None
+
+
+def _container_problem(path: Path, head: bytes, size: int) -> str | None:
+    """Truncation shows in the container: a zip (.pth) central directory, a safetensors header."""
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"corrupt or truncated checkpoint: {exc}"
+        return f"corrupt checkpoint: {bad} fails its CRC" if bad else None
+    if path.suffix == ".safetensors":
+        header_len = int.from_bytes(head, "little")
+        try:
+            with path.open("rb") as fh:
+                fh.seek(8)
+                header = json.loads(fh.read(header_len))
+        except (ValueError, OSError) as exc:
+            return f"corrupt safetensors header: {exc}"
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if size < 8 + header_len + end:
+            return f"truncated: {size} bytes, the header describes {8 + header_len + end}"
+    return None

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from voicedrop.config import ConvertModel, Settings, Voice
 from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.manifest import ConvertSpec, OptionValue, TTSSpec
+from voicedrop.modelfiles import ModelFile
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.modelspec import ModelSpec
 
@@ -72,6 +73,10 @@ class TTSEngine(Protocol):
 
     def version(self) -> str: ...
 
+    def files(self) -> list[ModelFile]:
+        """The model files its settings name (for `voicedrop models check`)."""
+        ...
+
     def check_voice(self, name: str, voice: Voice) -> None:
         """Raise ConfigError (Settings.invalid) for a configured voice this engine cannot use."""
         ...
@@ -91,6 +96,8 @@ class ConvertEngine(Protocol):
     name: ClassVar[str]
 
     def version(self) -> str: ...
+
+    def files(self) -> list[ModelFile]: ...
 
     def check_model(self, name: str, model: ConvertModel) -> None: ...
 

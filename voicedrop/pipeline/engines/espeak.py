@@ -19,6 +19,7 @@ from pydantic import Field
 
 from voicedrop.config import Settings, Voice
 from voicedrop.errors import ManifestError, StageError
+from voicedrop.modelfiles import ModelFile
 from voicedrop.manifest import TTSSpec
 from voicedrop.pipeline.audio import Audio, from_int16
 from voicedrop.pipeline.engines.base import (
@@ -133,6 +134,9 @@ class EspeakEngine:
             if candidate in self.voices():
                 return candidate + plus + variant
         return None
+
+    def files(self) -> list[ModelFile]:
+        return []
 
     def check_voice(self, name: str, voice: Voice) -> None:
         if voice.references:

@@ -23,7 +23,7 @@ from pydantic import Field
 from voicedrop.config import GB, Settings, Voice
 from voicedrop.errors import EngineUnavailableError, ManifestError, ModelFileError
 from voicedrop.manifest import TTSSpec
-from voicedrop.modelfiles import HashCheck, require_files
+from voicedrop.modelfiles import HashCheck, ModelFile, require_files
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines.base import (
     EngineConfig,
@@ -120,6 +120,20 @@ class F5Engine:
         return f"f5-tts {version('f5-tts')}"
 
     # ---- checks ----------------------------------------------------------------------------
+
+    def files(self) -> list[ModelFile]:
+        key = "engines.f5tts"
+        found = []
+        if self.checkpoint is not None:
+            found.append(ModelFile(f"{key}.checkpoint", self.checkpoint, self.config.sha256))
+        if self.vocab is not None:
+            found.append(ModelFile(f"{key}.vocab", self.vocab))
+        if self.vocoder_dir is not None:
+            for name in ("config.yaml", "pytorch_model.bin"):
+                found.append(ModelFile(f"{key}.vocoder_dir", self.vocoder_dir / name))
+        if self.asr_dir is not None:
+            found.append(ModelFile(f"{key}.asr_dir", self.asr_dir))
+        return found
 
     def check_voice(self, name: str, voice: Voice) -> None:
         key = f"voices.{name}"

@@ -17,6 +17,7 @@ from pydantic import Field
 
 import voicedrop
 from voicedrop.config import ConvertModel, Settings, Voice
+from voicedrop.modelfiles import ModelFile
 from voicedrop.manifest import TTSSpec
 from voicedrop.pipeline.audio import Audio, resample
 from voicedrop.pipeline.engines.base import (
@@ -51,6 +52,9 @@ class NoopEngine:
 
     def version(self) -> str:
         return voicedrop.__version__
+
+    def files(self) -> list[ModelFile]:
+        return []
 
     def check_voice(self, name: str, voice: Voice) -> None:
         return None  # silence fits every voice
@@ -87,6 +91,9 @@ class TapeEngine:
 
     def version(self) -> str:
         return voicedrop.__version__
+
+    def files(self) -> list[ModelFile]:
+        return []
 
     def check_model(self, name: str, model: ConvertModel) -> None:
         if model.path is not None:

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from voicedrop.config import ConvertModel, Settings
 from voicedrop.errors import ManifestError, ModelFileError
-from voicedrop.modelfiles import HashCheck, load_weights, require_files
+from voicedrop.modelfiles import HashCheck, ModelFile, load_weights, require_files
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines.base import (
     ConvertRequest,
@@ -76,6 +76,16 @@ class RvcEngine:
         return f"infer-rvc-python {version('infer-rvc-python')}"
 
     # ---- checks ----------------------------------------------------------------------------
+
+    def files(self) -> list[ModelFile]:
+        found = []
+        if self.hubert_dir is not None:
+            found.append(ModelFile("engines.rvc.hubert_dir", self.hubert_dir / "config.json"))
+            weights = _weights_file(self.hubert_dir)
+            found.append(ModelFile("engines.rvc.hubert_dir", weights or self.hubert_dir / "model.safetensors"))
+        if self.rmvpe_path is not None:
+            found.append(ModelFile("engines.rvc.rmvpe", self.rmvpe_path))
+        return found
 
     def check_model(self, name: str, model: ConvertModel) -> None:
         key = f"models.{name}"

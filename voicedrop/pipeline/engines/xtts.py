@@ -22,7 +22,13 @@ from pydantic import Field
 from voicedrop.config import GB, Settings, Voice
 from voicedrop.errors import EngineUnavailableError, ManifestError, ModelFileError
 from voicedrop.manifest import TTSSpec
-from voicedrop.modelfiles import HashCheck, load_weights, require_files, sha256_of
+from voicedrop.modelfiles import (
+    HashCheck,
+    ModelFile,
+    load_weights,
+    require_files,
+    sha256_of,
+)
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines.base import (
     EngineConfig,
@@ -97,6 +103,14 @@ class XttsEngine:
         return f"coqui-tts {version('coqui-tts')}"
 
     # ---- checks ----------------------------------------------------------------------------
+
+    def files(self) -> list[ModelFile]:
+        if self.model_dir is None:
+            return []
+        key, d = "engines.xtts.model_dir", self.model_dir
+        found = [ModelFile(key, d / name, self.config.sha256 if name == "model.pth" else None) for name in FILES]
+        speakers = d / "speakers_xtts.pth"
+        return found + ([ModelFile(key, speakers)] if speakers.exists() else [])
 
     def speakers(self) -> list[str]:
         """Built-in speakers of `speakers_xtts.pth` (weights-only read), or none."""
