@@ -3,8 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   := demo/spool
+PIP    := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint bench gpu-wheels clean
+.PHONY: demo test lint engines bench gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +13,24 @@ $(BIN)/python:
 
 # The core install: no torch, no GPU, no weights.
 $(VENV)/.core: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+	$(PIP) -e .
 	touch $@
 
-# Tests also need torch (CPU build, pinned in requirements/torch-cpu.txt) for the
-# residency manager's real-module tests, and the lint/type tools.
-$(VENV)/.test: $(VENV)/.core requirements/torch-cpu.txt
-	$(BIN)/pip install --quiet -e '.[test]' -r requirements/torch-cpu.txt
+# Tests need every engine (XTTS, F5-TTS, RVC) on the CPU build of torch, and the tools.
+# 1. torch first, pinned (requirements/torch-cpu.txt), so nothing pulls a CUDA build;
+# 2. the extras under requirements/constraints.txt (versions verified together);
+# 3. infer-rvc-python without its declared dependencies (see requirements/rvc-nodeps.txt);
+# 4. torchaudio's C++ extension removed: PyPI's torchaudio is a CUDA build whose extension
+#    cannot load beside CPU torch, and `import torchaudio` fails while the file is there.
+#    XTTS, F5-TTS and vocos use only its pure-Python parts.
+$(VENV)/.engines: $(VENV)/.core requirements/torch-cpu.txt requirements/constraints.txt requirements/rvc-nodeps.txt
+	$(PIP) -r requirements/torch-cpu.txt
+	$(PIP) -c requirements/constraints.txt -e '.[test,all]'
+	$(PIP) --no-deps -r requirements/rvc-nodeps.txt
+	$(BIN)/python requirements/drop_torchaudio_extension.py
 	touch $@
+
+engines: $(VENV)/.engines
 
 demo: $(VENV)/.core
 	rm -rf $(DEMO) && mkdir -p $(DEMO)/inbox
@@ -27,13 +38,13 @@ demo: $(VENV)/.core
 	$(BIN)/voicedrop --config config.toml --spool $(DEMO) run --once
 	@echo "Results: $(DEMO)/outbox/<job>/ (audio + report.json), $(DEMO)/failed/<job>/report.json"
 
-lint: $(VENV)/.test
+lint: $(VENV)/.engines
 	$(BIN)/ruff check voicedrop tests benchmarks
 	$(BIN)/ruff format --check voicedrop tests benchmarks
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # Wheels the GPU image lacks (benchmarks/gpu_check.sh): its python3 is 3.12 on x86_64.
@@ -42,9 +53,10 @@ gpu-wheels: $(BIN)/python
 	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
 	  --dest build/gpu-wheels pydantic structlog
 
-bench: $(VENV)/.test
+bench: $(VENV)/.engines
 	$(BIN)/python benchmarks/daemon.py
 	$(BIN)/python benchmarks/residency.py
+	$(BIN)/python benchmarks/engines.py
 
 clean:
-	rm -rf $(VENV) demo .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo .mypy_cache .ruff_cache .hypothesis

@@ -268,20 +268,29 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 
     engines = build_engines(settings)  # a bad configuration stops here (exit 2)
     items: list[ModelFile] = []
-    for engine in [*engines.tts.values(), *engines.convert.values()]:
-        items += engine.files()
+    for tts in engines.tts.values():
+        items += tts.files()
+    for convert in engines.convert.values():
+        items += convert.files()
     for name, voice in settings.voices.items():
-        items += [ModelFile(f"voices.{name}.reference", settings.resolve(r)) for r in voice.references]
+        items += [
+            ModelFile(f"voices.{name}.reference", settings.resolve(r)) for r in voice.references
+        ]
     for name, model in settings.models.items():
         if model.path is not None:
-            items.append(ModelFile(f"models.{name}.path", settings.resolve(model.path), model.sha256))
+            items.append(
+                ModelFile(f"models.{name}.path", settings.resolve(model.path), model.sha256)
+            )
         if model.index is not None:
             items.append(ModelFile(f"models.{name}.index", settings.resolve(model.index)))
     bad = 0
     for item in items:
         problem = inspect(item)
         bad += problem is not None
-        print(f"{'FAIL' if problem else 'ok  '}  {item.label}: {item.path}" + (f": {problem}" if problem else ""))
+        print(
+            f"{'FAIL' if problem else 'ok  '}  {item.label}: {item.path}"
+            + (f": {problem}" if problem else "")
+        )
     if not items:
         print("no model files are configured")
     return 1 if bad else 0

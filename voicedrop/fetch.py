@@ -23,13 +23,21 @@ class Download:
 
 SETS: dict[str, tuple[list[Download], str]] = {
     "xtts": (
-        [Download("coqui/XTTS-v2", ("config.json", "model.pth", "vocab.json", "speakers_xtts.pth"), "xtts-v2")],
+        [
+            Download(
+                "coqui/XTTS-v2",
+                ("config.json", "model.pth", "vocab.json", "speakers_xtts.pth"),
+                "xtts-v2",
+            )
+        ],
         '[engines.xtts]\nmodel_dir = "{d}/xtts-v2"\n',
     ),
     "f5tts": (
         [
             Download("SWivid/F5-TTS", ("F5TTS_v1_Base/model_1250000.safetensors",), "f5tts"),
-            Download("charactr/vocos-mel-24khz", ("config.yaml", "pytorch_model.bin"), "vocos-mel-24khz"),
+            Download(
+                "charactr/vocos-mel-24khz", ("config.yaml", "pytorch_model.bin"), "vocos-mel-24khz"
+            ),
         ],
         '[engines.f5tts]\ncheckpoint = "{d}/f5tts/F5TTS_v1_Base/model_1250000.safetensors"\n'
         'vocoder_dir = "{d}/vocos-mel-24khz"\n',
@@ -51,7 +59,9 @@ def fetch(name: str, target: Path) -> str:
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
     except ImportError:
-        raise ConfigError("models fetch needs huggingface_hub (installed with any engine extra)")
+        raise ConfigError(
+            "models fetch needs huggingface_hub (installed with any engine extra)"
+        ) from None
     downloads, snippet = SETS[name]
     for item in downloads:
         where = target / item.into

@@ -151,7 +151,9 @@ def _container_problem(path: Path, head: bytes, size: int) -> str | None:
                 header = json.loads(fh.read(header_len))
         except (ValueError, OSError) as exc:
             return f"corrupt safetensors header: {exc}"
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        end = max(
+            (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0
+        )
         if size < 8 + header_len + end:
             return f"truncated: {size} bytes, the header describes {8 + header_len + end}"
     return None

@@ -130,7 +130,9 @@ def render(result: dict[str, Any]) -> str:
             )
             lines.append(f"         {'; '.join(m['events'])}")
     if result["kept"]:
-        lines.append(f"kept: {result['kept']} (voicedrop --config {result['kept']}/config.toml run)")
+        lines.append(
+            f"kept: {result['kept']} (voicedrop --config {result['kept']}/config.toml run)"
+        )
     return "\n".join(lines)
 
 

@@ -109,7 +109,9 @@ def check_sample_results(spool: Path) -> None:
     assert loud["format"] == "flac" and loud["sample_rate"] == 48000
     assert abs(loud["loudness_lufs"] - -16) < 1
     bad = report(spool, "failed", "bad-unknown-voice")
-    assert bad["error"]["field"] == "tts.voice" and "unknown espeak voice" in bad["error"]["message"]
+    assert (
+        bad["error"]["field"] == "tts.voice" and "unknown espeak voice" in bad["error"]["message"]
+    )
     assert list((spool / "work").iterdir()) == []
 
 

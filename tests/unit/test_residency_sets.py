@@ -69,9 +69,11 @@ def test_a_set_that_cannot_fit_together_is_refused_before_any_load():
         k: ModelSpec(k, lambda _d, k=k: loaded.append(k) or FakeModel(GB), expected_bytes=GB)
         for k in ("f5tts", "vocos", "asr")
     }
-    with pytest.raises(Exception, match="'f5tts' \\+ 'vocos' \\+ 'asr' does not fit"):
-        with manager.acquire_all(specs):
-            pass
+    with (
+        pytest.raises(Exception, match="'f5tts' \\+ 'vocos' \\+ 'asr' does not fit"),
+        manager.acquire_all(specs),
+    ):
+        pass
     assert loaded == [] and device.memory().allocated == 0
 
 
@@ -117,8 +119,9 @@ def test_out_of_memory_while_placing_a_set_evicts_others_and_retries():
     with manager.acquire(spec("xtts", 2 * GB)):
         pass
     device.inject_oom(after=1)  # the second placement of the set fails once
-    with manager.recording() as out, manager.acquire_all(
-        {"a": spec("hubert", GB // 2), "b": spec("rvc:x", GB // 4)}
+    with (
+        manager.recording() as out,
+        manager.acquire_all({"a": spec("hubert", GB // 2), "b": spec("rvc:x", GB // 4)}),
     ):
         pass
     assert ("evict", "xtts") in [(e.event, e.key) for e in out]

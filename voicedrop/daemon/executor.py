@@ -7,7 +7,6 @@ stability gate are injected, so tests call `step()` and never sleep.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time

@@ -257,7 +257,9 @@ class ResidencyManager:
         held = sum(e.nbytes for e in self._entries.values() if e.in_use and e.tier == "device")
         ceiling = self.device.memory().total - self.headroom - held  # held: ours and outer blocks'
         if incoming <= ceiling < need:
-            log.info("residency.tight", models=[e.spec.key for e in fresh], need=need, ceiling=ceiling)
+            log.info(
+                "residency.tight", models=[e.spec.key for e in fresh], need=need, ceiling=ceiling
+            )
             return ceiling
         return need
 

@@ -123,7 +123,10 @@ class JobRunner:
                 conv = manifest.convert
                 model = self.settings.models[conv.model]
                 engine = self.engines.convert[conv.engine]
-                keys |= {s.key for s in engine.models(ConvertRequest("", conv.model, model, conv)).values()}
+                keys |= {
+                    s.key
+                    for s in engine.models(ConvertRequest("", conv.model, model, conv)).values()
+                }
             return keys
         except Exception:  # a job that cannot run has no affinity; it fails when its turn comes
             return set()

@@ -193,9 +193,7 @@ def check_job(manifest: Manifest, settings: Settings, engines: Engines, voice: V
             f"(known: {known or 'none configured'})",
             field="convert.model",
         )
-    engines.convert[conv.engine].check(
-        ConvertRequest("check", conv.model, model, conv)
-    )
+    engines.convert[conv.engine].check(ConvertRequest("check", conv.model, model, conv))
 
 
 def _engine_known(

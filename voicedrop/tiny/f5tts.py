@@ -71,5 +71,7 @@ def build_f5tts(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     vocoder = directory / "vocos"
     vocoder.mkdir(exist_ok=True)
     (vocoder / "config.yaml").write_text(yaml.safe_dump(VOCOS))
-    torch.save(Vocos.from_hparams(str(vocoder / "config.yaml")).state_dict(), vocoder / "pytorch_model.bin")
+    torch.save(
+        Vocos.from_hparams(str(vocoder / "config.yaml")).state_dict(), vocoder / "pytorch_model.bin"
+    )
     return checkpoint, vocoder

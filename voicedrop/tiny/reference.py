@@ -15,7 +15,7 @@ TEXT = "This is the reference voice, recorded for a test."
 
 def build_reference(path: Path, text: str = TEXT) -> tuple[Path, str]:
     settings = load_settings(env={})
-    engine = EspeakEngine(EspeakConfig(), settings)
+    engine = EspeakEngine(EspeakConfig.model_validate({}), settings)
     synth = EspeakSynth(engine._library, engine._data)
     request = TTSRequest("reference", VoiceChoice(engine_voice="en-us"), "en")
     audio = engine.synthesize({"synth": synth}, text, request, lambda _m: None)

@@ -20,7 +20,14 @@ def build_voice(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     net = SynthesizerTrnMs768NSFsid(*CONFIG, is_half=False)
     weights = {k: v.half() for k, v in net.state_dict().items() if not k.startswith("enc_q")}
-    cpt = {"weight": weights, "config": CONFIG, "info": "tiny", "sr": "40k", "f0": 1, "version": "v2"}
+    cpt = {
+        "weight": weights,
+        "config": CONFIG,
+        "info": "tiny",
+        "sr": "40k",
+        "f0": 1,
+        "version": "v2",
+    }
     torch.save(cpt, path)
     return path
 
@@ -65,6 +72,9 @@ def build_rmvpe(path: Path, seed: int = 0) -> Path:
     from infer_rvc_python.lib.rmvpe import E2E
 
     torch.manual_seed(seed)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in E2E(4, 1, (2, 2)).state_dict().items()}
+    state = {
+        k: v.half() if v.is_floating_point() else v
+        for k, v in E2E(4, 1, (2, 2)).state_dict().items()
+    }
     torch.save(state, path)
     return path

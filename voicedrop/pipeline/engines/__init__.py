@@ -38,9 +38,11 @@ def default_registries() -> tuple[Registry[EngineClass], Registry[EngineClass]]:
     """A fresh pair of registries holding the built-in engines (no module-global state)."""
     tts: Registry[EngineClass] = Registry("tts engine")
     convert: Registry[EngineClass] = Registry("convert engine")
-    for cls in (EspeakEngine, NoopEngine, XttsEngine, F5Engine):
+    tts_classes: list[EngineClass] = [EspeakEngine, NoopEngine, XttsEngine, F5Engine]
+    convert_classes: list[EngineClass] = [TapeEngine, RvcEngine]
+    for cls in tts_classes:
         tts.register(cls.name, cls)
-    for cls in (TapeEngine, RvcEngine):
+    for cls in convert_classes:
         convert.register(cls.name, cls)
     return tts, convert
 
@@ -67,7 +69,9 @@ def build_engines(
     for name in settings.engines:
         if name not in known:
             raise settings.invalid(
-                f"engines.{name}", settings.engines[name], f"unknown engine (known: {', '.join(sorted(known))})"
+                f"engines.{name}",
+                settings.engines[name],
+                f"unknown engine (known: {', '.join(sorted(known))})",
             )
     missing_tts: dict[str, str] = {}
     missing_convert: dict[str, str] = {}

@@ -13,7 +13,7 @@ start-up, and names the pip extra that installs its libraries.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -64,8 +64,7 @@ class ConvertRequest:
     spec: ConvertSpec
 
 
-class Progress(Protocol):
-    def __call__(self, message: str) -> None: ...
+Progress = Callable[[str], None]  # a one-line status: "tts 2/5", "tts: xtts sentence 3/4"
 
 
 class TTSEngine(Protocol):
@@ -105,16 +104,18 @@ class ConvertEngine(Protocol):
 
     def models(self, request: ConvertRequest) -> dict[str, ModelSpec]: ...
 
-    def convert(self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest) -> Audio: ...
+    def convert(
+        self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest
+    ) -> Audio: ...
 
 
 class EngineClass(Protocol):
     """What the registry holds: the class, its settings model, the extra that installs it."""
 
-    name: ClassVar[str]
-    extra: ClassVar[str | None]
-    requires: ClassVar[tuple[str, ...]]
-    Config: ClassVar[type[EngineConfig]]
+    name: str
+    extra: str | None
+    requires: tuple[str, ...]
+    Config: type[EngineConfig]
 
     def __call__(self, config: Any, settings: Settings) -> Any: ...
 

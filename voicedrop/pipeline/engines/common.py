@@ -18,7 +18,7 @@ from voicedrop.errors import ManifestError, ModelFileError
 from voicedrop.modelfiles import confine
 from voicedrop.pipeline.audio import Audio, resample
 
-SENTENCE_END = re.compile(r"(?<=[.!?…;:。！？；：])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?…;:\u3002\uff01\uff1f\uff1b\uff1a])\s+")  # also CJK stops
 
 
 def model_path(settings: Settings, key: str, value: Path | None) -> Path | None:
@@ -36,13 +36,16 @@ def read_reference(path: Path, rate: int, max_seconds: float | None = None) -> A
     try:
         data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise ManifestError(f"reference {path.name} is not readable audio: {exc}", field="tts.voice")
+        raise ManifestError(
+            f"reference {path.name} is not readable audio: {exc}", field="tts.voice"
+        ) from None
     mono = data.mean(axis=1).astype(np.float32)
     if max_seconds is not None:
         mono = mono[: int(max_seconds * source_rate)]
     if mono.size < source_rate // 3:
         raise ManifestError(
-            f"reference {path.name} is too short ({mono.size / source_rate:.2f} s; at least 0.33 s)",
+            f"reference {path.name} is too short "
+            f"({mono.size / source_rate:.2f} s; at least 0.33 s)",
             field="tts.voice",
         )
     return resample(Audio(mono, int(source_rate)), rate)
@@ -55,7 +58,11 @@ def split_text(text: str, limit: int) -> list[str]:
     for sentence in (s.strip() for s in SENTENCE_END.split(text.strip())):
         if not sentence:
             continue
-        pieces = textwrap.wrap(sentence, limit, break_on_hyphens=False) if len(sentence) > limit else [sentence]
+        pieces = (
+            textwrap.wrap(sentence, limit, break_on_hyphens=False)
+            if len(sentence) > limit
+            else [sentence]
+        )
         for piece in pieces:
             if chunks and len(chunks[-1]) + 1 + len(piece) <= limit:
                 chunks[-1] = f"{chunks[-1]} {piece}"

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from voicedrop.config import Settings, Voice
 from voicedrop.errors import ManifestError, StageError
-from voicedrop.modelfiles import ModelFile
 from voicedrop.manifest import TTSSpec
+from voicedrop.modelfiles import ModelFile
 from voicedrop.pipeline.audio import Audio, from_int16
 from voicedrop.pipeline.engines.base import (
     EngineConfig,

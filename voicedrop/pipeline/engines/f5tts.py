@@ -92,7 +92,9 @@ class F5Engine:
             try:
                 require_files(self.vocoder_dir, ("config.yaml", "pytorch_model.bin"))
             except ModelFileError as exc:
-                raise settings.invalid(f"{key}.vocoder_dir", str(self.vocoder_dir), str(exc))
+                raise settings.invalid(
+                    f"{key}.vocoder_dir", str(self.vocoder_dir), str(exc)
+                ) from None
         self.arch = self._arch(config.arch)
 
     def _arch(self, arch: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -144,7 +146,9 @@ class F5Engine:
         path = model_path(self.settings, f"{key}.reference", voice.references[0])
         assert path is not None
         if not path.is_file():
-            raise self.settings.invalid(f"{key}.reference", str(voice.references[0]), "no such file")
+            raise self.settings.invalid(
+                f"{key}.reference", str(voice.references[0]), "no such file"
+            )
         if not (voice.reference_text or "").strip() and self.asr_dir is None:
             raise self.settings.invalid(
                 f"{key}.reference_text",
@@ -226,7 +230,9 @@ class F5Engine:
 
         try:
             with quiet_stdout():
-                return load_vocoder("vocos", is_local=True, local_path=str(self.vocoder_dir), device=device)
+                return load_vocoder(
+                    "vocos", is_local=True, local_path=str(self.vocoder_dir), device=device
+                )
         except Exception as exc:
             raise load_failed(self.vocoder_dir / "pytorch_model.bin", exc) from exc
 
@@ -330,5 +336,5 @@ class AsrModel:
     def transcribe(self, audio: Audio, language: str) -> str:
         data = {"raw": audio.samples, "sampling_rate": audio.sample_rate}
         kwargs = {"language": language.split("-")[0], "task": "transcribe"}
-        result = self.pipe(data, generate_kwargs=kwargs, return_timestamps=False)
+        result: Any = self.pipe(data, generate_kwargs=kwargs, return_timestamps=False)
         return str(result["text"]).strip()

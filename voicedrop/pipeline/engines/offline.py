@@ -17,8 +17,8 @@ from pydantic import Field
 
 import voicedrop
 from voicedrop.config import ConvertModel, Settings, Voice
-from voicedrop.modelfiles import ModelFile
 from voicedrop.manifest import TTSSpec
+from voicedrop.modelfiles import ModelFile
 from voicedrop.pipeline.audio import Audio, resample
 from voicedrop.pipeline.engines.base import (
     ConvertRequest,

@@ -66,7 +66,9 @@ class RvcEngine:
             try:
                 require_files(self.hubert_dir, ("config.json",))
             except ModelFileError as exc:
-                raise settings.invalid("engines.rvc.hubert_dir", str(config.hubert_dir), str(exc))
+                raise settings.invalid(
+                    "engines.rvc.hubert_dir", str(config.hubert_dir), str(exc)
+                ) from None
         if self.rmvpe_path is not None and not self.rmvpe_path.is_file():
             raise settings.invalid("engines.rvc.rmvpe", str(config.rmvpe), "no such file")
 
@@ -82,7 +84,11 @@ class RvcEngine:
         if self.hubert_dir is not None:
             found.append(ModelFile("engines.rvc.hubert_dir", self.hubert_dir / "config.json"))
             weights = _weights_file(self.hubert_dir)
-            found.append(ModelFile("engines.rvc.hubert_dir", weights or self.hubert_dir / "model.safetensors"))
+            found.append(
+                ModelFile(
+                    "engines.rvc.hubert_dir", weights or self.hubert_dir / "model.safetensors"
+                )
+            )
         if self.rmvpe_path is not None:
             found.append(ModelFile("engines.rvc.rmvpe", self.rmvpe_path))
         return found
@@ -95,14 +101,15 @@ class RvcEngine:
             )
         if model.path is None:
             raise self.settings.invalid(f"{key}.path", None, "an RVC model needs its .pth file")
-        for field, value in (("path", model.path), ("index", model.index)):
-            path = model_path(self.settings, f"{key}.{field}", value)
+        for field, file in (("path", model.path), ("index", model.index)):
+            path = model_path(self.settings, f"{key}.{field}", file)
             if path is not None and not path.is_file():
-                raise self.settings.invalid(f"{key}.{field}", str(value), "no such file")
+                raise self.settings.invalid(f"{key}.{field}", str(file), "no such file")
         for option, value in model.options.items():
             low, high = OPTIONS.get(option, (None, None))
-            if low is None or not isinstance(value, int | float) or not low <= value <= high:
-                allowed = ", ".join(f"{k} {lo:g}–{hi:g}" for k, (lo, hi) in OPTIONS.items())
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if low is None or high is None or not number or not low <= float(value) <= high:
+                allowed = ", ".join(f"{k} {lo:g} to {hi:g}" for k, (lo, hi) in OPTIONS.items())
                 raise self.settings.invalid(f"{key}.options.{option}", value, f"allowed: {allowed}")
 
     def check(self, request: ConvertRequest) -> None:
@@ -124,7 +131,11 @@ class RvcEngine:
 
     def models(self, request: ConvertRequest) -> dict[str, ModelSpec]:
         assert self.hubert_dir is not None
-        specs = {"hubert": ModelSpec("hubert", self._load_hubert, checkpoint=_weights_file(self.hubert_dir))}
+        specs = {
+            "hubert": ModelSpec(
+                "hubert", self._load_hubert, checkpoint=_weights_file(self.hubert_dir)
+            )
+        }
         if request.spec.method == "rmvpe" and self.rmvpe_path is not None:
             specs["rmvpe"] = ModelSpec("rmvpe", self._load_rmvpe, checkpoint=self.rmvpe_path)
         path = model_path(self.settings, f"models.{request.name}.path", request.model.path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -139,8 +139,13 @@ def convert(
         key = f"{request.job_id}:{id(audio)}"  # the harvest cache never shares an f0 curve
         try:
             coarse, fine = pipe.get_f0(
-                key, x_pad, p_len, int(request.spec.pitch), request.spec.method,
-                int(opts["filter_radius"]), None,
+                key,
+                x_pad,
+                p_len,
+                int(request.spec.pitch),
+                request.spec.method,
+                int(opts["filter_radius"]),
+                None,
             )
         finally:
             root_pipe.input_audio_path2wav.pop(key, None)
@@ -148,26 +153,37 @@ def convert(
         pitchf = torch.tensor(fine[:p_len], device=device).unsqueeze(0).float()
     index_rate = opts["index_rate"] if voice.index is not None else 0.0
     times = [0.0, 0.0, 0.0]
-    pieces, start, t = [], 0, None
+    pieces: list[Any] = []
+    start, last = 0, cast(int | None, None)
 
     def run(chunk: Any, p: Any, pf: Any) -> Any:
         out = pipe.vc(
-            hubert, voice.net_g, sid, chunk, p, pf, times, voice.index, voice.big_npy,
-            index_rate, voice.version, opts["protect"],
+            hubert,
+            voice.net_g,
+            sid,
+            chunk,
+            p,
+            pf,
+            times,
+            voice.index,
+            voice.big_npy,
+            index_rate,
+            voice.version,
+            opts["protect"],
         )
         return out[pipe.t_pad_tgt : -pipe.t_pad_tgt]
 
-    for t in cuts:
-        t = t // window * window
-        end = (t + pipe.t_pad2) // window
+    for cut in cuts:
+        last = cut // window * window
+        end = (last + pipe.t_pad2) // window
         p = pitch[:, start // window : end] if pitch is not None else None
         pf = pitchf[:, start // window : end] if pitchf is not None else None
-        pieces.append(run(x_pad[start : t + pipe.t_pad2 + window], p, pf))
-        start = t
-    tail = slice(t // window if t is not None else 0, None)
+        pieces.append(run(x_pad[start : last + pipe.t_pad2 + window], p, pf))
+        start = last
+    tail = slice(last // window if last is not None else 0, None)
     pieces.append(
         run(
-            x_pad[t:] if t is not None else x_pad,
+            x_pad[last:] if last is not None else x_pad,
             pitch[:, tail] if pitch is not None else None,
             pitchf[:, tail] if pitchf is not None else None,
         )

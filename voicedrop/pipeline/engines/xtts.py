@@ -71,7 +71,9 @@ class XttsSettings(EngineConfig):
     top_k: int = Field(50, ge=1, le=500)
     repetition_penalty: float = Field(10.0, ge=1.0, le=50.0)
     speed: float = Field(1.0, ge=0.25, le=4.0)
-    seed: int | None = Field(None, ge=0, description="fixed seed: the same text gives the same audio")
+    seed: int | None = Field(
+        None, ge=0, description="fixed seed: the same text gives the same audio"
+    )
     working_gb: float = Field(0.8, ge=0, description="working memory estimate until measured")
 
 
@@ -95,7 +97,9 @@ class XttsEngine:
                 cfg = json.loads((self.model_dir / "config.json").read_text())
                 self.languages = [str(lang) for lang in cfg.get("languages", [])]
             except (ModelFileError, OSError, ValueError) as exc:
-                raise settings.invalid("engines.xtts.model_dir", str(config.model_dir), str(exc))
+                raise settings.invalid(
+                    "engines.xtts.model_dir", str(config.model_dir), str(exc)
+                ) from None
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -108,7 +112,10 @@ class XttsEngine:
         if self.model_dir is None:
             return []
         key, d = "engines.xtts.model_dir", self.model_dir
-        found = [ModelFile(key, d / name, self.config.sha256 if name == "model.pth" else None) for name in FILES]
+        found = [
+            ModelFile(key, d / name, self.config.sha256 if name == "model.pth" else None)
+            for name in FILES
+        ]
         speakers = d / "speakers_xtts.pth"
         return found + ([ModelFile(key, speakers)] if speakers.exists() else [])
 
@@ -134,11 +141,15 @@ class XttsEngine:
         if voice.engine_voice is not None and voice.engine_voice not in self.speakers():
             known = ", ".join(self.speakers()[:8]) or "none: the model has no speakers_xtts.pth"
             raise self.settings.invalid(
-                f"{key}.engine_voice", voice.engine_voice, f"not a built-in speaker (known: {known})"
+                f"{key}.engine_voice",
+                voice.engine_voice,
+                f"not a built-in speaker (known: {known})",
             )
         if voice.engine_voice is None and not voice.references:
             raise self.settings.invalid(
-                key, voice.model_dump(mode="json"), "an xtts voice needs a reference or engine_voice"
+                key,
+                voice.model_dump(mode="json"),
+                "an xtts voice needs a reference or engine_voice",
             )
 
     def _language(self, language: str) -> str:
