@@ -38,7 +38,7 @@ def build_xtts(directory: Path, reference: Path, seed: int = 0) -> Path:
     config.languages = LANGUAGES
     config.save_json(str(directory / "config.json"))
     with quiet_stdout():
-        model = Xtts.init_from_config(config)
+        model = Xtts(config)
         model.tokenizer = VoiceBpeTokenizer(str(directory / "vocab.json"))
         model.init_models()
     torch.save({"model": model.state_dict()}, directory / "model.pth")

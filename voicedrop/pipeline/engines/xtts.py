@@ -291,7 +291,7 @@ def load_model(model_dir: Path) -> Any:
     config = XttsConfig()
     config.load_json(str(model_dir / "config.json"))
     with quiet_stdout():
-        model = Xtts.init_from_config(config)
+        model = Xtts(config)
         model._load_checkpoint = _read_checkpoint  # instance override: read-only, weights-only
         model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, use_deepspeed=False)
     return model
