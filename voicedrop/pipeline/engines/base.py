@@ -121,7 +121,10 @@ class EngineClass(Protocol):
 
 
 def installed(cls: EngineClass) -> bool:
-    return all(importlib.util.find_spec(module) is not None for module in cls.requires)
+    try:
+        return all(importlib.util.find_spec(module) is not None for module in cls.requires)
+    except (ImportError, ValueError):  # a broken or blocked package is not an installed one
+        return False
 
 
 def require_installed(cls: EngineClass) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import yaml
 from pydantic import Field
 
 from voicedrop.config import GB, Settings, Voice
@@ -102,6 +101,8 @@ class F5Engine:
             return "DiT", dict(arch)
         if not self._installed():
             return "DiT", {}  # checked when the engine is installed
+        import yaml
+
         shipped = files("f5_tts").joinpath(f"configs/{arch}.yaml")
         if not shipped.is_file():
             raise self.settings.invalid(
@@ -304,6 +305,8 @@ class _Progress:
 
 def _check_vocos_config(path: Path) -> None:
     """Vocos builds whatever classes its config.yaml names: allow only vocos' own."""
+    import yaml
+
     try:
         config = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
