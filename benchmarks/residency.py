@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import PeakTracker
 from voicedrop import logs
 from voicedrop.config import GB
 from voicedrop.pipeline.cuda import CudaDevice
@@ -88,24 +89,6 @@ class Synthetic(torch.nn.Module):
         return total
 
 
-class PeakTracker:
-    """Wraps a device so that the manager's per-acquire peak resets fold into one global peak."""
-
-    def __init__(self, device: Device) -> None:
-        self.inner = device
-        self.peak = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def reset_peak(self) -> None:
-        self.peak = max(self.peak, self.inner.peak_allocated())
-        self.inner.reset_peak()
-
-    def global_peak(self) -> int:
-        return max(self.peak, self.inner.peak_allocated())
-
-
 def write_checkpoints(folder: Path, scale: float) -> dict[str, Path]:
     paths = {}
     gen = torch.Generator().manual_seed(0)
@@ -133,20 +116,15 @@ def spec(key: str, path: Path, scale: float) -> ModelSpec:
 def run_job(
     manager: ResidencyManager, specs: dict[str, ModelSpec], tts: str, voice: str | None
 ) -> None:
-    with manager.acquire(specs[tts]) as model:
-        model()
-        if tts == "f5tts":
-            with manager.acquire(specs["vocos"]) as vocoder:
-                vocoder()
+    roles = {"model": specs[tts], **({"vocoder": specs["vocos"]} if tts == "f5tts" else {})}
+    with manager.acquire_all(roles) as models:  # a stage's set, as the engines declare it
+        for model in models.values():
+            model()
     if voice is not None:
-        with (
-            manager.acquire(specs["hubert"]) as hubert,
-            manager.acquire(specs["rmvpe"]) as f0,
-            manager.acquire(specs[f"rvc:{voice}"]) as rvc,
-        ):
-            hubert()
-            f0()
-            rvc()
+        rvc = {"hubert": specs["hubert"], "rmvpe": specs["rmvpe"], "voice": specs[f"rvc:{voice}"]}
+        with manager.acquire_all(rvc) as models:
+            for model in models.values():
+                model()
 
 
 @dataclass

@@ -12,11 +12,14 @@ from voicedrop.tiny.reference import build_reference
 XTTS_VOICE, F5_VOICE, RVC_MODEL = "tiny-xtts", "tiny-f5", "tiny-rvc"
 
 
-def build_tiny(root: Path, engines: list[str], *, rmvpe: bool = False) -> dict[str, Any]:
+def build_tiny(
+    root: Path, engines: list[str], *, rmvpe: bool = False, full: bool = False
+) -> dict[str, Any]:
     """Build into `root`; return the configuration (as a dict) that names what was built.
 
     Paths in it are relative to `root`, which is also its only model root, so the
-    config can be written to `root/config.toml` and used from anywhere."""
+    config can be written to `root/config.toml` and used from anywhere. `full` builds the
+    libraries' default (published-size) architectures instead, for GPU benchmarks."""
     root.mkdir(parents=True, exist_ok=True)
     reference, text = build_reference(root / "voices" / "reference.wav")
     config: dict[str, Any] = {"model_roots": ["."], "engines": {}, "voices": {}, "models": {}}
@@ -24,26 +27,26 @@ def build_tiny(root: Path, engines: list[str], *, rmvpe: bool = False) -> dict[s
     if "xtts" in engines:
         from voicedrop.tiny.xtts import build_xtts
 
-        build_xtts(root / "xtts", reference)
+        build_xtts(root / "xtts", reference, full=full)
         config["engines"]["xtts"] = {"model_dir": "xtts", "seed": 1}
         config["voices"][XTTS_VOICE] = {"engine": "xtts", "reference": rel}
     if "f5tts" in engines:
         from voicedrop.tiny.f5tts import ARCH, build_f5tts
 
-        build_f5tts(root / "f5tts")
+        build_f5tts(root / "f5tts", full=full)
         config["engines"]["f5tts"] = {
             "checkpoint": "f5tts/model.safetensors",
             "vocoder_dir": "f5tts/vocos",
-            "arch": ARCH,
-            "nfe_step": 8,
+            "arch": "F5TTS_v1_Base" if full else ARCH,
+            "nfe_step": 32 if full else 8,
             "seed": 1,
         }
         config["voices"][F5_VOICE] = {"engine": "f5tts", "reference": rel, "reference_text": text}
     if "rvc" in engines:
         from voicedrop.tiny import rvc
 
-        rvc.build_voice(root / "rvc" / "voice.pth")
-        rvc.build_hubert(root / "rvc" / "hubert")
+        rvc.build_voice(root / "rvc" / "voice.pth", full=full)
+        rvc.build_hubert(root / "rvc" / "hubert", full=full)
         rvc.build_index(root / "rvc" / "voice.index")
         config["engines"]["rvc"] = {"hubert_dir": "rvc/hubert"}
         if rmvpe:

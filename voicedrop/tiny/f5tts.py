@@ -40,8 +40,8 @@ VOCOS: dict[str, Any] = {
 }
 
 
-def build_f5tts(directory: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Return (checkpoint, vocoder directory)."""
+def build_f5tts(directory: Path, seed: int = 0, *, full: bool = False) -> tuple[Path, Path]:
+    """Return (checkpoint, vocoder directory); `full`: F5TTS_v1_Base and the published Vocos."""
     import torch
     from f5_tts.model import CFM, DiT
     from f5_tts.model.utils import get_tokenizer
@@ -60,8 +60,29 @@ def build_f5tts(directory: Path, seed: int = 0) -> tuple[Path, Path]:
         "target_sample_rate": 24000,
         "mel_spec_type": "vocos",
     }
+    arch = ARCH
+    vocos_config = VOCOS
+    if full:
+        arch = yaml.safe_load(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml").read_text())
+        arch = {k: v for k, v in arch["model"]["arch"].items() if v is not None}
+        vocos_config = {
+            **VOCOS,
+            "backbone": {
+                "class_path": "vocos.models.VocosBackbone",
+                "init_args": {
+                    "input_channels": 100,
+                    "dim": 512,
+                    "intermediate_dim": 1536,
+                    "num_layers": 8,
+                },
+            },
+            "head": {
+                "class_path": "vocos.heads.ISTFTHead",
+                "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256, "padding": "center"},
+            },
+        }
     cfm = CFM(
-        transformer=DiT(**ARCH, text_num_embeds=size, mel_dim=100),
+        transformer=DiT(**arch, text_num_embeds=size, mel_dim=100),
         mel_spec_kwargs=mel,
         vocab_char_map=char_map,
     )
@@ -70,7 +91,7 @@ def build_f5tts(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     save_file(state, str(checkpoint))
     vocoder = directory / "vocos"
     vocoder.mkdir(exist_ok=True)
-    (vocoder / "config.yaml").write_text(yaml.safe_dump(VOCOS))
+    (vocoder / "config.yaml").write_text(yaml.safe_dump(vocos_config))
     torch.save(
         Vocos.from_hparams(str(vocoder / "config.yaml")).state_dict(), vocoder / "pytorch_model.bin"
     )

@@ -12,17 +12,25 @@ CONFIG: list[Any] = [
 ]  # fmt: skip
 
 
-def build_voice(path: Path, seed: int = 0) -> Path:
+# The published v2 40 kHz configuration (for GPU benchmarks of real-size models).
+FULL_CONFIG: list[Any] = [
+    1025, 32, 192, 192, 768, 2, 6, 3, 0, "1", [3, 7, 11], [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+    [10, 10, 2, 2], 512, [16, 16, 4, 4], 109, 256, 40000,
+]  # fmt: skip
+
+
+def build_voice(path: Path, seed: int = 0, *, full: bool = False) -> Path:
     import torch
     from infer_rvc_python.lib.infer_pack.models import SynthesizerTrnMs768NSFsid
 
     torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = SynthesizerTrnMs768NSFsid(*CONFIG, is_half=False)
+    config = FULL_CONFIG if full else CONFIG
+    net = SynthesizerTrnMs768NSFsid(*config, is_half=False)
     weights = {k: v.half() for k, v in net.state_dict().items() if not k.startswith("enc_q")}
     cpt = {
         "weight": weights,
-        "config": CONFIG,
+        "config": config,
         "info": "tiny",
         "sr": "40k",
         "f0": 1,
@@ -32,12 +40,17 @@ def build_voice(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_hubert(directory: Path, seed: int = 0) -> Path:
+def build_hubert(directory: Path, seed: int = 0, *, full: bool = False) -> Path:
     import torch
     from infer_rvc_python.main import HubertModelWithFinalProj
     from transformers import HubertConfig
 
     torch.manual_seed(seed)
+    if full:  # hubert_base: transformers' defaults are the base model
+        HubertModelWithFinalProj(HubertConfig(classifier_proj_size=256)).save_pretrained(
+            str(directory)
+        )
+        return directory
     config = HubertConfig(
         hidden_size=768,  # v2's phone embedding is Linear(768, ...)
         num_hidden_layers=1,

@@ -9,7 +9,8 @@ LANGUAGES = ["en", "pt"]
 ALPHABET = "abcdefghijklmnopqrstuvwxyzáàâãéêíóôõúç.,!?'-0123456789"
 
 
-def build_xtts(directory: Path, reference: Path, seed: int = 0) -> Path:
+def build_xtts(directory: Path, reference: Path, seed: int = 0, *, full: bool = False) -> Path:
+    """`full`: the library's default (published) architecture, for GPU benchmarks."""
     import torch
     from tokenizers import Tokenizer, models, trainers
     from TTS.tts.configs.xtts_config import XttsConfig
@@ -30,10 +31,14 @@ def build_xtts(directory: Path, reference: Path, seed: int = 0) -> Path:
     tokenizer.save(str(directory / "vocab.json"))
     config = XttsConfig()
     args = config.model_args
-    args.gpt_layers, args.gpt_n_model_channels, args.gpt_n_heads = 2, 64, 2
-    args.decoder_input_dim = 64
-    args.gpt_max_audio_tokens = 40
-    args.gpt_num_audio_tokens, args.gpt_start_audio_token, args.gpt_stop_audio_token = 130, 128, 129
+    if not full:
+        args.gpt_layers, args.gpt_n_model_channels, args.gpt_n_heads = 2, 64, 2
+        args.decoder_input_dim = 64
+        args.gpt_max_audio_tokens = 40
+        args.gpt_num_audio_tokens, args.gpt_start_audio_token = 130, 128
+        args.gpt_stop_audio_token = 129
+    else:
+        args.gpt_max_audio_tokens = 120  # random weights never say stop: bound the length
     args.tokenizer_file = "vocab.json"
     config.languages = LANGUAGES
     config.save_json(str(directory / "config.json"))
