@@ -47,11 +47,15 @@ test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-# Wheels the GPU image lacks (benchmarks/gpu_check.sh): its python3 is 3.12 on x86_64.
-gpu-wheels: $(BIN)/python
-	$(BIN)/pip download --quiet --only-binary=:all: --python-version 3.12 \
-	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-	  --dest build/gpu-wheels pydantic structlog
+# Wheels the GPU image lacks (benchmarks/gpu_check.sh): its python3 is 3.12 on x86_64 and
+# has torch, torchaudio, transformers, numba and scipy. Built or fetched with a local
+# Python 3.12 (sdists such as pyworld and encodec become wheels here).
+PY312 ?= $(shell command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -1)
+gpu-wheels:
+	@test -n "$(PY312)" || { echo "gpu-wheels needs a Python 3.12"; exit 1; }
+	$(PY312) -m pip wheel --quiet --no-deps -w build/gpu-wheels \
+	  pydantic==2.14.4 pydantic-core==2.50.5 -r requirements/gpu-engines.txt
+	du -sh build/gpu-wheels
 
 bench: $(VENV)/.engines
 	$(BIN)/python benchmarks/daemon.py

@@ -135,7 +135,9 @@ def main() -> None:
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, built_s: float) -> None:
-    print(f"engines benchmark, {args.size} models on {machine(args.device)} (built in {built_s:.1f} s)")
+    print(
+        f"engines benchmark, {args.size} models on {machine(args.device)} (built in {built_s:.1f} s)"
+    )
     print(
         f"{'engine':7} {'mode':6} {'alloc GB before/after':>21} {'peak GB':>8} "
         f"{'cold load s':>11} {'cold infer s':>12} {'warm s':>7} {'warm promote s':>14}"
@@ -152,9 +154,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, built_s: float)
     for r in rows:
         if "library_s" in r:
             ratio = r["job_s"] / r["library_s"]
-            print(
-                f"  {r['engine']:7} {r['job_s']:.3f} s / {r['library_s']:.3f} s = {ratio:.2f}"
-            )
+            print(f"  {r['engine']:7} {r['job_s']:.3f} s / {r['library_s']:.3f} s = {ratio:.2f}")
 
 
 if __name__ == "__main__":
