@@ -136,7 +136,8 @@ def main() -> None:
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, built_s: float) -> None:
     print(
-        f"engines benchmark, {args.size} models on {machine(args.device)} (built in {built_s:.1f} s)"
+        f"engines benchmark, {args.size} models on {machine(args.device)} "
+        f"(built in {built_s:.1f} s)"
     )
     print(
         f"{'engine':7} {'mode':6} {'alloc GB before/after':>21} {'peak GB':>8} "
