@@ -31,15 +31,16 @@ from voicedrop.manifest import Manifest
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
-from voicedrop.tiny.build import F5_VOICE, RVC_MODEL, XTTS_VOICE, build_tiny
+from voicedrop.selftest import JOBS as SELFTEST_JOBS
+from voicedrop.tiny.build import build_tiny
 
 TEXT = "The drop folder daemon turns a manifest into speech, one job at a time."
+# the selftest's jobs, with RVC's pitch from RMVPE (a model of its own) instead of pm
 JOBS: dict[str, dict[str, Any]] = {
-    "xtts": {"tts": {"engine": "xtts", "voice": XTTS_VOICE, "language": "en"}},
-    "f5tts": {"tts": {"engine": "f5tts", "voice": F5_VOICE}},
+    **SELFTEST_JOBS,
     "rvc": {
-        "tts": {"engine": "espeak", "language": "en"},
-        "convert": {"engine": "rvc", "model": RVC_MODEL, "method": "rmvpe"},
+        **SELFTEST_JOBS["rvc"],
+        "convert": {**SELFTEST_JOBS["rvc"]["convert"], "method": "rmvpe"},
     },
 }
 

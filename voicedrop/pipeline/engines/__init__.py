@@ -17,7 +17,6 @@ import structlog
 from pydantic import ValidationError
 
 from voicedrop.config import Settings
-from voicedrop.errors import ConfigError
 from voicedrop.pipeline.engines.base import (
     ConvertEngine,
     EngineClass,
@@ -103,33 +102,33 @@ def _build(settings: Settings, registry: Registry[EngineClass], missing: dict[st
 
 def _check_voices(settings: Settings, engines: Engines, registry: Registry[EngineClass]) -> None:
     for name, voice in settings.voices.items():
-        if voice.engine not in registry:
-            raise settings.invalid(
-                f"voices.{name}.engine",
-                voice.engine,
-                f"unknown tts engine (known: {', '.join(registry)})",
-            )
-        if voice.engine in engines.missing_tts:
-            extra = engines.missing_tts[voice.engine]
-            raise _not_installed(settings, f"voices.{name}.engine", voice.engine, extra)
+        key = f"voices.{name}.engine"
+        _engine_for(settings, key, voice.engine, registry, engines.missing_tts, "tts")
         engines.tts[voice.engine].check_voice(name, voice)
 
 
 def _check_models(settings: Settings, engines: Engines, registry: Registry[EngineClass]) -> None:
     for name, model in settings.models.items():
-        if model.engine not in registry:
-            raise settings.invalid(
-                f"models.{name}.engine",
-                model.engine,
-                f"unknown convert engine (known: {', '.join(registry)})",
-            )
-        if model.engine in engines.missing_convert:
-            extra = engines.missing_convert[model.engine]
-            raise _not_installed(settings, f"models.{name}.engine", model.engine, extra)
+        key = f"models.{name}.engine"
+        _engine_for(settings, key, model.engine, registry, engines.missing_convert, "convert")
         engines.convert[model.engine].check_model(name, model)
 
 
-def _not_installed(settings: Settings, key: str, engine: str, extra: str) -> ConfigError:
-    return settings.invalid(
-        key, engine, f"the {engine} engine is not installed here: pip install 'voicedrop[{extra}]'"
-    )
+def _engine_for(
+    settings: Settings,
+    key: str,
+    engine: str,
+    registry: Registry[EngineClass],
+    missing: dict[str, str],
+    kind: str,
+) -> None:
+    """The engine a voice or model names is registered, and installed here."""
+    if engine not in registry:
+        raise settings.invalid(key, engine, f"unknown {kind} engine (known: {', '.join(registry)})")
+    if engine in missing:
+        raise settings.invalid(
+            key,
+            engine,
+            f"the {engine} engine is not installed here: "
+            f"pip install 'voicedrop[{missing[engine]}]'",
+        )
