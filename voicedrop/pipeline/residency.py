@@ -9,8 +9,8 @@ tier (host memory, pinned under CUDA) or drop. A model shared by many sets
 (HuBERT, RMVPE, a vocoder) is one key, placed once. Admission also runs when
 every weight is already resident: the working memory must be free before the
 block starts. An out-of-memory error while placing runs a ladder: release
-cached blocks, evict the others, retry once. Every move is a structured log
-event and an entry in the report.
+cached blocks, evict the others, retry once. The moves themselves, and their
+events in the logs and the report, are the tier table's (tiers.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import structlog
 
@@ -30,24 +30,10 @@ from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec, Tier
 from voicedrop.pipeline.policies import Policy
+from voicedrop.pipeline.tiers import Entry, TierTable
 from voicedrop.report import ModelEvent, ModelView, VramStats
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(eq=False)
-class _Entry:
-    spec: ModelSpec
-    model: Any = None
-    tier: Tier = "disk"
-    nbytes: int = 0
-    loads: int = 0
-    promotes: int = 0
-    last_load_s: float | None = None
-    last_promote_s: float | None = None
-    last_peak: int | None = None
-    last_used: float = 0.0
-    in_use: int = 0
 
 
 @dataclass(eq=False)
@@ -58,7 +44,7 @@ class _Block:
     block's footprint is its peak minus them. A nested block saves this block's
     running peak before it resets the device counter, so nothing is lost."""
 
-    members: list[_Entry]
+    members: list[Entry]
     others: int
     peak: int
 
@@ -73,9 +59,11 @@ class ResidencyManager:
     headroom: int = 0
     footprints: FootprintStore = field(default_factory=lambda: FootprintStore(None))
     clock: Callable[[], float] = time.monotonic
-    _entries: dict[str, _Entry] = field(default_factory=dict)
-    _sinks: list[list[ModelEvent]] = field(default_factory=list)
     _blocks: list[_Block] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._tiers = TierTable(self.device, self.clock, self.warm_tier, self.warm_budget)
+        self._entries = self._tiers.entries
 
     # ---- the contract -------------------------------------------------------------------
 
@@ -87,7 +75,7 @@ class ResidencyManager:
     @contextmanager
     def acquire_all(self, specs: Mapping[str, ModelSpec]) -> Iterator[dict[str, Any]]:
         """Place every model of `specs` (role → spec, in placement order); yield role → model."""
-        roles = {role: self._entry(spec) for role, spec in specs.items()}
+        roles = {role: self._tiers.entry(spec) for role, spec in specs.items()}
         members = list({id(e): e for e in roles.values()}.values())
         fresh = [e for e in members if not e.in_use]  # the rest an outer block already holds
         for e in members:
@@ -105,7 +93,9 @@ class ResidencyManager:
                 self._close_block(block)
             for e in reversed(fresh):
                 if e.tier == "device" and not e.in_use and not self.policy.keeps_after_use():
-                    self._leave_device(e, "demote" if self.warm_tier else "drop", "policy low")
+                    self._tiers.leave_device(
+                        e, "demote" if self.warm_tier else "drop", "policy low"
+                    )
 
     def get_vram_usage(self) -> dict[str, Any]:
         """The seed's stats dict, exactly its keys."""
@@ -123,19 +113,7 @@ class ResidencyManager:
 
     def models(self) -> dict[str, ModelView]:
         """The extended per-model view: tier, bytes per tier, loads, promotes, peaks."""
-        return {
-            key: ModelView(
-                tier=e.tier,
-                device_bytes=e.nbytes if e.tier == "device" else 0,
-                host_bytes=e.nbytes if e.tier == "host" else 0,
-                loads=e.loads,
-                promotes=e.promotes,
-                last_load_s=e.last_load_s,
-                last_peak_bytes=e.last_peak,
-                pinned=e.spec.pinned,
-            )
-            for key, e in self._entries.items()
-        }
+        return self._tiers.views()
 
     def resident_keys(self, tier: Tier = "device") -> set[str]:
         return {k for k, e in self._entries.items() if e.tier == tier}
@@ -144,11 +122,11 @@ class ResidencyManager:
     def recording(self) -> Iterator[list[ModelEvent]]:
         """Collect the events of a block (one job) in the order they happen."""
         events: list[ModelEvent] = []
-        self._sinks.append(events)
+        self._tiers.sinks.append(events)
         try:
             yield events
         finally:
-            self._sinks.remove(events)
+            self._tiers.sinks.remove(events)
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, OutOfMemoryError) or self.device.is_oom(exc)
@@ -157,7 +135,7 @@ class ResidencyManager:
         """The OOM ladder's first rungs: evict every idle model but `keep`, free cached blocks."""
         for entry in list(self._entries.values()):
             if entry.tier == "device" and not entry.in_use and entry.spec.key not in keep:
-                self._leave_device(entry, "evict", "out of memory")
+                self._tiers.leave_device(entry, "evict", "out of memory")
         gc.collect()
         self.device.release_cached()
 
@@ -165,7 +143,7 @@ class ResidencyManager:
         """Drop every model (shutdown)."""
         for entry in list(self._entries.values()):
             if entry.tier != "disk":
-                self._drop(entry, "drop", "shutdown")
+                self._tiers.drop(entry, "drop", "shutdown")
         self.device.release_cached()
 
     # ---- prediction ------------------------------------------------------------------------
@@ -184,7 +162,7 @@ class ResidencyManager:
             return int(spec.checkpoint.stat().st_size * 1.2)
         return 0
 
-    def _weights(self, entry: _Entry) -> int:
+    def _weights(self, entry: Entry) -> int:
         """The weights' bytes: known once loaded, else measured earlier, else estimated."""
         if entry.nbytes:
             return entry.nbytes
@@ -193,7 +171,7 @@ class ResidencyManager:
             return seen.weights
         return max(0, self.predict(entry.spec) - entry.spec.working_bytes)
 
-    def _working(self, entry: _Entry) -> int:
+    def _working(self, entry: Entry) -> int:
         seen = self.footprints.get(entry.spec.key)
         if seen is None:
             return entry.spec.working_bytes
@@ -201,12 +179,7 @@ class ResidencyManager:
 
     # ---- admission and placement ---------------------------------------------------------
 
-    def _entry(self, spec: ModelSpec) -> _Entry:
-        entry = self._entries.setdefault(spec.key, _Entry(spec))
-        entry.spec = spec
-        return entry
-
-    def _admit_and_place(self, fresh: list[_Entry]) -> _Block:
+    def _admit_and_place(self, fresh: list[Entry]) -> _Block:
         incoming = sum(self._weights(e) for e in fresh if e.tier != "device")
         working = max(self._working(e) for e in fresh)
         self._make_room(fresh, incoming, working)
@@ -216,7 +189,7 @@ class ResidencyManager:
                 self._place_with_ladder(entry, block)
         return block
 
-    def _make_room(self, fresh: list[_Entry], incoming: int, working: int) -> None:
+    def _make_room(self, fresh: list[Entry], incoming: int, working: int) -> None:
         """Evict by score until the set's incoming weights plus its working memory (plus
         headroom) fit on the device and the weights fit the policy's budget.
 
@@ -229,14 +202,16 @@ class ResidencyManager:
         evicted = collected = False
         while True:
             mem = self.device.memory()
-            resident = self._device_bytes()
+            resident = self._tiers.device_bytes()
             budget = self.policy.budget(mem, resident)
             on_device = need + self.headroom <= mem.reusable
             if on_device and (budget is None or resident + incoming <= budget):
                 break
-            victim = self._victim(exclude=keys)
+            victim = self._tiers.victim(exclude=keys)
             if victim is not None:
-                self._leave_device(victim, "evict", f"make room for {' + '.join(sorted(keys))}")
+                self._tiers.leave_device(
+                    victim, "evict", f"make room for {' + '.join(sorted(keys))}"
+                )
                 evicted = True
             elif not collected:  # a model kept alive only by a reference cycle
                 gc.collect()
@@ -247,7 +222,7 @@ class ResidencyManager:
         if evicted:
             self.device.release_cached()
 
-    def _clamp(self, fresh: list[_Entry], incoming: int, working: int) -> int:
+    def _clamp(self, fresh: list[Entry], incoming: int, working: int) -> int:
         """The bytes to make free: weights + working memory, but never more than the card
         can offer us. Working memory is attributed to every model of the set it was
         measured in, so a new combination may be predicted to need more than the card
@@ -265,7 +240,7 @@ class ResidencyManager:
 
     def _refuse(
         self,
-        fresh: list[_Entry],
+        fresh: list[Entry],
         incoming: int,
         working: int,
         free: int,
@@ -289,7 +264,7 @@ class ResidencyManager:
             raise DoesNotFitError(msg)
         raise DoesNotFitNowError(msg)
 
-    def _open_block(self, members: list[_Entry]) -> _Block:
+    def _open_block(self, members: list[Entry]) -> _Block:
         if self._blocks:  # keep the outer block's peak so far before the counter resets
             outer = self._blocks[-1]
             outer.peak = max(outer.peak, self.device.peak_allocated())
@@ -312,12 +287,12 @@ class ResidencyManager:
             entry.last_peak = entry.nbytes + working
             self.footprints.record(entry.spec.key, entry.last_peak, entry.nbytes)
 
-    def _place_with_ladder(self, entry: _Entry, block: _Block) -> None:
+    def _place_with_ladder(self, entry: Entry, block: _Block) -> None:
         try:
-            self._place(entry)
+            self._tiers.place(entry)
             return
         except Exception as exc:
-            self._abandon(entry)
+            self._tiers.abandon(entry)
             if not self.device.is_oom(exc):
                 raise
             log.warning("model.oom", model=entry.spec.key, error=str(exc), rung="evict and retry")
@@ -327,116 +302,12 @@ class ResidencyManager:
         self.device.reset_peak()
         block.peak = self.device.memory().allocated
         try:
-            self._place(entry)
+            self._tiers.place(entry)
         except Exception as exc2:
-            self._abandon(entry)
+            self._tiers.abandon(entry)
             if self.device.is_oom(exc2):
                 raise OutOfMemoryError(
                     f"out of memory placing '{entry.spec.key}' even after evicting "
                     f"the other models: {exc2}"
                 ) from exc2
             raise
-
-    def _place(self, entry: _Entry) -> None:
-        started = self.clock()
-        if entry.tier == "host":
-            entry.model = self.device.to_device(entry.model)
-            entry.tier = "device"
-            entry.promotes += 1
-            entry.last_promote_s = self.clock() - started
-            self._emit("promote", entry, "host", "device", entry.last_promote_s)
-            return
-        model = entry.spec.load(self.device.name)
-        entry.model = self.device.to_device(model)
-        entry.tier = "device"
-        entry.nbytes = self.device.model_bytes(entry.model)
-        entry.loads += 1
-        entry.last_load_s = self.clock() - started
-        self._emit("load", entry, "disk", "device", entry.last_load_s)
-
-    def _abandon(self, entry: _Entry) -> None:
-        """After a failed placement: send a half-moved model back to host, or forget it."""
-        if entry.tier == "host" and entry.model is not None:
-            entry.model = self.device.to_host(entry.model, pin=True)
-        elif entry.tier != "host":
-            if entry.model is not None:
-                self.device.forget(entry.model)
-            entry.model, entry.tier = None, "disk"
-        gc.collect()
-        self.device.release_cached()
-
-    def _device_bytes(self) -> int:
-        return sum(e.nbytes for e in self._entries.values() if e.tier == "device")
-
-    def _value(self, entry: _Entry) -> float:
-        """What keeping a model is worth: its reload cost, discounted by idle time."""
-        cost = entry.last_promote_s if self.warm_tier and entry.last_promote_s else None
-        cost = cost or entry.last_load_s or 1.0
-        return cost / (1.0 + max(0.0, self.clock() - entry.last_used))
-
-    def _victim(self, exclude: frozenset[str], tier: Tier = "device") -> _Entry | None:
-        candidates = [
-            e
-            for e in self._entries.values()
-            if e.tier == tier and not e.in_use and not e.spec.pinned and e.spec.key not in exclude
-        ]
-        return min(candidates, key=self._value, default=None)
-
-    # ---- leaving the device ------------------------------------------------------------
-
-    def _leave_device(
-        self, entry: _Entry, event: Literal["demote", "evict", "drop"], why: str
-    ) -> None:
-        if event == "drop" or not self.warm_tier or not self._warm_room(entry):
-            self._drop(entry, "drop" if event != "evict" else "evict", why)
-            return
-        started = self.clock()
-        entry.model = self.device.to_host(entry.model, pin=True)
-        entry.tier = "host"
-        self._emit(event, entry, "device", "host", self.clock() - started, why)
-
-    def _warm_room(self, entry: _Entry) -> bool:
-        if entry.nbytes > self.warm_budget:
-            return False
-        while sum(e.nbytes for e in self._entries.values() if e.tier == "host") + entry.nbytes > (
-            self.warm_budget
-        ):
-            victim = self._victim(exclude=frozenset({entry.spec.key}), tier="host")
-            if victim is None:
-                return False
-            self._drop(victim, "evict", f"warm tier full for {entry.spec.key}")
-        return True
-
-    def _drop(self, entry: _Entry, event: Literal["drop", "evict"], why: str) -> None:
-        started = self.clock()
-        src = entry.tier
-        if entry.model is not None:
-            self.device.forget(entry.model)
-        entry.model, entry.tier = None, "disk"
-        self._emit(event, entry, src, "disk", self.clock() - started, why)
-
-    def _emit(
-        self, kind: str, entry: _Entry, src: Tier, dst: Tier, seconds: float, why: str | None = None
-    ) -> None:
-        event = ModelEvent.model_validate(
-            {
-                "event": kind,
-                "key": entry.spec.key,
-                "from": src,
-                "to": dst,
-                "bytes": entry.nbytes,
-                "seconds": round(seconds, 6),
-                "reason": why,
-            }
-        )
-        for sink in self._sinks:
-            sink.append(event)
-        log.info(
-            f"model.{kind}",
-            model=entry.spec.key,
-            src=src,
-            dst=dst,
-            bytes=entry.nbytes,
-            seconds=round(seconds, 4),
-            reason=why,
-        )
