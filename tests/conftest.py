@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,9 @@ from voicedrop import logs
 from voicedrop.config import GB, Settings, load_settings
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.device import FakeDevice
+
+# No test reaches a model hub (the libraries read this when first imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if (args.command, getattr(args, "models_command", None)) != ("models", "fetch"):
+        # Only `models fetch` may reach a model hub: the libraries read these when imported,
+        # which happens later, when an engine loads. A user's explicit setting wins.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.command == "schema":
         print(json.dumps(schema(), indent=2))
         return 0

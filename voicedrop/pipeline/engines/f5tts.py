@@ -239,6 +239,7 @@ class F5Engine:
 
     def _load_asr(self, device: str) -> Any:
         assert self.asr_dir is not None
+        require_files(self.asr_dir, ("config.json",))  # else a hub repository id
         try:
             return AsrModel(self.asr_dir, device)
         except Exception as exc:

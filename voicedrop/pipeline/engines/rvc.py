@@ -155,6 +155,8 @@ class RvcEngine:
         assert self.hubert_dir is not None
         from infer_rvc_python.main import FairseqHubertWrapper
 
+        # a missing directory would be taken for a hub repository id: refuse it first
+        require_files(self.hubert_dir, ("config.json",))
         try:
             with quiet_stdout():
                 model = FairseqHubertWrapper(str(self.hubert_dir)).to(device)
