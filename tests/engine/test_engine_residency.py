@@ -61,3 +61,20 @@ def test_two_rvc_voices_in_a_row_share_one_hubert(make_runner, tiny):
         e.key for o in (a, b) for e in o.events if e.event == "load" and e.key.startswith("rvc:")
     ]
     assert voices == ["rvc:tiny-rvc", "rvc:other"]
+
+
+def test_the_queue_learns_a_jobs_model_keys_from_its_engines(make_runner):
+    """Affinity asks the engines which models a queued job needs, without loading any."""
+    from voicedrop.manifest import Manifest
+
+    runner = make_runner()
+    rvc = {"engine": "rvc", "model": RVC_MODEL, "method": "rmvpe"}
+    keys = runner.runner.model_keys(
+        Manifest.model_validate(
+            {"text": "x", "tts": {"engine": "f5tts", "voice": "tiny-f5"}, "convert": rvc}
+        )
+    )
+    assert keys == {"f5tts", "vocos", "hubert", "rmvpe", "rvc:tiny-rvc"}
+    assert runner.manager.models() == {}, "asking for keys must not load a model"
+    unknown = Manifest.model_validate({"text": "x", "tts": {"engine": "nope"}})
+    assert runner.runner.model_keys(unknown) == set()
