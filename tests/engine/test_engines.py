@@ -107,7 +107,7 @@ def test_xtts_splits_long_text_into_sentences(make_runner):
 
 
 def test_f5_without_reference_text_names_the_field(make_runner, tiny, tmp_path):
-    runner = make_runner()
+    runner = make_runner(engines={"f5tts": {"asr_dir": None}})  # no local ASR configured
     ref = tmp_path / "ref.wav"
     ref.write_bytes((tiny / "voices" / "reference.wav").read_bytes())
     outcome = runner.run({"text": TEXT, "tts": {"engine": "f5tts", "voice": "ref.wav"}}, ref)
@@ -161,3 +161,14 @@ def test_rvc_converts_audio_longer_than_one_window(make_runner):
     with runner.manager.acquire_all(engine.models(request)) as models:
         out = engine.convert(models, Audio(tone, 16000), request)
     assert out.sample_rate == 40000 and abs(out.duration_s - 45) < 0.5
+
+
+def test_f5_transcribes_a_reference_without_text_with_the_local_asr(make_runner, tiny, tmp_path):
+    runner = make_runner(low_vram=True)
+    ref = tmp_path / "ref.wav"
+    ref.write_bytes((tiny / "voices" / "reference.wav").read_bytes())
+    outcome = runner.run({"text": TEXT, "tts": {"engine": "f5tts", "voice": "ref.wav"}}, ref)
+    assert outcome.error is None, outcome.error.message
+    moves = [(e.event, e.key) for e in outcome.events]
+    assert ("load", "asr") in moves and ("demote", "asr") in moves  # its own residency key
+    assert runner.manager.resident_keys("device") == set()

@@ -13,7 +13,12 @@ XTTS_VOICE, F5_VOICE, RVC_MODEL = "tiny-xtts", "tiny-f5", "tiny-rvc"
 
 
 def build_tiny(
-    root: Path, engines: list[str], *, rmvpe: bool = False, full: bool = False
+    root: Path,
+    engines: list[str],
+    *,
+    rmvpe: bool = False,
+    asr: bool = False,
+    full: bool = False,
 ) -> dict[str, Any]:
     """Build into `root`; return the configuration (as a dict) that names what was built.
 
@@ -41,6 +46,11 @@ def build_tiny(
             "nfe_step": 32 if full else 8,
             "seed": 1,
         }
+        if asr:
+            from voicedrop.tiny.whisper import build_whisper
+
+            build_whisper(root / "whisper")
+            config["engines"]["f5tts"]["asr_dir"] = "whisper"
         config["voices"][F5_VOICE] = {"engine": "f5tts", "reference": rel, "reference_text": text}
     if "rvc" in engines:
         from voicedrop.tiny import rvc

@@ -260,6 +260,12 @@ class F5Engine:
         if not ref_text:
             progress("tts: transcribing the reference")
             ref_text = models["asr"].transcribe(ref, request.language)
+            if not ref_text:
+                raise ManifestError(
+                    "the ASR model heard no words in the reference recording; "
+                    "give its text as tts.reference_text",
+                    field="tts.reference_text",
+                )
         opts = {"speed": self.config.speed, "nfe_step": self.config.nfe_step}
         opts.update(check_options(request.options, OPTIONS, "tts.options"))
         seed = opts.pop("seed", self.config.seed)
