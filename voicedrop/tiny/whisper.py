@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 SPECIAL = [
     "<|startoftranscript|>", "<|en|>", "<|pt|>", "<|translate|>", "<|transcribe|>",
@@ -44,7 +45,7 @@ def build_whisper(directory: Path, seed: int = 0) -> Path:
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL})
     tokenizer.save_pretrained(str(directory))
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in [end, *SPECIAL]}
-    common = {
+    common: dict[str, Any] = {
         "pad_token_id": ids[end],
         "bos_token_id": ids[end],
         "eos_token_id": ids[end],
