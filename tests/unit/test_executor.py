@@ -411,3 +411,35 @@ def test_a_spool_error_does_not_run_a_job_waiting_for_its_retry_early(settings):
     clock.now += settings.limits.retry_delay_s
     assert [r.status for r in run_all(svc)] == ["done"]
     assert read_report(svc.spool.outbox / "j")["attempt"] == 2
+
+
+def test_a_file_name_that_is_not_utf8_fails_with_a_report_and_the_queue_goes_on(service):
+    inbox = service.spool.inbox
+    inbox.mkdir(parents=True, exist_ok=True)
+    hostile = os.fsdecode(b"caf\xe9-\xff.json")  # Latin-1 bytes, as a Windows share may write
+    (inbox / hostile).write_text(json.dumps(hello()))
+    drop(inbox, "next.json", hello())
+    reports = run_all(service)
+    assert [r.status for r in reports] == ["failed", "done"]
+    [folder] = list(service.spool.failed.iterdir())
+    saved = read_report(folder)  # the report is valid JSON, under a safe job id
+    assert folder.name.isascii() and saved["error"]["field"] == "file name"
+    assert "not valid UTF-8" in saved["error"]["message"]
+    assert saved["source"] == "caf\ufffd-\ufffd.json"
+    assert list(service.spool.work.iterdir()) == []
+
+
+def test_a_report_that_cannot_be_built_still_ends_the_job(service, monkeypatch):
+    import voicedrop.daemon.executor as executor
+
+    def broken(*_a, **_k):
+        raise ValueError("surrogates not allowed \udcff")
+
+    monkeypatch.setattr(executor, "build_report", broken)
+    drop(service.spool.inbox, "j.json", hello())
+    [report] = run_all(service)
+    saved = read_report(service.spool.failed / "j")
+    assert saved["status"] == "failed" and saved["error"]["code"] == "internal_error"
+    assert "could not be built" in saved["error"]["message"]
+    assert set(saved["vram"]["after"]) == SEED_KEYS
+    assert list(service.spool.work.iterdir()) == []

@@ -20,13 +20,13 @@ import structlog
 from voicedrop.config import Settings
 from voicedrop.daemon.outcome import build_report
 from voicedrop.daemon.scheduler import Scheduler
-from voicedrop.daemon.spool import ClaimedJob, InboxFile, Spool
+from voicedrop.daemon.spool import ClaimedJob, InboxFile, Spool, display_name
 from voicedrop.daemon.wakeup import Waker
 from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.errors import ManifestError, PermanentError, job_error
 from voicedrop.manifest import Manifest, parse_manifest
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
-from voicedrop.report import ErrorInfo, JobReport
+from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16
@@ -161,13 +161,7 @@ class Executor:
             log.info("job.start", source=job.source, attempt=job.attempts)
             self.on_status({"state": "running", "job_id": job.job_id, "stage": None})
             manifest, duplicate_of, outcome = self._attempt(job)
-            report = build_report(
-                job,
-                manifest,
-                outcome,
-                duplicate_of=duplicate_of,
-                previous_errors=self._history.pop(job.job_id, []),
-            )
+            report = self._report(job, manifest, duplicate_of, outcome)
             report.timings = {
                 "started_at": started_at,
                 "finished_at": datetime.now(UTC).isoformat(),
@@ -184,6 +178,36 @@ class Executor:
             )
             self.on_status({"state": "idle", "job_id": None, "stage": None})
         return report
+
+    def _report(
+        self, job: ClaimedJob, manifest: Manifest | None, duplicate_of: str | None, out: Outcome
+    ) -> JobReport:
+        """The attempt's report; if even that cannot be built or written as JSON (a bug,
+        or input no check foresaw), a minimal failed report, so that the job still ends:
+        a report that cannot be made must never send the daemon into a crash loop."""
+        previous = self._history.pop(job.job_id, [])
+        try:
+            report = build_report(
+                job, manifest, out, duplicate_of=duplicate_of, previous_errors=previous
+            )
+            report.to_json()
+            return report
+        except Exception as exc:
+            log.exception("job.report_failed")
+            vram = self.runner.manager.get_vram_usage()
+            return JobReport(
+                job_id=job.job_id,
+                status="failed",
+                source=job.source,
+                attempt=job.attempts,
+                error=ErrorInfo(
+                    code="internal_error",
+                    message=display_name(f"the report could not be built: {exc!r}")[:2000],
+                    kind="permanent",
+                ),
+                previous_errors=previous,
+                vram=VramSnapshot.model_validate({"before": vram, "after": vram}),
+            )
 
     def _retry_later(self, job: ClaimedJob, report: JobReport) -> bool:
         """Keep a transiently failed job in work/ for another attempt, if it has one left.
@@ -216,6 +240,8 @@ class Executor:
                     f"kill); giving up after max_attempts={limit.max_attempts}",
                     code="too_many_attempts",
                 )
+            if job.name_problem is not None:  # hostile input: refused like bad content
+                raise ManifestError(job.name_problem, field="file name")
             manifest = self._load_manifest(job)
             if manifest.id is not None:
                 duplicate_of = self.spool.completed_job_for(manifest.id)

@@ -41,6 +41,12 @@ def is_candidate(name: str) -> bool:
     )
 
 
+def display_name(name: str) -> str:
+    """A file name as text that can go into a report: bytes that are not UTF-8 (held by
+    Python as surrogates) become U+FFFD instead of breaking every later serialisation."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def job_stem(source: str) -> str:
     """The job id an inbox file name gets (a suffix -2, -3 … is added on collision)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem)[:80].strip("._") or "job"
@@ -86,8 +92,9 @@ class InboxFile:
 class ClaimedJob:
     job_id: str
     dir: Path
-    source: str
+    source: str  # the inbox file name, as text (display_name)
     attempts: int = 0
+    name_problem: str | None = None  # why the file name itself is refused, if it is
 
     @property
     def manifest_path(self) -> Path:
@@ -156,7 +163,9 @@ class Spool:
             return None
         # No fsync here: if a power cut undoes the rename, the manifest is back in
         # the inbox and simply runs then. Results are what is made durable.
-        return ClaimedJob(job_id, job_dir, item.path.name)
+        source = display_name(item.path.name)
+        problem = None if source == item.path.name else "the file name is not valid UTF-8"
+        return ClaimedJob(job_id, job_dir, source, name_problem=problem)
 
     # ---- work ----------------------------------------------------------------------
 
@@ -164,6 +173,7 @@ class Spool:
         meta = {
             "source": job.source,
             "attempts": job.attempts,
+            "name_problem": job.name_problem,
             "updated": datetime.now(UTC).isoformat(),
         }
         # Not fsynced: a kill -9 keeps the count (page cache); a power cut may lose one
@@ -173,13 +183,22 @@ class Spool:
     def _read_job(self, job_dir: Path) -> ClaimedJob:
         try:
             meta = json.loads((job_dir / "job.json").read_text())
-            return ClaimedJob(job_dir.name, job_dir, str(meta["source"]), int(meta["attempts"]))
+            problem = meta.get("name_problem")
+            return ClaimedJob(
+                job_dir.name,
+                job_dir,
+                display_name(str(meta["source"])),
+                int(meta["attempts"]),
+                None if problem is None else str(problem),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return ClaimedJob(job_dir.name, job_dir, job_dir.name + ".json")
 
     def begin_attempt(self, job: ClaimedJob) -> ClaimedJob:
         """Count an attempt durably before running, so a crash loop ends at the limit."""
-        started = ClaimedJob(job.job_id, job.dir, job.source, job.attempts + 1)
+        started = ClaimedJob(
+            job.job_id, job.dir, job.source, job.attempts + 1, job.name_problem
+        )
         self._write_meta(started)
         return started
 
