@@ -16,7 +16,7 @@ from typing import Any
 
 from voicedrop.config import Settings, load_settings
 from voicedrop.daemon.spool import Spool, checked_reference, job_stem
-from voicedrop.errors import ConfigError, ManifestError
+from voicedrop.errors import AlreadyRunningError, ConfigError, ManifestError
 from voicedrop.manifest import parse_manifest, schema
 from voicedrop.report import VramStats
 
@@ -94,7 +94,11 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    code = service.run(stop, once=args.once)
+    try:
+        code = service.run(stop, once=args.once)
+    except AlreadyRunningError as exc:
+        print(f"voicedrop: {exc.message}", file=sys.stderr)
+        return 4
     if args.once:
         counts = service.spool.counts()
         print(

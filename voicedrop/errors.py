@@ -76,6 +76,12 @@ class EngineUnavailableError(PermanentError):
     code = "engine_unavailable"
 
 
+class AlreadyRunningError(PermanentError):
+    """Another daemon holds the spool: one daemon per spool."""
+
+    code = "already_running"
+
+
 class ResidencyError(VoicedropError):
     """The residency manager could not place a model: a family, each member has a kind."""
 

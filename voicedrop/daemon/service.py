@@ -21,6 +21,7 @@ import structlog
 import voicedrop
 from voicedrop.config import GB, Settings
 from voicedrop.daemon.executor import Executor
+from voicedrop.daemon.lock import SpoolLock
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.sdnotify import Notifier
 from voicedrop.daemon.spool import Spool
@@ -36,6 +37,7 @@ from voicedrop.pipeline.runner import JobRunner
 
 log = structlog.get_logger(__name__)
 STATUS_FILE = "status.json"
+LOCK_FILE = ".voicedrop.lock"  # at the spool root: one daemon per spool
 STATUS_INTERVAL_S = 0.25
 
 
@@ -86,6 +88,16 @@ class Service:
         self._dirty = False
 
     def run(self, stop: threading.Event, *, once: bool = False) -> int:
+        """Serve until `stop`; raises AlreadyRunningError if another daemon has the spool."""
+        with SpoolLock(self.spool.root / LOCK_FILE):
+            try:
+                self._serve(stop, once)
+            finally:
+                self.manager.close()
+        log.info("service.stop")
+        return 0
+
+    def _serve(self, stop: threading.Event, once: bool) -> None:
         log.info(
             "service.start",
             version=voicedrop.__version__,
@@ -111,9 +123,6 @@ class Service:
             )
             self.notifier.notify(stopping="1", status="stopping")
             self.publish({"state": "stopped", "job_id": None, "stage": None}, force=True)
-        self.manager.close()
-        log.info("service.stop")
-        return 0
 
     def _ping_every(self) -> float | None:
         return self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
