@@ -83,7 +83,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from voicedrop.daemon.service import Service
 
     logs.configure(settings.log_format, settings.log_level)
-    service = Service(settings)
+    overrides = {"spool": args.spool} if args.spool else {}
+    service = Service(settings, load=lambda: load_settings(args.config, overrides=overrides))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -92,8 +93,13 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         stop.set()
         service.wake.set()
 
+    def on_hangup(signum: int, _frame: Any) -> None:
+        service.reload_requested = True  # applied between jobs, never inside one
+        service.wake.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         code = service.run(stop, once=args.once)
     except AlreadyRunningError as exc:

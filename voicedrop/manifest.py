@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -34,9 +35,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def speakable(text: str) -> str:
+    """Text an engine can say: no control characters but tab and newlines (a NUL would cut
+    a C engine's input short, and the job would report 'done' with half the words), and
+    not only whitespace (that would be 'done' as a moment of silence)."""
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r":
+            raise ValueError(f"control character U+{ord(ch):04X} at position {i}")
+    if not text.strip():
+        raise ValueError("text is only whitespace")
+    return text
+
+
 class Segment(_Strict):
     id: str = Field(pattern=SAFE_NAME)
     text: str = Field(min_length=1)
+
+    @field_validator("text")
+    @classmethod
+    def _speakable(cls, v: str) -> str:
+        return speakable(v)
 
 
 class TTSSpec(_Strict):
@@ -58,6 +76,11 @@ class TTSSpec(_Strict):
         if "/" in self.voice or "\\" in self.voice or self.voice.lower().endswith(AUDIO_SUFFIXES):
             return self.voice
         return None
+
+    @field_validator("reference_text")
+    @classmethod
+    def _speakable(cls, v: str | None) -> str | None:
+        return None if v is None else speakable(v)
 
     @model_validator(mode="after")
     def _text_with_its_recording(self) -> TTSSpec:
@@ -103,6 +126,11 @@ class Manifest(_Strict):
     tts: TTSSpec
     convert: ConvertSpec | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)  # type: ignore[arg-type]
+
+    @field_validator("text")
+    @classmethod
+    def _speakable(cls, v: str | None) -> str | None:
+        return None if v is None else speakable(v)
 
     @model_validator(mode="after")
     def _one_text_source(self, info: ValidationInfo) -> Manifest:

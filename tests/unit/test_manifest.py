@@ -146,3 +146,24 @@ def test_schema_describes_the_manifest():
     s = schema()
     assert set(s["properties"]) >= {"text", "segments", "tts", "convert", "output", "id"}
     assert s["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "fragment"),
+    [
+        ({"text": "Hello\x00 and the rest"}, "text", "control character U+0000 at position 5"),
+        ({"text": " \n\t "}, "text", "only whitespace"),
+        ({"segments": [{"id": "a", "text": "bell\x07"}]}, "segments.0.text", "U+0007"),
+        ({"text": "x\x1b[31m"}, "text", "U+001B"),
+    ],
+)
+def test_text_an_engine_cannot_say_is_refused_naming_the_field(data, field, fragment):
+    raw = json.dumps({**data, "tts": {"engine": "espeak"}}).encode()
+    with pytest.raises(ManifestError) as err:
+        parse_manifest(raw, max_bytes=65536, max_text_chars=5000)
+    assert err.value.field == field and fragment in err.value.message
+
+
+def test_tabs_and_newlines_are_speakable():
+    raw = json.dumps({"text": "One.\n\tTwo.\r\n", "tts": {"engine": "espeak"}}).encode()
+    assert parse_manifest(raw, max_bytes=65536, max_text_chars=5000).text == "One.\n\tTwo.\r\n"

@@ -12,6 +12,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from voicedrop.daemon.sdnotify import Notifier
 from voicedrop.daemon.spool import Spool
 from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
+from voicedrop.errors import ConfigError
 from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import Engines, build_engines
@@ -62,8 +64,11 @@ class Service:
         device: Device | None = None,
         engines: Engines | None = None,
         notifier: Notifier | None = None,
+        load: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
+        self.load = load  # how SIGHUP re-reads the configuration; None: reload unsupported
+        self.reload_requested = False  # set by the SIGHUP handler (signal-safe)
         self.spool = Spool.from_settings(settings)
         self.spool.ensure()
         self.device = device or make_device(settings.device)
@@ -117,12 +122,51 @@ class Service:
                 stop,
                 self.wake,
                 once=once,
-                tick=self._tick,
+                tick=self._between_jobs,
                 idle=self.flush,
                 max_wait_s=self._ping_every(),
             )
             self.notifier.notify(stopping="1", status="stopping")
             self.publish({"state": "stopped", "job_id": None, "stage": None}, force=True)
+
+    def _between_jobs(self) -> None:
+        if self.reload_requested:
+            self.reload_requested = False
+            self.reload()
+        self._tick()
+
+    def reload(self) -> None:
+        """Apply a re-read configuration between jobs (SIGHUP, systemctl reload).
+
+        Engines, voices, models, limits, scheduling and the residency policy change; the
+        models of the old configuration leave memory. A configuration that is invalid,
+        or that moves the spool, the state directory, the device or the watcher, is
+        refused with a log line and the daemon goes on as it was.
+        """
+        if self.load is None:
+            log.warning("service.reload_unsupported")
+            return
+        try:
+            settings = self.load()
+            fixed = ("spool", "state_path", "device", "watcher")
+            moved = [k for k in fixed if getattr(settings, k) != getattr(self.settings, k)]
+            if moved:
+                raise ConfigError(f"{', '.join(moved)} cannot change on reload: restart instead")
+            engines = build_engines(settings)
+        except ConfigError as exc:
+            log.error("service.reload_refused", error=exc.message)
+            self.notifier.notify(status=f"reload refused: {exc.message.splitlines()[-1]}")
+            return
+        self.manager.close()
+        self.settings, self.engines = settings, engines
+        self.manager = build_manager(settings, self.device)
+        self.runner = JobRunner(settings, engines, self.manager)
+        self.executor.settings, self.executor.runner = settings, self.runner
+        self.executor.scheduler = Scheduler(
+            affinity=settings.scheduler.affinity, max_skips=settings.scheduler.max_skips
+        )
+        log.info("service.reloaded", policy=settings.policy)
+        self.publish({"state": "idle"}, force=True)
 
     def _ping_every(self) -> float | None:
         return self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None

@@ -196,9 +196,7 @@ class Spool:
 
     def begin_attempt(self, job: ClaimedJob) -> ClaimedJob:
         """Count an attempt durably before running, so a crash loop ends at the limit."""
-        started = ClaimedJob(
-            job.job_id, job.dir, job.source, job.attempts + 1, job.name_problem
-        )
+        started = ClaimedJob(job.job_id, job.dir, job.source, job.attempts + 1, job.name_problem)
         self._write_meta(started)
         return started
 
