@@ -438,6 +438,7 @@ def test_a_report_that_cannot_be_built_still_ends_the_job(service, monkeypatch):
     monkeypatch.setattr(executor, "build_report", broken)
     drop(service.spool.inbox, "j.json", hello())
     [report] = run_all(service)
+    assert report.status == "failed"
     saved = read_report(service.spool.failed / "j")
     assert saved["status"] == "failed" and saved["error"]["code"] == "internal_error"
     assert "could not be built" in saved["error"]["message"]
