@@ -444,3 +444,88 @@ def test_a_report_that_cannot_be_built_still_ends_the_job(service, monkeypatch):
     assert "could not be built" in saved["error"]["message"]
     assert set(saved["vram"]["after"]) == SEED_KEYS
     assert list(service.spool.work.iterdir()) == []
+
+
+def test_a_commit_that_fails_is_finished_when_the_outbox_comes_back(settings):
+    """Outbox unwritable for a while: the finished job is published once it is back,
+    without running again, and nothing new is claimed in between."""
+    svc = Service(settings, device=FakeDevice(8 * GB))
+    svc.executor.start()
+    clock = svc.executor.clock = Clock()
+    original = svc.spool._move_out
+    broken = {"on": True}
+
+    def unwritable(job):
+        if broken["on"]:
+            raise PermissionError(13, "Permission denied", str(svc.spool.outbox))
+        return original(job)
+
+    svc.spool._move_out = unwritable  # type: ignore[method-assign]
+    drop(svc.spool.inbox, "j.json", hello())
+    with pytest.raises(OSError):
+        svc.executor.step()
+    svc.executor._spool_error(OSError("outbox unwritable"))  # what run() does with it
+    drop(svc.spool.inbox, "k.json", hello())
+    assert svc.executor.step() is None, "claimed a new job while the spool is in trouble"
+    clock.now += 5.0
+    assert svc.executor.step() is None  # still broken: tried again, waits twice as long
+    assert svc.executor._backoff == 10.0 and (svc.spool.work / "j" / "out" / "report.json").exists()
+    broken["on"] = False
+    clock.now += 10.0
+    [k] = run_all(svc)
+    assert k.job_id == "k" and k.status == "done"
+    j = read_report(svc.spool.outbox / "j")
+    assert j["status"] == "done" and j["attempt"] == 1  # published, not run again
+    assert list(svc.spool.work.iterdir()) == []
+
+
+def test_disk_full_while_counting_an_attempt_backs_off_and_keeps_the_retry_schedule(settings):
+    import errno
+
+    svc, _ = hungry_service(settings, ooms=2)
+    clock = svc.executor.clock = Clock()
+    drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
+    [first] = run_all(svc)  # j fails transiently: due again 30 s later
+    assert first.error.kind == "transient"
+    original = svc.spool._write_meta
+    full = {"on": True}
+
+    def no_space(job):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(job)
+
+    svc.spool._write_meta = no_space  # type: ignore[method-assign]
+    drop(svc.spool.inbox, "k.json", hello())
+    waits = []
+    for _ in range(4):
+        try:
+            assert svc.executor.step() is None
+        except OSError as exc:
+            svc.executor._spool_error(exc)  # what run() does with it
+        waits.append(svc.executor._backoff)
+        clock.now += svc.executor._backoff
+    assert waits == [5.0, 10.0, 20.0, 40.0], "the retries of a full disk must back off"
+    full["on"] = False
+    reports = run_all(svc)
+    assert sorted((r.job_id, r.status, r.attempt) for r in reports) == [
+        ("j", "done", 2),  # its retry was due meanwhile: it runs as soon as space is back
+        ("k", "done", 1),  # the attempts that could not even be counted do not count
+    ]
+    assert list(svc.spool.work.iterdir()) == []
+
+
+def test_a_failed_attempt_leaves_no_partial_output(settings, monkeypatch):
+    import errno
+
+    def full(audio, path, fmt):
+        path.write_bytes(b"RIFF partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("voicedrop.pipeline.audio.write_audio", full)
+    svc = Service(settings, device=FakeDevice(GB))
+    svc.executor.start()
+    drop(svc.spool.inbox, "j.json", hello())
+    [report] = run_all(svc)
+    assert report.error.kind == "transient"
+    assert (svc.spool.work / "j").exists() and not (svc.spool.work / "j" / "out").exists()

@@ -8,6 +8,7 @@ stability gate are injected, so tests call `step()` and never sleep.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16
+MAX_BACKOFF_S = 60.0
 
 
 @dataclass
@@ -48,7 +50,9 @@ class Executor:
     _ready: list[InboxFile] = field(default_factory=list)
     _keys: dict[tuple[str, int], set[str]] = field(default_factory=dict)
     rescan: bool = True
-    retry_s: float = 5.0
+    retry_s: float = 5.0  # the first wait after a spool error; doubled up to MAX_BACKOFF_S
+    _recover_at: float | None = None  # set while the spool is in trouble: when to try again
+    _backoff: float = 0.0
 
     def start(self) -> None:
         self.spool.ensure()
@@ -56,14 +60,28 @@ class Executor:
         if self._recovered:
             log.info("executor.recovered", jobs=[j.job_id for j in self._recovered])
 
+    def _spool_error(self, exc: OSError) -> None:
+        """The spool itself failed (disk full, a share gone, outbox unwritable): claim
+        nothing new and try again after a delay that doubles, up to MAX_BACKOFF_S."""
+        self._backoff = min(MAX_BACKOFF_S, self._backoff * 2 or self.retry_s)
+        self._recover_at = self.clock() + self._backoff
+        log.error("executor.spool_error", error=str(exc), retry_in_s=self._backoff)
+
     def _requeue(self) -> None:
-        """After a spool error, pick up whatever is left in work/ (it is retried, counted);
-        jobs waiting for a transient retry stay on their schedule."""
+        """After a spool error: finish the commits that failed, pick up whatever is left
+        in work/ (it is retried, counted); jobs waiting for a transient retry keep their
+        schedule. While a commit still fails, try again later."""
         waiting = {job.job_id for _, job in self._deferred}
         try:
             self._recovered = [j for j in self.spool.recover() if j.job_id not in waiting]
+            stuck = self.spool.uncommitted()
         except OSError as exc:
-            log.error("executor.spool_error", error=str(exc))
+            self._spool_error(exc)
+            return
+        if stuck:
+            self._spool_error(OSError(f"{len(stuck)} finished job(s) not yet published: {stuck}"))
+            return
+        self._recover_at = None  # the backoff resets only when a job gets through again
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -93,19 +111,24 @@ class Executor:
                 if self.step() is not None:
                     continue
             except OSError as exc:  # the spool itself fails: disk full, share offline
-                log.error("executor.spool_error", error=str(exc), retry_in_s=self.retry_s)
-                wake.wait(self.retry_s)
-                self._requeue()
+                self._spool_error(exc)
                 continue
             idle()
-            if once and self.gate.waiting() == 0 and not self._deferred:
+            if once and not self.gate.waiting() and not self._deferred and not self._recover_at:
                 return
             timeout = 0.1 if self.gate.waiting() else self.settings.watcher.scan_interval_s
-            if self._deferred:
-                timeout = min(timeout, max(0.0, self._deferred[0][0] - self.clock()))
+            due = [t for t in (self._recover_at, self._deferred[0][0] if self._deferred else None)]
+            for at in (t for t in due if t is not None):
+                timeout = min(timeout, max(0.0, at - self.clock()))
             wake.wait(min(timeout, max_wait_s or timeout))
 
     def _next(self) -> ClaimedJob | None:
+        if self._recover_at is not None:
+            if self._recover_at > self.clock():
+                return None  # the spool is in trouble: claim nothing until it is retried
+            self._requeue()
+            if self._recover_at is not None:
+                return None
         if self._recovered:
             return self._recovered.pop(0)
         if self._deferred and self._deferred[0][0] <= self.clock():  # kept sorted by due time
@@ -170,6 +193,7 @@ class Executor:
             if self._retry_later(job, report):
                 return report
             self._commit(job, report, manifest)
+            self._backoff = 0.0
             log.info(
                 "job.end",
                 status=report.status,
@@ -220,6 +244,7 @@ class Executor:
             return False
         if job.attempts >= self.settings.limits.max_attempts:
             return False
+        shutil.rmtree(job.out_dir, ignore_errors=True)  # partial outputs of this attempt
         delay = self.settings.limits.retry_delay_s * 2 ** (job.attempts - 1)
         self._history[job.job_id] = [*report.previous_errors, error]
         self._deferred.append((self.clock() + delay, job))

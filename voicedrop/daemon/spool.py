@@ -200,31 +200,47 @@ class Spool:
         self._write_meta(started)
         return started
 
+    def _job_dirs(self) -> list[Path]:
+        return [d for d in self.work.iterdir() if d.is_dir() and not d.name.startswith(".")]
+
+    @staticmethod
+    def _reported(job_dir: Path) -> bool:
+        return (job_dir / "out" / "report.json").exists() or (job_dir / "report.json").exists()
+
     def pending(self) -> list[ClaimedJob]:
-        """Jobs in work/ that have not been committed, oldest manifest first (a rename
-        keeps the producer's mtime, so this is the order they were dropped in)."""
-        dirs = [d for d in self.work.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        jobs = [self._read_job(d) for d in dirs if (d / "manifest.json").exists()]
+        """Jobs in work/ to (re)run: claimed, no report written yet; oldest manifest first
+        (a rename keeps the producer's mtime, so this is the order they were dropped in).
+        A job whose report is written only waits for its commit (recover), never reruns."""
+        dirs = [d for d in self._job_dirs() if (d / "manifest.json").exists()]
+        jobs = [self._read_job(d) for d in dirs if not self._reported(d)]
         return sorted(jobs, key=lambda j: (j.manifest_path.stat().st_mtime_ns, j.job_id))
+
+    def uncommitted(self) -> list[str]:
+        """Jobs whose report is written but not yet published (a commit that failed)."""
+        return sorted(d.name for d in self._job_dirs() if self._reported(d))
 
     def recover(self) -> list[ClaimedJob]:
         """After a crash: finish half-done commits, clear empty claims, return jobs to rerun."""
-        for job_dir in sorted(self.work.iterdir()):
-            if not job_dir.is_dir() or job_dir.name.startswith("."):
-                continue
-            job = self._read_job(job_dir)
-            if (self.outbox / job.job_id).exists() or (self.failed / job.job_id).exists():
-                shutil.rmtree(job_dir)
-                log.info("spool.recovered", job_id=job.job_id, action="already committed")
-            elif (job.out_dir / "report.json").exists():
-                self._move_out(job)
-                log.info("spool.recovered", job_id=job.job_id, action="finished commit to outbox")
-            elif (job_dir / "report.json").exists():
-                self._move_failed(job)
-                log.info("spool.recovered", job_id=job.job_id, action="finished commit to failed")
-            elif not any(job_dir.iterdir()):
-                job_dir.rmdir()
+        for job_dir in sorted(self._job_dirs()):
+            try:
+                self._recover_one(job_dir)
+            except OSError as exc:  # e.g. outbox unwritable: this one waits, the others go on
+                log.warning("spool.commit_pending", job_id=job_dir.name, error=str(exc))
         return self.pending()
+
+    def _recover_one(self, job_dir: Path) -> None:
+        job = self._read_job(job_dir)
+        if (self.outbox / job.job_id).exists() or (self.failed / job.job_id).exists():
+            shutil.rmtree(job_dir)
+            log.info("spool.recovered", job_id=job.job_id, action="already committed")
+        elif (job.out_dir / "report.json").exists():
+            self._move_out(job)
+            log.info("spool.recovered", job_id=job.job_id, action="finished commit to outbox")
+        elif (job_dir / "report.json").exists():
+            self._move_failed(job)
+            log.info("spool.recovered", job_id=job.job_id, action="finished commit to failed")
+        elif not any(job_dir.iterdir()):
+            job_dir.rmdir()
 
     def copy_input(self, job: ClaimedJob, relative: str, max_bytes: int) -> Path:
         """Copy a file the manifest references from the inbox; refuse any escape."""

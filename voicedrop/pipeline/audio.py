@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -93,10 +94,19 @@ def write_audio(audio: Audio, path: Path, fmt: str) -> None:
 
     Outputs are written into the job's private staging folder, which is
     published by one rename after its report: no reader sees a partial file,
-    so no per-file temp name is needed.
+    so no per-file temp name is needed. The file is encoded in memory first:
+    libsndfile writing through a Python file object reports a full disk from
+    inside a cffi callback, where the error is printed (not JSON) and lost;
+    a plain write raises OSError, which the job reports as transient.
     """
     clipped = np.clip(audio.samples, -1.0, 1.0)
-    with path.open("xb") as fh:
-        sf.write(fh, clipped, audio.sample_rate, format=fmt.upper(), subtype="PCM_16")
-        fh.flush()
-        os.fsync(fh.fileno())
+    encoded = io.BytesIO()
+    sf.write(encoded, clipped, audio.sample_rate, format=fmt.upper(), subtype="PCM_16")
+    try:
+        with path.open("xb") as fh:
+            fh.write(encoded.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)  # no partial file is left behind
+        raise
