@@ -298,3 +298,20 @@ def test_systemd_notifications_ready_status_watchdog_stopping(spool, tmp_path):
         assert daemon.stop() == 0
         while not any("STOPPING=1" in m for m in messages):
             messages.append(server.recv(4096).decode())
+
+
+def test_an_inbox_deleted_and_created_again_is_watched_again(spool: Path):
+    """An inotify watch dies silently with its directory: the daemon must notice and re-arm,
+    not wait for the 30 s rescan."""
+    daemon = Daemon(spool)
+    try:
+        inbox = spool / "inbox"
+        shutil.rmtree(inbox)
+        inbox.mkdir()
+        daemon.wait_for(lambda: "watcher.inbox_replaced" in daemon.logs(), "the re-arm", 10)
+        started = time.monotonic()
+        (inbox / "again.json").write_text(json.dumps({"text": "Hi.", "tts": {"engine": "noop"}}))
+        daemon.wait_for(lambda: done(spool, "again"), "the job in the new inbox", 10)
+        assert time.monotonic() - started < 5, "claimed only by the periodic rescan"
+    finally:
+        assert daemon.stop() == 0

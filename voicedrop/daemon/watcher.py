@@ -109,13 +109,16 @@ class _Handler(FileSystemEventHandler):
     mode every file waits out the stability delay.
     """
 
-    def __init__(self, gate: StabilityGate, wake: Waker, *, hints: bool) -> None:
+    def __init__(self, gate: StabilityGate, wake: Waker, *, hints: bool, inbox: str) -> None:
         self.gate = gate
         self.wake = wake
         self.hints = hints
+        self.inbox = inbox
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
+            if event.src_path == self.inbox and event.event_type in ("deleted", "moved"):
+                self.wake.set()  # the watch went with the inbox: the loop re-arms (check)
             return
         path = str(event.dest_path if event.event_type == "moved" else event.src_path)
         if not is_candidate(os.path.basename(path)):
@@ -158,6 +161,7 @@ class Watcher:
         self.mode = "none"
         self._observer: Any = None
         self._alarm = _OverflowAlarm(wake)
+        self._identity: tuple[int, int] | None = None
 
     def _choose(self) -> tuple[str, str]:
         if self.settings.mode == "polling":
@@ -170,6 +174,7 @@ class Watcher:
 
     def start(self) -> None:
         logging.getLogger("watchdog").addHandler(self._alarm)
+        self._identity = _identity(self.inbox)
         mode, why = self._choose()
         if mode == "inotify":
             try:
@@ -183,18 +188,29 @@ class Watcher:
         log.info("watcher.started", mode=mode, reason=why, inbox=str(self.inbox))
 
     def _start(self, observer: Any, *, hints: bool) -> Any:
-        handler = _Handler(self.gate, self.wake, hints=hints)
+        handler = _Handler(self.gate, self.wake, hints=hints, inbox=str(self.inbox))
         observer.schedule(handler, str(self.inbox), recursive=False)
         observer.start()
         return observer
 
     def check(self) -> None:
-        """Restart a dead observer (its events were lost: the caller rescans anyway)."""
-        if self._observer is not None and not self._observer.is_alive():
+        """Restart a dead observer, or re-arm on an inbox that was deleted or replaced (an
+        inotify watch dies with its directory, silently): events were lost, so the caller
+        rescans anyway. Costs one stat per loop turn."""
+        if self._observer is None:
+            return
+        if not self._observer.is_alive():
             log.warning("watcher.observer_died", mode=self.mode)
-            self.stop()
-            self.start()
-            self.wake.set()
+        elif not all(e.is_alive() for e in self._observer.emitters) or (
+            _identity(self.inbox) != self._identity  # inode numbers are reused: not enough alone
+        ):
+            log.warning("watcher.inbox_replaced", inbox=str(self.inbox), action="re-arm")
+            (self.inbox / ".incoming").mkdir(parents=True, exist_ok=True)
+        else:
+            return
+        self.stop()
+        self.start()
+        self.wake.set()
 
     def stop(self) -> None:
         logging.getLogger("watchdog").removeHandler(self._alarm)
@@ -209,6 +225,14 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _inotify_observer() -> Any:
