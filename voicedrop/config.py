@@ -223,17 +223,52 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin, config_path), field="config") from None
+        raise ConfigError(_describe(exc, origin, data), field="config") from None
     settings._sources = origin
     settings._base = config_path.parent.absolute() if config_path else Path.cwd()
     return settings
 
 
-def _describe(exc: ValidationError, origin: Mapping[str, str], config_path: Path | None) -> str:
-    lines = []
+def _describe(exc: ValidationError, origin: Mapping[str, str], data: Mapping[str, Any]) -> str:
+    why: dict[str, list[str]] = {}  # one line per key; a union's members joined by "or"
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        source = origin.get(key) or (str(config_path) if config_path else "defaults")
-        value = err.get("input")
-        lines.append(f"{key} = {value!r} (from {source}) is invalid: {err['msg']}")
+        why.setdefault(_key(err["loc"], data), []).append(_allowed(err))
+    lines = [
+        f"{key} = {_value_at(key, data)!r} (from {origin.get(key, 'defaults')}) is invalid: "
+        + "; or ".join(reasons)
+        for key, reasons in why.items()
+    ]
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _key(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+    """The dotted key a validation error is about, without pydantic's union-member tags
+    (`residency.budget_gb.float` is `residency.budget_gb`)."""
+    parts: list[str] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            parts.append(str(part))
+            node = node[part]
+        elif not parts or isinstance(node, Mapping):
+            parts.append(str(part))
+            node = None
+    return ".".join(parts)
+
+
+def _value_at(key: str, data: Mapping[str, Any]) -> object:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _allowed(err: Any) -> str:
+    """What is allowed, in words: for a union, each member's condition."""
+    if err["type"] == "literal_error":
+        return str(err["msg"]).replace("Input should be", "allowed:")
+    if err["type"] == "extra_forbidden":
+        return "unknown key: not a voicedrop setting (see config.toml for them all)"
+    return str(err["msg"])

@@ -27,7 +27,12 @@ from pydantic import (
 from voicedrop.errors import ManifestError
 
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+LANGUAGE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+PATTERN_WORDS = {
+    SAFE_NAME: "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    LANGUAGE: "must be a language tag such as 'en', 'pt' or 'pt-BR'",
+}
 OptionValue = float | int | str | bool
 
 
@@ -60,7 +65,7 @@ class Segment(_Strict):
 class TTSSpec(_Strict):
     engine: str = Field(min_length=1)
     voice: str | None = Field(None, min_length=1, max_length=255)
-    language: str = Field("en", pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    language: str = Field("en", pattern=LANGUAGE)
     reference_text: str | None = Field(
         None,
         max_length=2000,
@@ -188,6 +193,8 @@ def _first_error(exc: ValidationError) -> ManifestError:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = PATTERN_WORDS.get(str((err.get("ctx") or {}).get("pattern")), msg)
         problems.append(f"{field}: {msg}" if field else msg)
         fields.append(field or None)
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

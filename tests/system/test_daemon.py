@@ -199,10 +199,17 @@ def test_submit_wait_and_status(spool, tmp_path):
         assert result.returncode == 0, result.stderr
         status_line = result.stdout.strip().splitlines()[-1]
         assert status_line.startswith("done: ") and Path(status_line[6:]).exists()
-        bad = voicedrop(
+        refused = voicedrop(
             "submit", str(ROOT / "sample_inbox" / "bad-unknown-voice.json"), "--wait", spool=spool
         )
+        assert refused.returncode == 2 and "unknown espeak voice 'nobody'" in refused.stderr
+        silent = tmp_path / "silent.json"
+        silent.write_text(
+            json.dumps({"text": "x", "tts": {"engine": "noop", "options": {"seconds": 0}}})
+        )
+        bad = voicedrop("submit", str(silent), "--wait", spool=spool)
         assert bad.returncode == 1 and "failed: " in bad.stdout
+        assert "empty_audio: the noop engine produced no audio" in bad.stdout  # says why
         status = json.loads(voicedrop("status", "--json", spool=spool).stdout)
         assert status["daemon"] == "running"
         assert status["queue"]["outbox"] == 1 and status["queue"]["failed"] == 1
@@ -221,6 +228,8 @@ def test_run_once_processes_the_inbox_and_exits(spool):
     assert result.returncode == 0, result.stderr
     assert "4 done" in result.stdout and "1 failed" in result.stdout
     check_sample_results(spool)
+    again = voicedrop("run", "--once", spool=spool)  # counts what this run did, not the outbox
+    assert again.returncode == 0 and "0 done" in again.stdout and "0 failed" in again.stdout
 
 
 def test_validate_and_schema(spool):
@@ -263,21 +272,21 @@ def test_the_daemon_runs_jobs_and_answers_status_without_importing_torch(spool):
 def test_submit_carries_the_reference_recording_under_a_name_of_its_own(spool, tmp_path):
     sf.write(str(tmp_path / "alice.wav"), [0.0] * 4410, 22050)
     manifest = tmp_path / "clone.json"
-    manifest.write_text(
-        json.dumps({"text": "Hi.", "tts": {"engine": "espeak", "voice": "alice.wav"}})
-    )
+    # noop takes any voice; zero seconds of audio makes the job fail, so that its folder
+    # (with the inputs it was given) lands in failed/ where the test can look at it
+    tts = {"engine": "noop", "voice": "alice.wav", "options": {"seconds": 0}}
+    manifest.write_text(json.dumps({"text": "Hi.", "tts": tts}))
     first = voicedrop("submit", str(manifest), spool=spool)
     voicedrop("submit", str(manifest), spool=spool)
     assert first.returncode == 0, first.stderr
+    assert len(list((spool / "inbox" / "refs").iterdir())) == 2  # one private copy each
     job = first.stdout.split(" as job ")[1].strip()
     assert voicedrop("run", "--once", spool=spool).returncode == 0
     folder = spool / "failed" / job
-    data = report(spool, "failed", job)
-    # espeak cannot clone: the job fails, but with the recording it was given
-    assert data["error"]["field"] == "tts.voice" and "cannot clone" in data["error"]["message"]
+    assert report(spool, "failed", job)["error"]["code"] == "empty_audio"
     [copied] = (folder / "inputs").iterdir()
     assert copied.name.endswith("-alice.wav") and sf.info(str(copied)).frames == 4410
-    assert len(list((spool / "inbox" / "refs").iterdir())) == 2
+    assert list((spool / "inbox" / "refs").iterdir()) == []  # the jobs have them: cleaned up
 
 
 def test_systemd_notifications_ready_status_watchdog_stopping(spool, tmp_path):

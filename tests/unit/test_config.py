@@ -122,3 +122,13 @@ def test_shipped_config_toml_is_valid_and_documents_every_key():
     ):
         assert f"{key} =" in text
     assert s.policy == "normal"
+
+
+def test_an_environment_error_names_the_variable_not_the_validators_internals():
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"VOICEDROP_RESIDENCY__BUDGET_GB": "lots"})
+    message = err.value.message
+    assert "residency.budget_gb = 'lots' (from VOICEDROP_RESIDENCY__BUDGET_GB)" in message
+    assert "'auto'" in message and ".float" not in message and "literal[" not in message
+    with pytest.raises(ConfigError, match=r"foo = '1' \(from VOICEDROP_FOO\).*not a voicedrop"):
+        load_settings(env={"VOICEDROP_FOO": "1"})

@@ -529,3 +529,13 @@ def test_a_failed_attempt_leaves_no_partial_output(settings, monkeypatch):
     [report] = run_all(svc)
     assert report.error.kind == "transient"
     assert (svc.spool.work / "j").exists() and not (svc.spool.work / "j" / "out").exists()
+
+
+def test_a_new_stage_reaches_the_status_file_at_once(service):
+    """Progress inside a stage is throttled, but the post stage must show up, not 'tts 8/10'."""
+    status = service.spool.state / "status.json"
+    service.publish({"state": "running", "job_id": "j", "stage": "tts 1/10"})
+    service.publish({"stage": "tts 2/10"})  # within the throttle interval: not written yet
+    assert json.loads(status.read_text())["stage"] == "tts 1/10"
+    service.publish({"stage": "post"})
+    assert json.loads(status.read_text())["stage"] == "post"

@@ -114,12 +114,13 @@ def test_convert_model_is_a_name_never_a_path():
     bad(
         {**GOOD, "convert": {"engine": "rvc", "model": "../models/x.pth"}},
         "convert.model",
-        "pattern",
+        "must be 1 to 64 letters, digits, '.', '_' or '-'",
     )
 
 
 def test_output_name_cannot_escape():
-    bad({**GOOD, "output": {"name": "../../etc/cron.d/x"}}, "output.name", "pattern")
+    bad({**GOOD, "output": {"name": "../../etc/cron.d/x"}}, "output.name", "letters, digits")
+    bad({**GOOD, "tts": {"engine": "espeak", "language": "english!"}}, "tts.language", "'pt-BR'")
 
 
 def test_output_values_are_range_checked():

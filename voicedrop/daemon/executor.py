@@ -21,7 +21,7 @@ import structlog
 from voicedrop.config import Settings
 from voicedrop.daemon.outcome import build_report
 from voicedrop.daemon.scheduler import Scheduler
-from voicedrop.daemon.spool import ClaimedJob, InboxFile, Spool, display_name
+from voicedrop.daemon.spool import SUBMIT_REFS, ClaimedJob, InboxFile, Spool, display_name
 from voicedrop.daemon.wakeup import Waker
 from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.errors import ManifestError, PermanentError, job_error
@@ -51,6 +51,7 @@ class Executor:
     _keys: dict[tuple[str, int], set[str]] = field(default_factory=dict)
     rescan: bool = True
     retry_s: float = 5.0  # the first wait after a spool error; doubled up to MAX_BACKOFF_S
+    ran: dict[str, int] = field(default_factory=dict)  # reports committed by this run, by status
     _recover_at: float | None = None  # set while the spool is in trouble: when to try again
     _backoff: float = 0.0
 
@@ -194,6 +195,7 @@ class Executor:
                 return report
             self._commit(job, report, manifest)
             self._backoff = 0.0
+            self.ran[report.status] = self.ran.get(report.status, 0) + 1
             log.info(
                 "job.end",
                 status=report.status,
@@ -274,6 +276,8 @@ class Executor:
                     return manifest, duplicate_of, self.runner.finish(Outcome(before))
             ref = manifest.tts.reference_path
             reference = self.spool.copy_input(job, ref, limit.max_reference_bytes) if ref else None
+            if ref and ref.startswith(SUBMIT_REFS):  # submit's private copy: the job has it now
+                (self.spool.inbox / ref).unlink(missing_ok=True)
         except Exception as exc:
             error = job_error(exc)
             if error.code == "internal_error":
@@ -289,6 +293,11 @@ class Executor:
         except OSError as exc:
             raise ManifestError(f"manifest cannot be opened (a symlink?): {exc.strerror}") from None
         with os.fdopen(fd, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit.max_manifest_bytes:  # say the real size, read none of it
+                raise ManifestError(
+                    f"manifest is {size} bytes; the limit is {limit.max_manifest_bytes}"
+                )
             raw = fh.read(limit.max_manifest_bytes + 1)
         return parse_manifest(
             raw, max_bytes=limit.max_manifest_bytes, max_text_chars=limit.max_text_chars

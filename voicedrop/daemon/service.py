@@ -189,7 +189,8 @@ class Service:
         what is left (e.g. 'idle') before the loop waits.
         """
         new_job = change.get("job_id") not in (None, self._status.get("job_id"))
-        force = force or new_job
+        new_stage = _stage_name(change.get("stage")) != _stage_name(self._status.get("stage"))
+        force = force or new_job or ("stage" in change and new_stage)
         self._status.update(change)
         self._dirty = True
         self._tick()
@@ -215,6 +216,11 @@ class Service:
         write_status(self.spool.state / STATUS_FILE, status)
         job, stage = status["job_id"], status["stage"]
         self.notifier.notify(status=f"{status['state']}" + (f": {job} ({stage})" if job else ""))
+
+
+def _stage_name(stage: object) -> str:
+    """'tts' of 'tts 3/10' or 'tts: xtts sentence 2/4': a new stage is written at once."""
+    return str(stage or "").split(" ")[0].rstrip(":")
 
 
 def write_status(path: Path, status: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from voicedrop.fsutil import fsync_dir, write_atomic
 log = structlog.get_logger(__name__)
 JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
 IGNORED_SUFFIXES = (".partial", ".tmp", ".swp", "~")
+SUBMIT_REFS = "refs/"  # where `voicedrop submit` puts a job's reference, under a unique name
 
 
 def is_candidate(name: str) -> bool:

@@ -1,0 +1,182 @@
+"""The client side of the spool: check, submit, wait for and read jobs; read the daemon's status.
+
+What `voicedrop validate | submit | status` do. Nothing here runs a job or loads a model:
+a manifest is checked against the same engines and configuration the daemon uses (engines
+are built, which imports no engine library), then dropped atomically into the inbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from voicedrop.config import Settings
+from voicedrop.daemon.spool import SUBMIT_REFS, Spool, checked_reference, job_stem
+from voicedrop.errors import EngineUnavailableError, ManifestError
+from voicedrop.manifest import Manifest, parse_manifest
+from voicedrop.pipeline.engines import Engines
+from voicedrop.report import VramStats
+
+SEED_FIELDS = tuple(VramStats.model_fields)
+
+
+def check_manifest(
+    path: Path, settings: Settings, engines: Engines
+) -> tuple[Manifest | None, list[str]]:
+    """Parse and check a manifest file as the daemon would; return it and its problems."""
+    from voicedrop.pipeline.stages import check_job, resolve_voice
+
+    limit = settings.limits
+    try:
+        size = path.stat().st_size
+        if size > limit.max_manifest_bytes:
+            return None, [f"manifest is {size} bytes; the limit is {limit.max_manifest_bytes}"]
+        manifest = parse_manifest(
+            path.read_bytes(),
+            max_bytes=limit.max_manifest_bytes,
+            max_text_chars=limit.max_text_chars,
+        )
+        ref = manifest.tts.reference_path
+        ref_path = checked_reference(path.parent, ref, limit.max_reference_bytes) if ref else None
+        voice = resolve_voice(manifest, settings, ref_path)
+        check_job(manifest, settings, engines, voice)
+    except ManifestError as exc:
+        return None, exc.problems
+    except EngineUnavailableError as exc:
+        return None, [f"{exc.field}: {exc.message}"]
+    except OSError as exc:
+        return None, [f"cannot read: {exc.strerror}"]
+    return manifest, []
+
+
+def submit(settings: Settings, engines: Engines, path: Path) -> str | list[str]:
+    """Check and drop a manifest (and its reference recording); the job id, or the problems.
+
+    The job id is the file name's stem plus a random 8-hex suffix, so that submitting the
+    same file twice makes two jobs (use the manifest's `id` to have duplicates refused)."""
+    manifest, problems = check_manifest(path, settings, engines)
+    if manifest is None:
+        return problems
+    spool = Spool.from_settings(settings)
+    spool.ensure()
+    raw = path.read_bytes()
+    tag = uuid.uuid4().hex[:8]
+    ref = manifest.tts.reference_path
+    if ref:
+        # The reference travels first, under a name of its own, so the manifest never
+        # arrives without it and a later submit cannot replace it while this job waits.
+        # The daemon removes it from the inbox once the job has its copy.
+        unique = f"{SUBMIT_REFS}{tag}-{Path(ref).name}"
+        _drop(spool, path.parent / ref, spool.inbox / unique)
+        data = json.loads(raw)
+        data["tts"]["voice"] = unique
+        raw = json.dumps(data, ensure_ascii=False, indent=1).encode()
+    name = f"{job_stem(path.name)}-{tag}.json"
+    _drop(spool, raw, spool.inbox / name)
+    return job_stem(name)
+
+
+def _drop(spool: Spool, src: Path | bytes, dst: Path) -> None:
+    """Write into inbox/.incoming, then rename into place: the daemon sees it complete."""
+    tmp = spool.incoming / f"{uuid.uuid4().hex}.partial"
+    if isinstance(src, bytes):
+        tmp.write_bytes(src)
+    else:
+        shutil.copyfile(src, tmp)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dst)
+
+
+def wait(spool: Spool, job_id: str, timeout: float | None) -> int:
+    """Show progress until the job's report exists: 0 done or duplicate, 1 failed, 3 timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown = ""
+    while deadline is None or time.monotonic() < deadline:
+        for folder in (spool.outbox, spool.failed):
+            report_path = folder / job_id / "report.json"
+            if report_path.exists():
+                report = json.loads(report_path.read_text())
+                print(f"{report['status']}: {report_path}")
+                if report["status"] == "failed":
+                    error = report.get("error") or {}
+                    where = f"{error['field']}: " if error.get("field") else ""
+                    print(f"  {error.get('code')}: {where}{error.get('message')}")
+                    return 1
+                return 0
+        line = progress_line(spool, job_id)
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        time.sleep(0.2)
+    print(f"timed out waiting for job {job_id}", flush=True)
+    return 3
+
+
+def progress_line(spool: Spool, job_id: str) -> str:
+    status = daemon_status(spool)
+    if status.get("job_id") == job_id:
+        return f"running: {status.get('stage') or 'starting'}"
+    try:
+        attempts = json.loads((spool.work / job_id / "job.json").read_text())["attempts"]
+    except (OSError, ValueError, KeyError):
+        attempts = 0
+    if attempts:
+        return f"attempt {attempts} failed transiently: waiting for a retry (see the log)"
+    if not status.get("alive"):
+        return "queued (no daemon is running)"
+    return f"queued: {spool.counts()['inbox']} in inbox"
+
+
+def daemon_status(spool: Spool) -> dict[str, Any]:
+    try:
+        status: dict[str, Any] = json.loads((spool.state / "status.json").read_text())
+    except (OSError, ValueError):
+        return {"alive": False}
+    alive = status.get("state") != "stopped"
+    try:
+        os.kill(int(status["pid"]), 0)
+    except (OSError, KeyError, ValueError, TypeError):
+        alive = False
+    status["alive"] = alive
+    return status
+
+
+def status_report(settings: Settings) -> dict[str, Any]:
+    """What `voicedrop status` shows: queue, the running job, the seed's VRAM fields, models."""
+    spool = Spool.from_settings(settings)
+    daemon = daemon_status(spool)
+    vram = daemon.get("vram") if daemon["alive"] else None
+    if vram is None:  # no daemon: say so, without importing torch
+        vram = dict.fromkeys(SEED_FIELDS, 0.0) | {
+            "available": False,
+            "low_vram_mode": settings.low_vram,
+            "cached_models": 0,
+        }
+    return {
+        "daemon": "running" if daemon["alive"] else "not running",
+        "queue": spool.counts(),
+        "current_job": daemon.get("job_id") if daemon["alive"] else None,
+        "stage": daemon.get("stage") if daemon["alive"] else None,
+        "vram": {k: vram[k] for k in SEED_FIELDS},
+        "models": daemon.get("models", {}) if daemon["alive"] else {},
+    }
+
+
+def render_status(out: dict[str, Any], spool_root: Path) -> str:
+    lines = [
+        f"daemon:  {out['daemon']}  (spool {spool_root})",
+        "queue:   " + "  ".join(f"{k} {v}" for k, v in out["queue"].items()),
+        f"job:     {out['current_job'] or '-'}" + (f" ({out['stage']})" if out["stage"] else ""),
+        "vram:    " + "  ".join(f"{k}={v}" for k, v in out["vram"].items()),
+    ]
+    for key, view in out["models"].items():
+        lines.append(
+            f"model:   {key}: {view['tier']} ({view['device_bytes'] + view['host_bytes']} B, "
+            f"{view['loads']} loads, {view['promotes']} promotes)"
+        )
+    return "\n".join(lines)
