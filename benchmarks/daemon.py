@@ -125,10 +125,15 @@ def throughput(jobs: int) -> tuple[float, float]:
     return jobs / wall, jobs / span
 
 
-def idle_cost(seconds: float) -> tuple[float, float]:
+def idle_cost(seconds: float, mode: str = "inotify", clutter: int = 0) -> tuple[float, float]:
+    """CPU % and peak RSS of an idle daemon; `clutter` unrelated files lie in its inbox
+    (a NAS share collects thumbnails, editor backups, recordings)."""
     with tempfile.TemporaryDirectory() as tmp:
         spool = Path(tmp) / "spool"
-        proc = start(spool, VOICEDROP_WATCHER__MODE="inotify")
+        (spool / "inbox").mkdir(parents=True)
+        for i in range(clutter):
+            (spool / "inbox" / f"take-{i:05}.wav.partial").write_bytes(b"x")
+        proc = start(spool, VOICEDROP_WATCHER__MODE=mode)
         try:
             ticks = os.sysconf("SC_CLK_TCK")
 
@@ -176,10 +181,12 @@ def main() -> None:
         f"throughput    noop     n={args.jobs}  {steady:6.1f} jobs/s steady "
         f"({overall:.1f} jobs/s including start-up)"
     )
-    cpu, rss = idle_cost(args.idle_seconds)
-    print(
-        f"idle          inotify  {args.idle_seconds:.0f} s  CPU {cpu:.3f} %  peak RSS {rss:.1f} MB"
-    )
+    for mode, clutter in (("inotify", 0), ("polling", 0), ("polling", 5000)):
+        cpu, rss = idle_cost(args.idle_seconds, mode, clutter)
+        print(
+            f"idle          {mode:8s} {args.idle_seconds:.0f} s, {clutter:4d} other files in the "
+            f"inbox  CPU {cpu:.3f} %  peak RSS {rss:.1f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from typing import Any
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers.polling import PollingObserver
 
 from voicedrop.config import Watcher as WatcherSettings
+from voicedrop.daemon.poller import InboxPoller
 from voicedrop.daemon.spool import InboxFile, is_candidate
 from voicedrop.daemon.wakeup import Waker
 
@@ -101,18 +101,15 @@ class StabilityGate:
 
 
 class _Handler(FileSystemEventHandler):
-    """Wakes the loop on any change; hints 'complete' only for real kernel events.
+    """inotify events: wake the loop on any change, hint 'complete' on a close or a move in.
 
-    A polling observer sees no closes, and its 'moves' are guesses from inode
-    numbers, which the filesystem reuses: a new file written into a freed inode
-    would look 'moved in' (complete) while still being written. So in polling
-    mode every file waits out the stability delay.
+    Polling (poller.py) gives no such hints: a poller sees no closes, so there every
+    file waits out the stability delay.
     """
 
-    def __init__(self, gate: StabilityGate, wake: Waker, *, hints: bool, inbox: str) -> None:
+    def __init__(self, gate: StabilityGate, wake: Waker, *, inbox: str) -> None:
         self.gate = gate
         self.wake = wake
-        self.hints = hints
         self.inbox = inbox
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -123,7 +120,7 @@ class _Handler(FileSystemEventHandler):
         path = str(event.dest_path if event.event_type == "moved" else event.src_path)
         if not is_candidate(os.path.basename(path)):
             return
-        if self.hints and event.event_type in ("closed", "moved"):
+        if event.event_type in ("closed", "moved"):
             self.gate.hint_complete(path)
         if event.event_type in ("closed", "moved", "created", "modified"):
             self.wake.set()
@@ -178,17 +175,17 @@ class Watcher:
         mode, why = self._choose()
         if mode == "inotify":
             try:
-                self._observer = self._start(self._inotify_factory(), hints=True)
+                self._observer = self._start(self._inotify_factory())
             except OSError as exc:
                 mode, why = "polling", f"inotify could not be set up ({exc})"
         if mode == "polling":
-            poller = PollingObserver(timeout=self.settings.poll_interval_s)
-            self._observer = self._start(poller, hints=False)
+            self._observer = InboxPoller(self.inbox, self.settings.poll_interval_s, self.wake)
+            self._observer.start()
         self.mode = mode
         log.info("watcher.started", mode=mode, reason=why, inbox=str(self.inbox))
 
-    def _start(self, observer: Any, *, hints: bool) -> Any:
-        handler = _Handler(self.gate, self.wake, hints=hints, inbox=str(self.inbox))
+    def _start(self, observer: Any) -> Any:
+        handler = _Handler(self.gate, self.wake, inbox=str(self.inbox))
         observer.schedule(handler, str(self.inbox), recursive=False)
         observer.start()
         return observer
