@@ -174,6 +174,8 @@ def parse_manifest(raw: bytes, *, max_bytes: int, max_text_chars: int) -> Manife
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"malformed JSON: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise ManifestError("malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ManifestError("a manifest must be a JSON object")
     try:

@@ -172,3 +172,15 @@ def test_f5_transcribes_a_reference_without_text_with_the_local_asr(make_runner,
     moves = [(e.event, e.key) for e in outcome.events]
     assert ("load", "asr") in moves and ("demote", "asr") in moves  # its own residency key
     assert runner.manager.resident_keys("device") == set()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"RIFF\x24\x00\x00\x00WAVEfmt garbage that lies about being a WAV file", b"\x00" * 64],
+)
+def test_a_reference_that_is_not_audio_fails_naming_the_voice(make_runner, tmp_path, content):
+    ref = tmp_path / "ref.wav"
+    ref.write_bytes(content)
+    outcome = make_runner().run({"text": TEXT, "tts": {"engine": "xtts", "voice": "ref.wav"}}, ref)
+    assert outcome.error is not None and outcome.error.field == "tts.voice"
+    assert "not readable audio" in outcome.error.message

@@ -127,6 +127,7 @@ BAD_CASES = {
         "not UTF-8",
     ),
     "huge": (json.dumps(hello(text="x" * 70000)).encode(), None, "the limit is 65536"),
+    "deep": (b'{"text": ' + b"[" * 20000 + b"]" * 20000 + b"}", None, "nested too deeply"),
 }
 
 

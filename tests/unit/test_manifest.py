@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voicedrop.errors import ManifestError
 from voicedrop.manifest import parse_manifest, schema
@@ -168,3 +170,42 @@ def test_text_an_engine_cannot_say_is_refused_naming_the_field(data, field, frag
 def test_tabs_and_newlines_are_speakable():
     raw = json.dumps({"text": "One.\n\tTwo.\r\n", "tts": {"engine": "espeak"}}).encode()
     assert parse_manifest(raw, max_bytes=65536, max_text_chars=5000).text == "One.\n\tTwo.\r\n"
+
+
+# ---- property: whatever arrives, the parser answers with a ManifestError or a Manifest ----
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+near_manifests = st.fixed_dictionaries(
+    {},
+    optional={
+        "text": json_values,
+        "segments": json_values,
+        "tts": st.fixed_dictionaries(
+            {}, optional={"engine": json_values, "voice": json_values, "language": json_values}
+        )
+        | json_values,
+        "convert": json_values,
+        "output": json_values,
+        "id": json_values,
+        "version": json_values,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300) | near_manifests.map(lambda d: json.dumps(d).encode()))
+def test_no_input_raises_anything_but_a_manifest_error(raw):
+    try:
+        manifest = parse_manifest(raw, max_bytes=65536, max_text_chars=5000)
+    except ManifestError as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        assert exc.kind == "permanent"
+    else:
+        assert manifest.items()  # a manifest that parses has something to say

@@ -183,3 +183,55 @@ def test_counts(spool):
     put(spool, ".c.json")
     claim(spool, "a.json")
     assert spool.counts() == {"inbox": 1, "work": 1, "outbox": 0, "failed": 0}
+
+
+def _hard_link(s, t):
+    os.link(t, s.inbox / "linked.wav")
+
+
+def _fifo(s, t):
+    os.mkfifo(s.inbox / "pipe.wav")
+
+
+@pytest.mark.parametrize(
+    "setup, ref, fragment",
+    [
+        (lambda s, t: None, "~/secret.wav", "not found"),  # '~' is just a name here
+        (_hard_link, "linked.wav", "other hard links"),
+        (_fifo, "pipe.wav", "not a regular file"),
+    ],
+)
+def test_copy_input_refuses_hostile_files(spool, tmp_path, setup, ref, fragment):
+    secret = tmp_path / "secret.wav"  # outside the spool
+    secret.write_bytes(b"secret")
+    setup(spool, secret)
+    put(spool, "j.json")
+    job = claim(spool, "j.json")
+    with pytest.raises(ManifestError, match=fragment) as err:
+        spool.copy_input(job, ref, 100)
+    assert err.value.field == "tts.voice"
+    assert not (job.dir / "inputs").exists()
+
+
+def test_a_symlink_swapped_in_after_the_check_is_not_followed(spool, tmp_path, monkeypatch):
+    import voicedrop.daemon.spool as spool_module
+
+    secret = tmp_path / "secret.wav"
+    secret.write_bytes(b"secret")
+    (spool.inbox / "refs").mkdir()
+    (spool.inbox / "refs" / "alice.wav").write_bytes(b"voice")
+    checked = spool_module.checked_reference
+
+    def check_then_swap(root, relative, max_bytes):
+        path = checked(root, relative, max_bytes)  # passes: a regular file
+        (root / "refs").rename(root / "refs-old")  # ... then the folder becomes a link out
+        (root / "refs").symlink_to(tmp_path, target_is_directory=True)
+        (tmp_path / "alice.wav").write_bytes(b"secret")
+        return path
+
+    monkeypatch.setattr(spool_module, "checked_reference", check_then_swap)
+    put(spool, "j.json")
+    job = claim(spool, "j.json")
+    with pytest.raises(ManifestError, match="changed while it was being taken"):
+        spool.copy_input(job, "refs/alice.wav", 100)
+    assert not (job.dir / "inputs").exists()

@@ -82,6 +82,42 @@ def checked_reference(root: Path, relative: str, max_bytes: int) -> Path:
     return current
 
 
+def _open_beneath(root: Path, parts: tuple[str, ...]) -> int:
+    """Open root/parts... for reading, following no symlink on the way (openat walk)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, flags | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+    except OSError as exc:
+        raise ManifestError(
+            f"reference changed while it was being taken ({exc.strerror}); refused",
+            field="tts.voice",
+        ) from None
+    finally:
+        os.close(fd)
+
+
+def _check_opened(relative: str, st: os.stat_result, max_bytes: int) -> None:
+    """What was opened is a regular file of allowed size with no other hard links (a
+    link to a file elsewhere would carry that file's content into the job)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise ManifestError(f"reference '{relative}' is not a regular file", field="tts.voice")
+    if st.st_nlink > 1:
+        raise ManifestError(
+            f"reference '{relative}' has other hard links; copy the file instead",
+            field="tts.voice",
+        )
+    if st.st_size > max_bytes:
+        raise ManifestError(
+            f"reference '{relative}' is {st.st_size} bytes; the limit is {max_bytes}",
+            field="tts.voice",
+        )
+
+
 @dataclass(frozen=True)
 class InboxFile:
     path: Path
@@ -244,13 +280,19 @@ class Spool:
             job_dir.rmdir()
 
     def copy_input(self, job: ClaimedJob, relative: str, max_bytes: int) -> Path:
-        """Copy a file the manifest references from the inbox; refuse any escape."""
+        """Copy a file the manifest references from the inbox; refuse any escape.
+
+        The checks are made again on what is actually opened: each path component is
+        opened relative to the one before with O_NOFOLLOW, so a symlink swapped in
+        after checked_reference looked cannot lead the copy out of the inbox."""
         source = checked_reference(self.inbox, relative, max_bytes)
         target = job.dir / "inputs" / source.name
-        target.parent.mkdir(exist_ok=True)
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as src, target.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
+        fd = _open_beneath(self.inbox, source.relative_to(self.inbox).parts)
+        with os.fdopen(fd, "rb") as src:
+            _check_opened(relative, os.fstat(src.fileno()), max_bytes)
+            target.parent.mkdir(exist_ok=True)
+            with target.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
         return target
 
     # ---- commit --------------------------------------------------------------------
