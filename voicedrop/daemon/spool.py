@@ -266,6 +266,9 @@ class Spool:
         return self.pending()
 
     def _recover_one(self, job_dir: Path) -> None:
+        for folder in (job_dir, job_dir / "out"):  # half-written files of a killed daemon
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         job = self._read_job(job_dir)
         if (self.outbox / job.job_id).exists() or (self.failed / job.job_id).exists():
             shutil.rmtree(job_dir)
