@@ -41,19 +41,26 @@ _Callback = ctypes.CFUNCTYPE(
 )
 
 
-class EspeakSynth:
-    """An initialised libespeak-ng: the engine's 'model' (it owns no tensors)."""
+class _Libespeak:
+    """libespeak-ng, initialised once per process, with one synth callback for life.
+
+    The C library keeps process-global state and calls back through the last pointer
+    it was given. Initialising it again per model, and letting an earlier instance's
+    ctypes callback be freed, crashed the whole process (a segfault, seen in CI after
+    many services in one test run). So there is one instance per library path, and
+    its callback collects into whatever list the current call provides.
+    """
 
     def __init__(self, library: str, data: str) -> None:
-        self._lib = ctypes.CDLL(library)
-        self._lib.espeak_Initialize.restype = ctypes.c_int
-        self._lib.espeak_Initialize.argtypes = [
+        self.lib = ctypes.CDLL(library)
+        self.lib.espeak_Initialize.restype = ctypes.c_int
+        self.lib.espeak_Initialize.argtypes = [
             ctypes.c_int,
             ctypes.c_int,
             ctypes.c_char_p,
             ctypes.c_int,
         ]
-        self._lib.espeak_Synth.argtypes = [
+        self.lib.espeak_Synth.argtypes = [
             ctypes.c_char_p,
             ctypes.c_size_t,
             ctypes.c_uint,
@@ -63,32 +70,50 @@ class EspeakSynth:
             ctypes.c_void_p,
             ctypes.c_void_p,
         ]
-        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.sample_rate = self._lib.espeak_Initialize(_SYNCHRONOUS, 0, data.encode(), 0)
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.sample_rate = self.lib.espeak_Initialize(_SYNCHRONOUS, 0, data.encode(), 0)
         if self.sample_rate <= 0:
             raise StageError(f"libespeak-ng failed to initialise with data at {data}")
-        self._chunks: list[np.ndarray[Any, np.dtype[np.int16]]] = []
-        self._callback = _Callback(self._collect)  # keep a reference: C holds the pointer
-        self._lib.espeak_SetSynthCallback(self._callback)
+        self.sink: list[np.ndarray[Any, np.dtype[np.int16]]] = []
+        self.callback = _Callback(self._collect)  # lives as long as the process
+        self.lib.espeak_SetSynthCallback(self.callback)
 
     def _collect(self, wav: Any, count: int, _events: Any) -> int:
         if wav and count > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            self.sink.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
         return 0
 
+
+_LIBRARIES: dict[str, _Libespeak] = {}  # the C library's own process-global state, mirrored
+
+
+def _libespeak(library: str, data: str) -> _Libespeak:
+    if library not in _LIBRARIES:
+        _LIBRARIES[library] = _Libespeak(library, data)
+    return _LIBRARIES[library]
+
+
+class EspeakSynth:
+    """The engine's 'model': a handle on the process's libespeak-ng (it owns no tensors)."""
+
+    def __init__(self, library: str, data: str) -> None:
+        self._espeak = _libespeak(library, data)
+        self.sample_rate = self._espeak.sample_rate
+
     def speak(self, text: str, voice: str, rate: int, pitch: int) -> Audio:
-        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        lib = self._espeak.lib
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise StageError(f"espeak-ng has no voice '{voice}'", code="unknown_voice")
-        self._lib.espeak_SetParameter(_RATE, rate, 0)
-        self._lib.espeak_SetParameter(_PITCH, pitch, 0)
-        self._chunks = []
+        lib.espeak_SetParameter(_RATE, rate, 0)
+        lib.espeak_SetParameter(_PITCH, pitch, 0)
+        chunks: list[np.ndarray[Any, np.dtype[np.int16]]] = []
+        self._espeak.sink = chunks
         data = text.encode("utf-8")
-        status = self._lib.espeak_Synth(
-            data, len(data) + 1, 0, 1, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
-        )
+        status = lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
         if status != 0:
             raise StageError(f"espeak-ng synthesis failed with status {status}")
-        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
         return from_int16(samples, self.sample_rate)
 
 
