@@ -9,13 +9,12 @@ Subfolders (refs/, .incoming/) are never walked.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import structlog
 
-from voicedrop.daemon.spool import is_candidate
+from voicedrop.daemon.spool import list_candidates
 from voicedrop.daemon.wakeup import Waker
 
 log = structlog.get_logger(__name__)
@@ -24,20 +23,8 @@ Snapshot = frozenset[tuple[str, int, int]] | None
 
 def snapshot(inbox: Path) -> Snapshot:
     """(name, size, mtime) of each candidate manifest; None when the inbox is gone."""
-    found = set()
-    try:
-        with os.scandir(inbox) as entries:
-            for entry in entries:
-                if not is_candidate(entry.name):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # taken between the listing and the stat
-                found.add((entry.name, st.st_size, st.st_mtime_ns))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return frozenset(found)
+    found = list_candidates(inbox)
+    return None if found is None else frozenset((f.path.name, f.size, f.mtime_ns) for f in found)
 
 
 class InboxPoller:

@@ -125,6 +125,25 @@ class InboxFile:
     mtime_ns: int
 
 
+def list_candidates(inbox: Path) -> list[InboxFile] | None:
+    """The inbox's would-be manifests (names filtered before any stat); None if it is gone."""
+    found = []
+    try:
+        entries = list(os.scandir(inbox))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for entry in entries:
+        if not is_candidate(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # taken between the listing and the stat
+        if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            found.append(InboxFile(Path(entry.path), st.st_size, st.st_mtime_ns))
+    return found
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     job_id: str
@@ -164,20 +183,7 @@ class Spool:
 
     def scan_inbox(self) -> list[InboxFile]:
         """Candidate manifests, oldest first; the listing is the truth, events are hints."""
-        found = []
-        try:
-            entries = list(os.scandir(self.inbox))
-        except FileNotFoundError:
-            return []
-        for entry in entries:
-            if not is_candidate(entry.name):
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                found.append(InboxFile(Path(entry.path), st.st_size, st.st_mtime_ns))
+        found = list_candidates(self.inbox) or []
         return sorted(found, key=lambda f: (f.mtime_ns, f.path.name))
 
     def _new_job_id(self, source: str) -> str:
