@@ -45,6 +45,7 @@ class Watcher(_Section):
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
     scan_interval_s: float = Field(30.0, gt=0, le=86400)
     stable_delay_s: float = Field(2.0, ge=0, le=3600)
+    reference_wait_s: float = Field(60.0, ge=0, le=86400)
 
 
 class Scheduler(_Section):

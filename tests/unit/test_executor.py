@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -133,6 +134,7 @@ BAD_CASES = {
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_bad_input_fails_with_a_report_naming_the_field(service, case):
+    service.executor.wall = lambda: time.time() + 3600  # a missing reference waits no more
     data, field, fragment = BAD_CASES[case]
     drop(service.spool.inbox, "bystander.json.partial", b"untouched")
     drop(service.spool.inbox, f"{case}.json", data)
@@ -540,3 +542,35 @@ def test_a_new_stage_reaches_the_status_file_at_once(service):
     assert json.loads(status.read_text())["stage"] == "tts 1/10"
     service.publish({"stage": "post"})
     assert json.loads(status.read_text())["stage"] == "post"
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_manifest_waits_for_a_reference_that_arrives_after_it(service):
+    """A folder copied onto a share may land its .json before its .wav: not taken early."""
+    service.executor.wall = wall = Wall()
+    tts = {"engine": "noop", "voice": "refs/late.wav"}
+    drop(service.spool.inbox, "j.json", {"text": "x", "tts": tts})
+    assert service.executor.step() is None, "taken before its reference arrived"
+    assert (service.spool.inbox / "j.json").exists()
+    (service.spool.inbox / "refs").mkdir()
+    sf.write(str(service.spool.inbox / "refs" / "late.wav"), [0.0] * 2205, 22050)
+    wall.now += 1
+    [report] = run_all(service)
+    assert report.status == "done" and report.attempt == 1
+
+
+def test_a_reference_that_never_arrives_fails_after_the_wait(service):
+    service.executor.wall = wall = Wall()
+    drop(service.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "noop", "voice": "x.wav"}})
+    assert service.executor.step() is None
+    wall.now += service.settings.watcher.reference_wait_s + 1
+    [report] = run_all(service)
+    assert report.status == "failed" and report.error.field == "tts.voice"
+    assert "not found" in report.error.message

@@ -34,6 +34,12 @@ AFFINITY_WINDOW = 16
 MAX_BACKOFF_S = 60.0
 
 
+@dataclass(frozen=True)
+class _Peek:
+    keys: set[str]
+    reference: str | None
+
+
 @dataclass
 class Executor:
     settings: Settings
@@ -48,7 +54,7 @@ class Executor:
     _deferred: list[tuple[float, ClaimedJob]] = field(default_factory=list)
     _history: dict[str, list[ErrorInfo]] = field(default_factory=dict)
     _ready: list[InboxFile] = field(default_factory=list)
-    _keys: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+    _peeks: dict[tuple[str, int], _Peek] = field(default_factory=dict)
     rescan: bool = True
     retry_s: float = 5.0  # the first wait after a spool error; doubled up to MAX_BACKOFF_S
     ran: dict[str, int] = field(default_factory=dict)  # reports committed by this run, by status
@@ -118,9 +124,9 @@ class Executor:
             if once and not self.gate.waiting() and not self._deferred and not self._recover_at:
                 return
             timeout = 0.1 if self.gate.waiting() else self.settings.watcher.scan_interval_s
-            due = [t for t in (self._recover_at, self._deferred[0][0] if self._deferred else None)]
-            for at in (t for t in due if t is not None):
-                timeout = min(timeout, max(0.0, at - self.clock()))
+            for at in (self._recover_at, self._deferred[0][0] if self._deferred else None):
+                if at is not None:
+                    timeout = min(timeout, max(0.0, at - self.clock()))
             wake.wait(min(timeout, max_wait_s or timeout))
 
     def _next(self) -> ClaimedJob | None:
@@ -154,14 +160,28 @@ class Executor:
         """List the inbox and note which files are complete; return how many are."""
         self.rescan = False
         listing = self.spool.scan_inbox()
-        self._ready = self.gate.ready(listing, self.clock(), self.wall())
+        ready = self.gate.ready(listing, self.clock(), self.wall())
+        self._ready = [f for f in ready if not self._awaits_reference(f)]
         return len(self._ready)
 
+    def _awaits_reference(self, item: InboxFile) -> bool:
+        """A manifest whose reference recording is not there yet is left in the inbox, up to
+        reference_wait_s after it was written: a folder copied onto a share often lands its
+        .json before its .wav. After that it is taken, and fails naming the reference."""
+        ref = self._peek(item).reference
+        if ref is None or os.path.lexists(self.spool.inbox / ref):
+            return False
+        return self.wall() - item.mtime_ns / 1e9 < self.settings.watcher.reference_wait_s
+
     def _peek_keys(self, item: InboxFile) -> set[str]:
-        """The model keys a queued manifest would use, as its engines say; unreadable → none."""
+        return self._peek(item).keys
+
+    def _peek(self, item: InboxFile) -> _Peek:
+        """What the queue needs to know of a manifest before claiming it: the model keys its
+        engines would use (affinity) and its reference path; unreadable → nothing."""
         cache_key = (str(item.path), item.mtime_ns)
-        if cache_key not in self._keys:
-            keys: set[str] = set()
+        if cache_key not in self._peeks:
+            peek = _Peek(set(), None)
             limit = self.settings.limits
             try:
                 if item.size <= limit.max_manifest_bytes:
@@ -170,11 +190,11 @@ class Executor:
                         max_bytes=limit.max_manifest_bytes,
                         max_text_chars=limit.max_text_chars,
                     )
-                    keys = self.runner.model_keys(manifest)
+                    peek = _Peek(self.runner.model_keys(manifest), manifest.tts.reference_path)
             except (OSError, ManifestError):
                 pass
-            self._keys = {cache_key: keys, **dict(list(self._keys.items())[-255:])}
-        return self._keys[cache_key]
+            self._peeks = {cache_key: peek, **dict(list(self._peeks.items())[-255:])}
+        return self._peeks[cache_key]
 
     # ---- one job -------------------------------------------------------------------
 
