@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from voicedrop.config import Settings
-from voicedrop.daemon.spool import SUBMIT_REFS, Spool, checked_reference, job_stem
+from voicedrop.daemon.references import checked_reference
+from voicedrop.daemon.spool import SUBMIT_REFS, Spool, job_stem
 from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.manifest import Manifest, parse_manifest
 from voicedrop.pipeline.engines import Engines

@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.errors import ManifestError
+from voicedrop.daemon.references import check_opened, checked_reference, open_beneath
 from voicedrop.fsutil import fsync_dir, write_atomic
 
 log = structlog.get_logger(__name__)
@@ -51,71 +51,6 @@ def display_name(name: str) -> str:
 def job_stem(source: str) -> str:
     """The job id an inbox file name gets (a suffix -2, -3 … is added on collision)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem)[:80].strip("._") or "job"
-
-
-def checked_reference(root: Path, relative: str, max_bytes: int) -> Path:
-    """The regular file `relative` names under `root`: no absolute path, no '..',
-    no symlink anywhere on the way, not over `max_bytes`. Else a ManifestError."""
-    rel = Path(relative.replace("\\", "/"))
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise ManifestError("reference path must stay inside the inbox", field="tts.voice")
-    current = root
-    for part in rel.parts:
-        current = current / part
-        try:
-            st = current.lstat()
-        except FileNotFoundError:
-            raise ManifestError(
-                f"reference file '{relative}' not found next to the manifest", field="tts.voice"
-            ) from None
-        if stat.S_ISLNK(st.st_mode):
-            raise ManifestError(
-                f"reference '{relative}' is a symlink; symlinks are refused", field="tts.voice"
-            )
-    if not stat.S_ISREG(st.st_mode):
-        raise ManifestError(f"reference '{relative}' is not a regular file", field="tts.voice")
-    if st.st_size > max_bytes:
-        raise ManifestError(
-            f"reference '{relative}' is {st.st_size} bytes; the limit is {max_bytes}",
-            field="tts.voice",
-        )
-    return current
-
-
-def _open_beneath(root: Path, parts: tuple[str, ...]) -> int:
-    """Open root/parts... for reading, following no symlink on the way (openat walk)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(root, flags | os.O_DIRECTORY)
-    try:
-        for part in parts[:-1]:
-            child = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        return os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
-    except OSError as exc:
-        raise ManifestError(
-            f"reference changed while it was being taken ({exc.strerror}); refused",
-            field="tts.voice",
-        ) from None
-    finally:
-        os.close(fd)
-
-
-def _check_opened(relative: str, st: os.stat_result, max_bytes: int) -> None:
-    """What was opened is a regular file of allowed size with no other hard links (a
-    link to a file elsewhere would carry that file's content into the job)."""
-    if not stat.S_ISREG(st.st_mode):
-        raise ManifestError(f"reference '{relative}' is not a regular file", field="tts.voice")
-    if st.st_nlink > 1:
-        raise ManifestError(
-            f"reference '{relative}' has other hard links; copy the file instead",
-            field="tts.voice",
-        )
-    if st.st_size > max_bytes:
-        raise ManifestError(
-            f"reference '{relative}' is {st.st_size} bytes; the limit is {max_bytes}",
-            field="tts.voice",
-        )
 
 
 @dataclass(frozen=True)
@@ -296,9 +231,9 @@ class Spool:
         after checked_reference looked cannot lead the copy out of the inbox."""
         source = checked_reference(self.inbox, relative, max_bytes)
         target = job.dir / "inputs" / source.name
-        fd = _open_beneath(self.inbox, source.relative_to(self.inbox).parts)
+        fd = open_beneath(self.inbox, source.relative_to(self.inbox).parts)
         with os.fdopen(fd, "rb") as src:
-            _check_opened(relative, os.fstat(src.fileno()), max_bytes)
+            check_opened(relative, os.fstat(src.fileno()), max_bytes)
             target.parent.mkdir(exist_ok=True)
             with target.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
