@@ -58,8 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(schema(), indent=2))
         return 0
+    overrides = {"spool": args.spool} if args.spool else {}
     try:
-        settings = load_settings(args.config, overrides={"spool": args.spool} if args.spool else {})
+        settings = load_settings(args.config, overrides=overrides)
+    except ConfigError as exc:
+        if args.command != "status":
+            print(f"voicedrop: {exc.message}", file=sys.stderr)
+            return 2
+        # status must answer even when the configuration is broken: say so, and look at
+        # the spool that the environment or the command line names
+        print(f"voicedrop: warning: {exc.message}", file=sys.stderr)
+        where = {
+            k: v for k, v in os.environ.items() if k in ("VOICEDROP_SPOOL", "VOICEDROP_STATE_DIR")
+        }
+        settings = load_settings(None, env=where, overrides=overrides)
+    try:
         handler = {
             "run": _run,
             "submit": _submit,

@@ -29,3 +29,14 @@ def test_submit_checks_like_the_daemon_and_says_why(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "tts.engine: unknown engine 'nope'" in err
     assert not list((tmp_path / "spool" / "inbox").glob("*.json")), "a bad manifest was dropped"
+
+
+def test_status_answers_even_with_a_broken_configuration(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VOICEDROP_SPOOL", str(tmp_path / "spool"))
+    monkeypatch.setenv("VOICEDROP_TYPO", "1")  # one stray variable stops every other command
+    assert main(["validate", str(tmp_path / "x.json")]) == 2
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "warning" in captured.err and "VOICEDROP_TYPO" in captured.err
+    assert json.loads(captured.out)["daemon"] == "not running"
