@@ -19,25 +19,20 @@ from typing import Any
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.daemon.outcome import build_report
+from voicedrop.daemon.outcome import build_report, minimal_report
+from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.scheduler import Scheduler
-from voicedrop.daemon.spool import SUBMIT_REFS, ClaimedJob, InboxFile, Spool, display_name
+from voicedrop.daemon.spool import SUBMIT_REFS, ClaimedJob, InboxFile, Spool
 from voicedrop.daemon.wakeup import Waker
 from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.errors import ManifestError, PermanentError, job_error
 from voicedrop.manifest import Manifest, parse_manifest
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
-from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
+from voicedrop.report import ErrorInfo, JobReport
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16
 MAX_BACKOFF_S = 60.0
-
-
-@dataclass(frozen=True)
-class _Peek:
-    keys: set[str]
-    reference: str | None
 
 
 @dataclass
@@ -54,12 +49,15 @@ class Executor:
     _deferred: list[tuple[float, ClaimedJob]] = field(default_factory=list)
     _history: dict[str, list[ErrorInfo]] = field(default_factory=dict)
     _ready: list[InboxFile] = field(default_factory=list)
-    _peeks: dict[tuple[str, int], _Peek] = field(default_factory=dict)
     rescan: bool = True
+    peek: ManifestPeek = field(init=False)
     retry_s: float = 5.0  # the first wait after a spool error; doubled up to MAX_BACKOFF_S
     ran: dict[str, int] = field(default_factory=dict)  # reports committed by this run, by status
     _recover_at: float | None = None  # set while the spool is in trouble: when to try again
     _backoff: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.peek = ManifestPeek(self)
 
     def start(self) -> None:
         self.spool.ensure()
@@ -148,7 +146,7 @@ class Executor:
             manager = self.runner.manager
             resident = manager.resident_keys() if self.settings.scheduler.affinity else set()
             item = self.scheduler.pick(
-                self._ready[:AFFINITY_WINDOW], lambda f: f.path.name, self._peek_keys, resident
+                self._ready[:AFFINITY_WINDOW], lambda f: f.path.name, self.peek.keys, resident
             )
             assert item is not None
             self._ready.remove(item)
@@ -161,40 +159,8 @@ class Executor:
         self.rescan = False
         listing = self.spool.scan_inbox()
         ready = self.gate.ready(listing, self.clock(), self.wall())
-        self._ready = [f for f in ready if not self._awaits_reference(f)]
+        self._ready = [f for f in ready if not self.peek.awaits_reference(f, self.wall())]
         return len(self._ready)
-
-    def _awaits_reference(self, item: InboxFile) -> bool:
-        """A manifest whose reference recording is not there yet is left in the inbox, up to
-        reference_wait_s after it was written: a folder copied onto a share often lands its
-        .json before its .wav. After that it is taken, and fails naming the reference."""
-        ref = self._peek(item).reference
-        if ref is None or os.path.lexists(self.spool.inbox / ref):
-            return False
-        return self.wall() - item.mtime_ns / 1e9 < self.settings.watcher.reference_wait_s
-
-    def _peek_keys(self, item: InboxFile) -> set[str]:
-        return self._peek(item).keys
-
-    def _peek(self, item: InboxFile) -> _Peek:
-        """What the queue needs to know of a manifest before claiming it: the model keys its
-        engines would use (affinity) and its reference path; unreadable → nothing."""
-        cache_key = (str(item.path), item.mtime_ns)
-        if cache_key not in self._peeks:
-            peek = _Peek(set(), None)
-            limit = self.settings.limits
-            try:
-                if item.size <= limit.max_manifest_bytes:
-                    manifest = parse_manifest(
-                        item.path.read_bytes(),
-                        max_bytes=limit.max_manifest_bytes,
-                        max_text_chars=limit.max_text_chars,
-                    )
-                    peek = _Peek(self.runner.model_keys(manifest), manifest.tts.reference_path)
-            except (OSError, ManifestError):
-                pass
-            self._peeks = {cache_key: peek, **dict(list(self._peeks.items())[-255:])}
-        return self._peeks[cache_key]
 
     # ---- one job -------------------------------------------------------------------
 
@@ -240,20 +206,7 @@ class Executor:
             return report
         except Exception as exc:
             log.exception("job.report_failed")
-            vram = self.runner.manager.get_vram_usage()
-            return JobReport(
-                job_id=job.job_id,
-                status="failed",
-                source=job.source,
-                attempt=job.attempts,
-                error=ErrorInfo(
-                    code="internal_error",
-                    message=display_name(f"the report could not be built: {exc!r}")[:2000],
-                    kind="permanent",
-                ),
-                previous_errors=previous,
-                vram=VramSnapshot.model_validate({"before": vram, "after": vram}),
-            )
+            return minimal_report(job, exc, previous, self.runner.manager.get_vram_usage())
 
     def _retry_later(self, job: ClaimedJob, report: JobReport) -> bool:
         """Keep a transiently failed job in work/ for another attempt, if it has one left.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from voicedrop.daemon.spool import ClaimedJob
+from voicedrop.daemon.spool import ClaimedJob, display_name
 from voicedrop.errors import VoicedropError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import Outcome
@@ -42,4 +42,24 @@ def build_report(
         models=out.models,
         outputs=[] if error else out.outputs,
         versions=out.versions,
+    )
+
+
+def minimal_report(
+    job: ClaimedJob, exc: BaseException, previous: list[ErrorInfo], vram: dict[str, Any]
+) -> JobReport:
+    """A failed report with only what cannot fail, for when the full one could not be built
+    or written as JSON: the job still ends, the daemon never loops on it."""
+    return JobReport(
+        job_id=job.job_id,
+        status="failed",
+        source=job.source,
+        attempt=job.attempts,
+        error=ErrorInfo(
+            code="internal_error",
+            message=display_name(f"the report could not be built: {exc!r}")[:2000],
+            kind="permanent",
+        ),
+        previous_errors=previous,
+        vram=VramSnapshot.model_validate({"before": vram, "after": vram}),
     )

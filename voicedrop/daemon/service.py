@@ -23,6 +23,7 @@ import voicedrop
 from voicedrop.config import GB, Settings
 from voicedrop.daemon.executor import Executor
 from voicedrop.daemon.lock import SpoolLock
+from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.sdnotify import Notifier
 from voicedrop.daemon.spool import Spool
@@ -162,6 +163,7 @@ class Service:
         self.manager = build_manager(settings, self.device)
         self.runner = JobRunner(settings, engines, self.manager)
         self.executor.settings, self.executor.runner = settings, self.runner
+        self.executor.peek = ManifestPeek(self.executor)  # keys under the new engines
         self.executor.scheduler = Scheduler(
             affinity=settings.scheduler.affinity, max_skips=settings.scheduler.max_skips
         )
