@@ -118,7 +118,7 @@ class JobRunner:
             ref = manifest.tts.reference_path
             reference = Path(ref) if ref else None
             voice = resolve_voice(manifest, self.settings, reference)
-            keys = set(self._tts_models(manifest, voice))
+            keys = self._tts_models(manifest, voice)
             if manifest.convert is not None:
                 conv = manifest.convert
                 model = self.settings.models[conv.model]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -162,15 +162,7 @@ def resolve_voice(manifest: Manifest, settings: Settings, reference: Path | None
         return VoiceChoice(references=(reference,), reference_text=tts.reference_text)
     if tts.voice is None:
         return VoiceChoice()
-    voice = settings.voices.get(tts.voice)
-    if voice is None or voice.engine != tts.engine:
-        known = ", ".join(n for n, v in sorted(settings.voices.items()) if v.engine == tts.engine)
-        other = f" ('{tts.voice}' is a {voice.engine} voice)" if voice is not None else ""
-        raise ManifestError(
-            f"unknown {tts.engine} voice '{tts.voice}'{other} "
-            f"(known: {known or 'none configured'})",
-            field="tts.voice",
-        )
+    voice = _configured(settings.voices, tts.voice, tts.engine, "voice", "tts.voice")
     refs = tuple(settings.resolve(r) for r in voice.references)
     return VoiceChoice(tts.voice, voice.engine_voice, refs, voice.reference_text)
 
@@ -184,16 +176,29 @@ def check_job(manifest: Manifest, settings: Settings, engines: Engines, voice: V
     if conv is None:
         return
     _engine_known(conv.engine, engines.convert, engines.missing_convert, "convert.engine")
-    model = settings.models.get(conv.model)
-    if model is None or model.engine != conv.engine:
-        known = ", ".join(n for n, m in sorted(settings.models.items()) if m.engine == conv.engine)
-        other = f" ('{conv.model}' is a {model.engine} model)" if model is not None else ""
-        raise ManifestError(
-            f"unknown {conv.engine} model '{conv.model}'{other} "
-            f"(known: {known or 'none configured'})",
-            field="convert.model",
-        )
+    model = _configured(settings.models, conv.model, conv.engine, "model", "convert.model")
     engines.convert[conv.engine].check(ConvertRequest("check", conv.model, model, conv))
+
+
+class _OfEngine(Protocol):
+    engine: str
+
+
+E = TypeVar("E", bound=_OfEngine)
+
+
+def _configured(entries: Mapping[str, E], name: str, engine: str, kind: str, field: str) -> E:
+    """The configured voice or model `name`, if it belongs to `engine`; else an error that
+    lists those that do (and says whose it is, if it belongs to another engine)."""
+    entry = entries.get(name)
+    if entry is None or entry.engine != engine:
+        known = ", ".join(n for n, e in sorted(entries.items()) if e.engine == engine)
+        other = f" ('{name}' is a {entry.engine} {kind})" if entry is not None else ""
+        raise ManifestError(
+            f"unknown {engine} {kind} '{name}'{other} (known: {known or 'none configured'})",
+            field=field,
+        )
+    return entry
 
 
 def _engine_known(

@@ -30,6 +30,7 @@ from voicedrop.pipeline.engines.base import (
     TTSRequest,
     VoiceChoice,
     check_options,
+    installed,
     require_installed,
 )
 from voicedrop.pipeline.engines.common import (
@@ -99,7 +100,7 @@ class F5Engine:
     def _arch(self, arch: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if isinstance(arch, dict):
             return "DiT", dict(arch)
-        if not self._installed():
+        if not installed(F5Engine):
             return "DiT", {}  # checked when the engine is installed
         import yaml
 
@@ -110,12 +111,6 @@ class F5Engine:
             )
         model = yaml.safe_load(shipped.read_text())["model"]
         return str(model["backbone"]), dict(model["arch"])
-
-    @staticmethod
-    def _installed() -> bool:
-        from voicedrop.pipeline.engines.base import installed
-
-        return installed(F5Engine)
 
     def version(self) -> str:
         from importlib.metadata import version
