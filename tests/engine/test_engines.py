@@ -21,31 +21,23 @@ JOBS = {
 }
 
 
-def read(outcome):
+def run(runner, manifest):
+    return runner.run({"text": TEXT, **manifest})
+
+
+def read(runner, outcome):
+    """The audio the runner's latest job wrote (its outcome must be that job's)."""
     assert outcome.error is None, outcome.error.message
     [output] = outcome.outputs
-    audio, rate = sf.read(outcome_path(outcome, output.file))
-    return audio, rate
-
-
-def outcome_path(outcome, name):
-    return OUT[id(outcome)] / name
-
-
-OUT: dict[int, object] = {}
-
-
-def run(runner, manifest):
-    outcome = runner.run({"text": TEXT, **manifest})
-    OUT[id(outcome)] = runner.out / f"job{runner.count}"
-    return outcome
+    return sf.read(runner.out / f"job{runner.count}" / output.file)
 
 
 @pytest.mark.parametrize("engine", sorted(JOBS))
 def test_each_engine_speaks_through_its_real_loader(make_runner, engine):
     manifest, rate = JOBS[engine]
-    outcome = run(make_runner(), manifest)
-    audio, written_rate = read(outcome)
+    runner = make_runner()
+    outcome = run(runner, manifest)
+    audio, written_rate = read(runner, outcome)
     assert written_rate == rate
     seconds = len(audio) / rate
     assert 0.3 < seconds < 30
@@ -65,8 +57,9 @@ def test_f5_loads_its_dit_and_vocoder_as_two_keys(make_runner):
 
 def test_xtts_built_in_speaker_and_a_fixed_seed_repeats_itself(make_runner):
     runner = make_runner(voices={"tiny-builtin": {"engine": "xtts", "engine_voice": SPEAKER}})
-    first = read(run(runner, {"tts": {"engine": "xtts", "voice": "tiny-builtin"}}))[0]
-    again = read(run(runner, {"tts": {"engine": "xtts", "voice": "tiny-builtin"}}))[0]
+    builtin = {"tts": {"engine": "xtts", "voice": "tiny-builtin"}}
+    first = read(runner, run(runner, builtin))[0]
+    again = read(runner, run(runner, builtin))[0]
     np.testing.assert_array_equal(first, again)
 
 
@@ -124,8 +117,9 @@ def test_rvc_pitch_methods_on_arrays(make_runner, method):
     from infer_rvc_python import root_pipe
 
     convert = {"engine": "rvc", "model": RVC_MODEL, "method": method}
-    outcome = run(make_runner(), {"tts": ESPEAK, "convert": convert})
-    audio, rate = read(outcome)
+    runner = make_runner()
+    outcome = run(runner, {"tts": ESPEAK, "convert": convert})
+    audio, rate = read(runner, outcome)
     assert rate == 40000 and np.sqrt(np.mean(audio**2)) > 1e-4
     assert root_pipe.input_audio_path2wav == {}, "harvest audio left in the library's global"
     if method == "rmvpe":
