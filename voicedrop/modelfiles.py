@@ -42,22 +42,28 @@ def sha256_of(path: Path) -> str:
 
 
 class HashCheck:
-    """Checks declared hashes once per file version (path, size, mtime), not per load."""
+    """Hashes a file once per version (path, size, mtime), not per load or per job."""
+
+    REMEMBERED = 256  # job inputs are new files every time: keep only the latest
 
     def __init__(self) -> None:
-        self._verified: set[tuple[str, int, int]] = set()
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def digest(self, path: Path) -> str:
+        st = path.stat()
+        stamp = (str(path), st.st_size, st.st_mtime_ns)
+        if stamp not in self._digests:
+            if len(self._digests) >= self.REMEMBERED:
+                del self._digests[next(iter(self._digests))]
+            self._digests[stamp] = sha256_of(path)
+        return self._digests[stamp]
 
     def verify(self, path: Path, expected: str | None) -> None:
         if expected is None:
             return
-        st = path.stat()
-        stamp = (str(path), st.st_size, st.st_mtime_ns)
-        if stamp in self._verified:
-            return
-        actual = sha256_of(path)
+        actual = self.digest(path)
         if actual.lower() != expected.lower():
             raise ModelFileError(f"{path}: sha256 is {actual}, the configuration says {expected}")
-        self._verified.add(stamp)
 
 
 def require_files(directory: Path, names: Iterable[str]) -> None:

@@ -27,7 +27,6 @@ from voicedrop.modelfiles import (
     ModelFile,
     load_weights,
     require_files,
-    sha256_of,
 )
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines.base import (
@@ -267,7 +266,7 @@ class XttsEngine:
             str(st.st_size),
             str(st.st_mtime_ns),
             f"{cfg.gpt_cond_len}/{cfg.gpt_cond_chunk_len}/{cfg.max_ref_len}",
-            *(sha256_of(r) for r in references),
+            *(self._hashes.digest(r) for r in references),
         ]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
