@@ -39,8 +39,8 @@ demo: $(VENV)/.core
 	@echo "Results: $(DEMO)/outbox/<job>/ (audio + report.json), $(DEMO)/failed/<job>/report.json"
 
 lint: $(VENV)/.engines
-	$(BIN)/ruff check voicedrop tests benchmarks
-	$(BIN)/ruff format --check voicedrop tests benchmarks
+	$(BIN)/ruff check voicedrop tests benchmarks requirements
+	$(BIN)/ruff format --check voicedrop tests benchmarks requirements
 	$(BIN)/mypy
 
 test: lint

@@ -17,7 +17,8 @@ from pathlib import Path
 spec = importlib.util.find_spec("torchaudio")
 if spec is None or spec.origin is None:
     sys.exit(0)
-ok = subprocess.run([sys.executable, "-c", "import torchaudio"], capture_output=True).returncode == 0
+probe = [sys.executable, "-c", "import torchaudio"]
+ok = subprocess.run(probe, capture_output=True).returncode == 0
 if ok:
     sys.exit(0)
 for ext in (Path(spec.origin).parent / "lib").glob("_torchaudio*.so"):

@@ -12,15 +12,21 @@ import zipfile
 from pathlib import Path
 
 wheel, patterns = Path(sys.argv[1]), sys.argv[2:]
+
+
+def dropped(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
 slim = wheel.with_suffix(".slim")
 with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(slim, "w", zipfile.ZIP_DEFLATED) as dst:
     for item in src.infolist():
-        if any(fnmatch.fnmatch(item.filename, p) for p in patterns):
+        if dropped(item.filename):
             continue
         data = src.read(item.filename)
         if item.filename.endswith(".dist-info/RECORD"):
             lines = data.decode().splitlines()
-            keep = [ln for ln in lines if not any(fnmatch.fnmatch(ln.split(",")[0], p) for p in patterns)]
+            keep = [ln for ln in lines if not dropped(ln.split(",")[0])]
             data = ("\n".join(keep) + "\n").encode()
         dst.writestr(item, data)
 slim.replace(wheel)

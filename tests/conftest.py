@@ -16,6 +16,26 @@ from voicedrop.config import GB, Settings, load_settings
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.device import FakeDevice
 
+
+def stress(count: int) -> int:
+    """A count of the reliability suite (rounds, jobs, examples), times `VOICEDROP_STRESS`.
+
+    1 in `make test`; `benchmarks/stress.py --scale N` runs the same tests N times longer.
+    """
+    return count * max(1, int(os.environ.get("VOICEDROP_STRESS", "1")))
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Any:
+    """Record what a reliability test did (`figures(jobs=1000, mode="inotify")`): pytest keeps
+    them as the test's user properties, and `benchmarks/stress.py` prints them."""
+
+    def record(**numbers: object) -> None:
+        request.node.user_properties.extend(numbers.items())
+
+    return record
+
+
 # No test reaches a model hub (the libraries read this when first imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

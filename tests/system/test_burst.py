@@ -8,32 +8,34 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stress
 from tests.system.test_daemon import Daemon
 
 pytestmark = pytest.mark.system
-BURST = 1000
+BURST = stress(1000)
 
 
 @pytest.mark.parametrize("mode", ["inotify", "polling"])
-def test_a_burst_of_manifests_runs_each_exactly_once(tmp_path: Path, mode: str):
+def test_a_burst_of_manifests_runs_each_exactly_once(tmp_path: Path, mode: str, figures):
     spool = tmp_path / "spool"
     daemon = Daemon(spool, VOICEDROP_WATCHER__MODE=mode, VOICEDROP_WATCHER__POLL_INTERVAL_S="0.2")
     try:
         staging = spool / "inbox" / ".incoming"
         manifest = json.dumps({"text": "x", "tts": {"engine": "noop"}})
         for i in range(BURST):  # written elsewhere, then renamed in as fast as we can
-            (staging / f"b{i:04}.partial").write_text(manifest)
+            (staging / f"b{i:06}.partial").write_text(manifest)
         for i in range(BURST):
-            os.rename(staging / f"b{i:04}.partial", spool / "inbox" / f"b{i:04}.json")
+            os.rename(staging / f"b{i:06}.partial", spool / "inbox" / f"b{i:06}.json")
         outbox = spool / "outbox"
-        daemon.wait_for(lambda: len(os.listdir(outbox)) == BURST, "the whole burst", 120)
+        daemon.wait_for(lambda: len(os.listdir(outbox)) == BURST, "the whole burst", stress(120))
     finally:
         assert daemon.stop() == 0
     reports = [json.loads((outbox / d / "report.json").read_text()) for d in os.listdir(outbox)]
-    assert sorted(r["job_id"] for r in reports) == [f"b{i:04}" for i in range(BURST)]
+    assert sorted(r["job_id"] for r in reports) == [f"b{i:06}" for i in range(BURST)]
     assert all(r["status"] == "done" and r["attempt"] == 1 for r in reports)
     assert os.listdir(spool / "failed") == [] and os.listdir(spool / "work") == []
     assert not [n for n in os.listdir(spool / "inbox") if n.endswith(".json")]
+    figures(jobs=BURST, mode=mode)
 
 
 @pytest.mark.parametrize("mode", ["inotify", "polling"])

@@ -14,15 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
+from tests.conftest import stress
 from tests.system.test_daemon import env_for
 
 pytestmark = pytest.mark.system
-ROUNDS = 50
+ROUNDS = stress(50)
 
 
 def drop(spool: Path, name: str, manifest: dict) -> None:
@@ -31,15 +33,16 @@ def drop(spool: Path, name: str, manifest: dict) -> None:
     tmp.rename(spool / "inbox" / f"{name}.json")
 
 
-def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path):
+def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path, figures):
     rng = random.Random(20261127)
     spool = tmp_path / "spool"
     (spool / "inbox" / ".incoming").mkdir(parents=True)
-    dropped = []
+    dropped, failing = [], 0
     for round_ in range(ROUNDS):
         for i in range(3):
-            name = f"r{round_:02}-{i}"
+            name = f"r{round_:03}-{i}"
             if rng.random() < 0.15:  # some jobs fail: their commit goes to failed/
+                failing += 1
                 manifest = {"text": "x", "tts": {"engine": "nope"}}
             else:
                 work = round(rng.uniform(0.0, 0.05), 3)
@@ -60,15 +63,17 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path):
         env=env_for(spool),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=stress(300),
     )
     assert final.returncode == 0, final.stderr[-3000:]
 
     reports: dict[str, list[str]] = {}
+    codes: Counter[str] = Counter()
     for folder in ("outbox", "failed"):
         for job in (spool / folder).iterdir():
             data = json.loads((job / "report.json").read_text())  # whole, valid JSON
             reports.setdefault(data["job_id"], []).append(folder)
+            codes[data["error"]["code"] if data["error"] else data["status"]] += 1
             if folder == "outbox":
                 for out in data["outputs"]:
                     info = sf.info(str(job / out["file"]))  # whole, readable audio
@@ -78,5 +83,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path):
     assert sorted(reports) == sorted(dropped), "a job was lost or appeared from nowhere"
     assert all(len(places) == 1 for places in reports.values()), "a job was reported twice"
     assert list((spool / "work").iterdir()) == []
+    assert codes["manifest_invalid"] == failing, codes  # only the jobs meant to fail failed
+    figures(rounds=ROUNDS, jobs=len(dropped), **codes)
     assert not list(spool.rglob("*.tmp")), "a temp file was left behind"
     assert not list((spool / "inbox").glob("*.json"))

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stress
 from tests.system.test_daemon import Daemon, env_for
 
 pytestmark = pytest.mark.system
-JOBS = 200
+JOBS = stress(200)
 
 
 def second(spool: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,15 +28,15 @@ def second(spool: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_second_daemon_is_refused_and_every_job_runs_exactly_once(tmp_path: Path):
+def test_a_second_daemon_is_refused_and_every_job_runs_exactly_once(tmp_path: Path, figures):
     spool = tmp_path / "spool"
     first = Daemon(spool)
     try:
         for i in range(JOBS):
             job = {"text": "x", "tts": {"engine": "noop", "options": {"work_s": 0.01}}}
-            tmp = spool / "inbox" / ".incoming" / f"j{i:03}.partial"
+            tmp = spool / "inbox" / ".incoming" / f"j{i:06}.partial"
             tmp.write_text(json.dumps(job))
-            tmp.rename(spool / "inbox" / f"j{i:03}.json")
+            tmp.rename(spool / "inbox" / f"j{i:06}.json")
         first.wait_for(lambda: first.status().get("state") == "running", "a running job")
         for args in ((), ("--once",)):
             refused = second(spool, *args)
@@ -43,14 +44,15 @@ def test_a_second_daemon_is_refused_and_every_job_runs_exactly_once(tmp_path: Pa
             assert f"another voicedrop daemon (pid {first.proc.pid})" in refused.stderr
             assert "one daemon per spool" in refused.stderr
         outbox = spool / "outbox"
-        first.wait_for(lambda: len(list(outbox.iterdir())) == JOBS, "all jobs", timeout=120)
+        first.wait_for(lambda: len(list(outbox.iterdir())) == JOBS, "all jobs", timeout=stress(120))
     finally:
         assert first.stop() == 0
     reports = [json.loads((d / "report.json").read_text()) for d in (spool / "outbox").iterdir()]
-    assert sorted(r["job_id"] for r in reports) == [f"j{i:03}" for i in range(JOBS)]
+    assert sorted(r["job_id"] for r in reports) == [f"j{i:06}" for i in range(JOBS)]
     assert all(r["status"] == "done" and r["attempt"] == 1 for r in reports)
     assert list((spool / "work").iterdir()) == []
     assert list((spool / "failed").iterdir()) == []
+    figures(jobs=JOBS, second_daemon_refused=2)
 
 
 def test_the_lock_dies_with_its_holder(tmp_path: Path):

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import stress
 from voicedrop.errors import ManifestError
 from voicedrop.manifest import parse_manifest, schema
 
@@ -199,7 +200,7 @@ near_manifests = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=stress(400), deadline=None)
 @given(st.binary(max_size=300) | near_manifests.map(lambda d: json.dumps(d).encode()))
 def test_no_input_raises_anything_but_a_manifest_error(raw):
     try:

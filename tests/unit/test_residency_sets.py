@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import stress
 from voicedrop.config import GB
 from voicedrop.errors import OutOfMemoryError
 from voicedrop.pipeline.device import FakeDevice, FakeModel, FakeOutOfMemory
@@ -159,7 +160,7 @@ def scenario(draw):
     return weights, working, headroom, capacity, policy, budget, jobs
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=stress(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
 def test_no_sequence_runs_out_of_memory_when_every_stage_fits(case):
     weights, working, headroom, capacity, policy_name, budget, jobs = case
