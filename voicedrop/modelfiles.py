@@ -85,9 +85,7 @@ def load_weights(path: Path, *, mmap: bool = True) -> Any:
 
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
+            return map_safetensors(path)
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except RuntimeError as exc:
@@ -104,6 +102,64 @@ def load_weights(path: Path, *, mmap: bool = True) -> Any:
         raise ModelFileError(f"{path}: missing") from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{path}: unreadable or corrupt checkpoint: {exc}") from None
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
+
+
+def map_safetensors(path: Path) -> dict[str, Any]:
+    """A safetensors file as tensors backed by one private memory map of it: nothing is read
+    until used and nothing is copied (safetensors' `load_file` copies every tensor). The
+    header is checked against the file's size; a tensor whose offset does not suit its
+    element size (the format does not promise alignment) is copied instead."""
+    import torch
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        length = int.from_bytes(fh.read(8), "little")
+        if not 2 <= length <= min(MAX_HEADER, size - 8):
+            raise ModelFileError(f"{path}: not a safetensors file (header length {length})")
+        header = json.loads(fh.read(length))
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: not a safetensors file (header is not an object)")
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    data = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (size,), (1,))  # type: ignore[arg-type]
+    base = 8 + length
+    tensors: dict[str, Any] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = getattr(torch, _SAFETENSORS_DTYPES[entry["dtype"]])
+            shape = [int(n) for n in entry["shape"]]
+            start, end = (base + int(n) for n in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{path}: tensor '{name}' has a malformed header entry") from None
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        count = 1
+        for n in shape:
+            count *= n
+        if not base <= start <= end <= size or end - start != count * itemsize:
+            raise ModelFileError(f"{path}: tensor '{name}' lies outside the file or is cut short")
+        raw = data[start:end]
+        if start % itemsize:
+            raw = raw.clone()
+        tensors[name] = raw.view(dtype).reshape(shape)
+    return tensors
 
 
 @dataclass(frozen=True)

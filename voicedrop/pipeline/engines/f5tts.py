@@ -1,12 +1,12 @@
 """F5-TTS: flow-matching DiT plus the Vocos vocoder, each its own residency key.
 
-Loaded with `f5_tts.infer.utils_infer.load_model` and `load_vocoder(is_local=True)`
-from local files; nothing reaches for a hub. A voice is a reference recording
-and what is said in it: a configured voice carries `reference_text`, a job that
-brings its own recording gives `tts.reference_text`. Without a text, a local
-ASR model (Whisper in the transformers layout, `asr_dir`, residency key `asr`)
-transcribes the reference, if one is configured; otherwise the job fails
-naming the field.
+Loaded as `f5_tts.infer.utils_infer.load_model` and `load_vocoder(is_local=True)` load
+them, from local files, but built without random initialisation (f5tts_load.py); nothing
+reaches for a hub. A voice is a reference recording and what is said in it: a configured
+voice carries `reference_text`, a job that brings its own recording gives
+`tts.reference_text`. Without a text, a local ASR model (Whisper in the transformers
+layout, `asr_dir`, residency key `asr`) transcribes the reference, if one is configured;
+otherwise the job fails naming the field.
 """
 
 from __future__ import annotations
@@ -201,18 +201,14 @@ class F5Engine:
         if backbone not in BACKBONES:
             raise ModelFileError(f"unknown F5-TTS backbone '{backbone}' (known: {BACKBONES})")
         import f5_tts.model
-        from f5_tts.infer.utils_infer import load_model
+
+        from voicedrop.pipeline.engines.f5tts_load import load_dit
 
         vocab = str(self.vocab or files("f5_tts").joinpath("infer/examples/vocab.txt"))
         try:
             with quiet_stdout():
-                return load_model(
-                    getattr(f5_tts.model, backbone),
-                    arch,
-                    str(self.checkpoint),
-                    mel_spec_type="vocos",
-                    vocab_file=vocab,
-                    device=device,
+                return load_dit(
+                    getattr(f5_tts.model, backbone), arch, self.checkpoint, vocab, device
                 )
         except Exception as exc:
             raise load_failed(self.checkpoint, exc) from exc
@@ -220,21 +216,18 @@ class F5Engine:
     def _load_vocoder(self, device: str) -> Any:
         require_installed(F5Engine)
         assert self.vocoder_dir is not None
-        config = self.vocoder_dir / "config.yaml"
-        _check_vocos_config(config)
-        from f5_tts.infer.utils_infer import load_vocoder
+        from voicedrop.pipeline.engines.f5tts_load import load_vocos
 
         try:
-            with quiet_stdout():
-                return load_vocoder(
-                    "vocos", is_local=True, local_path=str(self.vocoder_dir), device=device
-                )
+            return load_vocos(self.vocoder_dir, device)
         except Exception as exc:
             raise load_failed(self.vocoder_dir / "pytorch_model.bin", exc) from exc
 
     def _load_asr(self, device: str) -> Any:
         assert self.asr_dir is not None
         require_files(self.asr_dir, ("config.json",))  # else a hub repository id
+        from voicedrop.pipeline.engines.f5tts_load import AsrModel
+
         try:
             return AsrModel(self.asr_dir, device)
         except Exception as exc:
@@ -303,43 +296,3 @@ class _Progress:
         for i, item in enumerate(items, 1):
             yield item
             self.report(f"tts: f5tts batch {i}/{self.total}")
-
-
-def _check_vocos_config(path: Path) -> None:
-    """Vocos builds whatever classes its config.yaml names: allow only vocos' own."""
-    import yaml
-
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelFileError(f"{path}: unreadable vocoder config: {exc}") from None
-    for part in ("feature_extractor", "backbone", "head"):
-        target = str(((config or {}).get(part) or {}).get("class_path", ""))
-        if not target.startswith("vocos."):
-            raise ModelFileError(f"{path}: {part}.class_path '{target}' is not a vocos class")
-
-
-class AsrModel:
-    """A local Whisper pipeline (transformers) as a model the residency manager can move."""
-
-    def __init__(self, directory: Path, device: str) -> None:
-        from transformers import pipeline
-
-        self.pipe = pipeline("automatic-speech-recognition", model=str(directory), device=device)
-
-    def tensors(self) -> Iterator[Any]:
-        yield from self.pipe.model.parameters()
-        yield from self.pipe.model.buffers()
-
-    def to(self, device: Any) -> AsrModel:
-        import torch
-
-        self.pipe.model.to(device)
-        self.pipe.device = torch.device(device)
-        return self
-
-    def transcribe(self, audio: Audio, language: str) -> str:
-        data = {"raw": audio.samples, "sampling_rate": audio.sample_rate}
-        kwargs = {"language": language.split("-")[0], "task": "transcribe"}
-        result: Any = self.pipe(data, generate_kwargs=kwargs, return_timestamps=False)
-        return str(result["text"]).strip()

@@ -14,6 +14,7 @@ from voicedrop.errors import ModelFileError
 from voicedrop.pipeline.audio import Audio, resample
 from voicedrop.pipeline.engines.base import ConvertRequest
 from voicedrop.pipeline.engines.common import load_failed, module_device
+from voicedrop.pipeline.engines.weights import assign, empty_parameters
 
 HUBERT_RATE = 16000
 
@@ -51,12 +52,14 @@ class RvcVoice(torch.nn.Module):
                 ("v2", 1): m.SynthesizerTrnMs768NSFsid,
                 ("v2", 0): m.SynthesizerTrnMs768NSFsid_nono,
             }[(self.version, self.if_f0)]
-            net_g = cls(*config, is_half=half) if self.if_f0 else cls(*config)
-            del net_g.enc_q
-            net_g.load_state_dict(cpt["weight"], strict=False)
+            with empty_parameters():  # the checkpoint's tensors are assigned, not copied
+                net_g = cls(*config, is_half=half) if self.if_f0 else cls(*config)
+            del net_g.enc_q  # training only; not in a voice file
+            dtype = torch.float16 if half else torch.float32  # the library's .half()/.float()
+            assign(net_g, cpt["weight"], source=path, dtype=dtype, strict=False)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
             raise load_failed(path, exc) from exc
-        self.net_g = (net_g.half() if half else net_g.float()).eval()
+        self.net_g = net_g.eval()
         self.index, self.big_npy = _read_index(index)
 
 
@@ -82,16 +85,15 @@ class RmvpeModel(torch.nn.Module):
         super().__init__()
         from infer_rvc_python.lib.rmvpe import E2E, MelSpectrogram
 
-        self.model = E2E(4, 1, (2, 2))
-        try:
-            self.model.load_state_dict(state)
+        with empty_parameters():  # the checkpoint's tensors are assigned, not copied
+            self.model = E2E(4, 1, (2, 2))
+        try:  # the library's RMVPE loads fp32 weights, then .half() for half precision
+            assign(self.model, state, source=path, dtype=torch.float16 if half else None)
         except (RuntimeError, TypeError, KeyError) as exc:
             raise load_failed(path, exc) from exc
         self.model.eval()
         self.mel = MelSpectrogram(half, 128, 16000, 1024, 160, None, 30, 8000)
         self.half_precision = half
-        if half:
-            self.model.half()
 
     def bound(self) -> Any:
         from infer_rvc_python.lib.rmvpe import RMVPE

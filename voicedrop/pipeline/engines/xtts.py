@@ -195,7 +195,7 @@ class XttsEngine:
         assert self.model_dir is not None
         self._hashes.verify(self.model_dir / "model.pth", self.config.sha256)
         try:
-            return load_model(self.model_dir)
+            return load_model(self.model_dir, device)
         except Exception as exc:
             raise load_failed(self.model_dir / "model.pth", exc) from exc
 
@@ -280,20 +280,41 @@ class XttsEngine:
         tmp.replace(path)
 
 
-def load_model(model_dir: Path) -> Any:
-    """XTTS through the library's own classes and loader; the checkpoint is read
-    weights-only and never rewritten (the library's fallback for old checkpoints
-    saves the converted file back in place: we read it without that)."""
+def load_model(model_dir: Path, device: str | None = None) -> Any:
+    """XTTS through the library's own classes and `load_checkpoint`, built without random
+    initialisation: parameters are created on the meta device and the checkpoint's
+    (memory-mapped) tensors are assigned to them, straight onto `device` when given.
+    The checkpoint is read weights-only and never rewritten (the library's fallback for
+    old checkpoints saves the converted file back in place: we read it without that)."""
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.models.xtts import Xtts
 
+    from voicedrop.pipeline.engines.weights import assign, empty_parameters, empty_tensors
+
     config = XttsConfig()
     config.load_json(str(model_dir / "config.json"))
+    checkpoint = model_dir / "model.pth"
     with quiet_stdout():
-        model = Xtts(config)
-        model._load_checkpoint = _read_checkpoint  # instance override: read-only, weights-only
+        with empty_parameters():
+            model = Xtts(config)
+        build = model.init_models  # load_checkpoint builds the modules again: empty, too
+
+        def init_models() -> None:
+            with empty_parameters():
+                build()
+
+        # instance overrides: built empty; read weights-only, never rewritten; by assignment
+        model.init_models = init_models
+        model._load_checkpoint = _read_checkpoint
+        model.load_state_dict = lambda state, strict=True: assign(
+            model, state, source=checkpoint, device=device, strict=strict
+        )
         model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, use_deepspeed=False)
-    return model
+    del model.init_models, model._load_checkpoint, model.load_state_dict
+    left = empty_tensors(model)  # built after the load (none in coqui-tts 0.28): never silent
+    if left:
+        raise ModelFileError(f"{checkpoint}: no weights for {', '.join(left[:5])}")
+    return model if device is None else model.to(device)
 
 
 def _read_checkpoint(path: Path) -> Any:

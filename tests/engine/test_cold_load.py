@@ -1,0 +1,184 @@
+"""Cold loads: every model is built without initialisation and given the checkpoint's own
+(memory-mapped) tensors. What comes out must be the library's model, bit for bit, and speak
+the same audio for the same seed; the weights must be the file's pages, not a copy."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import library_loads as library
+from tests.engine.conftest import tiny_settings
+from voicedrop.errors import ModelFileError
+from voicedrop.manifest import ConvertSpec
+from voicedrop.modelfiles import load_weights
+from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.engines import build_engines
+from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.weights import assign, empty_parameters
+from voicedrop.tiny.build import RVC_MODEL
+
+TEXT = "The same words, twice."
+
+
+@pytest.fixture
+def engines(tiny: Path, tmp_path: Path) -> Any:
+    return build_engines(tiny_settings(tiny, tmp_path))
+
+
+def tts_request(tiny: Path, text: str | None = None) -> TTSRequest:
+    voice = VoiceChoice(references=(tiny / "voices" / "reference.wav",), reference_text=text)
+    return TTSRequest("cold", voice, "en", {})
+
+
+def convert_request(engines: Any) -> ConvertRequest:
+    settings = engines.convert["rvc"].settings
+    spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="rmvpe")
+    return ConvertRequest("cold", RVC_MODEL, settings.models[RVC_MODEL], spec)
+
+
+def assert_identical(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
+    """The same state dict, bit for bit and dtype for dtype, and the same buffers (the
+    non-persistent ones, computed at construction, included)."""
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys()
+    differ = [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+    buffers, theirs_buffers = dict(ours.named_buffers()), dict(theirs.named_buffers())
+    assert buffers.keys() == theirs_buffers.keys()
+    assert all(torch.equal(t, theirs_buffers[k]) for k, t in buffers.items())
+
+
+def f5_specs(engines: Any, tiny: Path) -> dict[str, Any]:
+    return engines.tts["f5tts"].models(tts_request(tiny, "The reference."))
+
+
+def test_xtts_is_the_librarys_model_bit_for_bit_and_says_the_same(engines, tiny):
+    engine = engines.tts["xtts"]
+    request = tts_request(tiny)
+    ours = engine.models(request)["model"].load("cpu")
+    theirs = library.xtts(tiny / "xtts")
+    assert_identical(ours, theirs)
+    say = [engine.synthesize({"model": m}, TEXT, request, lambda _m: None) for m in (ours, theirs)]
+    assert np.array_equal(say[0].samples, say[1].samples) and len(say[0].samples) > 0
+
+
+def test_f5_dit_and_vocos_are_the_librarys_bit_for_bit_and_say_the_same(engines, tiny):
+    engine = engines.tts["f5tts"]
+    specs = f5_specs(engines, tiny)
+    dit, vocoder = specs["dit"].load("cpu"), specs["vocoder"].load("cpu")
+    lib_dit = library.f5_dit(engine.checkpoint, engine.arch[1])
+    lib_vocoder = library.vocos(engine.vocoder_dir)
+    assert_identical(dit, lib_dit)
+    assert_identical(vocoder, lib_vocoder)
+    request = tts_request(tiny, "This is the reference voice, recorded for a test.")
+    say = [
+        engine.synthesize({"dit": d, "vocoder": v}, TEXT, request, lambda _m: None)
+        for d, v in ((dit, vocoder), (lib_dit, lib_vocoder))
+    ]
+    assert np.array_equal(say[0].samples, say[1].samples) and len(say[0].samples) > 0
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
+def test_rvc_voice_and_rmvpe_are_the_librarys_bit_for_bit(engines, tiny, half):
+    engine = engines.convert["rvc"]
+    voice = rvc_voice_of(engine, half)
+    assert_identical(voice.net_g, library.rvc_voice(tiny / "rvc" / "voice.pth", half))
+    from voicedrop.pipeline.engines.rvc_infer import RmvpeModel
+
+    path = tiny / "rvc" / "rmvpe.pt"
+    assert_identical(RmvpeModel(load_weights(path), path, half).model, library.rmvpe(path, half))
+
+
+def rvc_voice_of(engine: Any, half: bool) -> Any:
+    from voicedrop.pipeline.engines.rvc_infer import RvcVoice
+
+    model = engine.settings.models[RVC_MODEL]
+    path = engine.settings.resolve(model.path)
+    return RvcVoice(load_weights(path), path, None, half)
+
+
+def test_rvc_converts_the_same_with_the_librarys_models(engines, tiny):
+    engine = engines.convert["rvc"]
+    request = convert_request(engines)
+    specs = engine.models(request)
+    ours = {role: spec.load("cpu") for role, spec in specs.items()}
+    theirs = {role: spec.load("cpu") for role, spec in specs.items()}  # then their networks:
+    theirs["voice"].net_g = library.rvc_voice(tiny / "rvc" / "voice.pth")
+    theirs["rmvpe"].model = library.rmvpe(tiny / "rvc" / "rmvpe.pt")
+    t = np.arange(16000) / 16000
+    audio = Audio((0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000)
+    out = []
+    for models in (ours, theirs):
+        torch.manual_seed(7)  # the NSF source draws noise
+        out.append(engine.convert(models, audio, request))
+    assert np.array_equal(out[0].samples, out[1].samples) and len(out[0].samples) > 0
+
+
+def mapped_ranges(path: Path) -> list[tuple[int, int]]:
+    """The address ranges where this process maps `path`."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(str(path)):
+            start, end = line.split()[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_a_cpu_load_uses_the_files_pages_instead_of_copying_them(engines, tiny):
+    """On the CPU the weights are the checkpoint's mapped pages: a load never holds a second
+    copy (XTTS's .pth through torch.load's mmap, F5's safetensors through our own map)."""
+    xtts = engines.tts["xtts"].models(tts_request(tiny))["model"].load("cpu")
+    dit = f5_specs(engines, tiny)["dit"].load("cpu")
+    for model, path in (
+        (xtts, tiny / "xtts" / "model.pth"),
+        (dit, engines.tts["f5tts"].checkpoint),
+    ):
+        ranges = mapped_ranges(path.resolve())
+        assert ranges, f"{path} is not mapped"
+        params = list(model.parameters())
+        inside = [p for p in params if any(a <= p.data_ptr() < b for a, b in ranges)]
+        assert len(inside) == len(params), f"{len(params) - len(inside)} parameters were copied"
+
+
+def test_a_checkpoint_missing_a_weight_is_refused_naming_it(tiny, tmp_path):
+    """RVC loads non-strictly (the library's way); a weight the file lacks must not be left
+    uninitialised on the meta device."""
+    cpt = load_weights(tiny / "rvc" / "voice.pth")
+    del cpt["weight"]["dec.conv_pre.weight"]
+    broken = tmp_path / "voice.pth"
+    torch.save(cpt, broken)
+    from voicedrop.pipeline.engines.rvc_infer import RvcVoice
+
+    with pytest.raises(ModelFileError, match=r"voice\.pth.*dec\.conv_pre\.weight"):
+        RvcVoice(load_weights(broken), broken, None, False)
+
+
+def test_building_empty_allocates_and_initialises_nothing():
+    with empty_parameters():
+        layer = torch.nn.Linear(4096, 4096)
+    assert layer.weight.is_meta and layer.bias.is_meta
+    state = {"weight": torch.ones(4096, 4096), "bias": torch.zeros(4096)}
+    assign(layer, state, source=Path("x"))
+    assert layer.weight.data_ptr() == state["weight"].data_ptr(), "copied, not assigned"
+    with empty_parameters(), pytest.raises(RuntimeError, match="inside empty_parameters"):
+        assign(torch.nn.Linear(2, 2), {}, source=Path("x"))
+
+
+def test_a_safetensors_file_that_lies_about_its_tensors_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.arange(8, dtype=torch.float32)}, str(path))
+    assert torch.equal(load_weights(path)["w"], torch.arange(8, dtype=torch.float32))
+    shutil.copy(path, tmp_path / "cut.safetensors")
+    with (tmp_path / "cut.safetensors").open("r+b") as fh:
+        fh.truncate(path.stat().st_size - 4)
+    with pytest.raises(ModelFileError, match="outside the file or is cut short"):
+        load_weights(tmp_path / "cut.safetensors")

@@ -1,0 +1,100 @@
+"""Build a model without initialising its weights, then give it the checkpoint's tensors.
+
+The libraries build their modules with a random initialisation that the checkpoint then
+overwrites, and copy the checkpoint into them: for a real-size XTTS that was two thirds of a
+cold load. Inside `empty_parameters()` every parameter is created on the meta device (no
+memory, no initialisation); `assign()` then makes the checkpoint's own tensors the
+parameters. With a memory-mapped checkpoint (`modelfiles.load_weights`) nothing is copied on
+the CPU, and for a GPU each tensor is copied once, straight from the mapping to the device,
+so a load never holds two full copies of the weights in host memory.
+
+Buffers are built as usual: many are computed at construction (mel filter banks, windows,
+rotary frequencies) and are not in the checkpoint; those that are get assigned too.
+Requires torch; imported only by the loaders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voicedrop.errors import ModelFileError
+
+
+@contextmanager
+def empty_parameters() -> Iterator[None]:
+    """Modules constructed inside get their parameters on the meta device.
+
+    What accelerate's `init_empty_weights(include_buffers=False)` does, without needing
+    accelerate for every engine. Single-threaded use only: it patches `nn.Module` while
+    the block runs (the daemon builds one model at a time). Call `assign()` after the block:
+    inside it, the assigned tensors would go to the meta device too.
+    """
+    original = torch.nn.Module.register_parameter
+
+    def register(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
+        if param is not None and not param.is_meta:
+            extra = dict(param.__dict__)
+            extra["requires_grad"] = param.requires_grad
+            param = type(param)(param.to("meta"), **extra)
+        original(module, name, param)
+
+    register.empty = True  # type: ignore[attr-defined]
+    torch.nn.Module.register_parameter = register  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def assign(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    strict: bool = True,
+) -> Any:
+    """Load `state` into a module built under `empty_parameters()`, by assignment.
+
+    Each tensor is converted to what the module declared for it (its dtype; `dtype` for
+    floating-point ones when given, as the libraries' `model.to(dtype)` before loading
+    does) and put on `device`, one tensor at a time; where nothing changes, the
+    checkpoint's tensor itself becomes the parameter. The result is what
+    `load_state_dict` with copying gives, bit for bit. A parameter or buffer the
+    checkpoint leaves on the meta device is a ModelFileError naming it and `source`.
+    """
+    if getattr(torch.nn.Module.register_parameter, "empty", False):
+        raise RuntimeError("assign() inside empty_parameters() would put the weights on meta")
+    declared = module.state_dict(keep_vars=True)
+    ready: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        want = declared.get(key)
+        if want is None:
+            ready[key] = value  # not the module's: load_state_dict reports it when strict
+            continue
+        target = dtype if dtype is not None and want.is_floating_point() else want.dtype
+        ready[key] = value.to(device=device or value.device, dtype=target)
+    # the class's method: a loader may have replaced the instance's with a call to this
+    result = type(module).load_state_dict(module, ready, strict=strict, assign=True)
+    missing = empty_tensors(module)
+    if missing:
+        raise ModelFileError(
+            f"{source}: the checkpoint has no weights for {', '.join(missing[:5])}"
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
+    if device is not None or dtype is not None:
+        module.to(device=device, dtype=dtype)  # the buffers built on the CPU
+    return result
+
+
+def empty_tensors(module: torch.nn.Module) -> list[str]:
+    """Names of parameters and buffers still on the meta device (never loaded)."""
+    named = chain(module.named_parameters(), module.named_buffers())
+    return [name for name, tensor in named if tensor.is_meta]
