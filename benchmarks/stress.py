@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     collector = Collector()
     started = time.monotonic()
     extra = ["-k", args.k] if args.k else []
+    extra += [f"--timeout={300 * args.scale}"]  # the suite's per-test limit, scaled too
     code = pytest.main(["-q", "-p", "no:cacheprovider", *extra, *SUITE], plugins=[collector])
     print(
         f"\nreliability suite x{args.scale}, commit {commit()}, {time.strftime('%Y-%m-%d')}, "
