@@ -1,4 +1,4 @@
-"""`voicedrop run | submit | status | validate | schema | models | selftest`."""
+"""`voicedrop run | serve | submit | status | validate | schema | models | selftest`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--once", action="store_true", help="process the inbox, then exit")
+    run.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API too ([http] listen)")
+    serve = sub.add_parser("serve", help="serve the HTTP API only (a daemon runs elsewhere)")
+    serve.add_argument("--http", metavar="HOST:PORT", help="where ([http] listen)")
     submit = sub.add_parser("submit", help="drop a manifest into the inbox atomically")
     submit.add_argument("file", type=Path, help="a manifest (its reference recording goes along)")
     submit.add_argument("--wait", action="store_true", help="wait for the report")
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {
             "run": _run,
+            "serve": _serve,
             "submit": _submit,
             "status": _status,
             "validate": _validate,
@@ -109,11 +113,24 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
+    http = None
+    if args.http or settings.http.listen:
+        from voicedrop.api.app import create_app
+        from voicedrop.api.desk import Desk
+        from voicedrop.api.server import HttpServer, listen_address
+
+        host, port = listen_address(settings, args.http)
+        desk = Desk(lambda: (service.settings, service.engines))
+        http = HttpServer(create_app(desk, service.metrics), host, port)
+        http.start()
     try:
         code = service.run(stop, once=args.once)
     except AlreadyRunningError as exc:
         print(f"voicedrop: {exc.message}", file=sys.stderr)
         return 4
+    finally:
+        if http is not None:
+            http.close()
     if args.once:  # what this run did (the exit status is the daemon's, not the jobs')
         ran = service.executor.ran
         print(
@@ -122,6 +139,25 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             + (f"\n{ran['duplicate']} duplicate(s) not run again" if ran.get("duplicate") else "")
         )
     return code
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    """The HTTP API alone: it drops jobs into the spool that a daemon elsewhere serves."""
+    from voicedrop import logs
+    from voicedrop.api.app import create_app
+    from voicedrop.api.desk import Desk
+    from voicedrop.api.server import HttpServer, listen_address
+    from voicedrop.pipeline.engines import build_engines
+
+    logs.configure(settings.log_format, settings.log_level)
+    host, port = listen_address(settings, args.http)
+    engines = build_engines(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with HttpServer(create_app(Desk(lambda: (settings, engines))), host, port):
+        stop.wait()
+    return 0
 
 
 def _submit(settings: Settings, args: argparse.Namespace) -> int:

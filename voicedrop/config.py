@@ -68,6 +68,40 @@ class Residency(_Section):
         return v
 
 
+class Http(_Section):
+    """`[http]`: the HTTP API beside the drop folder (`run --http`, `serve`)."""
+
+    listen: str | None = Field(
+        None, pattern=r"^[^\s:]*:\d{1,5}$", description="HOST:PORT; off when unset"
+    )
+    token: str | None = Field(
+        None, min_length=16, description="bearer token; required to listen beyond loopback"
+    )
+    max_queue: int = Field(1000, ge=1, description="jobs in the inbox before 503")
+    max_wait_s: float = Field(600.0, gt=0, le=86400, description="the longest ?wait=")
+    reference_min_s: float = Field(1.0, ge=0, description="shortest uploaded reference")
+    reference_max_s: float = Field(60.0, gt=0, description="longest uploaded reference")
+
+
+class OpenAI(_Section):
+    """`[openai]`: how `/v1/audio/speech` names map to engines and configured voices."""
+
+    models: dict[str, str] = Field(
+        default_factory=lambda: {"tts-1": "espeak", "tts-1-hd": "espeak"},
+        description="OpenAI model name -> TTS engine",
+    )
+    voices: dict[str, str] = Field(
+        default_factory=dict, description="OpenAI voice name -> a configured voice"
+    )
+
+
+class MetricsSettings(_Section):
+    """`[metrics]`: Prometheus metrics in a file, for node_exporter's textfile collector."""
+
+    textfile: Path | None = Field(None, description="e.g. /var/lib/node_exporter/voicedrop.prom")
+    interval_s: float = Field(15.0, gt=0, le=3600)
+
+
 SHA256 = r"^[0-9a-fA-F]{64}$"
 
 
@@ -109,6 +143,9 @@ class Settings(_Section):
     watcher: Watcher = Field(default_factory=Watcher)  # type: ignore[arg-type]
     scheduler: Scheduler = Field(default_factory=Scheduler)  # type: ignore[arg-type]
     residency: Residency = Field(default_factory=Residency)  # type: ignore[arg-type]
+    http: Http = Field(default_factory=Http)  # type: ignore[arg-type]
+    openai: OpenAI = Field(default_factory=OpenAI)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     voices: dict[str, Voice] = Field(default_factory=dict)
     models: dict[str, ConvertModel] = Field(default_factory=dict)
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -193,6 +230,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     for key in ("spool", "state_dir"):
         if isinstance(data.get(key), str):
             data[key] = str(path.parent / data[key])
+    metrics = data.get("metrics")
+    if isinstance(metrics, dict) and isinstance(metrics.get("textfile"), str):
+        metrics["textfile"] = str(path.parent / metrics["textfile"])
     if isinstance(data.get("model_roots"), list):
         data["model_roots"] = [str(path.parent / r) for r in data["model_roots"]]
     return data

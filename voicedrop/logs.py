@@ -16,6 +16,18 @@ class _DropStopRace(logging.Filter):
         return "called when the thread is inactive" not in record.getMessage()
 
 
+class _ToStructlog(logging.Handler):
+    """Libraries' stdlib log records (uvicorn's errors) as structlog events: the log stays
+    one JSON object per line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = structlog.get_logger(record.name)
+        fields = {"logger": record.name}
+        if record.exc_info:
+            fields["exception"] = logging.Formatter().formatException(record.exc_info)
+        event.log(record.levelno, record.getMessage(), **fields)
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
@@ -37,3 +49,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     logging.getLogger("watchdog.observers.inotify").addFilter(_DropStopRace())
+    server = logging.getLogger("uvicorn")
+    if not any(isinstance(h, _ToStructlog) for h in server.handlers):
+        server.addHandler(_ToStructlog(logging.WARNING))
+    server.propagate = False

@@ -114,11 +114,30 @@ class ConvertSpec(_Strict):
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
 
+# the sample rates the lossy codecs take (other rates are resampled to the next one up)
+CODEC_RATES: dict[str, tuple[int, ...]] = {
+    "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+    "opus": (8000, 12000, 16000, 24000, 48000),
+}
+
+
 class OutputSpec(_Strict):
-    format: Literal["wav", "flac"] = "wav"
-    sample_rate: int | None = Field(None, ge=8000, le=192000)
+    format: Literal["wav", "flac", "mp3", "opus"] = "wav"
+    sample_rate: int | None = Field(
+        None, ge=8000, le=192000, description="mp3 and opus take only their codecs' rates"
+    )
     loudness_lufs: float | None = Field(None, ge=-70, le=-5)
     name: str = Field("speech", pattern=SAFE_NAME)
+
+    @model_validator(mode="after")
+    def _rate_fits_codec(self) -> OutputSpec:
+        rates = CODEC_RATES.get(self.format)
+        if rates and self.sample_rate is not None and self.sample_rate not in rates:
+            allowed = ", ".join(str(r) for r in rates)
+            raise ValueError(
+                f"sample_rate {self.sample_rate} is not one {self.format} takes ({allowed})"
+            )
+        return self
 
 
 class Manifest(_Strict):

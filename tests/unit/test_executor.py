@@ -329,7 +329,7 @@ def test_status_file_tracks_the_daemon(service):
         original(change)
         seen.append(json.loads((service.spool.state / "status.json").read_text()))
 
-    service.executor.on_status = spy
+    service.publish = spy  # type: ignore[method-assign]
     run_all(service)
     # a job start is written at once, so `status` and `submit --wait` see it
     assert seen[0]["state"] == "running" and seen[0]["job_id"] == "j"
@@ -407,7 +407,7 @@ def test_a_spool_error_does_not_run_a_job_waiting_for_its_retry_early(settings):
         if failures and not (svc.spool.work / "k").exists():
             stop.set()  # --once would otherwise wait for j's retry, due only later
 
-    svc.executor.on_status = stop_once_k_is_committed
+    svc.status = stop_once_k_is_committed  # type: ignore[method-assign]
     svc.executor.run(stop, threading.Event(), once=True, max_wait_s=0.01)
     assert failures == ["k"] and read_report(svc.spool.outbox / "k")["attempt"] == 2
     assert (svc.spool.work / "j").exists(), "j ran before its retry delay"

@@ -128,7 +128,8 @@ def test_output_name_cannot_escape():
 
 def test_output_values_are_range_checked():
     bad({**GOOD, "output": {"sample_rate": 1000}}, "output.sample_rate", "greater than")
-    bad({**GOOD, "output": {"format": "mp3"}}, "output.format", "'wav' or 'flac'")
+    bad({**GOOD, "output": {"format": "aac"}}, "output.format", "'mp3' or 'opus'")
+    bad({**GOOD, "output": {"format": "mp3", "sample_rate": 40000}}, "output", "mp3 takes")
 
 
 def test_non_utf8_file():

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -35,6 +35,24 @@ AFFINITY_WINDOW = 16
 MAX_BACKOFF_S = 60.0
 
 
+class JobObserver(Protocol):
+    """What the executor tells about its work: every state change, and each final report."""
+
+    def status(self, change: dict[str, Any]) -> None:
+        """The daemon's state changed: `state`, `job_id`, `stage` (progress within a job)."""
+
+    def finished(self, report: JobReport) -> None:
+        """A job ended for good (done, failed or duplicate), its report committed."""
+
+
+class NullObserver:
+    def status(self, change: dict[str, Any]) -> None:
+        return None
+
+    def finished(self, report: JobReport) -> None:
+        return None
+
+
 @dataclass
 class Executor:
     settings: Settings
@@ -44,7 +62,7 @@ class Executor:
     gate: StabilityGate
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
-    on_status: Callable[[dict[str, Any]], None] = lambda _s: None
+    observer: JobObserver = field(default_factory=NullObserver)
     _recovered: list[ClaimedJob] = field(default_factory=list)
     _deferred: list[tuple[float, ClaimedJob]] = field(default_factory=list)
     _history: dict[str, list[ErrorInfo]] = field(default_factory=dict)
@@ -169,7 +187,7 @@ class Executor:
         started, started_at = self.clock(), datetime.now(UTC).isoformat()
         with structlog.contextvars.bound_contextvars(job_id=job.job_id):
             log.info("job.start", source=job.source, attempt=job.attempts)
-            self.on_status({"state": "running", "job_id": job.job_id, "stage": None})
+            self.observer.status({"state": "running", "job_id": job.job_id, "stage": None})
             manifest, duplicate_of, outcome = self._attempt(job)
             report = self._report(job, manifest, duplicate_of, outcome)
             report.timings = {
@@ -182,13 +200,14 @@ class Executor:
             self._commit(job, report, manifest)
             self._backoff = 0.0
             self.ran[report.status] = self.ran.get(report.status, 0) + 1
+            self.observer.finished(report)
             log.info(
                 "job.end",
                 status=report.status,
                 error=report.error and report.error.message,
                 seconds=report.timings["total_s"],
             )
-            self.on_status({"state": "idle", "job_id": None, "stage": None})
+            self.observer.status({"state": "idle", "job_id": None, "stage": None})
         return report
 
     def _report(
@@ -225,7 +244,7 @@ class Executor:
         self._deferred.append((self.clock() + delay, job))
         self._deferred.sort(key=lambda item: item[0])
         log.warning("job.retry_later", error=error.message, attempt=job.attempts, delay_s=delay)
-        self.on_status({"state": "idle", "job_id": None, "stage": None})
+        self.observer.status({"state": "idle", "job_id": None, "stage": None})
         return True
 
     def _attempt(self, job: ClaimedJob) -> tuple[Manifest | None, str | None, Outcome]:
@@ -278,7 +297,7 @@ class Executor:
 
     def _progress(self, job: ClaimedJob) -> Callable[[str], None]:
         def report(message: str) -> None:
-            self.on_status({"state": "running", "job_id": job.job_id, "stage": message})
+            self.observer.status({"state": "running", "job_id": job.job_id, "stage": message})
 
         return report
 

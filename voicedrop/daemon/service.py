@@ -30,6 +30,7 @@ from voicedrop.daemon.spool import Spool
 from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.errors import ConfigError
+from voicedrop.metrics import Metrics
 from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import Engines, build_engines
@@ -37,11 +38,13 @@ from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.policies import policy_from_settings
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobRunner
+from voicedrop.report import JobReport
 
 log = structlog.get_logger(__name__)
 STATUS_FILE = "status.json"
 LOCK_FILE = ".voicedrop.lock"  # at the spool root: one daemon per spool
 STATUS_INTERVAL_S = 0.25
+HEARTBEAT_S = 10.0  # status.json is rewritten at least this often: readiness reads its age
 
 
 def build_manager(settings: Settings, device: Device) -> ResidencyManager:
@@ -66,6 +69,7 @@ class Service:
         engines: Engines | None = None,
         notifier: Notifier | None = None,
         load: Callable[[], Settings] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.load = load  # how SIGHUP re-reads the configuration; None: reload unsupported
@@ -85,12 +89,14 @@ class Service:
             self.runner,
             Scheduler(affinity=settings.scheduler.affinity, max_skips=settings.scheduler.max_skips),
             self.gate,
-            on_status=self.publish,
+            observer=self,
         )
+        self.metrics = metrics or Metrics()
         self.watcher = Watcher(self.spool.inbox, settings.watcher, self.gate, self.wake)
         self._status: dict[str, Any] = {"state": "starting", "job_id": None, "stage": None}
         self._last_ping = 0.0
         self._last_write = 0.0
+        self._last_export = 0.0
         self._dirty = False
 
     def run(self, stop: threading.Event, *, once: bool = False) -> int:
@@ -125,10 +131,11 @@ class Service:
                 once=once,
                 tick=self._between_jobs,
                 idle=self.flush,
-                max_wait_s=self._ping_every(),
+                max_wait_s=self._max_wait(),
             )
             self.notifier.notify(stopping="1", status="stopping")
             self.publish({"state": "stopped", "job_id": None, "stage": None}, force=True)
+            self._export(force=True)
 
     def _between_jobs(self) -> None:
         if self.reload_requested:
@@ -170,14 +177,27 @@ class Service:
         log.info("service.reloaded", policy=settings.policy)
         self.publish({"state": "idle"}, force=True)
 
-    def _ping_every(self) -> float | None:
-        return self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
+    def _max_wait(self) -> float:
+        """How long the loop may wait: the heartbeat, or half systemd's watchdog period."""
+        watchdog = self.notifier.watchdog_s
+        return min(HEARTBEAT_S, watchdog / 2) if watchdog else HEARTBEAT_S
+
+    # ---- the executor's observer ------------------------------------------------------------
+
+    def status(self, change: dict[str, Any]) -> None:
+        self.publish(change)
+
+    def finished(self, report: JobReport) -> None:
+        self.metrics.observe(report)
 
     def _tick(self) -> None:
-        """Once per loop turn: feed the systemd watchdog, revive a dead observer."""
+        """Once per loop turn: feed the systemd watchdog, revive a dead observer, beat."""
         self.watcher.check()
         now = time.monotonic()
-        interval = self._ping_every()
+        if now - self._last_write >= HEARTBEAT_S:
+            self._dirty = True
+            self.flush()
+        interval = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
         if interval and now - self._last_ping >= interval:
             self.notifier.notify(watchdog="1")
             self._last_ping = now
@@ -218,6 +238,24 @@ class Service:
         write_status(self.spool.state / STATUS_FILE, status)
         job, stage = status["job_id"], status["stage"]
         self.notifier.notify(status=f"{status['state']}" + (f": {job} ({stage})" if job else ""))
+        self._export(status)
+
+    def _export(self, status: dict[str, Any] | None = None, *, force: bool = False) -> None:
+        """Write the metrics for node_exporter's textfile collector, if configured: at most
+        every `metrics.interval_s`, and at stop. A failure is logged, never fatal."""
+        textfile = self.settings.metrics.textfile
+        now = time.monotonic()
+        if textfile is None or (
+            not force and now - self._last_export < self.settings.metrics.interval_s
+        ):
+            return
+        self._last_export = now
+        try:
+            current = status or json.loads((self.spool.state / STATUS_FILE).read_text())
+            self.metrics.status(current, self.spool.counts())
+            self.metrics.write_textfile(textfile)
+        except (OSError, ValueError) as exc:
+            log.warning("metrics.textfile_failed", path=str(textfile), error=str(exc))
 
 
 def _stage_name(stage: object) -> str:

@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import stat
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,6 +264,24 @@ class Spool:
         final = self.failed / job.job_id
         (job.dir / "job.json").unlink(missing_ok=True)
         os.rename(job.dir, final)
+        fsync_dir(self.failed)
+        return final
+
+    def withdraw(self, name: str, report: Callable[[str], str]) -> Path | None:
+        """Fail an inbox manifest before any daemon claims it (a cancel): it is taken by
+        one rename, so either a daemon claimed it first (None) or none ever will. It ends
+        in failed/ under the id a claim would give it, beside `report(job_id)`."""
+        staging = self.incoming / f".withdrawn-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            os.rename(self.inbox / name, staging / "manifest.json")
+        except FileNotFoundError:
+            staging.rmdir()
+            return None
+        job_id = self._new_job_id(name)
+        write_atomic(staging / "report.json", report(job_id))
+        final = self.failed / job_id
+        os.rename(staging, final)
         fsync_dir(self.failed)
         return final
 

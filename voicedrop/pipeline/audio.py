@@ -12,7 +12,16 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from voicedrop.manifest import CODEC_RATES
+
 PEAK_CEILING_DBFS = -1.0
+# format -> (libsndfile container, subtype, the sample rates the codec takes; None: any)
+CODECS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
+    "wav": ("WAV", "PCM_16", None),
+    "flac": ("FLAC", "PCM_16", None),
+    "mp3": ("MP3", "MPEG_LAYER_III", CODEC_RATES["mp3"]),
+    "opus": ("OGG", "OPUS", CODEC_RATES["opus"]),
+}
 MIN_LOUDNESS_SECONDS = 0.4  # BS.1770 gating needs one 400 ms block
 
 
@@ -89,8 +98,27 @@ def _limit(x: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
     return np.asarray(x * np.minimum(gain, need), dtype=np.float32)
 
 
+def codec_rate(fmt: str, rate: int) -> int:
+    """The rate to encode `fmt` at: `rate` where the codec takes it, else the next one up
+    (MP3 and Opus take a few fixed rates; RVC's 40 kHz becomes 44.1 or 48 kHz)."""
+    rates = CODECS[fmt][2]
+    if rates is None or rate in rates:
+        return rate
+    return next((r for r in rates if r > rate), rates[-1])
+
+
+def encode(audio: Audio, fmt: str) -> bytes:
+    """The audio as a file of `fmt` (16-bit WAV/FLAC, MP3, Ogg Opus), in memory; the rate
+    must be one the codec takes (`codec_rate`)."""
+    container, subtype, _ = CODECS[fmt]
+    encoded = io.BytesIO()
+    clipped = np.clip(audio.samples, -1.0, 1.0)
+    sf.write(encoded, clipped, audio.sample_rate, format=container, subtype=subtype)
+    return encoded.getvalue()
+
+
 def write_audio(audio: Audio, path: Path, fmt: str) -> None:
-    """Write 16-bit WAV or FLAC and fsync it; never overwrite.
+    """Write the audio encoded as `fmt` and fsync it; never overwrite.
 
     Outputs are written into the job's private staging folder, which is
     published by one rename after its report: no reader sees a partial file,
@@ -99,12 +127,10 @@ def write_audio(audio: Audio, path: Path, fmt: str) -> None:
     inside a cffi callback, where the error is printed (not JSON) and lost;
     a plain write raises OSError, which the job reports as transient.
     """
-    clipped = np.clip(audio.samples, -1.0, 1.0)
-    encoded = io.BytesIO()
-    sf.write(encoded, clipped, audio.sample_rate, format=fmt.upper(), subtype="PCM_16")
+    encoded = encode(audio, fmt)
     try:
         with path.open("xb") as fh:
-            fh.write(encoded.getbuffer())
+            fh.write(encoded)
             fh.flush()
             os.fsync(fh.fileno())
     except OSError:

@@ -123,7 +123,8 @@ class PostStage:
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         ctx.outputs = []
         for take in ctx.takes:
-            audio = au.resample(take.audio, out.sample_rate or take.audio.sample_rate)
+            rate = au.codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
+            audio = au.resample(take.audio, rate)
             if out.loudness_lufs is not None:
                 audio = au.normalize_loudness(audio, out.loudness_lufs)
             stem = out.name if ctx.manifest.segments is None else f"{out.name}-{take.segment}"

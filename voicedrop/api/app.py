@@ -1,0 +1,325 @@
+"""The HTTP API beside the drop folder (FastAPI): the seed's `/tts/synthesize`, OpenAI's
+`/v1/audio/speech`, jobs, VRAM, models, health and Prometheus metrics.
+
+Every request goes through the spool (`Desk`): a job is a manifest dropped into the inbox,
+queued, run by the daemon's single executor and reported like any other. The OpenAPI
+description is at `/openapi.json` (and `/docs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import soundfile as sf
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+import voicedrop
+from voicedrop.api.desk import Desk, JobState, Rejected
+from voicedrop.api.speech import MEDIA_TYPES, SpeechError, SpeechRequest, speech_manifest
+from voicedrop.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+FORM_FIELDS = {
+    "text", "tts_engine", "voice", "language", "rvc_model", "pitch", "format",
+    "reference", "reference_text",
+}  # fmt: skip
+FINAL = ("done", "failed", "duplicate")
+POLL_S = 0.1
+HEARTBEAT_STALE_S = 30.0  # three of the daemon's heartbeats
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
+    """`metrics`: the daemon's own (in `run --http`); `serve` alone has none and shows
+    the daemon's textfile metrics if configured, else the queue's."""
+    app = FastAPI(title="voicedrop", version=voicedrop.__version__, summary=__doc__.splitlines()[0])
+    settings = desk.current()[0]
+    body_limit = settings.limits.max_reference_bytes + settings.limits.max_manifest_bytes + 65536
+    app.add_middleware(Guard, token=settings.http.token, body_limit=body_limit)
+
+    @app.exception_handler(Rejected)
+    async def rejected(_request: Request, exc: Rejected) -> JSONResponse:
+        headers = {"Retry-After": "30"} if exc.status == 503 else None
+        return JSONResponse({"detail": exc.problems}, exc.status, headers=headers)
+
+    @app.post("/tts/synthesize", status_code=202)
+    async def synthesize(request: Request, wait: float | None = None) -> Response:
+        """The seed's request, verbatim (form fields, optional `reference` upload), or a JSON
+        manifest. 202 with the job id; `?wait=SECONDS` answers with the audio when done."""
+        manifest, reference = await _read_job_request(request)
+        job_id = await run_in_threadpool(desk.submit, manifest, reference)
+        log.info("http.job_submitted", job_id=job_id)
+        if wait:
+            state = await _wait(desk, job_id, min(wait, desk.current()[0].http.max_wait_s))
+            if state is not None and state.status in FINAL:
+                return _result(desk, state)
+        return _accepted(job_id)
+
+    @app.post("/v1/audio/speech")
+    async def speech(request: Request) -> Response:
+        """OpenAI's speech endpoint: the audio is the response body."""
+        try:
+            body = SpeechRequest.model_validate(await _json(request))
+            manifest = speech_manifest(body, desk.current()[0])
+        except Rejected as exc:
+            return JSONResponse(SpeechError("body", exc.problems[0]).body(), 400)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first["loc"]) or "body"
+            return JSONResponse(SpeechError(param, f"{param}: {first['msg']}").body(), 400)
+        except SpeechError as exc:
+            return JSONResponse(exc.body(), 400)
+        job_id = await run_in_threadpool(desk.submit, manifest, None, "speech")
+        state = await _wait(desk, job_id, desk.current()[0].http.max_wait_s)
+        if state is None or state.status not in FINAL:
+            error = SpeechError("", f"job {job_id} did not finish in time; see /jobs/{job_id}")
+            return JSONResponse(error.body(), 504, headers={"Location": f"/jobs/{job_id}"})
+        if state.status == "failed":
+            err = (state.report or {}).get("error") or {}
+            status = 400 if err.get("kind") == "permanent" else 503
+            error = SpeechError(err.get("field") or "", str(err.get("message")))
+            return JSONResponse(error.body(), status, headers={"X-Job-Id": job_id})
+        path = desk.output(job_id)
+        assert path is not None
+        data = path.read_bytes()
+        if body.response_format == "pcm":
+            samples, _ = sf.read(io.BytesIO(data), dtype="int16")
+            data = samples.astype("<i2").tobytes()
+        media = MEDIA_TYPES[body.response_format]
+        return Response(data, media_type=media, headers={"X-Job-Id": job_id})
+
+    @app.get("/jobs/{job_id}")
+    async def job(job_id: str) -> dict[str, Any]:
+        """queued / running (with its stage) / done / failed, with the report when there is one."""
+        return _known(desk, job_id).as_json()
+
+    @app.get("/jobs/{job_id}/audio")
+    async def job_audio(job_id: str) -> FileResponse:
+        """The job's (first) audio file."""
+        return _file(desk, job_id, None)
+
+    @app.get("/jobs/{job_id}/files/{name}")
+    async def job_file(job_id: str, name: str) -> FileResponse:
+        """One output file, by the name its report gives."""
+        return _file(desk, job_id, name)
+
+    @app.delete("/jobs/{job_id}")
+    async def cancel(job_id: str) -> dict[str, Any]:
+        """Cancel a job that has not started: it ends in failed/ with code `cancelled`."""
+        state = await run_in_threadpool(desk.cancel, job_id)
+        return state.as_json()
+
+    @app.get("/vram")
+    async def vram() -> dict[str, Any]:
+        """The seed's `get_vram_usage()`: exactly its seven keys."""
+        return dict(desk.status()["vram"])
+
+    @app.get("/models")
+    async def models() -> dict[str, Any]:
+        """Each model the daemon knows: its tier, bytes, loads and promotes."""
+        return dict(desk.status()["models"])
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Live (this answer) and ready (the daemon's heartbeat is recent): 200, else 503."""
+        daemon = desk.status()["daemon_status"]
+        age = _age_s(daemon.get("updated"))
+        ready = bool(daemon.get("alive")) and age is not None and age < HEARTBEAT_STALE_S
+        body = {
+            "live": True,
+            "ready": ready,
+            "daemon": daemon.get("state") if daemon.get("alive") else "not running",
+            "heartbeat_age_s": None if age is None else round(age, 1),
+        }
+        return JSONResponse(body, 200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        settings = desk.current()[0]
+        textfile = settings.metrics.textfile
+        if metrics is None and textfile is not None and textfile.exists():
+            return Response(textfile.read_bytes(), media_type=CONTENT_TYPE_LATEST)
+        source = metrics or Metrics()
+        status = desk.status()
+        source.status(status["daemon_status"], status["queue"])
+        return Response(source.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise Rejected(422, ["body: not JSON"]) from None
+
+
+async def _read_job_request(request: Request) -> tuple[dict[str, Any], bytes | None]:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        data = await _json(request)
+        if not isinstance(data, dict):
+            raise Rejected(422, ["body: a manifest is a JSON object"])
+        return data, None
+    if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise Rejected(415, ["body: send form fields (as the seed's curl does) or a JSON manifest"])
+    form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
+    unknown = sorted(set(form) - FORM_FIELDS)
+    if unknown:
+        raise Rejected(422, [f"{name}: unknown field" for name in unknown])
+    fields = {k: v for k, v in form.items() if isinstance(v, str) and v.strip()}
+    upload = form.get("reference")
+    reference = await upload.read() if isinstance(upload, UploadFile) else None
+    return form_manifest(fields), reference
+
+
+def form_manifest(fields: dict[str, str]) -> dict[str, Any]:
+    """The seed's form fields as a manifest (absent fields keep the manifest's defaults)."""
+    if "text" not in fields:
+        raise Rejected(422, ["text: required"])
+    tts: dict[str, Any] = {}
+    for form_name, key in (("tts_engine", "engine"), ("voice", "voice"), ("language", "language"),
+                           ("reference_text", "reference_text")):  # fmt: skip
+        if form_name in fields:
+            tts[key] = fields[form_name]
+    manifest: dict[str, Any] = {"text": fields["text"], "tts": tts}
+    if "rvc_model" in fields:
+        convert: dict[str, Any] = {"engine": "rvc", "model": fields["rvc_model"]}
+        if "pitch" in fields:
+            try:
+                convert["pitch"] = float(fields["pitch"])
+            except ValueError:
+                raise Rejected(422, ["pitch: not a number"]) from None
+        manifest["convert"] = convert
+    elif "pitch" in fields:
+        raise Rejected(422, ["pitch: only with rvc_model"])
+    if "format" in fields:
+        manifest["output"] = {"format": fields["format"]}
+    return manifest
+
+
+async def _wait(desk: Desk, job_id: str, seconds: float) -> JobState | None:
+    deadline = time.monotonic() + seconds
+    state = desk.state(job_id)
+    while (state is None or state.status not in FINAL) and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_S)
+        state = desk.state(job_id)
+    return state
+
+
+def _accepted(job_id: str) -> JSONResponse:
+    location = f"/jobs/{job_id}"
+    body = {"id": job_id, "status": "queued", "location": location}
+    return JSONResponse(body, 202, headers={"Location": location})
+
+
+def _result(desk: Desk, state: JobState) -> Response:
+    if state.status == "failed":
+        kind = ((state.report or {}).get("error") or {}).get("kind")
+        return JSONResponse(state.as_json(), 422 if kind == "permanent" else 503)
+    return _file(desk, state.job_id, None)
+
+
+def _known(desk: Desk, job_id: str) -> JobState:
+    state = desk.state(job_id)
+    if state is None:
+        raise Rejected(404, [f"no job '{job_id}'"])
+    return state
+
+
+def _file(desk: Desk, job_id: str, name: str | None) -> FileResponse:
+    state = _known(desk, job_id)
+    if state.status not in ("done", "duplicate"):
+        raise Rejected(409, [f"job '{job_id}' is {state.status}: no audio"])
+    path = desk.output(job_id, name)
+    if path is None:
+        raise Rejected(404, [f"job '{job_id}' has no output '{name}'"])
+    media = MEDIA_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")
+    return FileResponse(path, media_type=media, headers={"X-Job-Id": job_id})
+
+
+def _age_s(stamp: object) -> float | None:
+    from datetime import UTC, datetime
+
+    try:
+        then = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return None
+    return (datetime.now(UTC) - then).total_seconds()
+
+
+class Guard:
+    """ASGI middleware: a bearer token on everything but /health (when one is configured),
+    a limit on request bodies (413), and one log line per request."""
+
+    def __init__(self, app: Any, token: str | None, body_limit: int) -> None:
+        self.app, self.token, self.body_limit = app, token, body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status: list[int] = []
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.token and scope["path"] != "/health" and not self._authorised(headers):
+            response: Response = JSONResponse(
+                {"detail": ["authorization: a valid bearer token is required"]},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, sending)
+        elif int(headers.get("content-length") or 0) > self.body_limit:
+            response = JSONResponse({"detail": [f"body: larger than {self.body_limit} bytes"]}, 413)
+            await response(scope, receive, sending)
+        else:
+            await self.app(scope, self._limited(receive), sending)
+        log.info(
+            "http.request",
+            method=scope["method"],
+            path=scope["path"],
+            status=status[0] if status else None,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        assert self.token is not None
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.encode(), self.token.encode()
+        )
+
+    def _limited(self, receive: Receive) -> Receive:
+        """A body sent without Content-Length (chunked) is cut off at the limit too."""
+        seen = 0
+
+        async def limited() -> MutableMapping[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.body_limit:
+                raise Rejected(413, [f"body: larger than {self.body_limit} bytes"])
+            return message
+
+        return limited

@@ -1,0 +1,202 @@
+"""What the HTTP side does with the spool, and nothing else: drop jobs, read their state and
+results, cancel those not yet started, read the daemon's status. It never loads a model
+and never touches a running job; a request that fails half-way leaves nothing in the
+inbox (everything is staged in `inbox/.incoming` and dropped by one rename).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from voicedrop.client import daemon_status, status_report, submit
+from voicedrop.config import Settings
+from voicedrop.daemon.spool import SUBMIT_REFS, Spool, list_candidates
+from voicedrop.pipeline.engines import Engines
+from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+REFERENCE_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}
+
+
+class Rejected(Exception):
+    """A request the spool must not take: HTTP status, and `field: reason` problems."""
+
+    def __init__(self, status: int, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.status = status
+        self.problems = problems
+
+
+@dataclass
+class JobState:
+    job_id: str
+    status: str  # queued | running | done | failed | duplicate
+    stage: str | None = None
+    report: dict[str, Any] | None = None
+    folder: Path | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.job_id,
+            "status": self.status,
+            "stage": self.stage,
+            "outputs": [f"/jobs/{self.job_id}/files/{name}" for name in self.outputs],
+            "report": self.report,
+        }
+
+
+class Desk:
+    """The spool as the HTTP side sees it. `current()` gives the settings and engines in
+    force (the daemon's, which a SIGHUP may replace)."""
+
+    def __init__(self, current: Callable[[], tuple[Settings, Engines]]) -> None:
+        self.current = current
+        self.spool = Spool.from_settings(current()[0])
+
+    def queue_depth(self) -> int:
+        return len(list_candidates(self.spool.inbox) or [])
+
+    def status(self) -> dict[str, Any]:
+        """`voicedrop status`, plus whether the daemon's heartbeat is recent."""
+        return status_report(self.current()[0]) | {"daemon_status": daemon_status(self.spool)}
+
+    # ---- dropping jobs -----------------------------------------------------------------------
+
+    def submit(
+        self, manifest: dict[str, Any], reference: bytes | None = None, stem: str = "http"
+    ) -> str:
+        """Check a manifest (and its uploaded reference) as `voicedrop submit` does, drop it,
+        and return the job id; Rejected(422|503) when it would fail or the queue is full."""
+        settings, engines = self.current()
+        if self.queue_depth() >= settings.http.max_queue:
+            raise Rejected(503, [f"the queue is full ({settings.http.max_queue} jobs waiting)"])
+        with self._staging() as staging:
+            if reference is not None:
+                name = self._save_reference(staging, reference, settings)
+                manifest = {**manifest, "tts": {**manifest.get("tts", {}), "voice": name}}
+            path = staging / f"{stem}.json"
+            path.write_text(json.dumps(manifest, ensure_ascii=False))
+            result = submit(settings, engines, path)
+        if isinstance(result, list):
+            raise Rejected(422, result)
+        return result
+
+    @contextmanager
+    def _staging(self) -> Iterator[Path]:
+        """A private folder for one request (client file names are never used as paths)."""
+        self.spool.ensure()
+        staging = self.spool.incoming / f".http-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _save_reference(staging: Path, data: bytes, settings: Settings) -> str:
+        limit, http = settings.limits.max_reference_bytes, settings.http
+        if len(data) > limit:
+            raise Rejected(413, [f"reference: {len(data)} bytes; the limit is {limit}"])
+        raw = staging / "upload"
+        raw.write_bytes(data)
+        try:
+            info = sf.info(str(raw))
+        except (RuntimeError, sf.LibsndfileError):
+            raise Rejected(422, ["reference: not an audio file soundfile can read"]) from None
+        seconds = info.frames / info.samplerate if info.samplerate else 0.0
+        if not http.reference_min_s <= seconds <= http.reference_max_s:
+            raise Rejected(
+                422,
+                [
+                    f"reference: {seconds:.1f} s long; it must last "
+                    f"{http.reference_min_s:g} to {http.reference_max_s:g} s"
+                ],
+            )
+        name = "reference" + REFERENCE_SUFFIX.get(info.format, ".wav")
+        raw.rename(staging / name)
+        return name
+
+    # ---- reading jobs -----------------------------------------------------------------------
+
+    def state(self, job_id: str) -> JobState | None:
+        if not JOB_ID.match(job_id):
+            return None
+        spool = self.spool
+        for folder in (spool.outbox, spool.failed):
+            report_path = folder / job_id / "report.json"
+            try:
+                report = json.loads(report_path.read_text())
+            except FileNotFoundError:
+                continue
+            outputs = [o["file"] for o in report.get("outputs", [])]
+            return JobState(job_id, report["status"], None, report, folder / job_id, outputs)
+        if (spool.work / job_id).is_dir():
+            daemon = daemon_status(spool)
+            running = daemon.get("alive") and daemon.get("job_id") == job_id
+            stage = daemon.get("stage") if running else "waiting for a retry"
+            return JobState(job_id, "running" if running else "queued", stage)
+        if (spool.inbox / f"{job_id}.json").exists():
+            return JobState(job_id, "queued", None)
+        return None
+
+    def output(self, job_id: str, name: str | None = None) -> Path | None:
+        """A finished job's output file: the first, or the one named in its report."""
+        state = self.state(job_id)
+        if state is None or state.folder is None or not state.outputs:
+            return None
+        if name is None:
+            name = state.outputs[0]
+        return state.folder / name if name in state.outputs else None
+
+    # ---- cancelling -------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> JobState:
+        """Fail a job that has not started, with code `cancelled`; Rejected(404|409) else."""
+        state = self.state(job_id)
+        if state is None:
+            raise Rejected(404, [f"no job '{job_id}'"])
+        if state.status != "queued" or not (self.spool.inbox / f"{job_id}.json").exists():
+            raise Rejected(
+                409, [f"job '{job_id}' is {state.status}: only a queued job can be cancelled"]
+            )
+        vram = self.status()["vram"]
+
+        def report(final_id: str) -> str:
+            return JobReport(
+                job_id=final_id,
+                status="failed",
+                source=f"{job_id}.json",
+                attempt=0,
+                error=ErrorInfo(
+                    code="cancelled", message="cancelled before it started", kind="permanent"
+                ),
+                vram=VramSnapshot.model_validate({"before": vram, "after": vram}),
+            ).to_json()
+
+        final = self.spool.withdraw(f"{job_id}.json", report)
+        if final is None:
+            raise Rejected(409, [f"job '{job_id}' has just started: it can no longer be cancelled"])
+        self._drop_private_reference(final / "manifest.json")
+        done = self.state(final.name)
+        assert done is not None
+        return done
+
+    def _drop_private_reference(self, manifest: Path) -> None:
+        """The reference `submit` copied for the job is the job's alone: gone with it."""
+        try:
+            voice = str(json.loads(manifest.read_text())["tts"].get("voice") or "")
+        except (OSError, ValueError, KeyError, AttributeError):
+            return
+        if voice.startswith(SUBMIT_REFS) and ".." not in voice:
+            (self.spool.inbox / voice).unlink(missing_ok=True)

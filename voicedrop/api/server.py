@@ -1,0 +1,81 @@
+"""Serving the API with uvicorn: beside the daemon in a thread of its own (`run --http`),
+or alone (`serve`). The executor never waits for it: requests only read and drop files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from voicedrop.config import Settings
+from voicedrop.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+LOOPBACK = ("localhost",)
+STARTUP_S = 10.0
+
+
+def listen_address(settings: Settings, override: str | None) -> tuple[str, int]:
+    """HOST:PORT from `--http` or `[http] listen`; refuses a non-loopback address without
+    `[http] token` (every endpoint but /health then needs it)."""
+    listen = override or settings.http.listen
+    if not listen:
+        raise settings.invalid("http.listen", None, "give --http HOST:PORT or [http] listen")
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise settings.invalid("http.listen", listen, "must be HOST:PORT with a port 1-65535")
+    if not _loopback(host) and not settings.http.token:
+        raise settings.invalid(
+            "http.token",
+            None,
+            f"required to listen on {host} (beyond loopback): set [http] token "
+            "or VOICEDROP_HTTP__TOKEN (16 characters or more)",
+        )
+    return host, int(port_text)
+
+
+def _loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpServer:
+    """uvicorn on its own thread and event loop; `close()` stops it and joins the thread."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.address = f"{host}:{port}"
+        self._thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + STARTUP_S
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"the HTTP server could not listen on {self.address}")
+            time.sleep(0.02)
+        log.info("http.listening", address=self.address)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> HttpServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
