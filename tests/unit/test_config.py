@@ -119,6 +119,8 @@ def test_shipped_config_toml_is_valid_and_documents_every_key():
         "warm_budget_gb",
         "headroom_gb",
         "max_skips",
+        "max_queue",
+        "interval_s",
     ):
         assert f"{key} =" in text
     assert s.policy == "normal"
