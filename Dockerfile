@@ -9,9 +9,11 @@
 ARG BASE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE}
 
-# what to install: torch (a requirement or a wheel under wheels/), and voicedrop's extras
+# what to install: torch (a requirement, or a wheel put in wheels/), voicedrop's extras,
+# and pip's options (CI: "--no-index", everything from wheels/)
 ARG TORCH=torch==2.13.0
 ARG EXTRAS=all
+ARG PIP_OPTIONS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -30,13 +32,15 @@ COPY pyproject.toml README.md ./
 COPY requirements/ requirements/
 COPY voicedrop/ voicedrop/
 RUN python3 -m venv /opt/voicedrop/venv \
- && pip install --find-links /opt/voicedrop/wheels "${TORCH}" \
- && pip install --find-links /opt/voicedrop/wheels -c requirements/constraints.txt ".[${EXTRAS}]" \
+ && pip install ${PIP_OPTIONS} --find-links /opt/voicedrop/wheels "${TORCH}" \
+ && pip install ${PIP_OPTIONS} --find-links /opt/voicedrop/wheels \
+      -c requirements/constraints.txt ".[${EXTRAS}]" \
  && if pip show coqui-tts >/dev/null 2>&1; then \
-      pip install --no-deps -r requirements/rvc-nodeps.txt \
+      pip install ${PIP_OPTIONS} --find-links /opt/voicedrop/wheels --no-deps \
+        -r requirements/rvc-nodeps.txt \
       && python requirements/drop_torchaudio_extension.py; \
     fi \
- && rm -rf /opt/voicedrop/wheels
+ && rm -rf /opt/voicedrop/wheels /root/.cache
 
 COPY deploy/container-config.toml /etc/voicedrop/config.toml
 RUN useradd --system --uid 10001 --home-dir /var/lib/voicedrop --shell /usr/sbin/nologin voicedrop \

@@ -46,9 +46,11 @@ def voicedrop(*args: str, spool: Path, **extra: str) -> subprocess.CompletedProc
 
 
 class Daemon:
-    def __init__(self, spool: Path, **extra: str) -> None:
+    def __init__(self, spool: Path, *, log: str = "daemon.log", **extra: str) -> None:
         self.spool = spool
-        self.log = (spool.parent / "daemon.log").open("a")
+        self.state = Path(extra.get("VOICEDROP_STATE_DIR", spool / "state"))
+        self.log_path = spool.parent / log
+        self.log = self.log_path.open("a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voicedrop", "run"],
             env=env_for(spool, **extra),
@@ -59,7 +61,7 @@ class Daemon:
 
     def status(self) -> dict:
         try:
-            data = json.loads((self.spool / "state" / "status.json").read_text())
+            data = json.loads((self.state / "status.json").read_text())
         except (OSError, ValueError):
             return {}
         return data if data.get("pid") == self.proc.pid else {}
@@ -74,7 +76,12 @@ class Daemon:
         raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
 
     def logs(self) -> str:
-        return (self.spool.parent / "daemon.log").read_text()[-4000:]
+        return self.log_path.read_text()[-4000:]
+
+    def events(self, name: str) -> list[dict]:
+        """The JSON log lines of one event."""
+        lines = self.log_path.read_text().splitlines()
+        return [e for e in map(json.loads, lines) if e.get("event") == name]
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.proc.send_signal(sig)

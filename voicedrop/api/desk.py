@@ -141,11 +141,10 @@ class Desk:
                 continue
             outputs = [o["file"] for o in report.get("outputs", [])]
             return JobState(job_id, report["status"], None, report, folder / job_id, outputs)
-        if (spool.work / job_id).is_dir():
-            daemon = daemon_status(spool)
-            running = daemon.get("alive") and daemon.get("job_id") == job_id
-            stage = daemon.get("stage") if running else "waiting for a retry"
-            return JobState(job_id, "running" if running else "queued", stage)
+        if (spool.work / job_id).is_dir():  # claimed: running here, on another daemon of
+            daemon = daemon_status(spool)  # this spool, or waiting for a retry
+            ours = daemon.get("alive") and daemon.get("job_id") == job_id
+            return JobState(job_id, "running", daemon.get("stage") if ours else None)
         if (spool.inbox / f"{job_id}.json").exists():
             return JobState(job_id, "queued", None)
         return None

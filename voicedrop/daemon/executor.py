@@ -90,6 +90,15 @@ class Executor:
         self._recover_at = self.clock() + self._backoff
         log.error("executor.spool_error", error=str(exc), retry_in_s=self._backoff)
 
+    def adopt(self) -> None:
+        """Take over the jobs of a daemon of this spool that died (their leases are free),
+        as a restarted daemon would; jobs a live daemon owns are never touched."""
+        mine = {job.job_id for _, job in self._deferred} | {j.job_id for j in self._recovered}
+        found = [j for j in self.spool.recover() if j.job_id not in mine]
+        if found:
+            log.info("executor.adopted", jobs=[j.job_id for j in found])
+            self._recovered += found
+
     def _requeue(self) -> None:
         """After a spool error: finish the commits that failed, pick up whatever is left
         in work/ (it is retried, counted); jobs waiting for a transient retry keep their
@@ -127,10 +136,13 @@ class Executor:
         last_scan = self.clock()
         while not stop.is_set():
             tick()
-            if wake.is_set() or self.clock() - last_scan >= self.settings.watcher.scan_interval_s:
+            timed = self.clock() - last_scan >= self.settings.watcher.scan_interval_s
+            if wake.is_set() or timed:
                 wake.clear()
                 self.rescan, last_scan = True, self.clock()
             try:
+                if timed:
+                    self.adopt()
                 if self.step() is not None:
                     continue
             except OSError as exc:  # the spool itself fails: disk full, share offline

@@ -1,11 +1,11 @@
-"""One daemon per spool: an exclusive lock on `<spool>/.voicedrop.lock`, held while it runs.
+"""One daemon per state directory: an exclusive lock on `<state>/.voicedrop.lock`.
 
-A second daemon on the same spool would "recover" the first one's running job and
-synthesise it again, and both would write the same state files. The lock is an
-flock(2) on an open file: the kernel releases it when its holder dies, even by
-kill -9, so a crash never leaves a stale lock behind (the file stays; its content
-is only the last holder's pid, for the message). Network filesystems honour it as
-far as their server does (NFSv4 and SMB map it to their own locks).
+Daemons may share a spool (each job is leased by the daemon running it, see spool.py),
+but not a state directory: they would write the same status file and footprints. The
+lock is an flock(2) on an open file: the kernel releases it when its holder dies, even
+by kill -9, so a crash never leaves a stale lock behind (the file stays; its content is
+only the last holder's pid, for the message). Network filesystems honour it as far as
+their server does (NFSv4 and SMB map it to their own locks).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from types import TracebackType
 from voicedrop.errors import AlreadyRunningError
 
 
-class SpoolLock:
+class DaemonLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
@@ -32,9 +32,9 @@ class SpoolLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise AlreadyRunningError(
-                f"another voicedrop daemon (pid {holder}) is running on this spool "
-                f"({self.path.parent}); run one daemon per spool: a second daemon "
-                f"(for a second GPU, say) needs a spool of its own"
+                f"another voicedrop daemon (pid {holder}) uses the state directory "
+                f"{self.path.parent}; daemons may share a spool (one per GPU, say), but "
+                f"each needs its own state_dir (VOICEDROP_STATE_DIR)"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -46,7 +46,7 @@ class SpoolLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> SpoolLock:
+    def __enter__(self) -> DaemonLock:
         self.acquire()
         return self
 

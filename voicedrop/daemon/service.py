@@ -22,7 +22,7 @@ import structlog
 import voicedrop
 from voicedrop.config import GB, Settings
 from voicedrop.daemon.executor import Executor
-from voicedrop.daemon.lock import SpoolLock
+from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.sdnotify import Notifier
@@ -42,7 +42,7 @@ from voicedrop.report import JobReport
 
 log = structlog.get_logger(__name__)
 STATUS_FILE = "status.json"
-LOCK_FILE = ".voicedrop.lock"  # at the spool root: one daemon per spool
+LOCK_FILE = ".voicedrop.lock"  # in the state directory: one daemon per state directory
 STATUS_INTERVAL_S = 0.25
 HEARTBEAT_S = 10.0  # status.json is rewritten at least this often: readiness reads its age
 
@@ -100,8 +100,8 @@ class Service:
         self._dirty = False
 
     def run(self, stop: threading.Event, *, once: bool = False) -> int:
-        """Serve until `stop`; raises AlreadyRunningError if another daemon has the spool."""
-        with SpoolLock(self.spool.root / LOCK_FILE):
+        """Serve until `stop`; AlreadyRunningError if another daemon has this state directory."""
+        with DaemonLock(self.spool.state / LOCK_FILE):
             try:
                 self._serve(stop, once)
             finally:

@@ -5,10 +5,17 @@ Results are staged in `work/<job-id>/out/`, `report.json` last, and the whole
 folder is renamed into `outbox/` (or the job folder into `failed/`), so a
 reader of the outbox never sees half a job. After a crash, `recover()` finishes
 half-done commits and hands back the jobs that must run again.
+
+Several daemons may share a spool (one per GPU). Each job in work/ is leased by
+the daemon that claimed it: an flock(2) on `work/<job-id>/.lease`, held until
+the job is committed, which the kernel releases when that daemon dies, even by
+kill -9. Recovery takes only jobs whose lease it can take (their owner is gone),
+so no job is ever run again while its owner lives.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +38,7 @@ log = structlog.get_logger(__name__)
 JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
 IGNORED_SUFFIXES = (".partial", ".tmp", ".swp", "~")
 SUBMIT_REFS = "refs/"  # where `voicedrop submit` puts a job's reference, under a unique name
+LEASE = ".lease"
 
 
 def is_candidate(name: str) -> bool:
@@ -107,13 +115,23 @@ class Spool:
         self.outbox = root / "outbox"
         self.failed = root / "failed"
         self.state = state if state is not None else root / "state"
+        self.ids = root / ".ids"  # shared by every daemon of the spool
+        self._leases: dict[str, int] = {}  # job id -> fd holding its lease
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Spool:
         return cls(settings.spool, settings.state_path)
 
     def ensure(self) -> None:
-        for d in (self.inbox, self.incoming, self.work, self.outbox, self.failed, self.state):
+        for d in (
+            self.inbox,
+            self.incoming,
+            self.work,
+            self.outbox,
+            self.failed,
+            self.state,
+            self.ids,
+        ):
             d.mkdir(parents=True, exist_ok=True)
 
     # ---- inbox ---------------------------------------------------------------------
@@ -132,20 +150,56 @@ class Spool:
         return candidate
 
     def claim(self, item: InboxFile) -> ClaimedJob | None:
-        """Move a manifest into its own work folder; None if another claimer was first."""
-        job_id = self._new_job_id(item.path.name)
-        job_dir = self.work / job_id
-        job_dir.mkdir()
+        """Move a manifest into its own, leased work folder; None if another claimer
+        (another daemon on this spool) was first."""
+        while True:
+            job_id = self._new_job_id(item.path.name)
+            job_dir = self.work / job_id
+            try:
+                job_dir.mkdir()
+                break
+            except FileExistsError:  # another daemon chose the same id at the same time
+                continue
+        if not self._lease(job_dir):
+            return None  # a peer's recovery holds it and will clear the empty folder
         try:
             os.rename(item.path, job_dir / "manifest.json")
         except FileNotFoundError:
-            job_dir.rmdir()
+            shutil.rmtree(job_dir, ignore_errors=True)
+            self.release(job_id)
             return None
         # No fsync here: if a power cut undoes the rename, the manifest is back in
         # the inbox and simply runs then. Results are what is made durable.
         source = display_name(item.path.name)
         problem = None if source == item.path.name else "the file name is not valid UTF-8"
         return ClaimedJob(job_id, job_dir, source, name_problem=problem)
+
+    # ---- leases ----------------------------------------------------------------------
+
+    def _lease(self, job_dir: Path) -> bool:
+        """Take the job's lease (ours from now on), or False if a live daemon holds it."""
+        if job_dir.name in self._leases:
+            return True
+        try:
+            fd = os.open(job_dir / LEASE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # the folder is gone: committed or cleared by its owner
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._leases[job_dir.name] = fd
+        return True
+
+    def release(self, job_id: str) -> None:
+        """Give up a job's lease (after its commit); the kernel does it if we die."""
+        fd = self._leases.pop(job_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def owns(self, job_id: str) -> bool:
+        return job_id in self._leases
 
     # ---- work ----------------------------------------------------------------------
 
@@ -191,17 +245,21 @@ class Spool:
         """Jobs in work/ to (re)run: claimed, no report written yet; oldest manifest first
         (a rename keeps the producer's mtime, so this is the order they were dropped in).
         A job whose report is written only waits for its commit (recover), never reruns."""
-        dirs = [d for d in self._job_dirs() if (d / "manifest.json").exists()]
+        dirs = [d for d in self._job_dirs() if self.owns(d.name) and (d / "manifest.json").exists()]
         jobs = [self._read_job(d) for d in dirs if not self._reported(d)]
         return sorted(jobs, key=lambda j: (j.manifest_path.stat().st_mtime_ns, j.job_id))
 
     def uncommitted(self) -> list[str]:
         """Jobs whose report is written but not yet published (a commit that failed)."""
-        return sorted(d.name for d in self._job_dirs() if self._reported(d))
+        return sorted(d.name for d in self._job_dirs() if self.owns(d.name) and self._reported(d))
 
     def recover(self) -> list[ClaimedJob]:
-        """After a crash: finish half-done commits, clear empty claims, return jobs to rerun."""
+        """After a crash (ours or another daemon's): finish half-done commits, clear empty
+        claims, return the jobs to rerun. Only jobs whose lease we hold or can take: a job
+        another live daemon owns is left alone."""
         for job_dir in sorted(self._job_dirs()):
+            if not self._lease(job_dir):
+                continue
             try:
                 self._recover_one(job_dir)
             except OSError as exc:  # e.g. outbox unwritable: this one waits, the others go on
@@ -215,6 +273,7 @@ class Spool:
         job = self._read_job(job_dir)
         if (self.outbox / job.job_id).exists() or (self.failed / job.job_id).exists():
             shutil.rmtree(job_dir)
+            self.release(job.job_id)
             log.info("spool.recovered", job_id=job.job_id, action="already committed")
         elif (job.out_dir / "report.json").exists():
             self._move_out(job)
@@ -222,8 +281,9 @@ class Spool:
         elif (job_dir / "report.json").exists():
             self._move_failed(job)
             log.info("spool.recovered", job_id=job.job_id, action="finished commit to failed")
-        elif not any(job_dir.iterdir()):
-            job_dir.rmdir()
+        elif not (job_dir / "manifest.json").exists():  # an empty claim
+            shutil.rmtree(job_dir)
+            self.release(job.job_id)
 
     def copy_input(self, job: ClaimedJob, relative: str, max_bytes: int) -> Path:
         """Copy a file the manifest references from the inbox; refuse any escape.
@@ -258,13 +318,16 @@ class Spool:
         os.rename(job.out_dir, final)
         fsync_dir(self.outbox)
         shutil.rmtree(job.dir)
+        self.release(job.job_id)
         return final
 
     def _move_failed(self, job: ClaimedJob) -> Path:
         final = self.failed / job.job_id
         (job.dir / "job.json").unlink(missing_ok=True)
-        os.rename(job.dir, final)
+        os.rename(job.dir, final)  # the lease goes along, still held: no peer can take it
         fsync_dir(self.failed)
+        (final / LEASE).unlink(missing_ok=True)
+        self.release(job.job_id)
         return final
 
     def withdraw(self, name: str, report: Callable[[str], str]) -> Path | None:
@@ -288,7 +351,7 @@ class Spool:
     # ---- idempotency and status ----------------------------------------------------
 
     def _id_path(self, client_id: str) -> Path:
-        return self.state / "ids" / (hashlib.sha256(client_id.encode()).hexdigest() + ".json")
+        return self.ids / (hashlib.sha256(client_id.encode()).hexdigest() + ".json")
 
     def completed_job_for(self, client_id: str) -> str | None:
         try:
