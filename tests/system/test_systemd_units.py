@@ -17,16 +17,25 @@ pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not 
 def offline_copy(unit: Path, tmp_path: Path) -> Path:
     """The unit with its commands pointed at a binary that exists here, as verify needs."""
     text = unit.read_text()
-    text = re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/usr/bin/true", text)
+    text = re.sub(r"(?m)^ExecStart=.+$", "ExecStart=/usr/bin/true", text)  # not a reset
     text = re.sub(r"(?m)^ExecReload=.*$", "ExecReload=/usr/bin/true", text)
     copy = tmp_path / "voicedrop.service"
     copy.write_text(text)
     return copy
 
 
-@pytest.mark.parametrize("name", ["voicedrop.service", "voicedrop-user.service"])
+@pytest.mark.parametrize("name", ["voicedrop.service", "voicedrop-user.service", "+http"])
 def test_unit_is_hardened_and_verifies(name: str, tmp_path: Path):
-    unit = offline_copy(ROOT / "systemd" / name, tmp_path)
+    """"+http": the system unit with the HTTP drop-in (systemd/voicedrop-http.conf) merged
+    in, as systemd reads it: loopback TCP only, the rest as hardened."""
+    if name == "+http":
+        unit = offline_copy(ROOT / "systemd" / "voicedrop.service", tmp_path)
+        drop_in = (ROOT / "systemd" / "voicedrop-http.conf").read_text()
+        assert "IPAddressAllow=localhost" in drop_in and "--http 127.0.0.1:" in drop_in
+        unit.write_text(unit.read_text() + "\n" + drop_in)
+        unit = offline_copy(unit, tmp_path)
+    else:
+        unit = offline_copy(ROOT / "systemd" / name, tmp_path)
     assert "Type=notify" in unit.read_text() and "ExecReload=" in unit.read_text()
     security = subprocess.run(
         [str(ANALYZE), "security", "--offline=yes", unit.name],
