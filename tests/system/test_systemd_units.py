@@ -26,7 +26,7 @@ def offline_copy(unit: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["voicedrop.service", "voicedrop-user.service", "+http"])
 def test_unit_is_hardened_and_verifies(name: str, tmp_path: Path):
-    """"+http": the system unit with the HTTP drop-in (systemd/voicedrop-http.conf) merged
+    """ "+http": the system unit with the HTTP drop-in (systemd/voicedrop-http.conf) merged
     in, as systemd reads it: loopback TCP only, the rest as hardened."""
     if name == "+http":
         unit = offline_copy(ROOT / "systemd" / "voicedrop.service", tmp_path)
