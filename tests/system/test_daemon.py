@@ -95,6 +95,14 @@ def spool(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 
 
+def drop(spool: Path, name: str, manifest: dict) -> None:
+    """Drop a manifest as a careful producer does: written aside, then renamed in."""
+    tmp = spool / "inbox" / ".incoming" / f"{name}.partial"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(manifest))
+    tmp.rename(spool / "inbox" / f"{name}.json")
+
+
 def done(spool: Path, job: str) -> bool:
     return (spool / "outbox" / job / "report.json").exists()
 

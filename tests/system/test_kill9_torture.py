@@ -21,16 +21,10 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import stress
-from tests.system.test_daemon import env_for
+from tests.system.test_daemon import drop, env_for
 
 pytestmark = pytest.mark.system
 ROUNDS = stress(50)
-
-
-def drop(spool: Path, name: str, manifest: dict) -> None:
-    tmp = spool / "inbox" / ".incoming" / f"{name}.partial"
-    tmp.write_text(json.dumps(manifest))
-    tmp.rename(spool / "inbox" / f"{name}.json")
 
 
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path, figures):

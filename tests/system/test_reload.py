@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.test_daemon import ROOT, Daemon
+from tests.system.test_daemon import ROOT, Daemon, drop
 
 pytestmark = pytest.mark.system
-
-
-def drop(spool: Path, name: str, manifest: dict) -> None:
-    tmp = spool / "inbox" / ".incoming" / f"{name}.partial"
-    tmp.write_text(json.dumps(manifest))
-    tmp.rename(spool / "inbox" / f"{name}.json")
 
 
 def final(spool: Path, name: str) -> dict | None:

@@ -14,16 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import stress
-from tests.system.test_daemon import Daemon, env_for
+from tests.system.test_daemon import Daemon, drop, env_for
 
 pytestmark = pytest.mark.system
 JOBS = stress(200)
-
-
-def drop(spool: Path, name: str, job: dict) -> None:
-    tmp = spool / "inbox" / ".incoming" / f"{name}.partial"
-    tmp.write_text(json.dumps(job))
-    tmp.rename(spool / "inbox" / f"{name}.json")
 
 
 def test_two_daemons_on_one_spool_run_every_job_exactly_once(tmp_path: Path, figures):

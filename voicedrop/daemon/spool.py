@@ -151,28 +151,56 @@ class Spool:
 
     def claim(self, item: InboxFile) -> ClaimedJob | None:
         """Move a manifest into its own, leased work folder; None if another claimer
-        (another daemon on this spool) was first."""
-        while True:
-            job_id = self._new_job_id(item.path.name)
-            job_dir = self.work / job_id
-            try:
-                job_dir.mkdir()
-                break
-            except FileExistsError:  # another daemon chose the same id at the same time
-                continue
-        if not self._lease(job_dir):
-            return None  # a peer's recovery holds it and will clear the empty folder
-        try:
-            os.rename(item.path, job_dir / "manifest.json")
-        except FileNotFoundError:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            self.release(job_id)
+        (another daemon on this spool) was first.
+
+        The manifest itself is flock'ed first, so two daemons never race for one file
+        (the loser would otherwise take the next id, `name-2`, for the same job)."""
+        hold = self._hold(item.path)
+        if hold is False:
             return None
+        try:
+            while True:
+                job_id = self._new_job_id(item.path.name)
+                job_dir = self.work / job_id
+                try:
+                    job_dir.mkdir()
+                    break
+                except FileExistsError:  # a peer's job of the same name, made just now
+                    continue
+            if not self._lease(job_dir):
+                return None  # a peer's recovery holds it and will clear the empty folder
+            try:
+                os.rename(item.path, job_dir / "manifest.json")
+            except FileNotFoundError:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                self.release(job_id)
+                return None
+        finally:
+            if isinstance(hold, int):
+                os.close(hold)
         # No fsync here: if a power cut undoes the rename, the manifest is back in
         # the inbox and simply runs then. Results are what is made durable.
         source = display_name(item.path.name)
         problem = None if source == item.path.name else "the file name is not valid UTF-8"
         return ClaimedJob(job_id, job_dir, source, name_problem=problem)
+
+    @staticmethod
+    def _hold(path: Path) -> int | bool:
+        """An flock on an inbox file while we claim it: the fd, False if another claimer
+        holds it or the file is gone, True if it cannot be opened (a symlink, say: the
+        claim goes on, and the job fails on it with a report)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        return fd
 
     # ---- leases ----------------------------------------------------------------------
 
