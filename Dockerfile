@@ -9,8 +9,9 @@
 ARG BASE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE}
 
-# what to install: torch (a requirement, or a wheel put in wheels/), voicedrop's extras,
-# and pip's options (CI: "--no-index", everything from wheels/)
+# what to install: torch (a requirement, or a wheel put in wheels/), voicedrop's extras
+# (all: every engine; empty: the core, espeak and the HTTP API), and pip's options
+# (CI: "--no-index", everything from wheels/)
 ARG TORCH=torch==2.13.0
 ARG EXTRAS=all
 ARG PIP_OPTIONS=""
@@ -34,7 +35,7 @@ COPY voicedrop/ voicedrop/
 RUN python3 -m venv /opt/voicedrop/venv \
  && pip install ${PIP_OPTIONS} --find-links /opt/voicedrop/wheels "${TORCH}" \
  && pip install ${PIP_OPTIONS} --find-links /opt/voicedrop/wheels \
-      -c requirements/constraints.txt ".[${EXTRAS}]" \
+      -c requirements/constraints.txt ".${EXTRAS:+[${EXTRAS}]}" \
  && if pip show coqui-tts >/dev/null 2>&1; then \
       pip install ${PIP_OPTIONS} --find-links /opt/voicedrop/wheels --no-deps \
         -r requirements/rvc-nodeps.txt \

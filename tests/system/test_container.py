@@ -70,7 +70,7 @@ def build_context(work: Path) -> Path:
     wheels = context / "wheels"
     sh(sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(wheels),
        "-c", str(ROOT / "requirements" / "constraints.txt"),
-       "torch==2.13.0", f"{ROOT}[http]", "setuptools>=68", "wheel")  # fmt: skip
+       "torch==2.13.0", str(ROOT), "setuptools>=68", "wheel")  # fmt: skip
     return context
 
 
@@ -81,7 +81,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     base_image(work)
     context = build_context(work)
     sh("buildah", "bud", "--isolation", "chroot", "--quiet", "-t", IMAGE,
-       "--build-arg", f"BASE={BASE}", "--build-arg", "EXTRAS=http",
+       "--build-arg", f"BASE={BASE}", "--build-arg", "EXTRAS=",
        "--build-arg", "PIP_OPTIONS=--no-index", str(context))  # fmt: skip
     yield IMAGE
     subprocess.run(["buildah", "rmi", "-f", IMAGE, BASE], capture_output=True, check=False)

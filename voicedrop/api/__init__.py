@@ -1,1 +1,1 @@
-"""The HTTP API beside the drop folder: it only talks to the spool (needs the `http` extra)."""
+"""The HTTP API beside the drop folder: it only talks to the spool."""
