@@ -70,7 +70,9 @@ def build_context(work: Path) -> Path:
     wheels = context / "wheels"
     sh(sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(wheels),
        "-c", str(ROOT / "requirements" / "constraints.txt"),
-       "torch==2.13.0", str(ROOT), "setuptools>=68", "wheel")  # fmt: skip
+       "torch==2.13.0", str(context), "setuptools>=68", "wheel")  # fmt: skip
+    shutil.rmtree(context / "build", ignore_errors=True)  # built from the copy: the checkout
+    # is never written to
     return context
 
 
