@@ -76,6 +76,34 @@ def test_same_name_twice_gets_distinct_job_ids(spool):
     assert claim(spool, "job.json").job_id == "job-2"
 
 
+def test_a_leased_job_is_recovered_only_once_its_owner_lets_go(spool):
+    """Two daemons of one spool, as two Spool objects: flock leases are per open file."""
+    peer = Spool(spool.root)
+    put(spool, "mine.json")
+    job = claim(spool, "mine.json")
+    spool.begin_attempt(job)
+    assert peer.recover() == [] and job.manifest_path.exists()  # the owner lives
+    spool.leases.release(job.job_id)  # what the kernel does when the owner dies
+    [adopted] = peer.recover()
+    assert adopted.job_id == "mine" and adopted.attempts == 1
+    peer.commit_done(adopted, "{}")
+    assert (spool.outbox / "mine").exists() and not (spool.work / "mine").exists()
+    assert not (spool.outbox / "mine" / ".lease").exists()
+
+
+def test_an_inbox_file_being_claimed_elsewhere_is_left_to_that_claimer(spool):
+    from voicedrop.daemon.leases import hold_inbox_file
+
+    put(spool, "race.json")
+    held = hold_inbox_file(spool.inbox / "race.json")
+    assert isinstance(held, int) and not isinstance(held, bool)
+    try:
+        assert claim(spool, "race.json") is None  # no "race-2" for the same file
+    finally:
+        os.close(held)
+    assert claim(spool, "race.json").job_id == "race"
+
+
 def test_claim_of_a_vanished_file_returns_none_and_leaves_no_folder(spool):
     ghost = InboxFile(spool.inbox / "gone.json", 2, 0)
     assert spool.claim(ghost) is None

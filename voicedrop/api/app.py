@@ -9,10 +9,8 @@ description is at `/openapi.json` (and `/docs`).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import io
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import soundfile as sf
@@ -25,6 +23,7 @@ from starlette.datastructures import UploadFile
 
 import voicedrop
 from voicedrop.api.desk import Desk, JobState, Rejected
+from voicedrop.api.guard import Guard
 from voicedrop.api.speech import MEDIA_TYPES, SpeechError, SpeechRequest, speech_manifest
 from voicedrop.metrics import Metrics
 
@@ -36,9 +35,6 @@ FORM_FIELDS = {
 FINAL = ("done", "failed", "duplicate")
 POLL_S = 0.1
 HEARTBEAT_STALE_S = 30.0  # three of the daemon's heartbeats
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
@@ -261,65 +257,3 @@ def _age_s(stamp: object) -> float | None:
     except ValueError:
         return None
     return (datetime.now(UTC) - then).total_seconds()
-
-
-class Guard:
-    """ASGI middleware: a bearer token on everything but /health (when one is configured),
-    a limit on request bodies (413), and one log line per request."""
-
-    def __init__(self, app: Any, token: str | None, body_limit: int) -> None:
-        self.app, self.token, self.body_limit = app, token, body_limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        status: list[int] = []
-
-        async def sending(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-            await send(message)
-
-        headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.token and scope["path"] != "/health" and not self._authorised(headers):
-            response: Response = JSONResponse(
-                {"detail": ["authorization: a valid bearer token is required"]},
-                401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, sending)
-        elif int(headers.get("content-length") or 0) > self.body_limit:
-            response = JSONResponse({"detail": [f"body: larger than {self.body_limit} bytes"]}, 413)
-            await response(scope, receive, sending)
-        else:
-            await self.app(scope, self._limited(receive), sending)
-        log.info(
-            "http.request",
-            method=scope["method"],
-            path=scope["path"],
-            status=status[0] if status else None,
-            ms=round((time.monotonic() - started) * 1000, 1),
-        )
-
-    def _authorised(self, headers: dict[str, str]) -> bool:
-        scheme, _, given = headers.get("authorization", "").partition(" ")
-        assert self.token is not None
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.encode(), self.token.encode()
-        )
-
-    def _limited(self, receive: Receive) -> Receive:
-        """A body sent without Content-Length (chunked) is cut off at the limit too."""
-        seen = 0
-
-        async def limited() -> MutableMapping[str, Any]:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.body_limit:
-                raise Rejected(413, [f"body: larger than {self.body_limit} bytes"])
-            return message
-
-        return limited

@@ -7,15 +7,12 @@ reader of the outbox never sees half a job. After a crash, `recover()` finishes
 half-done commits and hands back the jobs that must run again.
 
 Several daemons may share a spool (one per GPU). Each job in work/ is leased by
-the daemon that claimed it: an flock(2) on `work/<job-id>/.lease`, held until
-the job is committed, which the kernel releases when that daemon dies, even by
-kill -9. Recovery takes only jobs whose lease it can take (their owner is gone),
-so no job is ever run again while its owner lives.
+the daemon that claimed it (leases.py); recovery takes only jobs whose lease it
+can take (their owner is gone), so no job is run again while its owner lives.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from voicedrop.config import Settings
+from voicedrop.daemon.leases import LEASE, Leases, hold_inbox_file
 from voicedrop.daemon.references import check_opened, checked_reference, open_beneath
 from voicedrop.fsutil import fsync_dir, write_atomic
 
@@ -38,7 +36,6 @@ log = structlog.get_logger(__name__)
 JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
 IGNORED_SUFFIXES = (".partial", ".tmp", ".swp", "~")
 SUBMIT_REFS = "refs/"  # where `voicedrop submit` puts a job's reference, under a unique name
-LEASE = ".lease"
 
 
 def is_candidate(name: str) -> bool:
@@ -116,7 +113,7 @@ class Spool:
         self.failed = root / "failed"
         self.state = state if state is not None else root / "state"
         self.ids = root / ".ids"  # shared by every daemon of the spool
-        self._leases: dict[str, int] = {}  # job id -> fd holding its lease
+        self.leases = Leases()  # the jobs this daemon runs (see leases.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Spool:
@@ -155,7 +152,7 @@ class Spool:
 
         The manifest itself is flock'ed first, so two daemons never race for one file
         (the loser would otherwise take the next id, `name-2`, for the same job)."""
-        hold = self._hold(item.path)
+        hold = hold_inbox_file(item.path)
         if hold is False:
             return None
         try:
@@ -167,13 +164,13 @@ class Spool:
                     break
                 except FileExistsError:  # a peer's job of the same name, made just now
                     continue
-            if not self._lease(job_dir):
+            if not self.leases.take(job_dir):
                 return None  # a peer's recovery holds it and will clear the empty folder
             try:
                 os.rename(item.path, job_dir / "manifest.json")
             except FileNotFoundError:
                 shutil.rmtree(job_dir, ignore_errors=True)
-                self.release(job_id)
+                self.leases.release(job_id)
                 return None
         finally:
             if isinstance(hold, int):
@@ -183,51 +180,6 @@ class Spool:
         source = display_name(item.path.name)
         problem = None if source == item.path.name else "the file name is not valid UTF-8"
         return ClaimedJob(job_id, job_dir, source, name_problem=problem)
-
-    @staticmethod
-    def _hold(path: Path) -> int | bool:
-        """An flock on an inbox file while we claim it: the fd, False if another claimer
-        holds it or the file is gone, True if it cannot be opened (a symlink, say: the
-        claim goes on, and the job fails on it with a report)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        return fd
-
-    # ---- leases ----------------------------------------------------------------------
-
-    def _lease(self, job_dir: Path) -> bool:
-        """Take the job's lease (ours from now on), or False if a live daemon holds it."""
-        if job_dir.name in self._leases:
-            return True
-        try:
-            fd = os.open(job_dir / LEASE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:  # the folder is gone: committed or cleared by its owner
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._leases[job_dir.name] = fd
-        return True
-
-    def release(self, job_id: str) -> None:
-        """Give up a job's lease (after its commit); the kernel does it if we die."""
-        fd = self._leases.pop(job_id, None)
-        if fd is not None:
-            os.close(fd)
-
-    def owns(self, job_id: str) -> bool:
-        return job_id in self._leases
 
     # ---- work ----------------------------------------------------------------------
 
@@ -273,20 +225,26 @@ class Spool:
         """Jobs in work/ to (re)run: claimed, no report written yet; oldest manifest first
         (a rename keeps the producer's mtime, so this is the order they were dropped in).
         A job whose report is written only waits for its commit (recover), never reruns."""
-        dirs = [d for d in self._job_dirs() if self.owns(d.name) and (d / "manifest.json").exists()]
+        dirs = [
+            d
+            for d in self._job_dirs()
+            if self.leases.owns(d.name) and (d / "manifest.json").exists()
+        ]
         jobs = [self._read_job(d) for d in dirs if not self._reported(d)]
         return sorted(jobs, key=lambda j: (j.manifest_path.stat().st_mtime_ns, j.job_id))
 
     def uncommitted(self) -> list[str]:
         """Jobs whose report is written but not yet published (a commit that failed)."""
-        return sorted(d.name for d in self._job_dirs() if self.owns(d.name) and self._reported(d))
+        return sorted(
+            d.name for d in self._job_dirs() if self.leases.owns(d.name) and self._reported(d)
+        )
 
     def recover(self) -> list[ClaimedJob]:
         """After a crash (ours or another daemon's): finish half-done commits, clear empty
         claims, return the jobs to rerun. Only jobs whose lease we hold or can take: a job
         another live daemon owns is left alone."""
         for job_dir in sorted(self._job_dirs()):
-            if not self._lease(job_dir):
+            if not self.leases.take(job_dir):
                 continue
             try:
                 self._recover_one(job_dir)
@@ -301,7 +259,7 @@ class Spool:
         job = self._read_job(job_dir)
         if (self.outbox / job.job_id).exists() or (self.failed / job.job_id).exists():
             shutil.rmtree(job_dir)
-            self.release(job.job_id)
+            self.leases.release(job.job_id)
             log.info("spool.recovered", job_id=job.job_id, action="already committed")
         elif (job.out_dir / "report.json").exists():
             self._move_out(job)
@@ -311,7 +269,7 @@ class Spool:
             log.info("spool.recovered", job_id=job.job_id, action="finished commit to failed")
         elif not (job_dir / "manifest.json").exists():  # an empty claim
             shutil.rmtree(job_dir)
-            self.release(job.job_id)
+            self.leases.release(job.job_id)
 
     def copy_input(self, job: ClaimedJob, relative: str, max_bytes: int) -> Path:
         """Copy a file the manifest references from the inbox; refuse any escape.
@@ -346,7 +304,7 @@ class Spool:
         os.rename(job.out_dir, final)
         fsync_dir(self.outbox)
         shutil.rmtree(job.dir)
-        self.release(job.job_id)
+        self.leases.release(job.job_id)
         return final
 
     def _move_failed(self, job: ClaimedJob) -> Path:
@@ -355,7 +313,7 @@ class Spool:
         os.rename(job.dir, final)  # the lease goes along, still held: no peer can take it
         fsync_dir(self.failed)
         (final / LEASE).unlink(missing_ok=True)
-        self.release(job.job_id)
+        self.leases.release(job.job_id)
         return final
 
     def withdraw(self, name: str, report: Callable[[str], str]) -> Path | None:
