@@ -22,6 +22,7 @@ from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.manifest import Manifest, parse_manifest
 from voicedrop.pipeline.engines import Engines
 from voicedrop.report import VramStats
+from voicedrop.script import parse_script
 
 SEED_FIELDS = tuple(VramStats.model_fields)
 
@@ -44,6 +45,16 @@ def check_manifest(
         )
         ref = manifest.tts.reference_path
         ref_path = checked_reference(path.parent, ref, limit.max_reference_bytes) if ref else None
+        if manifest.script is not None:
+            script = checked_reference(
+                path.parent, manifest.script, limit.max_script_bytes, "script"
+            )
+            parse_script(
+                script.read_bytes(),
+                manifest.script,
+                max_cue_s=limit.max_cue_s,
+                max_chars=limit.max_text_chars,
+            )
         voice = resolve_voice(manifest, settings, ref_path)
         check_job(manifest, settings, engines, voice)
     except ManifestError as exc:
@@ -67,16 +78,22 @@ def submit(settings: Settings, engines: Engines, path: Path) -> str | list[str]:
     spool.ensure()
     raw = path.read_bytes()
     tag = uuid.uuid4().hex[:8]
-    ref = manifest.tts.reference_path
-    if ref:
-        # The reference travels first, under a name of its own, so the manifest never
-        # arrives without it and a later submit cannot replace it while this job waits.
-        # The daemon removes it from the inbox once the job has its copy.
-        unique = f"{SUBMIT_REFS}{tag}-{Path(ref).name}"
-        _drop(spool, path.parent / ref, spool.inbox / unique)
-        data = json.loads(raw)
-        data["tts"]["voice"] = unique
-        raw = json.dumps(data, ensure_ascii=False, indent=1).encode()
+    data = json.loads(raw)
+    # The files it names travel first, under names of their own, so the manifest never
+    # arrives without them and a later submit cannot replace them while this job waits.
+    # The daemon removes them from the inbox once the job has its copies.
+    for name, where in (
+        (manifest.tts.reference_path, ("tts", "voice")),
+        (manifest.script, ("script",)),
+    ):
+        if name:
+            unique = f"{SUBMIT_REFS}{tag}-{Path(name).name}"
+            _drop(spool, path.parent / name, spool.inbox / unique)
+            node = data
+            for key in where[:-1]:
+                node = node[key]
+            node[where[-1]] = unique
+    raw = json.dumps(data, ensure_ascii=False, indent=1).encode()
     name = f"{job_stem(path.name)}-{tag}.json"
     _drop(spool, raw, spool.inbox / name)
     return job_stem(name)

@@ -38,6 +38,9 @@ class Limits(_Section):
     max_reference_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_attempts: int = Field(3, ge=1, le=100)
     retry_delay_s: float = Field(30.0, ge=0, le=86400)
+    max_script_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_cue_s: float = Field(30.0, gt=0, le=3600)
+    max_stretch: float = Field(1.25, ge=1.0, le=2.0)
 
 
 class Watcher(_Section):

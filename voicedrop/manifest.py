@@ -29,6 +29,7 @@ from voicedrop.errors import ManifestError
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 LANGUAGE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+SCRIPT_SUFFIXES = (".srt", ".vtt")
 PATTERN_WORDS = {
     SAFE_NAME: "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
     LANGUAGE: "must be a language tag such as 'en', 'pt' or 'pt-BR'",
@@ -98,12 +99,17 @@ class TTSSpec(_Strict):
     def _safe_reference(cls, v: str | None) -> str | None:
         if v is None or not ("/" in v or "\\" in v or v.lower().endswith(AUDIO_SUFFIXES)):
             return v
-        path = PurePosixPath(v.replace("\\", "/"))
-        if path.is_absolute() or re.match(r"^[A-Za-z]:", v):
-            raise ValueError("a reference audio path must be relative to the manifest")
-        if ".." in path.parts:
-            raise ValueError("a reference audio path must not contain '..'")
-        return v
+        return relative_path(v, "a reference audio path")
+
+
+def relative_path(v: str, what: str) -> str:
+    """A file path next to the manifest: relative, without '..'."""
+    path = PurePosixPath(v.replace("\\", "/"))
+    if path.is_absolute() or re.match(r"^[A-Za-z]:", v):
+        raise ValueError(f"{what} must be relative to the manifest")
+    if ".." in path.parts:
+        raise ValueError(f"{what} must not contain '..'")
+    return v
 
 
 class ConvertSpec(_Strict):
@@ -128,6 +134,9 @@ class OutputSpec(_Strict):
     )
     loudness_lufs: float | None = Field(None, ge=-70, le=-5)
     name: str = Field("speech", pattern=SAFE_NAME)
+    fit: bool = Field(
+        False, description="script jobs: time-stretch a clip that overruns its cue (pitch kept)"
+    )
 
     @model_validator(mode="after")
     def _rate_fits_codec(self) -> OutputSpec:
@@ -141,12 +150,20 @@ class OutputSpec(_Strict):
 
 
 class Manifest(_Strict):
-    """A job: text or segments, a TTS request, an optional conversion, an output."""
+    """A job: text, segments or a subtitle script, a TTS request, an optional conversion,
+    an output."""
 
     version: Literal[1] = 1
     id: str | None = Field(None, min_length=1, max_length=200, description="client id")
     text: str | None = Field(None, min_length=1)
     segments: list[Segment] | None = Field(None, min_length=1, max_length=1000)
+    script: str | None = Field(
+        None,
+        min_length=5,
+        max_length=255,
+        description="a subtitle file (.srt or .vtt) next to the manifest: one clip per cue "
+        "and a dub track with each clip at its cue's start",
+    )
     tts: TTSSpec
     convert: ConvertSpec | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)  # type: ignore[arg-type]
@@ -156,10 +173,17 @@ class Manifest(_Strict):
     def _speakable(cls, v: str | None) -> str | None:
         return None if v is None else speakable(v)
 
+    @field_validator("script")
+    @classmethod
+    def _script_file(cls, v: str | None) -> str | None:
+        if v is not None and not v.lower().endswith(SCRIPT_SUFFIXES):
+            raise ValueError("a script is a subtitle file: .srt or .vtt")
+        return None if v is None else relative_path(v, "a script path")
+
     @model_validator(mode="after")
     def _one_text_source(self, info: ValidationInfo) -> Manifest:
-        if (self.text is None) == (self.segments is None):
-            raise ValueError("give exactly one of 'text' or 'segments'")
+        if sum(x is not None for x in (self.text, self.segments, self.script)) != 1:
+            raise ValueError("give exactly one of 'text', 'segments' or 'script'")
         if self.segments is not None:
             ids = [s.id for s in self.segments]
             if len(set(ids)) != len(ids):
@@ -171,7 +195,8 @@ class Manifest(_Strict):
         return self
 
     def items(self) -> list[tuple[str, str]]:
-        """(segment id, text) pairs; a plain `text` job is one segment named after the output."""
+        """(segment id, text) pairs; a plain `text` job is one segment named after the output
+        (a script job's cues become its segments once the script is read: `with_cues`)."""
         if self.segments is not None:
             return [(s.id, s.text) for s in self.segments]
         return [(self.output.name, self.text or "")]

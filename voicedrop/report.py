@@ -81,6 +81,27 @@ class OutputRecord(_Model):
     loudness_lufs: float | None
 
 
+class Overrun(_Model):
+    """A cue whose speech is longer than its slot (after any stretch)."""
+
+    cue: int
+    start_s: float
+    slot_s: float
+    speech_s: float
+    over_s: float
+    stretch: float  # the time-stretch ratio applied (1.0: none)
+
+
+class ScriptRecord(_Model):
+    """A script job: its cues, the dub track, and what did not fit."""
+
+    cues: int
+    skipped_cues: int
+    dub: str  # the dub track's file name
+    duration_s: float
+    overruns: list[Overrun] = Field(default_factory=list)
+
+
 class VramSnapshot(_Model):
     before: VramStats
     after: VramStats
@@ -101,6 +122,7 @@ class JobReport(_Model):
     vram: VramSnapshot
     models: dict[str, ModelView] = Field(default_factory=dict)
     outputs: list[OutputRecord] = Field(default_factory=list)
+    script: ScriptRecord | None = None
     timings: dict[str, float | str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
 

@@ -78,7 +78,7 @@ def test_unknown_key_names_the_field():
 
 
 def test_missing_text():
-    bad({"tts": {"engine": "espeak"}}, None, "exactly one of 'text' or 'segments'")
+    bad({"tts": {"engine": "espeak"}}, None, "exactly one of 'text', 'segments' or 'script'")
 
 
 def test_text_and_segments_together():

@@ -225,8 +225,8 @@ def test_a_symlink_swapped_in_after_the_check_is_not_followed(spool, tmp_path, m
     (spool.inbox / "refs" / "alice.wav").write_bytes(b"voice")
     checked = spool_module.checked_reference
 
-    def check_then_swap(root, relative, max_bytes):
-        path = checked(root, relative, max_bytes)  # passes: a regular file
+    def check_then_swap(root, relative, max_bytes, field="tts.voice"):
+        path = checked(root, relative, max_bytes, field)  # passes: a regular file
         (root / "refs").rename(root / "refs-old")  # ... then the folder becomes a link out
         (root / "refs").symlink_to(tmp_path, target_is_directory=True)
         (tmp_path / "alice.wav").write_bytes(b"secret")

@@ -29,6 +29,7 @@ from voicedrop.errors import ManifestError, PermanentError, job_error
 from voicedrop.manifest import Manifest, parse_manifest
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.report import ErrorInfo, JobReport
+from voicedrop.script import Script, parse_script, with_cues
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16
@@ -280,15 +281,31 @@ class Executor:
                     return manifest, duplicate_of, self.runner.finish(Outcome(before))
             ref = manifest.tts.reference_path
             reference = self.spool.copy_input(job, ref, limit.max_reference_bytes) if ref else None
-            if ref and ref.startswith(SUBMIT_REFS):  # submit's private copy: the job has it now
-                (self.spool.inbox / ref).unlink(missing_ok=True)
+            script = self._script(job, manifest)
+            for private in (ref, manifest.script):  # submit's private copies: the job has them
+                if private and private.startswith(SUBMIT_REFS):
+                    (self.spool.inbox / private).unlink(missing_ok=True)
         except Exception as exc:
             error = job_error(exc)
             if error.code == "internal_error":
                 log.exception("job.internal_error")
             return manifest, None, self.runner.finish(Outcome(before, error=error))
-        work = JobInput(job.job_id, manifest, reference, job.out_dir)
+        runs = manifest if script is None else with_cues(manifest, script)
+        work = JobInput(job.job_id, runs, reference, job.out_dir, script)
         return manifest, None, self.runner.run(work, self._progress(job))
+
+    def _script(self, job: ClaimedJob, manifest: Manifest) -> Script | None:
+        """A script job's subtitle file, copied into the job and parsed into cues."""
+        if manifest.script is None:
+            return None
+        limit = self.settings.limits
+        path = self.spool.copy_input(job, manifest.script, limit.max_script_bytes, "script")
+        return parse_script(
+            path.read_bytes(),
+            manifest.script,
+            max_cue_s=limit.max_cue_s,
+            max_chars=limit.max_text_chars,
+        )
 
     def _load_manifest(self, job: ClaimedJob) -> Manifest:
         limit = self.settings.limits

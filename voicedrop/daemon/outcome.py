@@ -41,6 +41,7 @@ def build_report(
         vram=VramSnapshot.model_validate({"before": out.vram_before, "after": out.vram_after}),
         models=out.models,
         outputs=[] if error else out.outputs,
+        script=None if error else out.script,
         versions=out.versions,
     )
 

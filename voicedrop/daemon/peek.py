@@ -1,8 +1,9 @@
 """What the queue learns of a manifest before claiming it, without claiming it.
 
 The model keys its engines would use (for affinity: a job whose models are loaded may
-go first) and the reference recording it names (a manifest whose recording has not
-arrived yet waits in the inbox). Parsed once per file version (path, mtime).
+go first) and the files it names — its reference recording, its subtitle script — (a
+manifest whose files have not arrived yet waits in the inbox). Parsed once per file
+version (path, mtime).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CACHED = 256
 @dataclass(frozen=True)
 class Peeked:
     keys: set[str]
-    reference: str | None
+    files: tuple[str, ...]  # inbox-relative paths of the files it names
 
 
 class ManifestPeek:
@@ -36,12 +37,12 @@ class ManifestPeek:
         return self.of(item).keys
 
     def awaits_reference(self, item: InboxFile, wall_now: float) -> bool:
-        """A manifest whose reference recording is not there yet is left in the inbox, up to
-        reference_wait_s after it was written: a folder copied onto a share often lands its
-        .json before its .wav. After that it is taken, and fails naming the reference."""
+        """A manifest whose reference recording or script is not there yet is left in the
+        inbox, up to reference_wait_s after it was written: a folder copied onto a share
+        often lands its .json before its .wav. After that it is taken, and fails naming it."""
         ex = self.executor
-        ref = self.of(item).reference
-        if ref is None or os.path.lexists(ex.spool.inbox / ref):
+        files = self.of(item).files
+        if all(os.path.lexists(ex.spool.inbox / f) for f in files):
             return False
         return wall_now - item.mtime_ns / 1e9 < ex.settings.watcher.reference_wait_s
 
@@ -50,7 +51,7 @@ class ManifestPeek:
         cache_key = (str(item.path), item.mtime_ns)
         if cache_key not in self._seen:
             ex = self.executor
-            peeked = Peeked(set(), None)
+            peeked = Peeked(set(), ())
             limit = ex.settings.limits
             try:
                 if item.size <= limit.max_manifest_bytes:
@@ -59,7 +60,9 @@ class ManifestPeek:
                         max_bytes=limit.max_manifest_bytes,
                         max_text_chars=limit.max_text_chars,
                     )
-                    peeked = Peeked(ex.runner.model_keys(manifest), manifest.tts.reference_path)
+                    named = (manifest.tts.reference_path, manifest.script)
+                    files = tuple(f for f in named if f is not None)
+                    peeked = Peeked(ex.runner.model_keys(manifest), files)
             except (OSError, ManifestError):
                 pass
             self._seen = {cache_key: peeked, **dict(list(self._seen.items())[-(CACHED - 1) :])}

@@ -271,17 +271,19 @@ class Spool:
             shutil.rmtree(job_dir)
             self.leases.release(job.job_id)
 
-    def copy_input(self, job: ClaimedJob, relative: str, max_bytes: int) -> Path:
+    def copy_input(
+        self, job: ClaimedJob, relative: str, max_bytes: int, field: str = "tts.voice"
+    ) -> Path:
         """Copy a file the manifest references from the inbox; refuse any escape.
 
         The checks are made again on what is actually opened: each path component is
         opened relative to the one before with O_NOFOLLOW, so a symlink swapped in
         after checked_reference looked cannot lead the copy out of the inbox."""
-        source = checked_reference(self.inbox, relative, max_bytes)
+        source = checked_reference(self.inbox, relative, max_bytes, field)
         target = job.dir / "inputs" / source.name
-        fd = open_beneath(self.inbox, source.relative_to(self.inbox).parts)
+        fd = open_beneath(self.inbox, source.relative_to(self.inbox).parts, field)
         with os.fdopen(fd, "rb") as src:
-            check_opened(relative, os.fstat(src.fileno()), max_bytes)
+            check_opened(relative, os.fstat(src.fileno()), max_bytes, field)
             target.parent.mkdir(exist_ok=True)
             with target.open("wb") as dst:
                 shutil.copyfileobj(src, dst)

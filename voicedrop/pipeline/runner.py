@@ -33,7 +33,8 @@ from voicedrop.pipeline.stages import (
     plan,
     resolve_voice,
 )
-from voicedrop.report import ModelEvent, ModelView, OutputRecord, StageRecord
+from voicedrop.report import ModelEvent, ModelView, OutputRecord, ScriptRecord, StageRecord
+from voicedrop.script import Script
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ class JobInput:
     manifest: Manifest
     reference: Path | None  # the reference recording, copied next to the job
     out_dir: Path
+    script: Script | None = None  # a script job's cues (its manifest's segments are they)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Outcome:
     stages: list[StageRecord] = field(default_factory=list)
     events: list[ModelEvent] = field(default_factory=list)
     outputs: list[OutputRecord] = field(default_factory=list)
+    script: ScriptRecord | None = None
     versions: dict[str, str] = field(default_factory=dict)
     error: VoicedropError | None = None
 
@@ -91,10 +94,12 @@ class JobRunner:
                     voice,
                     job.out_dir,
                     progress,
+                    script=job.script,
                 )
                 for stage in plan(job.manifest, self.stages):
                     out.stages.append(self._run_stage(stage, ctx))
                 out.outputs = ctx.outputs
+                out.script = ctx.script_record
             except Exception as exc:
                 out.error = job_error(exc)
                 if out.error.code == "internal_error":

@@ -24,7 +24,8 @@ from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
-from voicedrop.report import OutputRecord
+from voicedrop.report import OutputRecord, ScriptRecord
+from voicedrop.script import Script
 
 
 @dataclass
@@ -45,6 +46,8 @@ class JobContext:
     progress: Progress
     takes: list[Take] = field(default_factory=list)
     outputs: list[OutputRecord] = field(default_factory=list)
+    script: Script | None = None  # a script job's cues: its takes are their clips
+    script_record: ScriptRecord | None = None
 
     def tts_request(self) -> TTSRequest:
         tts = self.manifest.tts
@@ -111,7 +114,8 @@ class ConvertStage:
 
 
 class PostStage:
-    """Resample, reach the loudness target, encode; measure what was written."""
+    """Resample, reach the loudness target, encode; measure what was written; for a script
+    job, also the dub track."""
 
     name = "post"
 
@@ -122,26 +126,58 @@ class PostStage:
         out = ctx.manifest.output
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         ctx.outputs = []
+        written: list[au.Audio] = []
         for take in ctx.takes:
             rate = au.codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
             audio = au.resample(take.audio, rate)
             if out.loudness_lufs is not None:
                 audio = au.normalize_loudness(audio, out.loudness_lufs)
             stem = out.name if ctx.manifest.segments is None else f"{out.name}-{take.segment}"
-            path = ctx.out_dir / f"{stem}.{out.format}"
-            path.unlink(missing_ok=True)  # a retried attempt replaces its own partial output
-            au.write_audio(audio, path, out.format)
-            ctx.outputs.append(
-                OutputRecord(
-                    file=path.name,
-                    segment=take.segment,
-                    format=out.format,
-                    sample_rate=audio.sample_rate,
-                    duration_s=round(audio.duration_s, 3),
-                    peak_dbfs=au.peak_dbfs(audio),
-                    loudness_lufs=au.loudness_lufs(audio),
-                )
+            self._write(ctx, audio, stem, take.segment)
+            written.append(audio)
+        if ctx.script is not None:
+            self._dub(ctx, written)
+
+    @staticmethod
+    def _write(ctx: JobContext, audio: au.Audio, stem: str, segment: str) -> None:
+        out = ctx.manifest.output
+        path = ctx.out_dir / f"{stem}.{out.format}"
+        path.unlink(missing_ok=True)  # a retried attempt replaces its own partial output
+        au.write_audio(audio, path, out.format)
+        ctx.outputs.append(
+            OutputRecord(
+                file=path.name,
+                segment=segment,
+                format=out.format,
+                sample_rate=audio.sample_rate,
+                duration_s=round(audio.duration_s, 3),
+                peak_dbfs=au.peak_dbfs(audio),
+                loudness_lufs=au.loudness_lufs(audio),
             )
+        )
+
+    @staticmethod
+    def _dub(ctx: JobContext, clips: list[au.Audio]) -> None:
+        """The dub track: every cue's clip at its start time; overruns reported."""
+        from voicedrop.pipeline.dub import dub_track
+
+        script, out = ctx.script, ctx.manifest.output
+        assert script is not None
+        ctx.progress("post: dub track")
+        track, overruns = dub_track(
+            list(zip(script.cues, clips, strict=True)),
+            script.end_s,
+            fit=out.fit,
+            max_stretch=ctx.settings.limits.max_stretch,
+        )
+        PostStage._write(ctx, track, f"{out.name}-dub", "dub")
+        ctx.script_record = ScriptRecord(
+            cues=len(script.cues),
+            skipped_cues=script.skipped,
+            dub=ctx.outputs[-1].file,
+            duration_s=round(track.duration_s, 3),
+            overruns=overruns,
+        )
 
 
 def default_stages() -> Registry[Stage]:
