@@ -193,8 +193,10 @@ def render_status(out: dict[str, Any], spool_root: Path) -> str:
         "vram:    " + "  ".join(f"{k}={v}" for k, v in out["vram"].items()),
     ]
     for key, view in out["models"].items():
+        leaves = view.get("leaves_in_s")
         lines.append(
             f"model:   {key}: {view['tier']} ({view['device_bytes'] + view['host_bytes']} B, "
             f"{view['loads']} loads, {view['promotes']} promotes)"
+            + (f", leaves the GPU in {leaves:g} s if idle" if leaves is not None else "")
         )
     return "\n".join(lines)

@@ -54,6 +54,7 @@ class Watcher(_Section):
 class Scheduler(_Section):
     affinity: bool = True
     max_skips: int = Field(3, ge=0, le=1000)
+    max_wait_s: float = Field(60.0, ge=0, le=86400)
 
 
 class Residency(_Section):
@@ -62,6 +63,7 @@ class Residency(_Section):
     warm_tier: bool = True
     warm_budget_gb: float = Field(8.0, ge=0)
     headroom_gb: float = Field(0.5, ge=0)
+    keep_alive_s: float | None = Field(None, gt=0, le=30 * 86400)
 
     @field_validator("budget_gb")
     @classmethod

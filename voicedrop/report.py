@@ -56,6 +56,7 @@ class ModelView(_Model):
     last_load_s: float | None
     last_peak_bytes: int | None
     pinned: bool = False
+    leaves_in_s: float | None = None  # keep-alive: seconds until an idle model leaves the GPU
 
 
 class ErrorInfo(_Model):
@@ -123,6 +124,7 @@ class JobReport(_Model):
     models: dict[str, ModelView] = Field(default_factory=dict)
     outputs: list[OutputRecord] = Field(default_factory=list)
     script: ScriptRecord | None = None
+    passed_by: int = 0  # jobs that went ahead of this one because their models were loaded
     timings: dict[str, float | str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
 

@@ -574,3 +574,15 @@ def test_a_reference_that_never_arrives_fails_after_the_wait(service):
     [report] = run_all(service)
     assert report.status == "failed" and report.error.field == "tts.voice"
     assert "not found" in report.error.message
+
+
+def test_a_report_counts_the_jobs_that_passed_it_for_affinity(service):
+    drop(service.spool.inbox, "first.json", hello())
+    assert [r.status for r in run_all(service)] == ["done"]  # espeak is resident now
+    older = drop(service.spool.inbox, "silence.json", {"text": "x", "tts": {"engine": "noop"}})
+    drop(service.spool.inbox, "speech.json", hello())
+    os.utime(older, (time.time() - 10, time.time() - 10))
+    reports = {r.job_id: r for r in run_all(service)}
+    assert list(reports) == ["speech", "silence"]  # its model was loaded: it went first
+    assert reports["silence"].passed_by == 1 and reports["speech"].passed_by == 0
+    assert read_report(service.spool.outbox / "silence")["passed_by"] == 1

@@ -307,3 +307,34 @@ def test_close_drops_everything():
     manager.close()
     assert device.memory().allocated == 0 and device.memory().reserved == 0
     assert manager.get_vram_usage()["cached_models"] == 0
+
+
+def test_keep_alive_lets_idle_models_leave_the_gpu_on_time_under_normal():
+    manager, device, clock = make(NormalPolicy(), keep_alive=300.0)
+    with manager.acquire(spec("xtts", 2)):
+        clock.now = 1000.0
+        assert manager.expire() == []  # in use: never
+        assert manager.models()["xtts"].leaves_in_s is None
+    with manager.acquire(spec("vocos", 1)):
+        pass
+    clock.now = 1299.0
+    assert manager.expire() == []
+    assert manager.models()["xtts"].leaves_in_s == 1.0
+    assert device.memory().allocated == 3 * GB  # NORMAL keeps them until then
+    clock.now = 1300.0
+    with manager.recording() as events:
+        assert manager.expire() == ["xtts", "vocos"]
+    assert device.memory().allocated == 0
+    assert [(e.event, e.key, e.reason) for e in events] == [
+        ("demote", "xtts", "keep_alive"),
+        ("demote", "vocos", "keep_alive"),
+    ]
+    assert manager.models()["xtts"].tier == "host"  # the next use is a promote
+
+
+def test_without_keep_alive_normal_keeps_models_forever():
+    manager, device, clock = make(NormalPolicy())
+    with manager.acquire(spec("xtts", 2)):
+        pass
+    clock.now = 10**7
+    assert manager.expire() == [] and device.memory().allocated == 2 * GB

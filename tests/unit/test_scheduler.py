@@ -33,3 +33,14 @@ def test_skips_are_bounded_so_nothing_starves():
         order.append(chosen)
         queue.remove(chosen)
     assert order == ["b0", "b1", "a", "b2", "b3", "b4"]
+
+
+def test_a_job_passed_over_waits_at_most_max_wait_s():
+    now = [0.0]
+    s = Scheduler(max_skips=100, max_wait_s=30.0, clock=lambda: now[0])
+    assert pick(s, ["a", "b"], {"f5tts"}) == "b" and s.passed_by == 0  # b jumps over a
+    now[0] = 29.0
+    assert pick(s, ["a", "d"], {"f5tts"}) == "d"  # a has waited 29 s since first passed
+    now[0] = 30.0
+    assert pick(s, ["a", "b"], {"f5tts"}) == "a"  # 30 s: a runs, models or not
+    assert s.passed_by == 2  # b and d went ahead of it

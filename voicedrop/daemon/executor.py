@@ -67,6 +67,7 @@ class Executor:
     _recovered: list[ClaimedJob] = field(default_factory=list)
     _deferred: list[tuple[float, ClaimedJob]] = field(default_factory=list)
     _history: dict[str, list[ErrorInfo]] = field(default_factory=dict)
+    _passed: dict[str, int] = field(default_factory=dict)  # job id -> jobs that went ahead
     _ready: list[InboxFile] = field(default_factory=list)
     rescan: bool = True
     peek: ManifestPeek = field(init=False)
@@ -183,6 +184,7 @@ class Executor:
             self._ready.remove(item)
             job = self.spool.claim(item)
             if job is not None:
+                self._passed[job.job_id] = self.scheduler.passed_by
                 return job
 
     def scan(self) -> int:
@@ -203,6 +205,7 @@ class Executor:
             self.observer.status({"state": "running", "job_id": job.job_id, "stage": None})
             manifest, duplicate_of, outcome = self._attempt(job)
             report = self._report(job, manifest, duplicate_of, outcome)
+            report.passed_by = self._passed.get(job.job_id, 0)
             report.timings = {
                 "started_at": started_at,
                 "finished_at": datetime.now(UTC).isoformat(),
@@ -211,6 +214,7 @@ class Executor:
             if self._retry_later(job, report):
                 return report
             self._commit(job, report, manifest)
+            self._passed.pop(job.job_id, None)
             self._backoff = 0.0
             self.ran[report.status] = self.ran.get(report.status, 0) + 1
             self.observer.finished(report)

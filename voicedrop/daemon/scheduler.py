@@ -2,13 +2,15 @@
 
 Affinity lets a job whose models are already on the device jump ahead (a
 model switch on a small GPU costs seconds), but every job it passes is
-charged a skip, and a job skipped `max_skips` times runs next, so nothing
-starves. The scheduler only orders; it does no I/O of its own: the caller
-supplies each candidate's model keys.
+charged a skip, and a job skipped `max_skips` times, or waiting `max_wait_s`
+since it was first passed, runs next, so nothing starves. The scheduler only
+orders; it does no I/O of its own: the caller supplies each candidate's model
+keys, and the clock.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -16,10 +18,21 @@ T = TypeVar("T")
 
 
 class Scheduler:
-    def __init__(self, *, affinity: bool = True, max_skips: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        affinity: bool = True,
+        max_skips: int = 3,
+        max_wait_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.affinity = affinity
         self.max_skips = max_skips
+        self.max_wait_s = max_wait_s
+        self.clock = clock
         self._skips: dict[str, int] = {}
+        self._passed_since: dict[str, float] = {}  # when a job was first passed over
+        self.passed_by = 0  # how many jobs went ahead of the last one picked
 
     def pick(
         self,
@@ -34,15 +47,25 @@ class Scheduler:
         names = [name(item) for item in queue]
         live = set(names)
         self._skips = {n: c for n, c in self._skips.items() if n in live}
+        self._passed_since = {n: t for n, t in self._passed_since.items() if n in live}
+        now = self.clock()
         chosen = 0
         if self.affinity and resident:
             for i, item in enumerate(queue):
-                if any(self._skips.get(n, 0) >= self.max_skips for n in names[:i]):
+                if any(self._waited_enough(n, now) for n in names[:i]):
                     break  # a job ahead has waited enough
                 if keys(item) & resident:
                     chosen = i
                     break
         for skipped in names[:chosen]:
             self._skips[skipped] = self._skips.get(skipped, 0) + 1
-        self._skips.pop(names[chosen], None)
+            self._passed_since.setdefault(skipped, now)
+        self.passed_by = self._skips.pop(names[chosen], 0)
+        self._passed_since.pop(names[chosen], None)
         return queue[chosen]
+
+    def _waited_enough(self, name: str, now: float) -> bool:
+        if self._skips.get(name, 0) >= self.max_skips:
+            return True
+        since = self._passed_since.get(name)
+        return since is not None and now - since >= self.max_wait_s

@@ -56,8 +56,14 @@ def build_manager(settings: Settings, device: Device) -> ResidencyManager:
         warm_tier=res.warm_tier,
         warm_budget=int(res.warm_budget_gb * GB),
         headroom=int(res.headroom_gb * GB),
+        keep_alive=res.keep_alive_s,
         footprints=FootprintStore(settings.state_path / "footprints.json"),
     )
+
+
+def scheduler_for(settings: Settings) -> Scheduler:
+    s = settings.scheduler
+    return Scheduler(affinity=s.affinity, max_skips=s.max_skips, max_wait_s=s.max_wait_s)
 
 
 class Service:
@@ -87,7 +93,7 @@ class Service:
             settings,
             self.spool,
             self.runner,
-            Scheduler(affinity=settings.scheduler.affinity, max_skips=settings.scheduler.max_skips),
+            scheduler_for(settings),
             self.gate,
             observer=self,
         )
@@ -141,6 +147,8 @@ class Service:
         if self.reload_requested:
             self.reload_requested = False
             self.reload()
+        if self.manager.expire():  # keep-alive: idle models leave the GPU
+            self._dirty = True
         self._tick()
 
     def reload(self) -> None:
@@ -171,9 +179,7 @@ class Service:
         self.runner = JobRunner(settings, engines, self.manager)
         self.executor.settings, self.executor.runner = settings, self.runner
         self.executor.peek = ManifestPeek(self.executor)  # keys under the new engines
-        self.executor.scheduler = Scheduler(
-            affinity=settings.scheduler.affinity, max_skips=settings.scheduler.max_skips
-        )
+        self.executor.scheduler = scheduler_for(settings)
         log.info("service.reloaded", policy=settings.policy)
         self.publish({"state": "idle"}, force=True)
 

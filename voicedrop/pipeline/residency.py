@@ -57,6 +57,7 @@ class ResidencyManager:
     warm_tier: bool = True
     warm_budget: int = 8 * GB
     headroom: int = 0
+    keep_alive: float | None = None  # seconds an idle model may stay on the device
     footprints: FootprintStore = field(default_factory=lambda: FootprintStore(None))
     clock: Callable[[], float] = time.monotonic
     _blocks: list[_Block] = field(default_factory=list)
@@ -112,8 +113,36 @@ class ResidencyManager:
         return stats.model_dump()
 
     def models(self) -> dict[str, ModelView]:
-        """The extended per-model view: tier, bytes per tier, loads, promotes, peaks."""
-        return self._tiers.views()
+        """The extended per-model view: tier, bytes per tier, loads, promotes, peaks, and
+        under keep-alive how long an idle model has left on the device."""
+        views = self._tiers.views()
+        if self.keep_alive is not None:
+            now = self.clock()
+            for key, e in self._entries.items():
+                if e.tier == "device" and not e.in_use and not e.spec.pinned:
+                    left = max(0.0, self.keep_alive - (now - e.last_used))
+                    views[key] = views[key].model_copy(update={"leaves_in_s": round(left, 1)})
+        return views
+
+    def expire(self) -> list[str]:
+        """Keep-alive (like Ollama's): models idle on the device for `keep_alive` seconds
+        leave it, whatever the policy, so an idle machine gets its GPU back. Between jobs."""
+        if self.keep_alive is None:
+            return []
+        now = self.clock()
+        idle = [
+            e
+            for e in self._entries.values()
+            if e.tier == "device"
+            and not e.in_use
+            and not e.spec.pinned
+            and now - e.last_used >= self.keep_alive
+        ]
+        for e in idle:
+            self._tiers.leave_device(e, "demote" if self.warm_tier else "drop", "keep_alive")
+        if idle:
+            self.device.release_cached()
+        return [e.spec.key for e in idle]
 
     def resident_keys(self, tier: Tier = "device") -> set[str]:
         return {k for k, e in self._entries.items() if e.tier == tier}
