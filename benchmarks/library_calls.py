@@ -23,7 +23,7 @@ def _request(manifest: Manifest, settings: Settings) -> TTSRequest:
 
 
 def xtts(runner: JobRunner, settings: Settings, manifest: Manifest, text: str) -> float:
-    from voicedrop.pipeline.engines.xtts import compute_latents
+    from voicedrop.pipeline.engines.xtts_load import compute_latents
 
     engine: Any = runner.engines.tts["xtts"]
     request = _request(manifest, settings)

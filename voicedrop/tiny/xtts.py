@@ -18,7 +18,7 @@ def build_xtts(directory: Path, reference: Path, seed: int = 0, *, full: bool = 
     from TTS.tts.models.xtts import Xtts
 
     from voicedrop.pipeline.engines.common import quiet_stdout
-    from voicedrop.pipeline.engines.xtts import compute_latents
+    from voicedrop.pipeline.engines.xtts_load import compute_latents
 
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
