@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,19 @@ IMAGE = "localhost/voicedrop:test"
 CONTEXT = ("Dockerfile", "pyproject.toml", "README.md", "requirements", "voicedrop", "deploy")
 
 
+NEED_GB = 4  # the root file system, the wheels, buildah's layers
+
+
 def need(*tools: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("building images needs root")
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (.ci/run installs them)")
+    for where in ("/var/tmp", tempfile.gettempdir()):
+        free = shutil.disk_usage(where).free / 1e9
+        if free < NEED_GB:
+            pytest.skip(f"building the image needs {NEED_GB} GB free in {where}: {free:.1f} GB")
 
 
 def sh(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
