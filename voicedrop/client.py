@@ -168,21 +168,27 @@ def status_report(settings: Settings) -> dict[str, Any]:
     """What `voicedrop status` shows: queue, the running job, the seed's VRAM fields, models."""
     spool = Spool.from_settings(settings)
     daemon = daemon_status(spool)
-    vram = daemon.get("vram") if daemon["alive"] else None
-    if vram is None:  # no daemon: say so, without importing torch
-        vram = dict.fromkeys(SEED_FIELDS, 0.0) | {
-            "available": False,
-            "low_vram_mode": settings.low_vram,
-            "cached_models": 0,
-        }
     return {
         "daemon": "running" if daemon["alive"] else "not running",
         "queue": spool.counts(),
         "current_job": daemon.get("job_id") if daemon["alive"] else None,
         "stage": daemon.get("stage") if daemon["alive"] else None,
-        "vram": {k: vram[k] for k in SEED_FIELDS},
+        "vram": vram_view(settings, daemon),
         "models": daemon.get("models", {}) if daemon["alive"] else {},
     }
+
+
+def vram_view(settings: Settings, daemon: dict[str, Any]) -> dict[str, Any]:
+    """The seed's seven VRAM fields from the daemon's status; without a daemon, say so
+    (without importing torch)."""
+    vram = daemon.get("vram") if daemon["alive"] else None
+    if vram is None:
+        vram = dict.fromkeys(SEED_FIELDS, 0.0) | {
+            "available": False,
+            "low_vram_mode": settings.low_vram,
+            "cached_models": 0,
+        }
+    return {k: vram[k] for k in SEED_FIELDS}
 
 
 def render_status(out: dict[str, Any], spool_root: Path) -> str:

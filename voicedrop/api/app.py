@@ -120,17 +120,18 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     @app.get("/vram")
     async def vram() -> dict[str, Any]:
         """The seed's `get_vram_usage()`: exactly its seven keys."""
-        return dict(desk.status()["vram"])
+        return desk.vram()
 
     @app.get("/models")
     async def models() -> dict[str, Any]:
         """Each model the daemon knows: its tier, bytes, loads and promotes."""
-        return dict(desk.status()["models"])
+        daemon = desk.daemon()
+        return dict(daemon.get("models", {})) if daemon["alive"] else {}
 
     @app.get("/health")
     async def health() -> JSONResponse:
         """Live (this answer) and ready (the daemon's heartbeat is recent): 200, else 503."""
-        daemon = desk.status()["daemon_status"]
+        daemon = desk.daemon()
         age = _age_s(daemon.get("updated"))
         ready = bool(daemon.get("alive")) and age is not None and age < HEARTBEAT_STALE_S
         body = {
@@ -151,8 +152,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
         if metrics is None and textfile is not None and textfile.exists():
             return Response(textfile.read_bytes(), media_type=CONTENT_TYPE_LATEST)
         source = metrics or Metrics()
-        status = desk.status()
-        source.status(status["daemon_status"], status["queue"])
+        source.status(desk.daemon(), desk.spool.counts())
         return Response(source.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

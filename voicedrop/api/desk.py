@@ -18,7 +18,7 @@ from typing import Any
 
 import soundfile as sf
 
-from voicedrop.client import daemon_status, status_report, submit
+from voicedrop.client import daemon_status, submit, vram_view
 from voicedrop.config import Settings
 from voicedrop.daemon.spool import SUBMIT_REFS, Spool, list_candidates
 from voicedrop.pipeline.engines import Engines
@@ -67,9 +67,12 @@ class Desk:
     def queue_depth(self) -> int:
         return len(list_candidates(self.spool.inbox) or [])
 
-    def status(self) -> dict[str, Any]:
-        """`voicedrop status`, plus whether the daemon's heartbeat is recent."""
-        return status_report(self.current()[0]) | {"daemon_status": daemon_status(self.spool)}
+    def daemon(self) -> dict[str, Any]:
+        """The daemon's status.json (with `alive`); no listing of the spool."""
+        return daemon_status(self.spool)
+
+    def vram(self) -> dict[str, Any]:
+        return vram_view(self.current()[0], self.daemon())
 
     # ---- dropping jobs -----------------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class Desk:
             raise Rejected(
                 409, [f"job '{job_id}' is {state.status}: only a queued job can be cancelled"]
             )
-        vram = self.status()["vram"]
+        vram = self.vram()
 
         def report(final_id: str) -> str:
             return JobReport(
