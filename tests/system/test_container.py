@@ -109,15 +109,20 @@ def test_the_image_runs_the_demo_job_as_a_non_root_user(image: str, tmp_path: Pa
     try:
         user = sh("buildah", "run", "--isolation", "chroot", container, "--", "id", "-u")
         assert user.stdout.strip() == "10001"
-        ran = sh("buildah", "run", "--isolation", "chroot", "--volume", f"{spool}:/spool",
-                 container, "--", "voicedrop", "run", "--once")  # fmt: skip
+        # Not at /spool: that is one of the image's VOLUMEs, and `buildah run` mounts a
+        # fresh copy of each image volume too, in an order that varies with the host's other
+        # mounts (CI once saw the copy on top of ours). Docker's `-v` has no such ambiguity.
+        ran = sh("buildah", "run", "--isolation", "chroot", "--volume", f"{spool}:/drop",
+                 container, "--", "voicedrop", "--spool", "/drop", "run", "--once")  # fmt: skip
         version = sh("buildah", "run", "--isolation", "chroot", container, "--",
                      "python", "-c", "import torch; print(torch.__version__)")  # fmt: skip
     finally:
         sh("buildah", "rm", container)
     assert "+cpu" in version.stdout
+    said = f"{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
+    assert (spool / "outbox").is_dir(), f"the daemon did not see the mounted spool:\n{said}"
     done = sorted(p.name for p in (spool / "outbox").iterdir())
-    assert done == ["flac-48k-loud", "hello-en", "ola-pt", "two-segments"], ran.stdout
+    assert done == ["flac-48k-loud", "hello-en", "ola-pt", "two-segments"], said
     report = json.loads((spool / "outbox" / "hello-en" / "report.json").read_text())
     assert report["status"] == "done" and report["outputs"][0]["duration_s"] > 0.5
     assert sorted(p.name for p in (spool / "failed").iterdir())  # the demo's bad ones
