@@ -64,6 +64,7 @@ class Residency(_Section):
     warm_budget_gb: float = Field(8.0, ge=0)
     headroom_gb: float = Field(0.5, ge=0)
     keep_alive_s: float | None = Field(None, gt=0, le=30 * 86400)
+    prefetch: bool = True
 
     @field_validator("budget_gb")
     @classmethod

@@ -32,9 +32,10 @@ class VramStats(_Model):
 
 
 class ModelEvent(_Model):
-    """One move of a model between tiers: load, promote, demote, evict or drop."""
+    """One move of a model between tiers: load, prefetch (disk to host memory, ahead of
+    its use), promote, demote, evict or drop."""
 
-    event: Literal["load", "promote", "demote", "evict", "drop"]
+    event: Literal["load", "prefetch", "promote", "demote", "evict", "drop"]
     key: str
     src: Literal["disk", "host", "device"] = Field(alias="from")
     dst: Literal["disk", "host", "device"] = Field(alias="to")

@@ -182,3 +182,34 @@ def test_a_safetensors_file_that_lies_about_its_tensors_is_refused(tmp_path):
         fh.truncate(path.stat().st_size - 4)
     with pytest.raises(ModelFileError, match="outside the file or is cut short"):
         load_weights(tmp_path / "cut.safetensors")
+
+
+def test_a_model_built_on_another_thread_meanwhile_keeps_its_weights():
+    """The prefetch thread builds models while the executor computes: `empty_parameters`
+    must empty only the building thread's modules, and both patches must unwind."""
+    import sys
+    import threading
+
+    from voicedrop.pipeline.engines.common import quiet_stdout
+
+    inside, built, done = threading.Event(), threading.Event(), threading.Event()
+    stdout = sys.stdout
+
+    def prefetch_thread() -> None:
+        with quiet_stdout(), empty_parameters():
+            torch.nn.Linear(4, 4)
+            inside.set()
+            assert built.wait(10)
+        done.set()
+
+    thread = threading.Thread(target=prefetch_thread)
+    thread.start()
+    assert inside.wait(10)
+    with quiet_stdout():
+        layer = torch.nn.Linear(4, 4)  # the executor's thread, meanwhile
+        built.set()
+        thread.join(10)  # the other thread leaves its blocks while this one is inside
+    assert done.is_set()
+    assert not layer.weight.is_meta and torch.count_nonzero(layer.weight) > 0
+    assert sys.stdout is stdout, "stdout left redirected after overlapping quiet blocks"
+    assert not torch.nn.Linear(2, 2).weight.is_meta, "nn.Module left patched"

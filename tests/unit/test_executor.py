@@ -310,11 +310,12 @@ def test_low_vram_report_shows_tts_leaving_before_conversion_arrives(tmp_path):
     svc.executor.start()
     drop(svc.spool.inbox, "j.json", hello(convert={"engine": "tape", "model": "chipmunk"}))
     [report] = run_all(svc)
-    order = [(e.event, e.key) for e in report.events]
-    assert order == [
+    on_device = [(e.event, e.key) for e in report.events if "device" in (e.src, e.dst)]
+    arrival = "promote" if any(e.event == "prefetch" for e in report.events) else "load"
+    assert on_device == [
         ("load", "espeak"),
         ("demote", "espeak"),
-        ("load", "tape:chipmunk"),
+        (arrival, "tape:chipmunk"),  # prefetched into host memory while the TTS ran, or not
         ("demote", "tape:chipmunk"),
     ]
     assert report.vram.after.low_vram_mode is True

@@ -175,10 +175,8 @@ class Executor:
                 self.scan()
             if not self._ready:
                 return None
-            manager = self.runner.manager
-            resident = manager.resident_keys() if self.settings.scheduler.affinity else set()
             item = self.scheduler.pick(
-                self._ready[:AFFINITY_WINDOW], lambda f: f.path.name, self.peek.keys, resident
+                self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, self._in_memory()
             )
             assert item is not None
             self._ready.remove(item)
@@ -186,6 +184,22 @@ class Executor:
             if job is not None:
                 self._passed[job.job_id] = self.scheduler.passed_by
                 return job
+
+    def _in_memory(self) -> set[str]:
+        """Models a job can start with, no disk load: on the device or in the warm tier."""
+        if not self.settings.scheduler.affinity:
+            return set()
+        return self.runner.manager.in_memory_keys()
+
+    def upcoming(self) -> Manifest | None:
+        """The job likely to run after this one (what the scheduler would pick now), for
+        prefetch; None when a recovered or retried job comes first, or nothing waits."""
+        if self._recovered or (self._deferred and self._deferred[0][0] <= self.clock()):
+            return None
+        item = self.scheduler.preview(
+            self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, self._in_memory()
+        )
+        return None if item is None else self.peek.of(item).manifest
 
     def scan(self) -> int:
         """List the inbox and note which files are complete; return how many are."""
@@ -296,7 +310,7 @@ class Executor:
             return manifest, None, self.runner.finish(Outcome(before, error=error))
         runs = manifest if script is None else with_cues(manifest, script)
         work = JobInput(job.job_id, runs, reference, job.out_dir, script)
-        return manifest, None, self.runner.run(work, self._progress(job))
+        return manifest, None, self.runner.run(work, self._progress(job), self.upcoming)
 
     def _script(self, job: ClaimedJob, manifest: Manifest) -> Script | None:
         """A script job's subtitle file, copied into the job and parsed into cues."""
@@ -341,3 +355,7 @@ class Executor:
         self.spool.commit_done(job, report.to_json())
         if report.status == "done" and manifest is not None and manifest.id is not None:
             self.spool.remember(manifest.id, job.job_id)
+
+
+def _name(item: InboxFile) -> str:
+    return item.path.name

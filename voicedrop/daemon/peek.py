@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from voicedrop.daemon.spool import InboxFile
 from voicedrop.errors import ManifestError
-from voicedrop.manifest import parse_manifest
+from voicedrop.manifest import Manifest, parse_manifest
 
 if TYPE_CHECKING:  # the executor owns the peek; only its settings, spool and runner are read
     from voicedrop.daemon.executor import Executor
@@ -26,6 +26,7 @@ CACHED = 256
 class Peeked:
     keys: set[str]
     files: tuple[str, ...]  # inbox-relative paths of the files it names
+    manifest: Manifest | None = None  # None: unreadable or invalid
 
 
 class ManifestPeek:
@@ -62,7 +63,7 @@ class ManifestPeek:
                     )
                     named = (manifest.tts.reference_path, manifest.script)
                     files = tuple(f for f in named if f is not None)
-                    peeked = Peeked(ex.runner.model_keys(manifest), files)
+                    peeked = Peeked(ex.runner.model_keys(manifest), files, manifest)
             except (OSError, ManifestError):
                 pass
             self._seen = {cache_key: peeked, **dict(list(self._seen.items())[-(CACHED - 1) :])}

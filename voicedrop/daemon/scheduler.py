@@ -49,20 +49,42 @@ class Scheduler:
         self._skips = {n: c for n, c in self._skips.items() if n in live}
         self._passed_since = {n: t for n, t in self._passed_since.items() if n in live}
         now = self.clock()
-        chosen = 0
-        if self.affinity and resident:
-            for i, item in enumerate(queue):
-                if any(self._waited_enough(n, now) for n in names[:i]):
-                    break  # a job ahead has waited enough
-                if keys(item) & resident:
-                    chosen = i
-                    break
+        chosen = self._choose(queue, names, keys, resident, now)
         for skipped in names[:chosen]:
             self._skips[skipped] = self._skips.get(skipped, 0) + 1
             self._passed_since.setdefault(skipped, now)
         self.passed_by = self._skips.pop(names[chosen], 0)
         self._passed_since.pop(names[chosen], None)
         return queue[chosen]
+
+    def preview(
+        self,
+        queue: Sequence[T],
+        name: Callable[[T], str],
+        keys: Callable[[T], set[str]],
+        resident: set[str],
+    ) -> T | None:
+        """What `pick` would choose now, charging nothing (what to prefetch for)."""
+        if not queue:
+            return None
+        names = [name(item) for item in queue]
+        return queue[self._choose(queue, names, keys, resident, self.clock())]
+
+    def _choose(
+        self,
+        queue: Sequence[T],
+        names: list[str],
+        keys: Callable[[T], set[str]],
+        resident: set[str],
+        now: float,
+    ) -> int:
+        if self.affinity and resident:
+            for i, item in enumerate(queue):
+                if any(self._waited_enough(n, now) for n in names[:i]):
+                    break  # a job ahead has waited enough
+                if keys(item) & resident:
+                    return i
+        return 0
 
     def _waited_enough(self, name: str, now: float) -> bool:
         if self._skips.get(name, 0) >= self.max_skips:

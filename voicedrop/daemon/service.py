@@ -57,6 +57,7 @@ def build_manager(settings: Settings, device: Device) -> ResidencyManager:
         warm_budget=int(res.warm_budget_gb * GB),
         headroom=int(res.headroom_gb * GB),
         keep_alive=res.keep_alive_s,
+        prefetch=res.prefetch,
         footprints=FootprintStore(settings.state_path / "footprints.json"),
     )
 

@@ -11,13 +11,21 @@ every weight is already resident: the working memory must be free before the
 block starts. An out-of-memory error while placing runs a ladder: release
 cached blocks, evict the others, retry once. The moves themselves, and their
 events in the logs and the report, are the tier table's (tiers.py).
+
+With prefetch on, `acquire_all(specs, then=next_specs)` also hands the models the
+next stage will need to the prefetch thread (prefetch.py), which reads them into the
+warm tier through `warm()` while this block computes. The table is guarded by one
+lock; a model's construction by another (models are built one at a time: loaders
+patch process-wide state); an acquire that needs a model being prefetched waits for
+that read.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -30,6 +38,7 @@ from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec, Tier
 from voicedrop.pipeline.policies import Policy
+from voicedrop.pipeline.prefetch import Prefetcher
 from voicedrop.pipeline.tiers import Entry, TierTable
 from voicedrop.report import ModelEvent, ModelView, VramStats
 
@@ -58,6 +67,7 @@ class ResidencyManager:
     warm_budget: int = 8 * GB
     headroom: int = 0
     keep_alive: float | None = None  # seconds an idle model may stay on the device
+    prefetch: bool = False  # read the next stage's models into the warm tier meanwhile
     footprints: FootprintStore = field(default_factory=lambda: FootprintStore(None))
     clock: Callable[[], float] = time.monotonic
     _blocks: list[_Block] = field(default_factory=list)
@@ -65,6 +75,8 @@ class ResidencyManager:
     def __post_init__(self) -> None:
         self._tiers = TierTable(self.device, self.clock, self.warm_tier, self.warm_budget)
         self._entries = self._tiers.entries
+        self._lock = threading.RLock()  # the table: the executor and the prefetch thread
+        self.prefetcher = Prefetcher(self) if self.prefetch and self.warm_tier else None
 
     # ---- the contract -------------------------------------------------------------------
 
@@ -74,32 +86,82 @@ class ResidencyManager:
             yield models[spec.key]
 
     @contextmanager
-    def acquire_all(self, specs: Mapping[str, ModelSpec]) -> Iterator[dict[str, Any]]:
-        """Place every model of `specs` (role → spec, in placement order); yield role → model."""
-        roles = {role: self._tiers.entry(spec) for role, spec in specs.items()}
-        members = list({id(e): e for e in roles.values()}.values())
-        fresh = [e for e in members if not e.in_use]  # the rest an outer block already holds
-        for e in members:
-            e.in_use += 1
+    def acquire_all(
+        self, specs: Mapping[str, ModelSpec], then: Sequence[ModelSpec] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Place every model of `specs` (role → spec, in placement order); yield role → model.
+        `then`: the models wanted next, prefetched into the warm tier while the block runs."""
+        with self._lock:
+            roles = {role: self._tiers.entry(spec) for role, spec in specs.items()}
+            members = list({id(e): e for e in roles.values()}.values())
+            fresh = [e for e in members if not e.in_use]  # the rest an outer block holds
+            for e in members:
+                e.in_use += 1
         block = None
         try:
-            if fresh:
-                block = self._admit_and_place(fresh)
+            for e in members:  # a read in flight finishes first: never loaded twice
+                loading = e.loading
+                if loading is not None:
+                    loading.wait()
+            with self._lock:
+                if fresh:
+                    block = self._admit_and_place(fresh)
+            if then and self.prefetcher is not None:
+                self.prefetcher.want(then)
             yield {role: e.model for role, e in roles.items()}
         finally:
-            for e in members:
-                e.in_use -= 1
-                e.last_used = self.clock()
-            if block is not None:
-                self._close_block(block)
-            for e in reversed(fresh):
-                if e.tier == "device" and not e.in_use and not self.policy.keeps_after_use():
-                    self._tiers.leave_device(
-                        e, "demote" if self.warm_tier else "drop", "policy low"
-                    )
+            with self._lock:
+                for e in members:
+                    e.in_use -= 1
+                    e.last_used = self.clock()
+                if block is not None:
+                    self._close_block(block)
+                for e in reversed(fresh):
+                    if e.tier == "device" and not e.in_use and not self.policy.keeps_after_use():
+                        self._tiers.leave_device(
+                            e, "demote" if self.warm_tier else "drop", "policy low"
+                        )
+
+    def warm(self, spec: ModelSpec, keep: frozenset[str] = frozenset()) -> bool:
+        """Prefetch: read `spec` from disk into the warm tier, if it is on disk, unused, and
+        fits the warm budget (dropping warm models but `keep`). On the prefetch thread."""
+        prefetcher = self.prefetcher
+        with self._lock:
+            entry = self._tiers.entry(spec)
+            if prefetcher is None or prefetcher.stopping or entry.tier != "disk":
+                return False
+            if entry.in_use or entry.loading is not None:
+                return False
+            predicted = self._weights(entry)
+            if not self._tiers.warm_room(entry, predicted, keep):
+                log.info("prefetch.skipped", model=spec.key, reason="warm tier budget")
+                return False
+            entry.loading = threading.Event()
+            self._tiers.reserved += predicted
+        started, model, kept = self.clock(), None, False
+        try:
+            with self._tiers.building:
+                if not prefetcher.stopping:
+                    model = spec.load("cpu")
+        except Exception as exc:  # left on disk: the job's own acquire reports the error
+            log.warning("prefetch.load_failed", model=spec.key, error=str(exc))
+        finally:
+            with self._lock:
+                self._tiers.reserved -= predicted
+                if model is not None and not prefetcher.stopping:
+                    self._tiers.prefetched(entry, model, self.clock() - started)
+                    kept = self._tiers.host_bytes() + self._tiers.reserved <= self.warm_budget
+                    if not kept:
+                        self._tiers.drop(entry, "evict", "larger than predicted: warm tier full")
+                loading, entry.loading = entry.loading, None
+                if loading is not None:
+                    loading.set()
+        return kept
 
     def get_vram_usage(self) -> dict[str, Any]:
         """The seed's stats dict, exactly its keys."""
+        with self._lock:
+            cached = sum(1 for e in self._entries.values() if e.tier != "disk")
         mem = self.device.memory()
         stats = VramStats(
             available=mem.available,
@@ -108,13 +170,17 @@ class ResidencyManager:
             reserved_gb=round(mem.reserved / GB, 3),
             free_gb=round(mem.free / GB, 3),
             total_gb=round(mem.total / GB, 3),
-            cached_models=sum(1 for e in self._entries.values() if e.tier != "disk"),
+            cached_models=cached,
         )
         return stats.model_dump()
 
     def models(self) -> dict[str, ModelView]:
         """The extended per-model view: tier, bytes per tier, loads, promotes, peaks, and
         under keep-alive how long an idle model has left on the device."""
+        with self._lock:
+            return self._views()
+
+    def _views(self) -> dict[str, ModelView]:
         views = self._tiers.views()
         if self.keep_alive is not None:
             now = self.clock()
@@ -129,6 +195,11 @@ class ResidencyManager:
         leave it, whatever the policy, so an idle machine gets its GPU back. Between jobs."""
         if self.keep_alive is None:
             return []
+        with self._lock:
+            return self._expire()
+
+    def _expire(self) -> list[str]:
+        assert self.keep_alive is not None
         now = self.clock()
         idle = [
             e
@@ -145,35 +216,47 @@ class ResidencyManager:
         return [e.spec.key for e in idle]
 
     def resident_keys(self, tier: Tier = "device") -> set[str]:
-        return {k for k, e in self._entries.items() if e.tier == tier}
+        with self._lock:
+            return {k for k, e in self._entries.items() if e.tier == tier}
+
+    def in_memory_keys(self) -> set[str]:
+        """Models on the device or in the warm tier: a job using them starts without a load."""
+        with self._lock:
+            return {k for k, e in self._entries.items() if e.tier != "disk"}
 
     @contextmanager
     def recording(self) -> Iterator[list[ModelEvent]]:
         """Collect the events of a block (one job) in the order they happen."""
         events: list[ModelEvent] = []
-        self._tiers.sinks.append(events)
+        with self._lock:
+            self._tiers.sinks.append(events)
         try:
             yield events
         finally:
-            self._tiers.sinks.remove(events)
+            with self._lock:
+                self._tiers.sinks.remove(events)
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, OutOfMemoryError) or self.device.is_oom(exc)
 
     def relieve(self, keep: frozenset[str] = frozenset()) -> None:
         """The OOM ladder's first rungs: evict every idle model but `keep`, free cached blocks."""
-        for entry in list(self._entries.values()):
-            if entry.tier == "device" and not entry.in_use and entry.spec.key not in keep:
-                self._tiers.leave_device(entry, "evict", "out of memory")
-        gc.collect()
-        self.device.release_cached()
+        with self._lock:
+            for entry in list(self._entries.values()):
+                if entry.tier == "device" and not entry.in_use and entry.spec.key not in keep:
+                    self._tiers.leave_device(entry, "evict", "out of memory")
+            gc.collect()
+            self.device.release_cached()
 
     def close(self) -> None:
-        """Drop every model (shutdown)."""
-        for entry in list(self._entries.values()):
-            if entry.tier != "disk":
-                self._tiers.drop(entry, "drop", "shutdown")
-        self.device.release_cached()
+        """Stop prefetching, then drop every model (shutdown)."""
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+        with self._lock:
+            for entry in list(self._entries.values()):
+                if entry.tier != "disk":
+                    self._tiers.drop(entry, "drop", "shutdown")
+            self.device.release_cached()
 
     # ---- prediction ------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from voicedrop.errors import OutOfMemoryError, VoicedropError, job_error
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
+from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.stages import (
@@ -79,7 +80,14 @@ class JobRunner:
         self.stages = stages or default_stages()
         self.clock = clock
 
-    def run(self, job: JobInput, progress: Progress) -> Outcome:
+    def run(
+        self,
+        job: JobInput,
+        progress: Progress,
+        upcoming: Callable[[], Manifest | None] = lambda: None,
+    ) -> Outcome:
+        """Run `job`; `upcoming` names the job likely next, whose first models are
+        prefetched while this job's last model stage computes."""
         out = Outcome(vram_before=self.manager.get_vram_usage())
         with self.manager.recording() as events:
             try:
@@ -96,7 +104,11 @@ class JobRunner:
                     progress,
                     script=job.script,
                 )
-                for stage in plan(job.manifest, self.stages):
+                stages = plan(job.manifest, self.stages)
+                wanted = [list(stage.models(ctx).values()) for stage in stages]
+                for i, stage in enumerate(stages):
+                    later = [w for w in wanted[i + 1 :] if w]
+                    ctx.then = later[0] if later else self._first_models(upcoming)
                     out.stages.append(self._run_stage(stage, ctx))
                 out.outputs = ctx.outputs
                 out.script = ctx.script_record
@@ -137,9 +149,27 @@ class JobRunner:
             return set()
 
     def _tts_models(self, manifest: Manifest, voice: VoiceChoice) -> set[str]:
+        return {s.key for s in self._tts_specs(manifest, voice)}
+
+    def _tts_specs(self, manifest: Manifest, voice: VoiceChoice) -> list[ModelSpec]:
         tts = manifest.tts
         request = TTSRequest("", voice, tts.language, tts.options)
-        return {s.key for s in self.engines.tts[tts.engine].models(request).values()}
+        return list(self.engines.tts[tts.engine].models(request).values())
+
+    def _first_models(self, upcoming: Callable[[], Manifest | None]) -> list[ModelSpec]:
+        """The models the next job's first stage will acquire; none if it cannot tell."""
+        if self.manager.prefetcher is None:
+            return []
+        try:
+            manifest = upcoming()
+            if manifest is None:
+                return []
+            ref = manifest.tts.reference_path
+            voice = resolve_voice(manifest, self.settings, Path(ref) if ref else None)
+            check_job(manifest, self.settings, self.engines, voice)
+            return self._tts_specs(manifest, voice)
+        except Exception:  # a job that cannot run is not prefetched; it fails in its turn
+            return []
 
     def _run_stage(self, stage: Stage, ctx: JobContext) -> StageRecord:
         """Run a stage; on out-of-memory, relieve the device and retry it once."""

@@ -9,7 +9,7 @@ out-of-memory error without duplicating takes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -22,6 +22,7 @@ from voicedrop.manifest import Manifest
 from voicedrop.pipeline import audio as au
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
+from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.report import OutputRecord, ScriptRecord
@@ -48,6 +49,7 @@ class JobContext:
     outputs: list[OutputRecord] = field(default_factory=list)
     script: Script | None = None  # a script job's cues: its takes are their clips
     script_record: ScriptRecord | None = None
+    then: Sequence[ModelSpec] = ()  # the models wanted after this stage (prefetched meanwhile)
 
     def tts_request(self) -> TTSRequest:
         tts = self.manifest.tts
@@ -63,6 +65,10 @@ class Stage(Protocol):
     name: str
 
     def engine(self, ctx: JobContext) -> str | None: ...
+
+    def models(self, ctx: JobContext) -> Mapping[str, ModelSpec]:
+        """The models the stage acquires (role → spec), without loading any."""
+        ...
 
     def run(self, ctx: JobContext) -> None: ...
 
@@ -82,12 +88,15 @@ class TTSStage:
     def engine(self, ctx: JobContext) -> str | None:
         return ctx.manifest.tts.engine
 
+    def models(self, ctx: JobContext) -> Mapping[str, ModelSpec]:
+        return ctx.engines.tts[ctx.manifest.tts.engine].models(ctx.tts_request())
+
     def run(self, ctx: JobContext) -> None:
         engine = ctx.engines.tts[ctx.manifest.tts.engine]
         request = ctx.tts_request()
         items = ctx.manifest.items()
         takes = []
-        with ctx.manager.acquire_all(engine.models(request)) as models:
+        with ctx.manager.acquire_all(engine.models(request), then=ctx.then) as models:
             for i, (segment, text) in enumerate(items, 1):
                 ctx.progress(f"tts {i}/{len(items)}")
                 audio = engine.synthesize(models, text, request, ctx.progress)
@@ -101,11 +110,15 @@ class ConvertStage:
     def engine(self, ctx: JobContext) -> str | None:
         return ctx.manifest.convert.engine if ctx.manifest.convert else None
 
+    def models(self, ctx: JobContext) -> Mapping[str, ModelSpec]:
+        request = ctx.convert_request()
+        return ctx.engines.convert[request.spec.engine].models(request)
+
     def run(self, ctx: JobContext) -> None:
         request = ctx.convert_request()
         engine = ctx.engines.convert[request.spec.engine]
         converted = []
-        with ctx.manager.acquire_all(engine.models(request)) as models:
+        with ctx.manager.acquire_all(engine.models(request), then=ctx.then) as models:
             for i, take in enumerate(ctx.takes, 1):
                 ctx.progress(f"convert {i}/{len(ctx.takes)}")
                 audio = engine.convert(models, take.audio, request)
@@ -121,6 +134,9 @@ class PostStage:
 
     def engine(self, ctx: JobContext) -> str | None:
         return None
+
+    def models(self, ctx: JobContext) -> Mapping[str, ModelSpec]:
+        return {}
 
     def run(self, ctx: JobContext) -> None:
         out = ctx.manifest.output

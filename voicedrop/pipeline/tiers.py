@@ -9,6 +9,7 @@ turns every move into a structured log event and an entry in the job's report.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,6 +36,7 @@ class Entry:
     last_peak: int | None = None
     last_used: float = 0.0
     in_use: int = 0
+    loading: threading.Event | None = None  # set while the prefetch thread reads it from disk
 
 
 @dataclass
@@ -45,6 +47,9 @@ class TierTable:
     warm_budget: int = 0
     entries: dict[str, Entry] = field(default_factory=dict)
     sinks: list[list[ModelEvent]] = field(default_factory=list)
+    reserved: int = 0  # warm-tier bytes promised to loads in flight (prefetch)
+    # one model is built at a time: loaders patch process-wide state (nn.Module, stdout)
+    building: threading.Lock = field(default_factory=threading.Lock)
 
     def entry(self, spec: ModelSpec) -> Entry:
         entry = self.entries.setdefault(spec.key, Entry(spec))
@@ -77,7 +82,8 @@ class TierTable:
             entry.last_promote_s = self.clock() - started
             self.emit("promote", entry, "host", "device", entry.last_promote_s)
             return
-        model = entry.spec.load(self.device.name)
+        with self.building:
+            model = entry.spec.load(self.device.name)
         entry.model = self.device.to_device(model)
         entry.tier = "device"
         entry.nbytes = self.device.model_bytes(entry.model)
@@ -126,17 +132,33 @@ class TierTable:
         entry.tier = "host"
         self.emit(event, entry, "device", "host", self.clock() - started, why)
 
-    def warm_room(self, entry: Entry) -> bool:
-        if entry.nbytes > self.warm_budget:
+    def host_bytes(self) -> int:
+        return sum(e.nbytes for e in self.entries.values() if e.tier == "host")
+
+    def warm_room(
+        self, entry: Entry, nbytes: int | None = None, keep: frozenset[str] = frozenset()
+    ) -> bool:
+        """Make room for `nbytes` (default: the entry's) in the warm tier by dropping its
+        least valuable models but `keep`; False if it cannot be made."""
+        need = entry.nbytes if nbytes is None else nbytes
+        if need > self.warm_budget:
             return False
-        while sum(e.nbytes for e in self.entries.values() if e.tier == "host") + entry.nbytes > (
-            self.warm_budget
-        ):
-            victim = self.victim(exclude=frozenset({entry.spec.key}), tier="host")
+        while self.host_bytes() + self.reserved + need > self.warm_budget:
+            victim = self.victim(exclude=keep | {entry.spec.key}, tier="host")
             if victim is None:
                 return False
             self.drop(victim, "evict", f"warm tier full for {entry.spec.key}")
         return True
+
+    def prefetched(self, entry: Entry, model: Any, seconds: float) -> None:
+        """A model read from disk into host memory by the prefetch thread."""
+        entry.model = self.device.to_host(model, pin=True)
+        entry.tier = "host"
+        entry.nbytes = self.device.model_bytes(entry.model)
+        entry.loads += 1
+        entry.last_load_s = seconds
+        entry.last_used = self.clock()
+        self.emit("prefetch", entry, "disk", "host", seconds, "next in the queue")
 
     def drop(self, entry: Entry, event: Literal["drop", "evict"], why: str) -> None:
         started = self.clock()

@@ -6,6 +6,7 @@ import contextlib
 import re
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,37 @@ def split_text(text: str, limit: int) -> list[str]:
     return chunks
 
 
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
+class _QuietStdout:
+    """stdout sent to stderr while any thread is inside `quiet_stdout()`: the first to
+    enter swaps it, the last to leave puts it back (two threads nesting
+    `redirect_stdout` would restore each other's stream, leaving stdout redirected)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: Any = None
+
+    @contextlib.contextmanager
+    def block(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._saved, sys.stdout = sys.stdout, sys.stderr
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    sys.stdout, self._saved = self._saved, None
+
+
+_QUIET = _QuietStdout()  # one per process, as sys.stdout is
+
+
+def quiet_stdout() -> contextlib.AbstractContextManager[None]:
     """Engine libraries print progress to stdout; keep stdout for our own output (JSON)."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    return _QUIET.block()
 
 
 def load_failed(path: Path, exc: BaseException) -> ModelFileError:

@@ -15,8 +15,9 @@ Requires torch; imported only by the loaders.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -26,30 +27,64 @@ import torch
 from voicedrop.errors import ModelFileError
 
 
-@contextmanager
-def empty_parameters() -> Iterator[None]:
-    """Modules constructed inside get their parameters on the meta device.
+class _EmptyParameters:
+    """The patch of `nn.Module.register_parameter` behind `empty_parameters()`.
+
+    Installed while any thread is inside the block, and effective only in those threads:
+    a model built by the prefetch thread never empties the parameters of a module another
+    thread constructs meanwhile (an engine's inference may build small modules)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._local = threading.local()
+        self._original: Any = None
+
+    def active(self) -> bool:
+        return bool(getattr(self._local, "depth", 0))
+
+    @contextmanager
+    def block(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._original = torch.nn.Module.register_parameter
+                torch.nn.Module.register_parameter = self._patch()  # type: ignore[method-assign]
+            self._users += 1
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    torch.nn.Module.register_parameter = self._original  # type: ignore[method-assign]
+
+    def _patch(self) -> Any:
+        """A plain function (a bound method would not bind to the module it is called on)."""
+        original = self._original
+
+        def register(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
+            if param is not None and not param.is_meta and self.active():
+                extra = dict(param.__dict__)
+                extra["requires_grad"] = param.requires_grad
+                param = type(param)(param.to("meta"), **extra)
+            original(module, name, param)
+
+        return register
+
+
+_EMPTY = _EmptyParameters()  # one per process, as nn.Module itself is
+
+
+def empty_parameters() -> AbstractContextManager[None]:
+    """Modules constructed inside (by this thread) get their parameters on the meta device.
 
     What accelerate's `init_empty_weights(include_buffers=False)` does, without needing
-    accelerate for every engine. Single-threaded use only: it patches `nn.Module` while
-    the block runs (the daemon builds one model at a time). Call `assign()` after the block:
-    inside it, the assigned tensors would go to the meta device too.
+    accelerate for every engine. Thread-safe: other threads construct modules as usual.
+    Call `assign()` after the block: inside it, the assigned tensors would go to meta too.
     """
-    original = torch.nn.Module.register_parameter
-
-    def register(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
-        if param is not None and not param.is_meta:
-            extra = dict(param.__dict__)
-            extra["requires_grad"] = param.requires_grad
-            param = type(param)(param.to("meta"), **extra)
-        original(module, name, param)
-
-    register.empty = True  # type: ignore[attr-defined]
-    torch.nn.Module.register_parameter = register  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        torch.nn.Module.register_parameter = original  # type: ignore[method-assign]
+    return _EMPTY.block()
 
 
 def assign(
@@ -70,7 +105,7 @@ def assign(
     `load_state_dict` with copying gives, bit for bit. A parameter or buffer the
     checkpoint leaves on the meta device is a ModelFileError naming it and `source`.
     """
-    if getattr(torch.nn.Module.register_parameter, "empty", False):
+    if _EMPTY.active():
         raise RuntimeError("assign() inside empty_parameters() would put the weights on meta")
     declared = module.state_dict(keep_vars=True)
     ready: dict[str, torch.Tensor] = {}
