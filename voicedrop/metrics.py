@@ -49,7 +49,7 @@ class Metrics:
         )
         self.running = Gauge("voicedrop_job_running", "1 while a job runs", registry=r)
         self.model_events = Counter(
-            "voicedrop_model_events", "Model moves: load, promote, demote, evict, drop",
+            "voicedrop_model_events", "Model moves: load, prefetch, promote, demote, evict, drop",
             ["model", "event"], registry=r,
         )  # fmt: skip
         self.load_seconds = Histogram(
@@ -88,7 +88,7 @@ class Metrics:
             self.stage_seconds.labels(stage.name, stage.engine or "").observe(stage.seconds)
         for event in report.events:
             self.model_events.labels(event.key, event.event).inc()
-            if event.event == "load":
+            if event.event in ("load", "prefetch"):  # both read the model from disk
                 self.load_seconds.labels(event.key).observe(event.seconds)
             elif event.event == "promote":
                 self.promote_seconds.labels(event.key).observe(event.seconds)

@@ -76,3 +76,26 @@ def test_peak_includes_working_memory_and_seed_stats_see_the_gpu():
 def test_nvml_sees_other_processes_when_installed():
     pytest.importorskip("pynvml")
     assert CudaDevice().other_processes_bytes() is not None
+
+
+def test_a_promoted_model_goes_back_to_its_own_pinned_tensors_without_a_copy():
+    """Under LOW the second use is a promote that keeps the host tensors: its demote points
+    the module back at the very same pinned tensors, and the GPU returns to its baseline."""
+    manager = ResidencyManager(CudaDevice(), LowPolicy(), warm_tier=True)
+    base = baseline()
+    with manager.acquire(spec()):
+        pass
+    host = [t.data_ptr() for t in manager._entries["net"].model.parameters()]
+    with manager.recording() as events, manager.acquire(spec()) as model:
+        assert all(t.is_cuda for t in model.parameters())
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+    back = list(manager._entries["net"].model.parameters())
+    assert [t.data_ptr() for t in back] == host and all(t.is_pinned() for t in back)
+    for key, value in manager._entries["net"].model.state_dict().items():
+        assert torch.equal(value, before[key].cpu()), key
+    [demote] = [e for e in events if e.event == "demote"]
+    [promote] = [e for e in events if e.event == "promote"]
+    assert demote.seconds < promote.seconds
+    del before, model, back
+    assert baseline() - base == 0
+    manager.close()

@@ -132,3 +132,25 @@ def test_seed_stats_on_cpu_have_exactly_the_seed_keys_and_types():
     assert stats["available"] is False  # no CUDA
     assert stats["low_vram_mode"] is True
     assert stats["total_gb"] > 0
+
+
+def test_a_kept_host_copy_brings_a_module_back_without_copying():
+    """Under LOW a promoted model goes back to host memory after its stage: with its host
+    tensors kept, that is a swap of references. The meta device stands in for a GPU: what
+    comes back must be the very host tensors, values intact, buffers included."""
+    from voicedrop.pipeline.device import HostCopies
+
+    voice = Voice()
+    weight, stats = voice.proj.weight.detach().clone(), voice.stats.clone()
+    pointers = {voice.proj.weight.data_ptr(), voice.stats.data_ptr()}
+    copies = HostCopies()
+    copies.keep(voice)
+    voice.to("meta")  # "on the device": the module no longer holds its host tensors
+    assert voice.proj.weight.is_meta and voice in copies
+    assert copies.restore(voice)
+    assert voice not in copies and not copies.restore(voice)  # once only
+    assert {voice.proj.weight.data_ptr(), voice.stats.data_ptr()} == pointers
+    assert torch.equal(voice.proj.weight, weight) and torch.equal(voice.stats, stats)
+    assert isinstance(voice.proj.weight, torch.nn.Parameter)
+    y = voice.proj(torch.ones(1, 256))
+    assert y.shape == (1, 256)

@@ -231,3 +231,20 @@ def test_the_daemon_prefetches_the_next_jobs_first_model(tmp_path):
         assert espeak == ["prefetch", "promote", "demote"]
     finally:
         svc.manager.close()
+
+
+def test_the_host_copy_kept_for_a_promoted_model_counts_against_the_warm_budget(loads):
+    """Under LOW a promoted model keeps its host copy (so going back is free): that copy is
+    still host memory, and a prefetch must not push the warm tier past its budget."""
+    m = manager(warm_budget=2 * GB)
+    xtts, hubert = loads.spec("xtts", 1.5), loads.spec("hubert", 1)
+    try:
+        m.prefetcher.want([xtts])
+        assert m.prefetcher.wait_idle(WAIT_S)
+        with m.acquire(xtts):  # promoted from the warm tier, host copy kept
+            assert not m.warm(hubert), "1.5 GB kept + 1 GB would pass the 2 GB budget"
+        assert m.models()["xtts"].tier == "host"
+        assert m.warm(hubert)  # now xtts (idle, in the warm tier) may make room
+        assert m.models()["xtts"].tier == "disk" and m.models()["hubert"].tier == "host"
+    finally:
+        m.close()

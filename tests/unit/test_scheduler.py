@@ -44,3 +44,15 @@ def test_a_job_passed_over_waits_at_most_max_wait_s():
     now[0] = 30.0
     assert pick(s, ["a", "b"], {"f5tts"}) == "a"  # 30 s: a runs, models or not
     assert s.passed_by == 2  # b and d went ahead of it
+
+
+def test_preview_names_the_next_pick_and_charges_no_skip():
+    """What prefetch asks: which job comes next, without changing who comes next."""
+    s = Scheduler(max_skips=1)
+    queue = ["a", "b", "c"]
+    for _ in range(3):
+        assert s.preview(queue, lambda n: n, lambda n: JOBS[n], {"f5tts"}) == "b"
+    assert pick(s, queue, {"f5tts"}) == "b" and s.passed_by == 0
+    queue = ["a", "c", "d"]  # "a" was passed once: with max_skips=1 it goes next
+    assert s.preview(queue, lambda n: n, lambda n: JOBS[n], {"f5tts"}) == "a"
+    assert pick(s, queue, {"f5tts"}) == "a" and s.passed_by == 1

@@ -10,17 +10,26 @@ import sys
 from typing import Any
 
 from voicedrop.errors import ConfigError
-from voicedrop.pipeline.device import MemoryInfo, iter_tensors, move_model, tensor_bytes
+from voicedrop.pipeline.device import (
+    HostCopies,
+    MemoryInfo,
+    iter_tensors,
+    move_model,
+    tensor_bytes,
+)
 
 
 def _to_pinned_host(model: Any) -> Any:
-    """Copy a module's tensors straight into pinned host memory (one copy, not two),
-    so that the next promote is an asynchronous DMA. Other models: plain `to('cpu')`."""
+    """Copy a module's tensors straight into pinned host memory (one copy, not two), so that
+    the next promote is an asynchronous DMA; tensors already pinned stay where they are.
+    Other models: plain `to('cpu')`."""
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(model, torch.nn.Module):
         return move_model(model, "cpu")
 
     def pinned(t: Any) -> Any:
+        if t.device.type == "cpu" and t.is_pinned():
+            return t  # a kept host copy, pointed back at: nothing to move
         host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
         return host.copy_(t)
 
@@ -38,6 +47,7 @@ class CudaDevice:
         self._torch = torch
         self.index = index
         self.name = f"cuda:{index}"
+        self._copies = HostCopies()
 
     def memory(self) -> MemoryInfo:
         cuda = self._torch.cuda
@@ -49,8 +59,10 @@ class CudaDevice:
     def model_bytes(self, model: Any) -> int:
         return tensor_bytes(iter_tensors(model))
 
-    def to_device(self, model: Any) -> Any:
+    def to_device(self, model: Any, *, keep_host: bool = False) -> Any:
         if isinstance(model, self._torch.nn.Module):
+            if keep_host:
+                self._copies.keep(model)
             model = model.to(self.name, non_blocking=True)  # async from pinned memory
         else:
             model = move_model(model, self.name)
@@ -58,12 +70,17 @@ class CudaDevice:
         return model
 
     def to_host(self, model: Any, *, pin: bool) -> Any:
-        model = _to_pinned_host(model) if pin else move_model(model, "cpu")
+        """Back to host memory: where the host tensors were kept, by pointing the module
+        back at them (no copy; what inference added on the device is copied as usual)."""
+        if self._copies.restore(model):
+            model = _to_pinned_host(model)
+        else:
+            model = _to_pinned_host(model) if pin else move_model(model, "cpu")
         self._torch.cuda.synchronize(self.index)
         return model
 
     def forget(self, model: Any) -> None:
-        return None
+        self._copies.discard(model)
 
     def other_processes_bytes(self) -> int | None:
         """GPU memory held by other processes (NVML), or None without nvidia-ml-py.

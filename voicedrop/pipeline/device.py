@@ -36,7 +36,11 @@ class Device(Protocol):
 
     def memory(self) -> MemoryInfo: ...
     def model_bytes(self, model: Any) -> int: ...
-    def to_device(self, model: Any) -> Any: ...
+    def to_device(self, model: Any, *, keep_host: bool = False) -> Any:
+        """Place `model`; with `keep_host`, keep its host tensors so that `to_host` later
+        costs no copy (the residency manager asks when the model will come back soon)."""
+        ...
+
     def to_host(self, model: Any, *, pin: bool) -> Any: ...
     def forget(self, model: Any) -> None: ...
     def release_cached(self) -> None: ...
@@ -67,6 +71,54 @@ def tensor_bytes(tensors: Iterable[Any]) -> int:
         seen.add(storage.data_ptr())
         total += storage.nbytes()
     return total
+
+
+class HostCopies:
+    """The host tensors of models promoted from the warm tier, kept while they are on the
+    device: inference does not change weights, so sending such a model back to host memory
+    is a swap of references, not a copy (accelerate's CPU offload works the same way)."""
+
+    def __init__(self) -> None:
+        # id(model) -> (module, name, is_parameter, the parameter or buffer, its host tensor)
+        self._kept: dict[int, list[tuple[Any, str, bool, Any, Any]]] = {}
+
+    def keep(self, model: Any) -> None:
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(model, torch.nn.Module):
+            return  # only modules: other models are moved (and copied) as a whole
+        kept = []
+        for module in model.modules():
+            for name, p in module._parameters.items():
+                if p is not None:
+                    kept.append((module, name, True, p, p.data))
+            for name, b in module._buffers.items():
+                if b is not None:
+                    kept.append((module, name, False, b, b))
+        self._kept[id(model)] = kept
+
+    def restore(self, model: Any) -> bool:
+        """Point the model's parameters and buffers back at the kept host tensors."""
+        kept = self._kept.pop(id(model), None)
+        if kept is None:
+            return False
+        torch = sys.modules["torch"]
+        renewed: dict[int, Any] = {}  # a tied parameter stays one parameter
+        for module, name, is_param, original, host in kept:
+            if not is_param:
+                module._buffers[name] = host
+            elif module._parameters[name] is original:
+                original.data = host  # moved in place (the CUDA case): same object
+            else:  # the move made a new parameter
+                if id(original) not in renewed:
+                    renewed[id(original)] = torch.nn.Parameter(host, original.requires_grad)
+                module._parameters[name] = renewed[id(original)]
+        return True
+
+    def discard(self, model: Any) -> None:
+        self._kept.pop(id(model), None)
+
+    def __contains__(self, model: Any) -> bool:
+        return id(model) in self._kept
 
 
 def move_model(model: Any, target: str) -> Any:
@@ -130,8 +182,8 @@ class CPUDevice(_AccountingDevice):
         total, free = self._meminfo
         return MemoryInfo(False, self.allocated, self.allocated, free, total)
 
-    def to_device(self, model: Any) -> Any:
-        model = move_model(model, "cpu")
+    def to_device(self, model: Any, *, keep_host: bool = False) -> Any:
+        model = move_model(model, "cpu")  # the host tier is this memory: nothing to keep
         self._account(model, self.model_bytes(model))
         return model
 
@@ -215,7 +267,7 @@ class FakeDevice(_AccountingDevice):
     def model_bytes(self, model: Any) -> int:
         return int(model.nbytes) if isinstance(model, FakeModel) else super().model_bytes(model)
 
-    def to_device(self, model: Any) -> Any:
+    def to_device(self, model: Any, *, keep_host: bool = False) -> Any:
         nbytes = self.model_bytes(model)
         if id(model) not in self._placed:
             self._check(nbytes)

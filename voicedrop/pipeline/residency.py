@@ -399,9 +399,15 @@ class ResidencyManager:
             entry.last_peak = entry.nbytes + working
             self.footprints.record(entry.spec.key, entry.last_peak, entry.nbytes)
 
+    def _keep_host(self) -> bool:
+        """Under LOW a promoted model goes back to the warm tier after its stage: keep its
+        host tensors meanwhile, and that return is free. Under the other policies models
+        stay on the device, and a second copy in host memory would only cost RAM."""
+        return self.warm_tier and not self.policy.keeps_after_use()
+
     def _place_with_ladder(self, entry: Entry, block: _Block) -> None:
         try:
-            self._tiers.place(entry)
+            self._tiers.place(entry, self._keep_host())
             return
         except Exception as exc:
             self._tiers.abandon(entry)
@@ -414,7 +420,7 @@ class ResidencyManager:
         self.device.reset_peak()
         block.peak = self.device.memory().allocated
         try:
-            self._tiers.place(entry)
+            self._tiers.place(entry, self._keep_host())
         except Exception as exc2:
             self._tiers.abandon(entry)
             if self.device.is_oom(exc2):

@@ -37,6 +37,7 @@ class Entry:
     last_used: float = 0.0
     in_use: int = 0
     loading: threading.Event | None = None  # set while the prefetch thread reads it from disk
+    host_copy: bool = False  # on the device with its host tensors kept (demote: no copy)
 
 
 @dataclass
@@ -73,10 +74,13 @@ class TierTable:
 
     # ---- onto the device -----------------------------------------------------------------
 
-    def place(self, entry: Entry) -> None:
+    def place(self, entry: Entry, keep_host: bool = False) -> None:
+        """Onto the device: a promote from host memory (keeping the host tensors when
+        `keep_host` and they fit the warm budget), or a load from disk."""
         started = self.clock()
         if entry.tier == "host":
-            entry.model = self.device.to_device(entry.model)
+            entry.host_copy = keep_host and self.host_bytes() <= self.warm_budget
+            entry.model = self.device.to_device(entry.model, keep_host=entry.host_copy)
             entry.tier = "device"
             entry.promotes += 1
             entry.last_promote_s = self.clock() - started
@@ -124,16 +128,23 @@ class TierTable:
     def leave_device(
         self, entry: Entry, event: Literal["demote", "evict", "drop"], why: str
     ) -> None:
-        if event == "drop" or not self.warm_tier or not self.warm_room(entry):
+        # a kept host copy is already counted in the warm tier: no room to make, no copy
+        room = entry.host_copy or (self.warm_tier and self.warm_room(entry))
+        if event == "drop" or not room:
             self.drop(entry, "drop" if event != "evict" else "evict", why)
             return
         started = self.clock()
         entry.model = self.device.to_host(entry.model, pin=True)
-        entry.tier = "host"
+        entry.tier, entry.host_copy = "host", False
         self.emit(event, entry, "device", "host", self.clock() - started, why)
 
     def host_bytes(self) -> int:
-        return sum(e.nbytes for e in self.entries.values() if e.tier == "host")
+        """Host memory the warm tier holds: its models, and the kept copies of promoted ones."""
+        return sum(
+            e.nbytes
+            for e in self.entries.values()
+            if e.tier == "host" or (e.tier == "device" and e.host_copy)
+        )
 
     def warm_room(
         self, entry: Entry, nbytes: int | None = None, keep: frozenset[str] = frozenset()
@@ -165,7 +176,7 @@ class TierTable:
         src = entry.tier
         if entry.model is not None:
             self.device.forget(entry.model)
-        entry.model, entry.tier = None, "disk"
+        entry.model, entry.tier, entry.host_copy = None, "disk", False
         self.emit(event, entry, src, "disk", self.clock() - started, why)
 
     def emit(
