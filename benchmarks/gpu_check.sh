@@ -8,7 +8,8 @@
 #
 # tts: 1. the CUDA residency tests, 2. the residency benchmark on real VRAM, 3. `voicedrop
 # selftest --engines xtts,f5tts` on CUDA (tiny models, LOW and NORMAL), 4. the engines
-# benchmark on the libraries' published-size architectures (random weights).
+# benchmark on the libraries' published-size architectures (random weights), 5. the
+# throughput benchmark (naive LOW, voicedrop LOW, NORMAL) on real VRAM, TTS jobs only.
 # rvc: 3 and 4 for rvc. Figures go to $OUT (or
 # benchmarks/results/). The image has torch, torchaudio and transformers but not
 # voicedrop's other dependencies: they come from the carried wheels, into a scratch folder.
@@ -40,3 +41,7 @@ VOICEDROP_DEVICE=cuda timeout 100 python3 -m voicedrop selftest --json --engines
 timeout 150 python3 benchmarks/engines.py --size real --device cuda --engines "$engines" \
   --json "$out/engines-$part-$card.json" 2>"$out/engines-$part-$card.err" \
   | tee "$out/engines-$part-$card.txt"
+if [ "$part" = tts ]; then
+  timeout 200 python3 benchmarks/throughput.py --device cuda --no-rvc --jobs 6 --json \
+    2>"$out/throughput-$card.err" | tee "$out/throughput-$card.txt"
+fi

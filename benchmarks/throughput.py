@@ -282,7 +282,7 @@ def settings_for(models: Path, spool: Path, setup: dict[str, Any], device: str) 
             "low_vram": setup["policy"] == "low",
             "watcher": {"stable_delay_s": 0.0},
             "voices": voices,
-            "models": {"rvc-alice": rvc, "rvc-bob": rvc},
+            "models": {"rvc-alice": rvc, "rvc-bob": rvc} if (models / "rvc").exists() else {},
             "residency": {
                 "policy": setup["policy"],
                 "warm_tier": setup["warm"],
@@ -334,7 +334,8 @@ def run_setup(
             service.manager.close()
     failed = [r.job_id for r in reports if r.status != "done"]
     if failed:
-        raise RuntimeError(f"{name}: jobs failed: {failed}: {reports[0].error}")
+        first = next(r for r in reports if r.status != "done")
+        raise RuntimeError(f"{name}: jobs failed: {failed}; {first.job_id}: {first.error}")
     events = [e for r in reports for e in r.events]
     count = {k: sum(1 for e in events if e.event == k) for k in ("load", "prefetch", "promote")}
     return {

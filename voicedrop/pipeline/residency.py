@@ -15,7 +15,7 @@ events in the logs and the report, are the tier table's (tiers.py).
 With prefetch on, `acquire_all(specs, then=next_specs)` also hands the models the
 next stage will need to the prefetch thread (prefetch.py), which reads them into the
 warm tier through `warm()` while this block computes. The table is guarded by one
-lock; a model's construction by another (models are built one at a time: loaders
+lock and model construction by a second (models are built one at a time: loaders
 patch process-wide state); an acquire that needs a model being prefetched waits for
 that read.
 """
