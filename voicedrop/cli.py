@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--once", action="store_true", help="process the inbox, then exit")
     run.add_argument("--http", metavar="HOST:PORT", help="serve the HTTP API too ([http] listen)")
+    run.add_argument(
+        "--ray", metavar="ADDRESS", help="run jobs on Ray workers: auto, HOST:PORT, local ([ray])"
+    )
     serve = sub.add_parser("serve", help="serve the HTTP API only (a daemon runs elsewhere)")
     serve.add_argument("--http", metavar="HOST:PORT", help="where ([http] listen)")
     submit = sub.add_parser("submit", help="drop a manifest into the inbox atomically")
@@ -61,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(schema(), indent=2))
         return 0
-    overrides = {"spool": args.spool} if args.spool else {}
+    overrides: dict[str, Any] = {"spool": args.spool} if args.spool else {}
+    if getattr(args, "ray", None):
+        overrides["ray"] = {"address": args.ray}
     try:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
@@ -96,7 +101,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from voicedrop.daemon.service import Service
 
     logs.configure(settings.log_format, settings.log_level)
-    overrides = {"spool": args.spool} if args.spool else {}
+    overrides: dict[str, Any] = {"spool": args.spool} if args.spool else {}
     service = Service(settings, load=lambda: load_settings(args.config, overrides=overrides))
     stop = threading.Event()
 

@@ -175,6 +175,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "stage": daemon.get("stage") if daemon["alive"] else None,
         "vram": vram_view(settings, daemon),
         "models": daemon.get("models", {}) if daemon["alive"] else {},
+        "workers": daemon.get("workers", []) if daemon["alive"] else [],
     }
 
 
@@ -205,4 +206,18 @@ def render_status(out: dict[str, Any], spool_root: Path) -> str:
             f"{view['loads']} loads, {view['promotes']} promotes)"
             + (f", leaves the GPU in {leaves:g} s if idle" if leaves is not None else "")
         )
+    for w in out.get("workers", []):  # `run --ray`: one line per actor, then its models
+        vram = w.get("vram") or {}
+        lines.append(
+            f"worker:  {w.get('actor', w['index'])} on {w.get('node', '?')} "
+            f"(GPU {w.get('gpu') or '-'}, {w.get('policy', '?')}): {w['state']}"
+            + (f" {w['job_id']}" if w.get("job_id") else "")
+            + (
+                f"  allocated_gb={vram.get('allocated_gb')} total_gb={vram.get('total_gb')}"
+                if vram
+                else ""
+            )
+        )
+        for key, view in (w.get("models") or {}).items():
+            lines.append(f"           {key}: {view['tier']}")
     return "\n".join(lines)

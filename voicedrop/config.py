@@ -108,6 +108,25 @@ class MetricsSettings(_Section):
     interval_s: float = Field(15.0, gt=0, le=3600)
 
 
+class RaySettings(_Section):
+    """`[ray]`: run jobs on Ray actors, one per GPU (`voicedrop run --ray ADDRESS`)."""
+
+    address: str | None = Field(
+        None,
+        description='"auto" (a cluster started with `ray start`), "HOST:PORT", '
+        '"ray://HOST:PORT", or "local" (a private cluster in this process); off when unset',
+    )
+    actors: int | None = Field(None, ge=1, le=256, description="default: one per GPU")
+    gpus_per_actor: float = Field(1.0, ge=0, le=8)
+    policies: list[Literal["auto", "low", "normal", "budget"]] = Field(
+        default_factory=list, description="residency policy per actor, in order"
+    )
+    routing: Literal["resident", "round-robin"] = "resident"
+    max_restarts: int = Field(3, ge=-1, le=1000)
+    local_gpus: int = Field(0, ge=0, le=64, description='fake GPUs of address = "local"')
+    local_cpus: int | None = Field(None, ge=1, le=1024)
+
+
 SHA256 = r"^[0-9a-fA-F]{64}$"
 
 
@@ -152,6 +171,7 @@ class Settings(_Section):
     http: Http = Field(default_factory=Http)  # type: ignore[arg-type]
     openai: OpenAI = Field(default_factory=OpenAI)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     voices: dict[str, Voice] = Field(default_factory=dict)
     models: dict[str, ConvertModel] = Field(default_factory=dict)
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -109,6 +109,16 @@ class VramSnapshot(_Model):
     after: VramStats
 
 
+class WorkerRecord(_Model):
+    """Which cluster worker ran a job (`run --ray`): its actor, node, GPU and policy."""
+
+    actor: str
+    node: str
+    gpu: str | None = None  # CUDA_VISIBLE_DEVICES as Ray set it for the actor
+    device: str
+    policy: str
+
+
 class JobReport(_Model):
     schema_version: int = SCHEMA_VERSION
     job_id: str
@@ -126,6 +136,7 @@ class JobReport(_Model):
     outputs: list[OutputRecord] = Field(default_factory=list)
     script: ScriptRecord | None = None
     passed_by: int = 0  # jobs that went ahead of this one because their models were loaded
+    worker: WorkerRecord | None = None  # set when a cluster worker ran it
     timings: dict[str, float | str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
 

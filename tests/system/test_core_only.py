@@ -16,7 +16,7 @@ pytestmark = pytest.mark.system
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = (
     "torch", "torchaudio", "yaml", "TTS", "f5_tts", "vocos", "infer_rvc_python", "faiss",
-    "transformers", "safetensors", "huggingface_hub", "pyworld",
+    "transformers", "safetensors", "huggingface_hub", "pyworld", "ray",
 )  # fmt: skip
 BLOCKER = f"""
 import sys

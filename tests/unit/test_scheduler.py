@@ -56,3 +56,12 @@ def test_preview_names_the_next_pick_and_charges_no_skip():
     queue = ["a", "c", "d"]  # "a" was passed once: with max_skips=1 it goes next
     assert s.preview(queue, lambda n: n, lambda n: JOBS[n], {"f5tts"}) == "a"
     assert pick(s, queue, {"f5tts"}) == "a" and s.passed_by == 1
+
+
+def test_a_job_that_needs_nothing_loaded_goes_before_one_that_shares_a_model():
+    """A cluster worker holding the TTS model and voice A: a job for voice A needs no load;
+    a job for voice B shares only the TTS model and would load B."""
+    keys = {"b": {"noop", "tape:b"}, "a": {"noop", "tape:a"}}
+    s = Scheduler()
+    assert s.pick(["b", "a"], lambda n: n, lambda n: keys[n], {"noop", "tape:a"}) == "a"
+    assert s.pick(["b"], lambda n: n, lambda n: keys[n], {"noop", "tape:a"}) == "b"

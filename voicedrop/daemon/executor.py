@@ -54,6 +54,15 @@ class NullObserver:
         return None
 
 
+@dataclass(frozen=True)
+class Started:
+    """A job attempt under way: the job, and when it began (monotonic, and wall time)."""
+
+    job: ClaimedJob
+    clock: float
+    at: str
+
+
 @dataclass
 class Executor:
     settings: Settings
@@ -151,15 +160,30 @@ class Executor:
                 self._spool_error(exc)
                 continue
             idle()
-            if once and not self.gate.waiting() and not self._deferred and not self._recover_at:
+            waiting = self.gate.waiting() or self._deferred or self._recover_at or self.busy()
+            if once and not waiting:
                 return
             timeout = 0.1 if self.gate.waiting() else self.settings.watcher.scan_interval_s
+            if self.busy():
+                timeout = min(timeout, self.POLL_BUSY_S)
             for at in (self._recover_at, self._deferred[0][0] if self._deferred else None):
                 if at is not None:
                     timeout = min(timeout, max(0.0, at - self.clock()))
             wake.wait(min(timeout, max_wait_s or timeout))
 
-    def _next(self) -> ClaimedJob | None:
+    POLL_BUSY_S = 0.02  # how often a loop with jobs running elsewhere looks for results
+
+    def busy(self) -> bool:
+        """Jobs under way that this loop must wait for (none: a local job runs inside step)."""
+        return False
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Cluster workers, for the status file (none: jobs run in this process)."""
+        return []
+
+    def _next(self, resident: set[str] | None = None) -> ClaimedJob | None:
+        """The next job to run: recovered, then due retries, then the scheduler's pick
+        (affinity to `resident`, by default the models this daemon holds in memory)."""
         if self._recover_at is not None:
             if self._recover_at > self.clock():
                 return None  # the spool is in trouble: claim nothing until it is retried
@@ -175,9 +199,8 @@ class Executor:
                 self.scan()
             if not self._ready:
                 return None
-            item = self.scheduler.pick(
-                self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, self._in_memory()
-            )
+            held = self._in_memory() if resident is None else resident
+            item = self.scheduler.pick(self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, held)
             assert item is not None
             self._ready.remove(item)
             job = self.spool.claim(item)
@@ -212,18 +235,38 @@ class Executor:
     # ---- one job -------------------------------------------------------------------
 
     def run_job(self, job: ClaimedJob) -> JobReport:
-        job = self.spool.begin_attempt(job)
-        started, started_at = self.clock(), datetime.now(UTC).isoformat()
+        started = self.begin(job)
+        job = started.job
         with structlog.contextvars.bound_contextvars(job_id=job.job_id):
-            log.info("job.start", source=job.source, attempt=job.attempts)
-            self.observer.status({"state": "running", "job_id": job.job_id, "stage": None})
-            manifest, duplicate_of, outcome = self._attempt(job)
+            manifest, duplicate_of, prepared = self.prepare(job)
+            if isinstance(prepared, JobInput):
+                prepared = self.runner.run(prepared, self._progress(job), self.upcoming)
+            return self.end(started, manifest, duplicate_of, prepared)
+
+    def begin(self, job: ClaimedJob) -> Started:
+        """Count the attempt and say the job runs."""
+        job = self.spool.begin_attempt(job)
+        started = Started(job, self.clock(), datetime.now(UTC).isoformat())
+        log.info("job.start", job_id=job.job_id, source=job.source, attempt=job.attempts)
+        self.observer.status({"state": "running", "job_id": job.job_id, "stage": None})
+        return started
+
+    def end(
+        self,
+        started: Started,
+        manifest: Manifest | None,
+        duplicate_of: str | None,
+        outcome: Outcome,
+    ) -> JobReport:
+        """Report the attempt, then commit it, or keep it for a retry."""
+        job = started.job
+        with structlog.contextvars.bound_contextvars(job_id=job.job_id):
             report = self._report(job, manifest, duplicate_of, outcome)
             report.passed_by = self._passed.get(job.job_id, 0)
             report.timings = {
-                "started_at": started_at,
+                "started_at": started.at,
                 "finished_at": datetime.now(UTC).isoformat(),
-                "total_s": round(self.clock() - started, 4),
+                "total_s": round(self.clock() - started.clock, 4),
             }
             if self._retry_later(job, report):
                 return report
@@ -278,8 +321,9 @@ class Executor:
         self.observer.status({"state": "idle", "job_id": None, "stage": None})
         return True
 
-    def _attempt(self, job: ClaimedJob) -> tuple[Manifest | None, str | None, Outcome]:
-        """The spool's part of an attempt (manifest, duplicates, inputs), then the runner's."""
+    def prepare(self, job: ClaimedJob) -> tuple[Manifest | None, str | None, JobInput | Outcome]:
+        """The spool's part of an attempt (manifest, duplicates, inputs): what the runner
+        needs, or the outcome when the job ends here (bad input, a duplicate)."""
         limit = self.settings.limits
         manifest = None
         before = self.runner.manager.get_vram_usage()
@@ -309,8 +353,7 @@ class Executor:
                 log.exception("job.internal_error")
             return manifest, None, self.runner.finish(Outcome(before, error=error))
         runs = manifest if script is None else with_cues(manifest, script)
-        work = JobInput(job.job_id, runs, reference, job.out_dir, script)
-        return manifest, None, self.runner.run(work, self._progress(job), self.upcoming)
+        return manifest, None, JobInput(job.job_id, runs, reference, job.out_dir, script)
 
     def _script(self, job: ClaimedJob, manifest: Manifest) -> Script | None:
         """A script job's subtitle file, copied into the job and parsed into cues."""

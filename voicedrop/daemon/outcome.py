@@ -43,6 +43,7 @@ def build_report(
         outputs=[] if error else out.outputs,
         script=None if error else out.script,
         versions=out.versions,
+        worker=out.worker,
     )
 
 

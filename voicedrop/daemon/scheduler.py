@@ -1,7 +1,8 @@
 """Which job runs next: recovered jobs first, then FIFO, with bounded affinity.
 
 Affinity lets a job whose models are already on the device jump ahead (a
-model switch on a small GPU costs seconds), but every job it passes is
+model switch on a small GPU costs seconds): first a job whose models are all
+there, else one that shares one of them. But every job it passes is
 charged a skip, and a job skipped `max_skips` times, or waiting `max_wait_s`
 since it was first passed, runs next, so nothing starves. The scheduler only
 orders; it does no I/O of its own: the caller supplies each candidate's model
@@ -78,11 +79,14 @@ class Scheduler:
         resident: set[str],
         now: float,
     ) -> int:
-        if self.affinity and resident:
+        if not (self.affinity and resident):
+            return 0
+        # first a job that needs nothing loaded, then one that shares a model at least
+        for fits in (lambda k: bool(k) and k <= resident, lambda k: bool(k & resident)):
             for i, item in enumerate(queue):
                 if any(self._waited_enough(n, now) for n in names[:i]):
                     break  # a job ahead has waited enough
-                if keys(item) & resident:
+                if fits(keys(item)):
                     return i
         return 0
 

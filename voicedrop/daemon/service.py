@@ -20,7 +20,8 @@ from typing import Any
 import structlog
 
 import voicedrop
-from voicedrop.config import GB, Settings
+from voicedrop.config import Settings
+from voicedrop.daemon.cluster import ClusterExecutor
 from voicedrop.daemon.executor import Executor
 from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.peek import ManifestPeek
@@ -31,11 +32,9 @@ from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.errors import ConfigError
 from voicedrop.metrics import Metrics
-from voicedrop.pipeline.device import Device
+from voicedrop.pipeline.device import CPUDevice, Device
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import Engines, build_engines
-from voicedrop.pipeline.footprints import FootprintStore
-from voicedrop.pipeline.policies import policy_from_settings
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobRunner
 from voicedrop.report import JobReport
@@ -48,18 +47,7 @@ HEARTBEAT_S = 10.0  # status.json is rewritten at least this often: readiness re
 
 
 def build_manager(settings: Settings, device: Device) -> ResidencyManager:
-    res = settings.residency
-    return ResidencyManager(
-        device=device,
-        policy=policy_from_settings(settings),
-        low_vram_mode=settings.low_vram,
-        warm_tier=res.warm_tier,
-        warm_budget=int(res.warm_budget_gb * GB),
-        headroom=int(res.headroom_gb * GB),
-        keep_alive=res.keep_alive_s,
-        prefetch=res.prefetch,
-        footprints=FootprintStore(settings.state_path / "footprints.json"),
-    )
+    return ResidencyManager.from_settings(settings, device)
 
 
 def scheduler_for(settings: Settings) -> Scheduler:
@@ -83,14 +71,16 @@ class Service:
         self.reload_requested = False  # set by the SIGHUP handler (signal-safe)
         self.spool = Spool.from_settings(settings)
         self.spool.ensure()
-        self.device = device or make_device(settings.device)
+        cluster = settings.ray.address is not None
+        # a cluster's head holds no model: its workers have the GPUs
+        self.device = device or (CPUDevice() if cluster else make_device(settings.device))
         self.manager = build_manager(settings, self.device)
         self.notifier = notifier or Notifier()
         self.gate = StabilityGate(settings.watcher.stable_delay_s)
         self.wake = Wakeup()
         self.engines = engines or build_engines(settings)
         self.runner = JobRunner(settings, self.engines, self.manager)
-        self.executor = Executor(
+        self.executor = (ClusterExecutor if cluster else Executor)(
             settings,
             self.spool,
             self.runner,
@@ -110,11 +100,23 @@ class Service:
         """Serve until `stop`; AlreadyRunningError if another daemon has this state directory."""
         with DaemonLock(self.spool.state / LOCK_FILE):
             try:
+                self._start_cluster()
                 self._serve(stop, once)
             finally:
+                if isinstance(self.executor, ClusterExecutor) and self.executor.pool:
+                    self.executor.pool.close()
                 self.manager.close()
         log.info("service.stop")
         return 0
+
+    def _start_cluster(self) -> None:
+        """With `ray.address`: connect to the cluster and start one worker actor per GPU
+        (Ray is imported only here)."""
+        if isinstance(self.executor, ClusterExecutor):
+            from voicedrop.cluster.pool import Pool
+
+            self.executor.pool = Pool(self.settings)
+            self.executor.pool.start()
 
     def _serve(self, stop: threading.Event, once: bool) -> None:
         log.info(
@@ -162,6 +164,10 @@ class Service:
         """
         if self.load is None:
             log.warning("service.reload_unsupported")
+            return
+        if isinstance(self.executor, ClusterExecutor):  # the workers hold the old settings
+            log.error("service.reload_refused", error="restart to reconfigure cluster workers")
+            self.notifier.notify(status="reload refused: restart to reconfigure the cluster")
             return
         try:
             settings = self.load()
@@ -242,6 +248,9 @@ class Service:
             "vram": self.manager.get_vram_usage(),
             "models": {k: v.model_dump() for k, v in self.manager.models().items()},
         }
+        workers = self.executor.workers()
+        if workers:
+            status["workers"] = workers
         write_status(self.spool.state / STATUS_FILE, status)
         job, stage = status["job_id"], status["stage"]
         self.notifier.notify(status=f"{status['state']}" + (f": {job} ({stage})" if job else ""))

@@ -32,12 +32,12 @@ from typing import Any, NoReturn
 
 import structlog
 
-from voicedrop.config import GB
+from voicedrop.config import GB, Settings
 from voicedrop.errors import DoesNotFitError, DoesNotFitNowError, OutOfMemoryError
 from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec, Tier
-from voicedrop.pipeline.policies import Policy
+from voicedrop.pipeline.policies import Policy, policy_from_settings
 from voicedrop.pipeline.prefetch import Prefetcher
 from voicedrop.pipeline.tiers import Entry, TierTable
 from voicedrop.report import ModelEvent, ModelView, VramStats
@@ -71,6 +71,22 @@ class ResidencyManager:
     footprints: FootprintStore = field(default_factory=lambda: FootprintStore(None))
     clock: Callable[[], float] = time.monotonic
     _blocks: list[_Block] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, device: Device) -> ResidencyManager:
+        """The manager a daemon (or a cluster worker) builds from its configuration."""
+        res = settings.residency
+        return cls(
+            device=device,
+            policy=policy_from_settings(settings),
+            low_vram_mode=settings.policy == "low",  # LOW_VRAM, or the low policy named
+            warm_tier=res.warm_tier,
+            warm_budget=int(res.warm_budget_gb * GB),
+            headroom=int(res.headroom_gb * GB),
+            keep_alive=res.keep_alive_s,
+            prefetch=res.prefetch,
+            footprints=FootprintStore(settings.state_path / "footprints.json"),
+        )
 
     def __post_init__(self) -> None:
         self._tiers = TierTable(self.device, self.clock, self.warm_tier, self.warm_budget)

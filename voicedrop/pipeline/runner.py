@@ -34,7 +34,14 @@ from voicedrop.pipeline.stages import (
     plan,
     resolve_voice,
 )
-from voicedrop.report import ModelEvent, ModelView, OutputRecord, ScriptRecord, StageRecord
+from voicedrop.report import (
+    ModelEvent,
+    ModelView,
+    OutputRecord,
+    ScriptRecord,
+    StageRecord,
+    WorkerRecord,
+)
 from voicedrop.script import Script
 
 log = structlog.get_logger(__name__)
@@ -62,6 +69,7 @@ class Outcome:
     script: ScriptRecord | None = None
     versions: dict[str, str] = field(default_factory=dict)
     error: VoicedropError | None = None
+    worker: WorkerRecord | None = None  # a cluster worker's: who ran it
 
 
 class JobRunner:

@@ -1,0 +1,155 @@
+"""The executor of a daemon whose jobs run on Ray workers (`voicedrop run --ray ADDRESS`).
+
+The daemon stays the only process that touches the spool: it claims, schedules, sends
+each attempt's manifest and inputs to a worker actor (cluster/pool.py), and writes what
+comes back (audio, events, VRAM snapshots) exactly as a local run would, through the
+same `begin` / `prepare` / `end` as the local executor: reports, retries, commits and
+duplicates are the same code. Up to one job runs per actor.
+
+Routing: each free actor takes the job the scheduler picks for the models *it* holds
+(on its device or in its warm tier), with the same bounded skips and waits as the local
+scheduler; actors holding models choose first, and an actor holding nothing the queue
+wants takes the oldest job. `ray.routing = "round-robin"` ignores residency (for
+comparison). A worker that dies mid-job (actor crash, node lost) fails that attempt
+with a transient `worker_lost` error: the job is retried later on any actor, counted
+against `max_attempts`. Results are published by job id and attempt: a result for an
+attempt that is no longer running is discarded and logged, never published twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from voicedrop.cluster.worker import Done, Work
+from voicedrop.daemon.executor import Executor, Started
+from voicedrop.daemon.spool import ClaimedJob
+from voicedrop.daemon.wakeup import Waker
+from voicedrop.errors import TransientError
+from voicedrop.manifest import Manifest
+from voicedrop.pipeline.runner import JobInput, Outcome
+from voicedrop.report import JobReport
+
+if TYPE_CHECKING:  # the pool imports Ray: only `run --ray` loads it (Service._start_cluster)
+    from voicedrop.cluster.pool import Pool, Slot
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Run:
+    started: Started
+    manifest: Manifest | None
+    out_dir: Path
+
+
+@dataclass
+class ClusterExecutor(Executor):
+    pool: Pool | None = None
+    _runs: dict[Hashable, _Run] = field(default_factory=dict)
+    _ended: list[JobReport] = field(default_factory=list)
+    _turn: int = 0  # round-robin's next actor
+
+    def busy(self) -> bool:
+        return bool(self._runs)
+
+    def step(self) -> JobReport | None:
+        """Publish what ended; give every free actor a job; return one report, if any."""
+        if not self._ended:
+            self._collect(0)
+            for slot in self._route():
+                job = self._next(resident=set(self._held(slot)))
+                if job is None:
+                    break
+                self._dispatch(job, slot)
+            if not self._ended and self._runs:
+                self._collect(self.POLL_BUSY_S)
+        return self._ended.pop(0) if self._ended else None
+
+    def run(
+        self,
+        stop: threading.Event,
+        wake: Waker,
+        *,
+        once: bool = False,
+        tick: Callable[[], None] = lambda: None,
+        idle: Callable[[], None] = lambda: None,
+        max_wait_s: float | None = None,
+    ) -> None:
+        super().run(stop, wake, once=once, tick=tick, idle=idle, max_wait_s=max_wait_s)
+        if self._runs:  # stopping: the jobs already on workers finish and are published
+            log.info("cluster.draining", jobs=sorted(str(t) for t in self._runs))
+        while self._runs:
+            self._collect(1.0)
+            tick()
+        self._ended.clear()
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.pool.describe() if self.pool is not None else []
+
+    # ---- routing ---------------------------------------------------------------------------
+
+    def _route(self) -> list[Slot]:
+        assert self.pool is not None
+        free = self.pool.free()
+        if self.settings.ray.routing == "round-robin":
+            n = len(self.pool.slots)
+            order = sorted(free, key=lambda s: (s.index - self._turn) % n)
+            self._turn = (self._turn + len(order)) % n if order else self._turn
+            return order
+        return sorted(free, key=lambda s: -len(s.resident))  # holders choose first
+
+    def _held(self, slot: Slot) -> frozenset[str]:
+        return frozenset() if self.settings.ray.routing == "round-robin" else slot.resident
+
+    # ---- one attempt -----------------------------------------------------------------------
+
+    def _dispatch(self, job: ClaimedJob, slot: Slot) -> None:
+        assert self.pool is not None
+        started = self.begin(job)
+        job = started.job
+        with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+            manifest, duplicate_of, prepared = self.prepare(job)
+            if not isinstance(prepared, JobInput):  # ends here: bad input, a duplicate
+                self._ended.append(self.end(started, manifest, duplicate_of, prepared))
+                return
+            reference = None
+            if prepared.reference is not None:
+                reference = (prepared.reference.name, prepared.reference.read_bytes())
+            work = Work(job.job_id, job.attempts, prepared.manifest, prepared.script, reference)
+            token = (job.job_id, job.attempts)
+            self._runs[token] = _Run(started, manifest, prepared.out_dir)
+            self.pool.submit(slot, work, token)
+            log.info("cluster.dispatched", actor=slot.index, attempt=job.attempts)
+
+    def _collect(self, timeout: float) -> None:
+        assert self.pool is not None
+        for slot, token, result in self.pool.wait(timeout):
+            run = self._runs.pop(token, None)
+            if run is None:  # not an attempt in flight: never published twice
+                log.warning("cluster.late_result", run=str(token), actor=slot.index)
+                continue
+            self._ended.append(self._finish(run, slot, result))
+
+    def _finish(self, run: _Run, slot: Slot, result: Done | BaseException) -> JobReport:
+        job = run.started.job
+        if isinstance(result, BaseException):
+            first = (str(result).strip().splitlines() or [""])[0][:300]
+            log.warning("cluster.worker_lost", job_id=job.job_id, actor=slot.index, error=first)
+            error = TransientError(
+                f"the worker running this job was lost ({type(result).__name__}: {first})",
+                code="worker_lost",
+            )
+            outcome = self.runner.finish(Outcome(self.runner.manager.get_vram_usage(), error=error))
+        else:
+            outcome = result.outcome
+            outcome.worker = result.worker
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+            for name, data in result.files.items():
+                (run.out_dir / Path(name).name).write_bytes(data)  # a name, never a path
+        return self.end(run.started, run.manifest, None, outcome)
