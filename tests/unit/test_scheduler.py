@@ -65,3 +65,18 @@ def test_a_job_that_needs_nothing_loaded_goes_before_one_that_shares_a_model():
     s = Scheduler()
     assert s.pick(["b", "a"], lambda n: n, lambda n: keys[n], {"noop", "tape:a"}) == "a"
     assert s.pick(["b"], lambda n: n, lambda n: keys[n], {"noop", "tape:a"}) == "b"
+
+
+def test_a_cluster_worker_leaves_other_workers_jobs_to_them_without_starving_them():
+    """Worker 1 holds voice a; worker 2 (free, holding nothing) should take voice b, not
+    the voice-a job at the head of the queue. Passing a job another worker holds costs
+    it time, not a skip: it still runs once max_wait_s has passed."""
+    keys = {"a1": {"noop", "tape:a"}, "b1": {"noop", "tape:b"}, "a2": {"noop", "tape:a"}}
+    clock = [0.0]
+    s = Scheduler(max_skips=1, max_wait_s=5, clock=lambda: clock[0])
+    queue = ["a1", "b1", "a2"]
+    mine, theirs = set(), {"noop", "tape:a"}
+    for _ in range(3):  # no skips charged: max_skips=1 would have forced "a1" after one
+        assert s.pick(queue, lambda n: n, lambda n: keys[n], mine, theirs) == "b1"
+    clock[0] = 6.0  # "a1" has waited max_wait_s since it was first passed
+    assert s.pick(queue, lambda n: n, lambda n: keys[n], mine, theirs) == "a1"

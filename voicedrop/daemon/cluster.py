@@ -63,7 +63,7 @@ class ClusterExecutor(Executor):
         if not self._ended:
             self._collect(0)
             for slot in self._route():
-                job = self._next(resident=set(self._held(slot)))
+                job = self._next(set(self._held(slot)), self._held_elsewhere(slot))
                 if job is None:
                     break
                 self._dispatch(job, slot)
@@ -106,6 +106,10 @@ class ClusterExecutor(Executor):
 
     def _held(self, slot: Slot) -> frozenset[str]:
         return frozenset() if self.settings.ray.routing == "round-robin" else slot.resident
+
+    def _held_elsewhere(self, slot: Slot) -> frozenset[str]:
+        assert self.pool is not None
+        return frozenset().union(*(self._held(s) for s in self.pool.slots if s is not slot))
 
     # ---- one attempt -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -181,9 +182,14 @@ class Executor:
         """Cluster workers, for the status file (none: jobs run in this process)."""
         return []
 
-    def _next(self, resident: set[str] | None = None) -> ClaimedJob | None:
+    def _next(
+        self,
+        resident: set[str] | None = None,
+        elsewhere: AbstractSet[str] = frozenset(),
+    ) -> ClaimedJob | None:
         """The next job to run: recovered, then due retries, then the scheduler's pick
-        (affinity to `resident`, by default the models this daemon holds in memory)."""
+        (affinity to `resident`, by default the models this daemon holds in memory;
+        `elsewhere`: what other cluster workers hold)."""
         if self._recover_at is not None:
             if self._recover_at > self.clock():
                 return None  # the spool is in trouble: claim nothing until it is retried
@@ -200,7 +206,9 @@ class Executor:
             if not self._ready:
                 return None
             held = self._in_memory() if resident is None else resident
-            item = self.scheduler.pick(self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, held)
+            item = self.scheduler.pick(
+                self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, held, elsewhere
+            )
             assert item is not None
             self._ready.remove(item)
             job = self.spool.claim(item)

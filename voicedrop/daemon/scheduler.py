@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -41,8 +42,11 @@ class Scheduler:
         name: Callable[[T], str],
         keys: Callable[[T], set[str]],
         resident: set[str],
+        elsewhere: AbstractSet[str] = frozenset(),
     ) -> T | None:
-        """Choose from `queue` (oldest first); charge a skip to every job passed over."""
+        """Choose from `queue` (oldest first) for a runner holding `resident`; charge a skip
+        to every job passed over. `elsewhere`: models other runners (cluster workers) hold:
+        a job they hold all of is left to them, and passing it costs it time, not a skip."""
         if not queue:
             return None
         names = [name(item) for item in queue]
@@ -50,9 +54,10 @@ class Scheduler:
         self._skips = {n: c for n, c in self._skips.items() if n in live}
         self._passed_since = {n: t for n, t in self._passed_since.items() if n in live}
         now = self.clock()
-        chosen = self._choose(queue, names, keys, resident, now)
-        for skipped in names[:chosen]:
-            self._skips[skipped] = self._skips.get(skipped, 0) + 1
+        chosen = self._choose(queue, names, keys, resident, elsewhere, now)
+        for item, skipped in zip(queue[:chosen], names[:chosen], strict=True):
+            if not _held(keys(item), elsewhere):
+                self._skips[skipped] = self._skips.get(skipped, 0) + 1
             self._passed_since.setdefault(skipped, now)
         self.passed_by = self._skips.pop(names[chosen], 0)
         self._passed_since.pop(names[chosen], None)
@@ -69,7 +74,7 @@ class Scheduler:
         if not queue:
             return None
         names = [name(item) for item in queue]
-        return queue[self._choose(queue, names, keys, resident, self.clock())]
+        return queue[self._choose(queue, names, keys, resident, set(), self.clock())]
 
     def _choose(
         self,
@@ -77,12 +82,19 @@ class Scheduler:
         names: list[str],
         keys: Callable[[T], set[str]],
         resident: set[str],
+        elsewhere: AbstractSet[str],
         now: float,
     ) -> int:
-        if not (self.affinity and resident):
+        if not self.affinity or not (resident or elsewhere):
             return 0
-        # first a job that needs nothing loaded, then one that shares a model at least
-        for fits in (lambda k: bool(k) and k <= resident, lambda k: bool(k & resident)):
+        # a job that needs nothing loaded; then one that shares a model; then (in a
+        # cluster) one no other worker holds every model of; else the oldest
+        passes = (
+            lambda k: bool(k) and k <= resident,
+            lambda k: bool(k & resident) and not _held(k, elsewhere),
+            lambda k: not _held(k, elsewhere),
+        )
+        for fits in passes:
             for i, item in enumerate(queue):
                 if any(self._waited_enough(n, now) for n in names[:i]):
                     break  # a job ahead has waited enough
@@ -95,3 +107,7 @@ class Scheduler:
             return True
         since = self._passed_since.get(name)
         return since is not None and now - since >= self.max_wait_s
+
+
+def _held(keys: set[str], elsewhere: AbstractSet[str]) -> bool:
+    return bool(keys) and keys <= elsewhere
