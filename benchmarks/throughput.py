@@ -26,7 +26,9 @@ a model of one, charged at the published sizes of the real checkpoints:
   from published GPU figures), with working memory of 10 % of the stage's weights.
 
 Copies, loads and compute are waited out in real time, so the prefetch thread overlaps
-them as it would on a GPU. Printed: jobs per minute and peak device memory per set-up,
+them as it would on a GPU. The set-ups run `--repeat` times (default 2), interleaved, and
+each keeps its best run: a busy spell of a shared machine must not decide the ratio.
+Printed: jobs per minute and peak device memory per set-up,
 the largest single stage, and the ratios LOW ÷ NORMAL and voicedrop-LOW ÷ naive-LOW;
 `--json` prints the same as one JSON object on the last line (`low_over_normal`).
 Goal (issue 10): LOW ÷ NORMAL ≥ 0.95, LOW's peak within 5 % of the largest stage.
@@ -402,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-costs", type=Path, help="a cold_load.py --real-size --json output")
     parser.add_argument("--real-models", type=Path, help="build into / reuse, for the measure")
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per set-up; best kept")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-rvc", action="store_true", help="TTS only (a GPU run's wheels)")
     parser.add_argument("--json", action="store_true", help="also one JSON object, last line")
@@ -420,10 +423,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"building {'real-size' if cuda else 'tiny'} models …", file=sys.stderr)
         build_tiny(root, engines, rmvpe=not args.no_rvc, full=cuda)
-        results = {}
-        for name in args.setups.split(","):
-            print(f"running {name} …", file=sys.stderr)
-            results[name] = run_setup(name, root, jobs, args, costs)
+        results: dict[str, dict[str, Any]] = {}
+        for turn in range(args.repeat):  # interleaved: a slow spell of a shared machine
+            for name in args.setups.split(","):  # hits every set-up, and the best is kept
+                print(f"running {name} ({turn + 1}/{args.repeat}) …", file=sys.stderr)
+                run = run_setup(name, root, jobs, args, costs)
+                best = results.get(name)
+                runs = [*(best or {}).get("runs", []), run["jobs_per_min"]]
+                if best is None or run["jobs_per_min"] > best["jobs_per_min"]:
+                    best = run
+                results[name] = {**best, "runs": runs}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if cuda:  # naive LOW holds exactly one stage at a time: its peak is the largest stage

@@ -54,6 +54,19 @@ class Pool:
         self._started_ray = False
 
     def start(self) -> None:
+        """Connect (or start a private cluster) and build every actor; a ConfigError that
+        says why when the cluster cannot be reached or cannot place the actors."""
+        try:
+            self._start()
+        except (ConnectionError, ray.exceptions.RayError) as exc:
+            self.close()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ConfigError(
+                f"ray: cannot start the workers at address {self.settings.ray.address!r}: {first}",
+                field="ray.address",
+            ) from None
+
+    def _start(self) -> None:
         cfg = self.settings.ray
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if cfg.address == "local":
@@ -87,8 +100,8 @@ class Pool:
             self.slots.append(Slot(i, actor.remote(self.settings, i, policy), policy))
         deadline = time.monotonic() + PING_TIMEOUT_S
         for slot in self.slots:  # every actor built (engines, devices) before any job
-            ray.get(slot.handle.ping.remote(), timeout=max(1.0, deadline - time.monotonic()))
-            slot.status = ray.get(slot.handle.status.remote())
+            left = max(1.0, deadline - time.monotonic())
+            slot.status = ray.get(slot.handle.status.remote(), timeout=left)
         log.info("cluster.started", actors=count, gpus=gpus, address=cfg.address)
 
     # ---- runs ------------------------------------------------------------------------------
@@ -159,3 +172,4 @@ class Pool:
         self.slots = []
         if self._started_ray:
             ray.shutdown()
+            self._started_ray = False

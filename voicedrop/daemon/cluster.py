@@ -133,12 +133,17 @@ class ClusterExecutor(Executor):
 
     def _collect(self, timeout: float) -> None:
         assert self.pool is not None
-        for slot, token, result in self.pool.wait(timeout):
+        ended = self.pool.wait(timeout)
+        for slot, token, result in ended:
             run = self._runs.pop(token, None)
             if run is None:  # not an attempt in flight: never published twice
                 log.warning("cluster.late_result", run=str(token), actor=slot.index)
                 continue
             self._ended.append(self._finish(run, slot, result))
+        if ended and self._runs:  # `end` said idle: the daemon is not, while workers run jobs
+            job_id = next(iter(self._runs.values())).started.job.job_id
+            stage = f"{len(self._runs)} job(s) on cluster workers"
+            self.observer.status({"state": "running", "job_id": job_id, "stage": stage})
 
     def _finish(self, run: _Run, slot: Slot, result: Done | BaseException) -> JobReport:
         job = run.started.job
