@@ -42,6 +42,8 @@ class ModelEvent(_Model):
     bytes: int
     seconds: float
     reason: str | None = None
+    at: float | None = None  # when it ended: Unix time (the dashboard's timeline)
+    allocated: int | None = None  # device bytes allocated right after it
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

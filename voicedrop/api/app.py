@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from importlib import resources
 from typing import Any
 
 import soundfile as sf
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 import voicedrop
+from voicedrop.api import board
 from voicedrop.api.desk import Desk, JobState, Rejected
 from voicedrop.api.guard import Guard
 from voicedrop.api.speech import MEDIA_TYPES, SpeechError, SpeechRequest, speech_manifest
@@ -30,9 +32,13 @@ from voicedrop.metrics import Metrics
 log = structlog.get_logger(__name__)
 FORM_FIELDS = {
     "text", "tts_engine", "voice", "language", "rvc_model", "pitch", "format",
-    "reference", "reference_text",
+    "reference", "reference_text", "convert_engine",
 }  # fmt: skip
 FINAL = ("done", "failed", "duplicate")
+UI_FILES = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+}
 POLL_S = 0.1
 HEARTBEAT_STALE_S = 30.0  # three of the daemon's heartbeats
 
@@ -142,6 +148,27 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
         }
         return JSONResponse(body, 200 if ready else 503)
 
+    @app.get("/", include_in_schema=False)
+    async def dashboard_page() -> Response:
+        """The dashboard: a page and its script, no data (those come from /api/dashboard)."""
+        return Response(_ui("dashboard.html"), media_type="text/html; charset=utf-8")
+
+    @app.get("/ui/{name}", include_in_schema=False)
+    async def dashboard_asset(name: str) -> Response:
+        media = UI_FILES.get(name)
+        if media is None:
+            return JSONResponse({"detail": [f"no file '{name}'"]}, 404)
+        return Response(_ui(name), media_type=media)
+
+    @app.get("/api/dashboard")
+    async def dashboard_data(request: Request) -> Response:
+        """Everything the dashboard draws, in one snapshot; 304 when unchanged."""
+        data = await run_in_threadpool(board.snapshot, desk, time.time())
+        tag = board.etag(data)
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers={"ETag": tag})
+        return JSONResponse(data, headers={"ETag": tag, "Cache-Control": "no-cache"})
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format."""
@@ -194,16 +221,17 @@ def form_manifest(fields: dict[str, str]) -> dict[str, Any]:
         if form_name in fields:
             tts[key] = fields[form_name]
     manifest: dict[str, Any] = {"text": fields["text"], "tts": tts}
-    if "rvc_model" in fields:
-        convert: dict[str, Any] = {"engine": "rvc", "model": fields["rvc_model"]}
+    if "rvc_model" in fields:  # the seed's name; `convert_engine` (ours) picks another engine
+        engine = fields.get("convert_engine", "rvc")
+        convert: dict[str, Any] = {"engine": engine, "model": fields["rvc_model"]}
         if "pitch" in fields:
             try:
                 convert["pitch"] = float(fields["pitch"])
             except ValueError:
                 raise Rejected(422, ["pitch: not a number"]) from None
         manifest["convert"] = convert
-    elif "pitch" in fields:
-        raise Rejected(422, ["pitch: only with rvc_model"])
+    elif "pitch" in fields or "convert_engine" in fields:
+        raise Rejected(422, ["pitch, convert_engine: only with rvc_model"])
     if "format" in fields:
         manifest["output"] = {"format": fields["format"]}
     return manifest
@@ -257,3 +285,7 @@ def _age_s(stamp: object) -> float | None:
     except ValueError:
         return None
     return (datetime.now(UTC) - then).total_seconds()
+
+
+def _ui(name: str) -> bytes:
+    return (resources.files("voicedrop.api") / "ui" / name).read_bytes()

@@ -13,13 +13,15 @@ from fastapi.responses import JSONResponse, Response
 from voicedrop.api.desk import Rejected
 
 log = structlog.get_logger(__name__)
+OPEN = frozenset({"/health", "/", "/ui/dashboard.js", "/ui/dashboard.css"})  # no data in them
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class Guard:
-    """ASGI middleware: a bearer token on everything but /health (when one is configured),
+    """ASGI middleware: a bearer token on everything but /health and the dashboard's page
+    and scripts, which hold no data (when a token is configured),
     a limit on request bodies (413), and one log line per request."""
 
     def __init__(self, app: Any, token: str | None, body_limit: int) -> None:
@@ -38,7 +40,7 @@ class Guard:
             await send(message)
 
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.token and scope["path"] != "/health" and not self._authorised(headers):
+        if self.token and scope["path"] not in OPEN and not self._authorised(headers):
             response: Response = JSONResponse(
                 {"detail": ["authorization: a valid bearer token is required"]},
                 401,

@@ -139,30 +139,7 @@ class JobRunner:
 
     def model_keys(self, manifest: Manifest) -> set[str]:
         """The residency keys a job would use (for affinity), without touching a model."""
-        try:
-            ref = manifest.tts.reference_path
-            reference = Path(ref) if ref else None
-            voice = resolve_voice(manifest, self.settings, reference)
-            keys = self._tts_models(manifest, voice)
-            if manifest.convert is not None:
-                conv = manifest.convert
-                model = self.settings.models[conv.model]
-                engine = self.engines.convert[conv.engine]
-                keys |= {
-                    s.key
-                    for s in engine.models(ConvertRequest("", conv.model, model, conv)).values()
-                }
-            return keys
-        except Exception:  # a job that cannot run has no affinity; it fails when its turn comes
-            return set()
-
-    def _tts_models(self, manifest: Manifest, voice: VoiceChoice) -> set[str]:
-        return {s.key for s in self._tts_specs(manifest, voice)}
-
-    def _tts_specs(self, manifest: Manifest, voice: VoiceChoice) -> list[ModelSpec]:
-        tts = manifest.tts
-        request = TTSRequest("", voice, tts.language, tts.options)
-        return list(self.engines.tts[tts.engine].models(request).values())
+        return model_keys(manifest, self.settings, self.engines)
 
     def _first_models(self, upcoming: Callable[[], Manifest | None]) -> list[ModelSpec]:
         """The models the next job's first stage will acquire; none if it cannot tell."""
@@ -175,7 +152,7 @@ class JobRunner:
             ref = manifest.tts.reference_path
             voice = resolve_voice(manifest, self.settings, Path(ref) if ref else None)
             check_job(manifest, self.settings, self.engines, voice)
-            return self._tts_specs(manifest, voice)
+            return tts_specs(manifest, voice, self.engines)
         except Exception:  # a job that cannot run is not prefetched; it fails in its turn
             return []
 
@@ -203,3 +180,24 @@ class JobRunner:
         return StageRecord(
             name=stage.name, engine=stage.engine(ctx), seconds=round(self.clock() - started, 4)
         )
+
+
+def tts_specs(manifest: Manifest, voice: VoiceChoice, engines: Engines) -> list[ModelSpec]:
+    tts = manifest.tts
+    request = TTSRequest("", voice, tts.language, tts.options)
+    return list(engines.tts[tts.engine].models(request).values())
+
+
+def model_keys(manifest: Manifest, settings: Settings, engines: Engines) -> set[str]:
+    """The residency keys a job would use (affinity, the dashboard), without loading any."""
+    try:
+        ref = manifest.tts.reference_path
+        voice = resolve_voice(manifest, settings, Path(ref) if ref else None)
+        keys = {s.key for s in tts_specs(manifest, voice, engines)}
+        if manifest.convert is not None:
+            conv = manifest.convert
+            request = ConvertRequest("", conv.model, settings.models[conv.model], conv)
+            keys |= {s.key for s in engines.convert[conv.engine].models(request).values()}
+        return keys
+    except Exception:  # a job that cannot run has no affinity; it fails when its turn comes
+        return set()

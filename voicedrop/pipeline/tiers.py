@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -191,6 +192,8 @@ class TierTable:
                 "bytes": entry.nbytes,
                 "seconds": round(seconds, 6),
                 "reason": why,
+                "at": round(time.time(), 3),
+                "allocated": self.device.memory().allocated,
             }
         )
         for sink in self.sinks:

@@ -39,6 +39,7 @@ class _Nothing:
 
 class NoopConfig(EngineConfig):
     sample_rate: int = Field(22050, ge=8000, le=192000)
+    work_s: float = Field(0.0, ge=0, le=600)  # each job's default wait (drills, demos)
 
 
 class NoopEngine:
@@ -49,6 +50,7 @@ class NoopEngine:
 
     def __init__(self, config: NoopConfig, settings: Settings) -> None:
         self.sample_rate = config.sample_rate
+        self.work_s = config.work_s
 
     def version(self) -> str:
         return voicedrop.__version__
@@ -69,7 +71,7 @@ class NoopEngine:
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Audio:
         opts = check_options(request.options, NOOP_OPTIONS, "tts.options")
-        time.sleep(opts.get("work_s", 0.0))
+        time.sleep(opts.get("work_s", self.work_s))
         seconds = opts.get("seconds", 0.05)
         return Audio(np.zeros(int(seconds * self.sample_rate), np.float32), self.sample_rate)
 

@@ -1,0 +1,223 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, against a real
+daemon (`voicedrop run --http`) on a loopback port and a real spool.
+
+Screenshots go to $VOICEDROP_ARTIFACTS (default: the test's temporary folder) as the
+test's artefacts. Skipped where chromium or Playwright is missing (`.ci/run` installs
+chromium; Playwright is a test dependency).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)"),
+]
+TOKEN = "a-dashboard-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    def __init__(self, root: Path, token: str | None = None) -> None:
+        self.root, self.port = root, free_port()
+        self.spool = root / "spool"
+        (self.spool / "inbox").mkdir(parents=True)
+        lines = [
+            f'spool = "{self.spool}"',
+            'device = "cpu"',
+            "low_vram = true",
+            "[watcher]",
+            "stable_delay_s = 0.0",
+            "[engines.noop]",
+            "work_s = 2.0",  # each job runs long enough to be seen running
+            '[voices.narrator]\nengine = "espeak"\nengine_voice = "en-us"',
+            '[models.chipmunk]\nengine = "tape"',
+            "[http]",
+            *([f'token = "{token}"'] if token else []),
+        ]
+        (root / "config.toml").write_text("\n".join(lines) + "\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEDROP_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voicedrop", "--config", str(root / "config.toml"), "run",
+             "--http", f"127.0.0.1:{self.port}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[1][-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the daemon's HTTP API never became ready")
+
+    def report(self, job_id: str) -> dict[str, Any]:
+        path = self.spool / "outbox" / job_id / "report.json"
+        return dict(json.loads(path.read_text()))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def artefacts(tmp_path: Path) -> Path:
+    where = Path(os.environ.get("VOICEDROP_ARTIFACTS", tmp_path / "artefacts"))
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def states_of(page: Any, job_id: str) -> list[str]:
+    return list(page.evaluate("(id) => window.__seen[id] || []", job_id))
+
+
+WATCH = """() => {
+  window.__seen = {};
+  const note = () => {
+    for (const [list, state] of [["waiting", "waiting"], ["running", "running"], ["jobs", null]]) {
+      for (const li of document.querySelectorAll(`#${list} > li[data-job]`)) {
+        const id = li.dataset.job, s = state || li.dataset.status;
+        const seen = (window.__seen[id] = window.__seen[id] || []);
+        if (seen[seen.length - 1] !== s) seen.push(s);
+      }
+    }
+  };
+  new MutationObserver(note).observe(document.body, {subtree: true, childList: true});
+  note();
+}"""
+
+
+def test_a_job_from_the_form_goes_waiting_running_done_without_a_reload(
+    browser: Any, daemon: Daemon, artefacts: Path
+):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(daemon.url + "/")
+    page.wait_for_selector("#f-engine option[value=noop]", state="attached")
+    page.evaluate(WATCH)
+    navigations = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    # a first job keeps the daemon busy, so the form's job is seen waiting
+    first = {"text": "First.", "tts": {"engine": "noop"}}
+    (daemon.spool / "inbox" / "first.json").write_text(json.dumps(first))
+    page.fill("textarea[name=text]", "Hello from the dashboard.")
+    page.select_option("#f-engine", "noop")
+    page.select_option("#f-convert", "chipmunk")
+    page.click("#job-form button[type=submit]")
+    page.wait_for_selector("#submit-result:has-text('queued as')")
+    job_id = page.inner_text("#submit-result").split("queued as ")[1].strip()
+    page.wait_for_selector(f"#jobs li[data-job='{job_id}'][data-status=done]", timeout=60_000)
+    assert states_of(page, job_id) == ["waiting", "running", "done"]
+    assert navigations == [], "the page reloaded"
+
+    item = page.locator(f"#jobs li[data-job='{job_id}']")
+    src = item.locator("audio").first.get_attribute("src")
+    assert src and src.endswith(".wav")
+    answer = page.request.get(daemon.url + src)
+    assert answer.status == 200 and answer.headers["content-type"].startswith("audio/")
+    assert answer.body()[:4] == b"RIFF"
+
+    report = daemon.report(job_id)
+    moves = [e for e in report["events"] if e.get("at") is not None]
+    marks = page.locator(f"#timeline circle.mark[data-job='{job_id}']")
+    assert len(moves) >= 4  # LOW: each stage's model placed and sent back
+    assert marks.count() == len(moves)
+    assert set(marks.evaluate_all("ms => ms.map(m => m.dataset.kind)")) == {
+        e["event"] for e in moves
+    }
+    page.screenshot(path=str(artefacts / "dashboard-1280x800.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(artefacts / "dashboard-phone.png"), full_page=True)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the phone-width page scrolls sideways ({width} px)"
+
+
+def test_text_and_ids_from_users_are_shown_as_text_never_run(
+    browser: Any, daemon: Daemon, artefacts: Path
+):
+    page = browser.new_page()
+    page.goto(daemon.url + "/")
+    page.wait_for_selector("#f-engine option[value=noop]", state="attached")
+    evil = "<script>window.pwned = 1</script><img src=x onerror='window.pwned = 2'>"
+    manifest = {"id": evil, "text": evil, "tts": {"engine": "noop", "options": {"work_s": 0}}}
+    upload = {"name": "evil.json", "mimeType": "application/json", "buffer": json.dumps(manifest)}
+    page.set_input_files("#manifest-file", files=[{**upload, "buffer": upload["buffer"].encode()}])
+    page.wait_for_selector("#submit-result:has-text('queued as')")
+    job_id = page.inner_text("#submit-result").split("queued as ")[1].strip()
+    item = page.locator(f"#jobs li[data-job='{job_id}']")
+    item.wait_for(timeout=60_000)
+    assert evil in item.inner_text()  # shown literally
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#jobs img").count() == 0
+    page.screenshot(path=str(artefacts / "dashboard-escaped.png"))
+    # nothing changed since: the page's poll costs a 304, no body (a heartbeat of the daemon
+    # may refresh its memory figures in between: then the next pair)
+    statuses = []
+    for _ in range(3):
+        first = page.request.get(daemon.url + "/api/dashboard")
+        tag = {"If-None-Match": first.headers["etag"]}
+        statuses.append(
+            (first.status, page.request.get(daemon.url + "/api/dashboard", headers=tag).status)
+        )
+        if statuses[-1] == (200, 304):
+            break
+    assert statuses[-1] == (200, 304), statuses
+
+
+def test_beyond_loopback_the_page_asks_for_the_token_and_sends_it(browser: Any, tmp_path: Path):
+    d = Daemon(tmp_path, token=TOKEN)
+    try:
+        page = browser.new_page()
+        page.goto(d.url + "/")
+        page.wait_for_selector("#token-form:not([hidden])")
+        page.fill("#token", TOKEN)
+        page.click("#token-form button")
+        page.wait_for_selector("#f-engine option[value=noop]", state="attached")
+        assert "not running" not in page.inner_text("#daemon")
+        page.keyboard.press("Tab")  # the form is reachable from the keyboard
+        focused = page.evaluate("document.activeElement && document.activeElement.tagName")
+        assert focused in {"A", "BUTTON", "INPUT", "TEXTAREA", "SELECT", "DIV"}
+    finally:
+        d.stop()

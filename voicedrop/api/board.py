@@ -1,0 +1,187 @@
+"""What the dashboard shows, read from the spool only when someone looks.
+
+One snapshot: the daemon (state, policy, device, the seed's VRAM fields, each model's
+tier), the waiting jobs in order (with a hint when affinity may run one first), the jobs
+running (here, or on cluster workers), the latest finished jobs, and a timeline of device
+memory over the last hour with every model move of the reports finished in it. The page
+polls it with If-None-Match: an unchanged snapshot is a 304 and costs a listing, no more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from voicedrop.api.desk import Desk
+from voicedrop.client import vram_view
+from voicedrop.daemon.spool import list_candidates
+from voicedrop.errors import ManifestError
+from voicedrop.manifest import parse_manifest
+from voicedrop.pipeline.runner import model_keys
+
+RECENT = 20  # finished jobs listed
+WAITING = 50  # waiting jobs listed
+WINDOW_S = 3600.0  # the timeline's span
+MAX_EVENTS = 3000  # timeline marks, newest kept
+MAX_REPORTS = 400  # reports read for the timeline
+
+
+def snapshot(desk: Desk, now: float) -> dict[str, Any]:
+    settings, engines = desk.current()
+    daemon = desk.daemon()
+    alive = bool(daemon.get("alive"))
+    models: dict[str, Any] = daemon.get("models", {}) if alive else {}
+    in_memory = {k for k, v in models.items() if v.get("tier") != "disk"}
+    finished = _finished(desk, now)
+    return {
+        "daemon": {
+            "state": daemon.get("state") if alive else "not running",
+            "policy": daemon.get("policy", settings.policy),
+            "device": daemon.get("device"),
+            "job_id": daemon.get("job_id") if alive else None,
+            "stage": daemon.get("stage") if alive else None,
+        },
+        "vram": vram_view(settings, daemon),
+        "models": models,
+        "workers": daemon.get("workers", []) if alive else [],
+        "counts": desk.spool.counts(),
+        "waiting": _waiting(desk, in_memory),
+        "running": sorted(p.name for p in _dirs(desk.spool.work)),
+        "recent": [_summary(r) for r in finished[:RECENT]],
+        "timeline": _timeline(finished, now),
+        "choices": {
+            "engines": sorted(engines.tts),
+            "voices": {n: v.engine for n, v in sorted(settings.voices.items())},
+            "models": {n: m.engine for n, m in sorted(settings.models.items())},
+        },
+    }
+
+
+def etag(data: dict[str, Any]) -> str:
+    """Of what the page draws: the clock alone changing is not a change."""
+    timeline = {k: v for k, v in data["timeline"].items() if k != "now"}
+    body = json.dumps({**data, "timeline": timeline}, sort_keys=True, default=str)
+    return '"' + hashlib.sha256(body.encode()).hexdigest()[:20] + '"'
+
+
+def _dirs(folder: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _waiting(desk: Desk, in_memory: set[str]) -> list[dict[str, Any]]:
+    settings, engines = desk.current()
+    limit = settings.limits
+    items = sorted(list_candidates(desk.spool.inbox) or [], key=lambda f: f.mtime_ns)
+    waiting = []
+    for item in items[:WAITING]:
+        entry: dict[str, Any] = {"job_id": item.path.stem, "affinity": False}
+        try:
+            if item.size > limit.max_manifest_bytes:
+                raise ManifestError("too large")
+            manifest = parse_manifest(
+                item.path.read_bytes(),
+                max_bytes=limit.max_manifest_bytes,
+                max_text_chars=limit.max_text_chars,
+            )
+        except (OSError, ManifestError):
+            entry["problem"] = "not a valid manifest: it will fail with a report"
+            waiting.append(entry)
+            continue
+        entry |= _describe(manifest.model_dump(mode="json"))
+        entry["affinity"] = bool(model_keys(manifest, settings, engines) & in_memory)
+        waiting.append(entry)
+    return waiting
+
+
+def _describe(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    manifest = manifest or {}
+    tts = manifest.get("tts") or {}
+    convert = manifest.get("convert") or {}
+    text = manifest.get("text") or " / ".join(
+        s.get("text", "") for s in manifest.get("segments") or []
+    )
+    return {
+        "engine": tts.get("engine"),
+        "voice": tts.get("voice"),
+        "convert": convert.get("model"),
+        "text": (text or manifest.get("script") or "")[:120],
+    }
+
+
+def _finished(desk: Desk, now: float) -> list[dict[str, Any]]:
+    """The reports of finished jobs, newest first: the latest RECENT, and those of the
+    timeline's window (at most MAX_REPORTS)."""
+    found = []
+    for folder in (desk.spool.outbox, desk.spool.failed):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                found.append((entry.stat(follow_symlinks=False).st_mtime, Path(entry.path)))
+            except OSError:
+                continue
+    found.sort(reverse=True)
+    reports = []
+    for i, (mtime, path) in enumerate(found[:MAX_REPORTS]):
+        if i >= RECENT and mtime < now - WINDOW_S:
+            break
+        try:
+            report = json.loads((path / "report.json").read_text())
+        except (OSError, ValueError):
+            continue
+        reports.append(report)
+    return reports
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    timings = report.get("timings") or {}
+    error = report.get("error") or {}
+    worker = report.get("worker") or {}
+    return {
+        "job_id": report.get("job_id"),
+        "status": report.get("status"),
+        **_describe(report.get("manifest")),
+        "finished_at": timings.get("finished_at"),
+        "total_s": timings.get("total_s"),
+        "stages": {s["name"]: s["seconds"] for s in report.get("stages", [])},
+        "outputs": [o["file"] for o in report.get("outputs", [])],
+        "audio_s": sum(o.get("duration_s", 0) for o in report.get("outputs", [])),
+        "error": {k: error.get(k) for k in ("code", "field", "message")} if error else None,
+        "events": sum(1 for e in report.get("events", []) if e.get("at") is not None),
+        "worker": worker.get("actor"),
+    }
+
+
+def _timeline(reports: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """Every model move (with a time) of the reports finished in the window, oldest first."""
+    events = []
+    for report in reports:
+        finished = (report.get("timings") or {}).get("finished_at")
+        if finished and datetime.fromisoformat(finished).timestamp() < now - WINDOW_S:
+            continue
+        for e in report.get("events", []):
+            if e.get("at") is None:
+                continue
+            events.append(
+                {
+                    "at": e["at"],
+                    "event": e["event"],
+                    "key": e["key"],
+                    "seconds": e["seconds"],
+                    "bytes": e["bytes"],
+                    "allocated": e.get("allocated"),
+                    "job_id": report.get("job_id"),
+                    "worker": (report.get("worker") or {}).get("actor"),
+                }
+            )
+    events.sort(key=lambda e: e["at"])
+    return {"now": now, "window_s": WINDOW_S, "events": events[-MAX_EVENTS:]}
