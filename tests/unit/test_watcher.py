@@ -69,6 +69,27 @@ def test_a_hint_for_an_older_version_does_not_count(tmp_path):
     assert gate.ready([item], now=0.0, wall_now=st.st_mtime) == []
 
 
+def test_an_older_file_still_settling_is_not_overtaken_by_a_newer_hinted_one(tmp_path):
+    """A manifest dropped just before the watcher started has no hint and waits out the
+    delay; one dropped a moment later is hinted at once. It must not run first (FIFO),
+    but a file that never settles holds the queue back for twice the delay at most."""
+    older, newer = tmp_path / "older.json", tmp_path / "newer.json"
+    older.write_text("{}")
+    newer.write_text("{}")
+    items = [InboxFile(p, p.stat().st_size, p.stat().st_mtime_ns) for p in (older, newer)]
+    wall = newer.stat().st_mtime
+    gate = StabilityGate(2.0)
+    gate.hint_complete(str(newer))
+    assert gate.ready(items, now=0.0, wall_now=wall) == []  # the newer waits for the older
+    assert gate.ready(items, now=2.0, wall_now=wall) == items  # the older settled: in order
+    growing = StabilityGate(2.0)
+    growing.hint_complete(str(newer))
+    for step in range(4):  # the older one keeps changing: never complete
+        changing = InboxFile(older, 10 + step, int((wall + step) * 1e9))
+        ready = growing.ready([changing, items[1]], now=float(step * 1.5), wall_now=wall + step)
+    assert ready == [items[1]]  # after 2 x the delay, the queue goes on without it
+
+
 def test_falls_back_to_polling_when_inotify_cannot_be_set_up(tmp_path):
     def no_inotify():
         raise OSError(28, "inotify watch limit reached")

@@ -55,13 +55,21 @@ def needs_polling(fstype: str | None) -> bool:
 
 
 class StabilityGate:
-    """Decides which listed inbox files are complete enough to claim."""
+    """Decides which listed inbox files are complete enough to claim.
+
+    A file is complete when the watcher saw it closed or moved in (a hint), or when it
+    has not changed for `delay_s`. Order is kept: a file still settling that is older
+    than complete ones holds them back (a file dropped before the watcher started has no
+    hint and waits `delay_s`; a newer, hinted one must not overtake it), but for at most
+    twice `delay_s` since it appeared, so a file written forever never blocks the queue.
+    """
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self._lock = threading.Lock()
         self._hints: dict[str, tuple[int, int]] = {}
         self._seen: dict[str, tuple[int, int, float]] = {}
+        self._appeared: dict[str, float] = {}
 
     def hint_complete(self, path: str) -> None:
         """Called from the observer thread when a file was closed after writing or moved in."""
@@ -73,24 +81,31 @@ class StabilityGate:
             self._hints[path] = (st.st_size, st.st_mtime_ns)
 
     def ready(self, files: list[InboxFile], now: float, wall_now: float) -> list[InboxFile]:
+        """The complete ones of `files` (oldest first), in order."""
         out = []
         with self._lock:
             hints = dict(self._hints)
         seen: dict[str, tuple[int, int, float]] = {}
+        appeared: dict[str, float] = {}
+        held = False  # an older file is still settling: the newer ones wait for it
         for f in files:
             key = str(f.path)
             first = self._seen.get(key)
             if first is None or first[:2] != (f.size, f.mtime_ns):
                 first = (f.size, f.mtime_ns, now)
             seen[key] = first
+            appeared[key] = self._appeared.get(key, now)
             quiet_since_mtime = wall_now - f.mtime_ns / 1e9 >= self.delay_s
-            if (
+            complete = (
                 hints.get(key) == (f.size, f.mtime_ns)
                 or quiet_since_mtime
                 or (now - first[2] >= self.delay_s)
-            ):
+            )
+            if complete and not held:
                 out.append(f)
-        self._seen = seen  # forget files that left the inbox
+            elif not complete and now - appeared[key] < 2 * self.delay_s:
+                held = True
+        self._seen, self._appeared = seen, appeared  # forget files that left the inbox
         with self._lock:
             for key in [k for k in self._hints if k not in seen]:
                 del self._hints[key]
