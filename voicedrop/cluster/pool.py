@@ -28,6 +28,7 @@ from voicedrop.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 PING_TIMEOUT_S = 60.0
+PING_AGAIN_S = 5.0  # between pings of an actor that did not answer
 
 
 @dataclass(eq=False)
@@ -39,6 +40,7 @@ class Slot:
     ref: Any = None  # the run in flight
     token: Hashable | None = None  # the executor's name for that run
     ping: Any = None  # after a failure: usable again once this answers
+    ping_at: float = 0.0  # when to ask again if the last ping failed (an actor gone for good)
     status: dict[str, Any] = field(default_factory=dict)
     failures: int = 0
 
@@ -108,16 +110,21 @@ class Pool:
 
     def free(self) -> list[Slot]:
         for slot in self.slots:
-            if slot.ping is not None:
-                ready, _ = ray.wait([slot.ping], timeout=0)
-                if ready:
-                    try:
-                        ray.get(slot.ping)
-                        slot.ping = None
-                        slot.status = ray.get(slot.handle.status.remote())
-                        log.info("cluster.actor_back", actor=slot.index)
-                    except ray.exceptions.RayError:
-                        slot.ping = slot.handle.ping.remote()  # still gone: ask again
+            if slot.ping is None:
+                continue
+            if slot.ping_at and time.monotonic() < slot.ping_at:
+                continue  # it did not answer: ask again later, not on every turn
+            ready, _ = ray.wait([slot.ping], timeout=0)
+            if not ready:
+                continue
+            try:
+                ray.get(slot.ping)
+                slot.ping, slot.ping_at = None, 0.0
+                slot.status = ray.get(slot.handle.status.remote())
+                log.info("cluster.actor_back", actor=slot.index)
+            except ray.exceptions.RayError:
+                slot.ping = slot.handle.ping.remote()  # still gone
+                slot.ping_at = time.monotonic() + PING_AGAIN_S
         return [s for s in self.slots if s.free]
 
     def busy(self) -> bool:

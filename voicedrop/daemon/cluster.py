@@ -130,6 +130,8 @@ class ClusterExecutor(Executor):
             self._runs[token] = _Run(started, manifest, prepared.out_dir)
             self.pool.submit(slot, work, token)
             log.info("cluster.dispatched", actor=slot.index, attempt=job.attempts)
+            where = {"state": "running", "job_id": job.job_id, "stage": f"on worker-{slot.index}"}
+            self.observer.status(where)  # written now: status.json shows the worker busy
 
     def _collect(self, timeout: float) -> None:
         assert self.pool is not None
