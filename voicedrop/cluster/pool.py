@@ -71,8 +71,9 @@ class Pool:
     def _start(self) -> None:
         cfg = self.settings.ray
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if cfg.address == "local":
+        if cfg.address == "local":  # a new cluster, even where `ray start` runs one
             ray.init(
+                address="local",
                 num_cpus=cfg.local_cpus or os.cpu_count() or 1,
                 num_gpus=cfg.local_gpus,
                 include_dashboard=False,
