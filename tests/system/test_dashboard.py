@@ -206,7 +206,7 @@ def test_text_and_ids_from_users_are_shown_as_text_never_run(
     assert statuses[-1] == (200, 304), statuses
 
 
-def test_beyond_loopback_the_page_asks_for_the_token_and_sends_it(browser: Any, tmp_path: Path):
+def test_with_a_token_configured_the_page_asks_for_it_and_sends_it(browser: Any, tmp_path: Path):
     d = Daemon(tmp_path, token=TOKEN)
     try:
         page = browser.new_page()
