@@ -35,14 +35,12 @@ PING_AGAIN_S = 5.0  # between pings of an actor that did not answer
 class Slot:
     index: int
     handle: Any
-    policy: str | None
     resident: frozenset[str] = frozenset()
     ref: Any = None  # the run in flight
     token: Hashable | None = None  # the executor's name for that run
     ping: Any = None  # after a failure: usable again once this answers
     ping_at: float = 0.0  # when to ask again if the last ping failed (an actor gone for good)
     status: dict[str, Any] = field(default_factory=dict)
-    failures: int = 0
 
     @property
     def free(self) -> bool:
@@ -100,7 +98,7 @@ class Pool:
         )
         for i in range(count):
             policy = cfg.policies[i] if i < len(cfg.policies) else None
-            self.slots.append(Slot(i, actor.remote(self.settings, i, policy), policy))
+            self.slots.append(Slot(i, actor.remote(self.settings, i, policy)))
         deadline = time.monotonic() + PING_TIMEOUT_S
         for slot in self.slots:  # every actor built (engines, devices) before any job
             left = max(1.0, deadline - time.monotonic())
@@ -128,9 +126,6 @@ class Pool:
                 slot.ping_at = time.monotonic() + PING_AGAIN_S
         return [s for s in self.slots if s.free]
 
-    def busy(self) -> bool:
-        return any(s.ref is not None for s in self.slots)
-
     def submit(self, slot: Slot, work: Work, token: Hashable) -> None:
         slot.ref, slot.token = slot.handle.run.remote(work), token
         slot.status = {**slot.status, "job_id": work.job_id}
@@ -148,7 +143,6 @@ class Pool:
             try:
                 done: Done = ray.get(ref)
             except ray.exceptions.RayError as exc:  # the actor, its node or the task died
-                slot.failures += 1
                 slot.resident = frozenset()  # a restarted actor holds nothing
                 slot.ping = slot.handle.ping.remote()
                 slot.status = {**slot.status, "job_id": None}

@@ -57,10 +57,6 @@ class Prefetcher:
                 self._thread.start()
             self._cond.notify_all()
 
-    def keys(self) -> frozenset[str]:
-        with self._cond:
-            return frozenset(s.key for s in self._wanted)
-
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Until nothing is wanted or being read (tests, benchmarks, shutdown)."""
         with self._cond:
