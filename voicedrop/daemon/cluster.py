@@ -18,7 +18,6 @@ attempt that is no longer running is discarded and logged, never published twice
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ import structlog
 from voicedrop.cluster.worker import Done, Work
 from voicedrop.daemon.executor import Executor, Started
 from voicedrop.daemon.spool import ClaimedJob
-from voicedrop.daemon.wakeup import Waker
 from voicedrop.errors import TransientError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import JobInput, Outcome
@@ -71,18 +69,9 @@ class ClusterExecutor(Executor):
                 self._collect(self.POLL_BUSY_S)
         return self._ended.pop(0) if self._ended else None
 
-    def run(
-        self,
-        stop: threading.Event,
-        wake: Waker,
-        *,
-        once: bool = False,
-        tick: Callable[[], None] = lambda: None,
-        idle: Callable[[], None] = lambda: None,
-        max_wait_s: float | None = None,
-    ) -> None:
-        super().run(stop, wake, once=once, tick=tick, idle=idle, max_wait_s=max_wait_s)
-        if self._runs:  # stopping: the jobs already on workers finish and are published
+    def drain(self, tick: Callable[[], None]) -> None:
+        """Stopping: the jobs already on workers finish and are published."""
+        if self._runs:
             log.info("cluster.draining", jobs=sorted(str(t) for t in self._runs))
         while self._runs:
             self._collect(1.0)

@@ -163,7 +163,7 @@ class Executor:
             idle()
             waiting = self.gate.waiting() or self._deferred or self._recover_at or self.busy()
             if once and not waiting:
-                return
+                break
             timeout = 0.1 if self.gate.waiting() else self.settings.watcher.scan_interval_s
             if self.busy():
                 timeout = min(timeout, self.POLL_BUSY_S)
@@ -171,6 +171,11 @@ class Executor:
                 if at is not None:
                     timeout = min(timeout, max(0.0, at - self.clock()))
             wake.wait(min(timeout, max_wait_s or timeout))
+        self.drain(tick)
+
+    def drain(self, tick: Callable[[], None]) -> None:
+        """At stop: let the jobs under way elsewhere finish (none: a local job ends in step)."""
+        return None
 
     POLL_BUSY_S = 0.02  # how often a loop with jobs running elsewhere looks for results
 
