@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.system.test_http import Server
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,56 +29,25 @@ pytestmark = [
 TOKEN = "a-dashboard-token-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def dashboard_daemon(root: Path, **env: str) -> Server:
+    """`voicedrop run --http` on `root/spool`, LOW_VRAM, with a slow noop engine (each job
+    runs long enough to be seen running) and a tape conversion model."""
+    lines = [
+        "low_vram = true",
+        "[watcher]",
+        "stable_delay_s = 0.0",
+        "[engines.noop]",
+        "work_s = 2.0",
+        '[voices.narrator]\nengine = "espeak"\nengine_voice = "en-us"',
+        '[models.chipmunk]\nengine = "tape"',
+    ]
+    (root / "config.toml").write_text("\n".join(lines) + "\n")
+    (root / "spool" / "inbox").mkdir(parents=True)
+    return Server(root / "spool", VOICEDROP_CONFIG=str(root / "config.toml"), **env)
 
 
-class Daemon:
-    def __init__(self, root: Path, token: str | None = None) -> None:
-        self.root, self.port = root, free_port()
-        self.spool = root / "spool"
-        (self.spool / "inbox").mkdir(parents=True)
-        lines = [
-            f'spool = "{self.spool}"',
-            'device = "cpu"',
-            "low_vram = true",
-            "[watcher]",
-            "stable_delay_s = 0.0",
-            "[engines.noop]",
-            "work_s = 2.0",  # each job runs long enough to be seen running
-            '[voices.narrator]\nengine = "espeak"\nengine_voice = "en-us"',
-            '[models.chipmunk]\nengine = "tape"',
-            "[http]",
-            *([f'token = "{token}"'] if token else []),
-        ]
-        (root / "config.toml").write_text("\n".join(lines) + "\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEDROP_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voicedrop", "--config", str(root / "config.toml"), "run",
-             "--http", f"127.0.0.1:{self.port}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.communicate()[1][-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("the daemon's HTTP API never became ready")
-
-    def report(self, job_id: str) -> dict[str, Any]:
-        path = self.spool / "outbox" / job_id / "report.json"
-        return dict(json.loads(path.read_text()))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
+def report(root: Path, job_id: str) -> dict[str, Any]:
+    return dict(json.loads((root / "spool" / "outbox" / job_id / "report.json").read_text()))
 
 
 @pytest.fixture
@@ -102,12 +68,12 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
+def daemon(tmp_path: Path) -> Iterator[Server]:
+    srv = dashboard_daemon(tmp_path)
     try:
-        yield d
+        yield srv
     finally:
-        d.stop()
+        srv.stop()
 
 
 def states_of(page: Any, job_id: str) -> list[str]:
@@ -131,7 +97,7 @@ WATCH = """() => {
 
 
 def test_a_job_from_the_form_goes_waiting_running_done_without_a_reload(
-    browser: Any, daemon: Daemon, artefacts: Path
+    browser: Any, daemon: Server, artefacts: Path, tmp_path: Path
 ):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(daemon.url + "/")
@@ -141,7 +107,7 @@ def test_a_job_from_the_form_goes_waiting_running_done_without_a_reload(
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     # a first job keeps the daemon busy, so the form's job is seen waiting
     first = {"text": "First.", "tts": {"engine": "noop"}}
-    (daemon.spool / "inbox" / "first.json").write_text(json.dumps(first))
+    (tmp_path / "spool" / "inbox" / "first.json").write_text(json.dumps(first))
     page.fill("textarea[name=text]", "Hello from the dashboard.")
     page.select_option("#f-engine", "noop")
     page.select_option("#f-convert", "chipmunk")
@@ -159,8 +125,7 @@ def test_a_job_from_the_form_goes_waiting_running_done_without_a_reload(
     assert answer.status == 200 and answer.headers["content-type"].startswith("audio/")
     assert answer.body()[:4] == b"RIFF"
 
-    report = daemon.report(job_id)
-    moves = [e for e in report["events"] if e.get("at") is not None]
+    moves = [e for e in report(tmp_path, job_id)["events"] if e.get("at") is not None]
     marks = page.locator(f"#timeline circle.mark[data-job='{job_id}']")
     assert len(moves) >= 4  # LOW: each stage's model placed and sent back
     assert marks.count() == len(moves)
@@ -175,7 +140,7 @@ def test_a_job_from_the_form_goes_waiting_running_done_without_a_reload(
 
 
 def test_text_and_ids_from_users_are_shown_as_text_never_run(
-    browser: Any, daemon: Daemon, artefacts: Path
+    browser: Any, daemon: Server, artefacts: Path
 ):
     page = browser.new_page()
     page.goto(daemon.url + "/")
@@ -207,7 +172,7 @@ def test_text_and_ids_from_users_are_shown_as_text_never_run(
 
 
 def test_with_a_token_configured_the_page_asks_for_it_and_sends_it(browser: Any, tmp_path: Path):
-    d = Daemon(tmp_path, token=TOKEN)
+    d = dashboard_daemon(tmp_path, VOICEDROP_HTTP__TOKEN=TOKEN)
     try:
         page = browser.new_page()
         page.goto(d.url + "/")
