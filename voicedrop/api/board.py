@@ -4,7 +4,9 @@ One snapshot: the daemon (state, policy, device, the seed's VRAM fields, each mo
 tier), the waiting jobs in order (with a hint when affinity may run one first), the jobs
 running (here, or on cluster workers), the latest finished jobs, and a timeline of device
 memory over the last hour with every model move of the reports finished in it. The page
-polls it with If-None-Match: an unchanged snapshot is a 304 and costs a listing, no more.
+polls it with If-None-Match while it is visible: an unchanged snapshot is a 304 without a
+body, but it is built each time (listings, and the reports of the last hour, at most
+MAX_REPORTS): work done only while someone watches.
 """
 
 from __future__ import annotations
