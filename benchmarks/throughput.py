@@ -204,10 +204,7 @@ class ChargedTTS:
         return audio
 
 
-class ChargedConvert(ChargedTTS):
-    def models(self, request: Any) -> dict[str, ModelSpec]:
-        return {role: self.charges.spec(s) for role, s in self.inner.models(request).items()}
-
+class ChargedConvert(ChargedTTS):  # its models are charged as ChargedTTS charges them
     def convert(self, models: Any, audio: Any, request: Any) -> Any:
         started = time.perf_counter()
         out = self.inner.convert(models, audio, request)
