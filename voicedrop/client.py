@@ -19,7 +19,8 @@ from voicedrop.config import Settings
 from voicedrop.daemon.references import checked_reference
 from voicedrop.daemon.spool import SUBMIT_REFS, Spool, job_stem
 from voicedrop.errors import EngineUnavailableError, ManifestError
-from voicedrop.manifest import Manifest, parse_manifest
+from voicedrop.intake import read_manifest
+from voicedrop.manifest import Manifest
 from voicedrop.pipeline.engines import Engines
 from voicedrop.report import VramStats
 from voicedrop.script import parse_script
@@ -35,14 +36,7 @@ def check_manifest(
 
     limit = settings.limits
     try:
-        size = path.stat().st_size
-        if size > limit.max_manifest_bytes:
-            return None, [f"manifest is {size} bytes; the limit is {limit.max_manifest_bytes}"]
-        manifest = parse_manifest(
-            path.read_bytes(),
-            max_bytes=limit.max_manifest_bytes,
-            max_text_chars=limit.max_text_chars,
-        )
+        manifest = read_manifest(path, limit, follow_symlinks=True)  # the file the user named
         ref = manifest.tts.reference_path
         ref_path = checked_reference(path.parent, ref, limit.max_reference_bytes) if ref else None
         if manifest.script is not None:
@@ -63,6 +57,8 @@ def check_manifest(
         return None, [f"{exc.field}: {exc.message}"]
     except OSError as exc:
         return None, [f"cannot read: {exc.strerror}"]
+    except Exception as exc:  # input no check foresaw: a problem to report, never a crash
+        return None, [f"cannot be checked: {type(exc).__name__}: {exc}"[:500]]
     return manifest, []
 
 

@@ -104,6 +104,8 @@ class TTSSpec(_Strict):
 
 def relative_path(v: str, what: str) -> str:
     """A file path next to the manifest: relative, without '..'."""
+    if any(unicodedata.category(ch) == "Cc" for ch in v):
+        raise ValueError(f"{what} must not contain control characters")
     path = PurePosixPath(v.replace("\\", "/"))
     if path.is_absolute() or re.match(r"^[A-Za-z]:", v):
         raise ValueError(f"{what} must be relative to the manifest")
@@ -214,18 +216,34 @@ def parse_manifest(raw: bytes, *, max_bytes: int, max_text_chars: int) -> Manife
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError(f"manifest is not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"malformed JSON: {exc.msg} at line {exc.lineno}") from None
-    except RecursionError:
-        raise ManifestError("malformed JSON: nested too deeply") from None
+    data = _json(text)
     if not isinstance(data, dict):
         raise ManifestError("a manifest must be a JSON object")
     try:
         return Manifest.model_validate(data, context={"max_text_chars": max_text_chars})
     except ValidationError as exc:
         raise _first_error(exc) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json(text: str) -> Any:
+    """JSON as the standard defines it, whatever the input: every way the decoder can fail
+    (a syntax error, nesting too deep, an integer literal past Python's 4,300-digit limit,
+    NaN or Infinity) is a ManifestError, never another exception."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"malformed JSON: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise ManifestError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # int-string digit limit, NaN/Infinity
+        reason = str(exc).split(";")[0]
+        if "integer string conversion" in reason:
+            reason = "a number has too many digits"
+        raise ManifestError(f"malformed JSON: {reason}") from None
 
 
 def _first_error(exc: ValidationError) -> ManifestError:

@@ -68,6 +68,27 @@ def test_malformed_json():
     bad(b'{"text": "Hi", ', None, "malformed JSON")
 
 
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b'{"text": "x", "output": {"sample_rate": ' + b"9" * 5000 + b"}}", "too many digits"),
+        (b'{"text": "x", "tts": {"engine": "espeak", "options": {"rate": NaN}}}', "NaN"),
+        (b'{"text": "x", "tts": {"engine": "espeak"}, "output": {"loudness_lufs": -Infinity}}',
+         "Infinity"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+    ids=["5000-digit integer", "NaN", "Infinity", "nested 100000 deep"],
+)  # fmt: skip
+def test_json_the_decoder_chokes_on_is_a_manifest_error(raw, fragment):
+    """Python's int-string digit limit raised ValueError past the parser: a crash loop."""
+    with pytest.raises(ManifestError, match=fragment):
+        parse_manifest(raw, max_bytes=len(raw), max_text_chars=100)
+
+
+def test_a_reference_path_with_a_control_character_is_refused():
+    bad({"text": "x", "tts": {"engine": "xtts", "voice": "a\x00b.wav"}}, "tts.voice", "control")
+
+
 def test_not_an_object():
     bad(b"[1, 2]", None, "JSON object")
 
@@ -201,11 +222,23 @@ near_manifests = st.fixed_dictionaries(
 )
 
 
+# JSON text json.dumps never writes but a producer may: numbers past the digit limit,
+# NaN and Infinity, nesting past the recursion limit, stray bytes
+hostile_json = st.one_of(
+    st.integers(4301, 6000).map(lambda n: b'{"text": "x", "id": ' + b"7" * n + b"}"),
+    st.sampled_from([b"NaN", b"-Infinity", b'{"a": Infinity}', b"1e99999", b"-0"]),
+    st.integers(900, 30_000).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(900, 30_000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n),
+)
+
+
 @settings(max_examples=stress(400), deadline=None)
-@given(st.binary(max_size=300) | near_manifests.map(lambda d: json.dumps(d).encode()))
+@given(
+    st.binary(max_size=300) | near_manifests.map(lambda d: json.dumps(d).encode()) | hostile_json
+)
 def test_no_input_raises_anything_but_a_manifest_error(raw):
     try:
-        manifest = parse_manifest(raw, max_bytes=65536, max_text_chars=5000)
+        manifest = parse_manifest(raw, max_bytes=len(raw) + 65536, max_text_chars=5000)
     except ManifestError as exc:
         assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
         assert exc.kind == "permanent"

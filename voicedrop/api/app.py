@@ -188,7 +188,9 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
 async def _json(request: Request) -> Any:
     try:
         return await request.json()
-    except ValueError:
+    except RecursionError:
+        raise Rejected(422, ["body: JSON nested too deeply"]) from None
+    except ValueError:  # malformed, not UTF-8, a number past the digit limit
         raise Rejected(422, ["body: not JSON"]) from None
 
 
