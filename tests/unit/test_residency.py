@@ -338,3 +338,18 @@ def test_without_keep_alive_normal_keeps_models_forever():
         pass
     clock.now = 10**7
     assert manager.expire() == [] and device.memory().allocated == 2 * GB
+
+
+def test_a_model_is_placed_while_another_thread_is_still_importing_torch(monkeypatch):
+    """The prefetcher's first load imports torch; the main thread placing a model meanwhile
+    saw a half-initialised torch without `nn` and failed the job (internal_error)."""
+    import sys
+    import types
+
+    from voicedrop.pipeline.device import CPUDevice
+
+    half_imported = types.ModuleType("torch")  # what sys.modules holds mid-import
+    monkeypatch.setitem(sys.modules, "torch", half_imported)
+    device = CPUDevice()
+    placed = device.to_device(object())  # the espeak engine's model: no tensors
+    assert device.memory().allocated == 0 and placed is not None

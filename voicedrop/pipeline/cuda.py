@@ -13,6 +13,7 @@ from voicedrop.errors import ConfigError
 from voicedrop.pipeline.device import (
     HostCopies,
     MemoryInfo,
+    is_torch_module,
     iter_tensors,
     move_model,
     tensor_bytes,
@@ -23,9 +24,9 @@ def _to_pinned_host(model: Any) -> Any:
     """Copy a module's tensors straight into pinned host memory (one copy, not two), so that
     the next promote is an asynchronous DMA; tensors already pinned stay where they are.
     Other models: plain `to('cpu')`."""
-    torch = sys.modules.get("torch")
-    if torch is None or not isinstance(model, torch.nn.Module):
+    if not is_torch_module(model):
         return move_model(model, "cpu")
+    torch = sys.modules["torch"]
 
     def pinned(t: Any) -> Any:
         if t.device.type == "cpu" and t.is_pinned():

@@ -50,13 +50,20 @@ class Device(Protocol):
     def other_processes_bytes(self) -> int | None: ...
 
 
+def is_torch_module(model: Any) -> bool:
+    """Whether `model` is a torch module, without importing torch. torch may be half
+    imported — another thread (the prefetcher) in the middle of its first import — and
+    then has no `nn` yet: nothing can be a module of it then."""
+    module_class = getattr(getattr(sys.modules.get("torch"), "nn", None), "Module", None)
+    return module_class is not None and isinstance(model, module_class)
+
+
 def iter_tensors(model: Any) -> Iterator[Any]:
     """Every tensor a model owns: a module's parameters and buffers, or `model.tensors()`."""
     if hasattr(model, "tensors"):
         yield from model.tensors()
         return
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
+    if is_torch_module(model):
         yield from model.parameters()
         yield from model.buffers()
 
@@ -83,8 +90,7 @@ class HostCopies:
         self._kept: dict[int, list[tuple[Any, str, bool, Any, Any]]] = {}
 
     def keep(self, model: Any) -> None:
-        torch = sys.modules.get("torch")
-        if torch is None or not isinstance(model, torch.nn.Module):
+        if not is_torch_module(model):
             return  # only modules: other models are moved (and copied) as a whole
         kept = []
         for module in model.modules():
