@@ -9,7 +9,18 @@ writes `code`, `message`, `field` and the kind into the report.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+
+# terminal control sequences (CSI such as torch's "\x1b[1m", OSC) and other C0 controls
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain(text: str) -> str:
+    """Text fit for a report and a terminal: libraries' colour codes and other control
+    characters removed (tabs and newlines kept)."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
 class VoicedropError(Exception):
@@ -18,6 +29,7 @@ class VoicedropError(Exception):
     code = "error"
 
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        message = plain(message)  # often carries a library's words: no escape codes
         super().__init__(message)
         self.message = message
         self.field = field

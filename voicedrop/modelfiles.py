@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +32,25 @@ def confine(path: Path, roots: Iterable[Path]) -> Path:
         hint = f" (a symlink to {resolved})" if resolved != path.absolute() else ""
         raise ValueError(f"{path}{hint} is outside the model roots ({shown})")
     return resolved
+
+
+def confine_tree(directory: Path, roots: Iterable[Path], depth: int = 3) -> None:
+    """Every entry of a model directory (and of its folders, `depth` deep) lies under one of
+    `roots`, symlinks resolved; else a ModelFileError naming it. A library handed a
+    directory opens files in it by name (vocab.json, tokenizer files, weights), so a
+    symlink among them must not lead it out of the roots."""
+    roots = list(roots)
+    try:
+        entries = list(os.scandir(directory))
+    except OSError as exc:
+        raise ModelFileError(f"{directory}: unreadable: {exc.strerror}") from None
+    for item in entries:
+        try:
+            confine(Path(item.path), roots)
+        except ValueError as exc:
+            raise ModelFileError(f"refused: {exc}") from None
+        if depth > 1 and item.is_dir(follow_symlinks=False):
+            confine_tree(Path(item.path), roots, depth - 1)
 
 
 def sha256_of(path: Path) -> str:

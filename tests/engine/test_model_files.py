@@ -87,3 +87,47 @@ def test_a_bad_vocoder_config_class_is_refused(make_runner, tiny_copy):
     config.write_text(config.read_text().replace("vocos.models.VocosBackbone", "os.system"))
     outcome = make_runner(tiny_copy).run({"text": "Hello.", **JOBS["f5tts/model.safetensors"]})
     assert outcome.error is not None and "not a vocos class" in outcome.error.message
+
+
+@pytest.mark.parametrize(
+    ("inside", "job", "key"),
+    [
+        ("xtts/model.pth", JOBS["xtts/model.pth"], "xtts"),  # inside a configured model_dir
+        ("xtts/vocab.json", JOBS["xtts/model.pth"], "xtts"),  # a file only the library opens
+        ("rvc/hubert/config.json", JOBS["rvc/voice.pth"], "hubert"),  # inside hubert_dir
+        ("f5tts/vocos/pytorch_model.bin", JOBS["f5tts/model.safetensors"], "vocos"),
+    ],
+)
+def test_a_symlink_inside_a_configured_directory_out_of_the_roots_is_refused(
+    make_runner, tiny_copy, tmp_path, inside, job, key
+):
+    """Only the configured path was confined: a file in the directory could point anywhere
+    (a shared model folder is someone else's to write)."""
+    outside = tmp_path / "elsewhere" / Path(inside).name
+    outside.parent.mkdir()
+    (tiny_copy / inside).rename(outside)
+    (tiny_copy / inside).symlink_to(outside)
+    outcome = make_runner(tiny_copy).run({"text": "Hello.", **job})
+    assert outcome.error is not None and outcome.error.code == "model_invalid"
+    assert "outside the model roots" in outcome.error.message
+    assert str(outside) in outcome.error.message
+    assert key not in [e.key for e in outcome.events if e.event == "load"], "loaded anyway"
+
+
+def test_a_configured_file_swapped_for_a_symlink_after_start_up_is_refused(
+    make_runner, tiny_copy, tmp_path
+):
+    runner = make_runner(tiny_copy)  # checked at start-up: inside the roots
+    path = tiny_copy / "rvc" / "voice.pth"
+    outside = tmp_path / "elsewhere.pth"
+    path.rename(outside)
+    path.symlink_to(outside)
+    outcome = runner.run({"text": "Hello.", **JOBS["rvc/voice.pth"]})
+    assert outcome.error is not None and "outside the model roots" in outcome.error.message
+
+
+def test_library_messages_reach_the_report_without_terminal_escape_codes():
+    from voicedrop.errors import job_error
+
+    error = job_error(RuntimeError("\x1b[1mExpected\x1b[0m all tensors on one device\x07"))
+    assert error.message == "RuntimeError: Expected all tensors on one device"

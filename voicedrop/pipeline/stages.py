@@ -22,6 +22,7 @@ from voicedrop.manifest import Manifest
 from voicedrop.pipeline import audio as au
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.common import loadable
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
@@ -216,7 +217,7 @@ def resolve_voice(manifest: Manifest, settings: Settings, reference: Path | None
     if tts.voice is None:
         return VoiceChoice()
     voice = _configured(settings.voices, tts.voice, tts.engine, "voice", "tts.voice")
-    refs = tuple(settings.resolve(r) for r in voice.references)
+    refs = tuple(loadable(settings, settings.resolve(r)) for r in voice.references)
     return VoiceChoice(tts.voice, voice.engine_voice, refs, voice.reference_text)
 
 

@@ -35,6 +35,7 @@ from voicedrop.pipeline.engines.base import (
 )
 from voicedrop.pipeline.engines.common import (
     load_failed,
+    loadable,
     model_path,
     module_device,
     quiet_stdout,
@@ -196,6 +197,9 @@ class F5Engine:
     def _load_dit(self, device: str) -> Any:
         require_installed(F5Engine)
         assert self.checkpoint is not None
+        for path in (self.checkpoint, self.vocab):
+            if path is not None:
+                loadable(self.settings, path)
         self._hashes.verify(self.checkpoint, self.config.sha256)
         backbone, arch = self.arch
         if backbone not in BACKBONES:
@@ -216,6 +220,7 @@ class F5Engine:
     def _load_vocoder(self, device: str) -> Any:
         require_installed(F5Engine)
         assert self.vocoder_dir is not None
+        loadable(self.settings, self.vocoder_dir)
         from voicedrop.pipeline.engines.f5tts_load import load_vocos
 
         try:
@@ -226,6 +231,7 @@ class F5Engine:
     def _load_asr(self, device: str) -> Any:
         assert self.asr_dir is not None
         require_files(self.asr_dir, ("config.json",))  # else a hub repository id
+        loadable(self.settings, self.asr_dir)
         from voicedrop.pipeline.engines.f5tts_load import AsrModel
 
         try:

@@ -27,7 +27,7 @@ from voicedrop.pipeline.engines.base import (
     check_options,
     require_installed,
 )
-from voicedrop.pipeline.engines.common import load_failed, model_path, quiet_stdout
+from voicedrop.pipeline.engines.common import load_failed, loadable, model_path, quiet_stdout
 from voicedrop.pipeline.modelspec import ModelSpec
 
 OPTIONS = {
@@ -157,6 +157,7 @@ class RvcEngine:
 
         # a missing directory would be taken for a hub repository id: refuse it first
         require_files(self.hubert_dir, ("config.json",))
+        loadable(self.settings, self.hubert_dir)
         try:
             with quiet_stdout():
                 model = FairseqHubertWrapper(str(self.hubert_dir)).to(device)
@@ -167,6 +168,7 @@ class RvcEngine:
     def _load_rmvpe(self, device: str) -> Any:
         require_installed(RvcEngine)
         assert self.rmvpe_path is not None
+        loadable(self.settings, self.rmvpe_path)
         from voicedrop.pipeline.engines.rvc_infer import RmvpeModel
 
         return RmvpeModel(load_weights(self.rmvpe_path), self.rmvpe_path, self._half(device))
@@ -175,8 +177,11 @@ class RvcEngine:
         require_installed(RvcEngine)
         path = model_path(self.settings, f"models.{name}.path", model.path)
         assert path is not None
-        self._hashes.verify(path, model.sha256)
         index = model_path(self.settings, f"models.{name}.index", model.index)
+        for file in (path, index):
+            if file is not None:
+                loadable(self.settings, file)
+        self._hashes.verify(path, model.sha256)
         from voicedrop.pipeline.engines.rvc_infer import RvcVoice
 
         return RvcVoice(load_weights(path), path, index, self._half(device))

@@ -40,6 +40,7 @@ from voicedrop.pipeline.engines.base import (
 )
 from voicedrop.pipeline.engines.common import (
     load_failed,
+    loadable,
     model_path,
     quiet_stdout,
     split_text,
@@ -192,6 +193,7 @@ class XttsEngine:
     def _load(self, device: str) -> Any:
         require_installed(XttsEngine)
         assert self.model_dir is not None
+        loadable(self.settings, self.model_dir)
         self._hashes.verify(self.model_dir / "model.pth", self.config.sha256)
         try:
             from voicedrop.pipeline.engines.xtts_load import load_model
