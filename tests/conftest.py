@@ -13,6 +13,7 @@ import pytest
 
 from voicedrop import logs
 from voicedrop.config import GB, Settings, load_settings
+from voicedrop.daemon.inbox import InboxFile, InboxIndex
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.device import FakeDevice
 
@@ -88,12 +89,27 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
+class WatchedIndex(InboxIndex):
+    """An inbox index as a watcher that reports every change keeps it: tests that drive
+    `step()` with no observer running list the inbox on every look."""
+
+    def files(self) -> list[InboxFile]:
+        self.relist()
+        return super().files()
+
+
+def unit_service(settings: Settings, **parts: Any) -> Service:
+    """A service for driving `executor.step()` directly (no watcher, no loop)."""
+    parts.setdefault("device", FakeDevice(8 * GB))
+    svc = Service(settings, inbox=WatchedIndex(settings.spool / "inbox"), **parts)
+    svc.executor.start()
+    return svc
+
+
 @pytest.fixture
 def service(settings: Settings) -> Service:
     """A service on a fake 8 GB device; tests drive `service.executor.step()` directly."""
-    svc = Service(settings, device=FakeDevice(8 * GB))
-    svc.executor.start()
-    return svc
+    return unit_service(settings)
 
 
 def drop(inbox: Path, name: str, data: dict[str, Any] | bytes | str) -> Path:

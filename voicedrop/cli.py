@@ -100,7 +100,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from voicedrop import logs
     from voicedrop.daemon.service import Service
 
-    logs.configure(settings.log_format, settings.log_level)
+    as_json = logs.setup_daemon(settings.log_format, settings.log_level)
     overrides: dict[str, Any] = {"spool": args.spool} if args.spool else {}
     service = Service(settings, load=lambda: load_settings(args.config, overrides=overrides))
     stop = threading.Event()
@@ -137,13 +137,22 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         if http is not None:
             http.close()
     if args.once:  # what this run did (the exit status is the daemon's, not the jobs')
-        ran = service.executor.ran
-        print(
-            f"{ran.get('done', 0)} done in {service.spool.outbox}\n"
-            f"{ran.get('failed', 0)} failed in {service.spool.failed}"
-            + (f"\n{ran['duplicate']} duplicate(s) not run again" if ran.get("duplicate") else "")
-        )
+        _summary(service.executor.ran, service.spool, as_json)
     return code
+
+
+def _summary(ran: dict[str, int], spool: Spool, as_json: bool) -> None:
+    counts = {k: ran.get(k, 0) for k in ("done", "failed", "duplicate")}
+    if as_json:  # every line a JSON object: the summary is an event like the others
+        import structlog
+
+        where = {"outbox": str(spool.outbox), "failed_dir": str(spool.failed)}
+        structlog.get_logger("voicedrop.cli").info("run.summary", **counts, **where)
+        return
+    print(
+        f"{counts['done']} done in {spool.outbox}\n{counts['failed']} failed in {spool.failed}"
+        + (f"\n{counts['duplicate']} duplicate(s) not run again" if counts["duplicate"] else "")
+    )
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -154,7 +163,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from voicedrop.api.server import HttpServer, listen_address
     from voicedrop.pipeline.engines import build_engines
 
-    logs.configure(settings.log_format, settings.log_level)
+    logs.setup_daemon(settings.log_format, settings.log_level)
     host, port = listen_address(settings, args.http)
     engines = build_engines(settings)
     stop = threading.Event()

@@ -1,9 +1,16 @@
-"""Durable writes: temp file → fsync → rename, so a reader never sees half a file."""
+"""Durable writes: temp file → fsync → rename, so a reader never sees half a file; and
+writes of the daemon's own state that a full disk must never turn into a crash."""
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -15,25 +22,77 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(
-    final: Path, data: bytes | str, *, overwrite: bool = False, durable: bool = True
+    final: Path,
+    data: bytes | str,
+    *,
+    overwrite: bool = False,
+    durable: bool = True,
+    sole_writer: bool = False,
 ) -> None:
     """Write `data` to a temp file beside `final`, fsync it, rename it into place.
 
     `durable=False` skips the fsyncs: a crashed process still leaves the whole
     new file (the page cache survives it), only a power cut may lose it.
+    `sole_writer`: only this process writes `final` (the daemon's own state directory),
+    so the temp file has a fixed name and one a kill -9 left behind is simply reused.
     """
     if not overwrite and final.exists():
         raise FileExistsError(f"refusing to overwrite {final}")
     payload = data.encode() if isinstance(data, str) else data
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    suffix = "tmp" if sole_writer else f"{os.getpid()}.tmp"
+    tmp = final.with_name(f".{final.name}.{suffix}")
     try:
-        with tmp.open("wb") as fh:
-            fh.write(payload)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        tmp.replace(final)
-        if durable:
-            fsync_dir(final.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never a half-written temp file left behind
+        raise
+    if durable:
+        fsync_dir(final.parent)
+
+
+class StateWrites:
+    """Writes of state that voicedrop can live without for a while (the status file,
+    measured footprints, cached latents, the metrics textfile): a failure (a full disk,
+    a read-only remount, lost permissions) is never fatal. It is logged once when an
+    episode begins and once when writes succeed again; every write in between is tried
+    as usual and fails quietly. One instance per owner of such files."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failing: str | None = None  # the first error of the episode under way
+
+    def attempt(self, path: Path, write: Callable[[], object]) -> bool:
+        """Run `write` (which writes `path`); False if it failed with an OSError."""
+        try:
+            write()
+        except OSError as exc:
+            if self.failing is None:
+                self.failing = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
+                log.error(
+                    "state.write_failed",
+                    what=self.what,
+                    path=str(path),
+                    error=self.failing,
+                    action="retried on every write; said again when it works",
+                )
+            return False
+        if self.failing is not None:
+            log.info("state.write_recovered", what=self.what, path=str(path), was=self.failing)
+            self.failing = None
+        return True
+
+    def replace(self, path: Path, data: bytes | str) -> bool:
+        """Replace `path` with `data`, a file only this daemon writes (temp file and
+        rename: never half a file, no temp file left behind); False if that failed."""
+        return self.attempt(
+            path, lambda: write_atomic(path, data, overwrite=True, durable=False, sole_writer=True)
+        )

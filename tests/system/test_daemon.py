@@ -57,7 +57,8 @@ class Daemon:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_for(lambda: self.status().get("state") == "idle", "daemon ready")
+        ready = ("idle", "running")  # running: it went straight to a job it recovered
+        self.wait_for(lambda: self.status().get("state") in ready, "daemon ready")
 
     def status(self) -> dict:
         try:
@@ -155,7 +156,11 @@ def test_sample_manifests_dropped_into_a_running_daemon(spool, mode):
 
 
 def test_a_manifest_written_slowly_is_not_taken_before_it_is_complete(spool):
-    daemon = Daemon(spool, VOICEDROP_WATCHER__MODE="inotify", VOICEDROP_WATCHER__STABLE_DELAY_S="2")
+    # the close completes it; a delay far beyond the writer's pauses, so that a busy
+    # machine stretching them cannot make the daemon take it early by the quiet rule
+    daemon = Daemon(
+        spool, VOICEDROP_WATCHER__MODE="inotify", VOICEDROP_WATCHER__STABLE_DELAY_S="60"
+    )
     text = json.dumps({"text": "Written in pieces.", "tts": {"engine": "espeak"}})
     target = spool / "inbox" / "slow.json"
     try:
@@ -241,10 +246,18 @@ def test_run_once_processes_the_inbox_and_exits(spool):
         shutil.copy2(sample, spool / "inbox" / sample.name)
     result = voicedrop("run", "--once", spool=spool)
     assert result.returncode == 0, result.stderr
-    assert "4 done" in result.stdout and "1 failed" in result.stdout
+    assert summary(result) == {"done": 4, "failed": 1, "duplicate": 0}
     check_sample_results(spool)
     again = voicedrop("run", "--once", spool=spool)  # counts what this run did, not the outbox
-    assert again.returncode == 0 and "0 done" in again.stdout and "0 failed" in again.stdout
+    assert again.returncode == 0 and summary(again) == {"done": 0, "failed": 0, "duplicate": 0}
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """What `run --once` says it did: off a terminal, one JSON event like every line."""
+    assert result.stdout == ""
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    [said] = [e for e in events if e["event"] == "run.summary"]
+    return {k: said[k] for k in ("done", "failed", "duplicate")}
 
 
 def test_validate_and_schema(spool):
@@ -270,7 +283,7 @@ def test_the_daemon_runs_jobs_and_answers_status_without_importing_torch(spool):
         "from voicedrop.cli import main\n"
         "assert main(['run', '--once']) == 0\n"
         "assert main(['status']) == 0\n"
-        "print('torch imported:', 'torch' in sys.modules)\n"
+        "print('torch imported:', 'torch' in sys.modules, file=sys.__stdout__)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -326,16 +339,14 @@ def test_systemd_notifications_ready_status_watchdog_stopping(spool, tmp_path):
 
 def test_an_inbox_deleted_and_created_again_is_watched_again(spool: Path):
     """An inotify watch dies silently with its directory: the daemon must notice and re-arm,
-    not wait for the 30 s rescan."""
-    daemon = Daemon(spool)
+    not wait for the periodic rescan (set beyond the test's patience here)."""
+    daemon = Daemon(spool, VOICEDROP_WATCHER__SCAN_INTERVAL_S="3600")
     try:
         inbox = spool / "inbox"
         shutil.rmtree(inbox)
         inbox.mkdir()
         daemon.wait_for(lambda: "watcher.inbox_replaced" in daemon.logs(), "the re-arm", 10)
-        started = time.monotonic()
         (inbox / "again.json").write_text(json.dumps({"text": "Hi.", "tts": {"engine": "noop"}}))
-        daemon.wait_for(lambda: done(spool, "again"), "the job in the new inbox", 10)
-        assert time.monotonic() - started < 5, "claimed only by the periodic rescan"
+        daemon.wait_for(lambda: done(spool, "again"), "the job in the new inbox", 120)
     finally:
         assert daemon.stop() == 0

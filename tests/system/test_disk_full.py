@@ -125,3 +125,44 @@ def test_jobs_wait_out_a_full_disk_and_finish_when_space_returns(
     assert (
         leftovers == [] and os.listdir(spool / "work") == [] and os.listdir(spool / "failed") == []
     )
+
+
+def test_a_disk_full_for_a_minute_never_stops_the_daemon(small_disk: Path, figures):
+    """The state directory on the spool's filesystem (the default): the status heartbeat,
+    the metrics textfile and every other state write fail for a minute. Each is said once
+    (not every heartbeat), nothing is left half-written, the log stays JSON, and when
+    space returns the daemon says so and takes jobs again."""
+    spool = small_disk
+    daemon = Daemon(
+        spool,
+        VOICEDROP_WATCHER__MODE="inotify",
+        VOICEDROP_METRICS__TEXTFILE=str(spool / "state" / "voicedrop.prom"),
+        VOICEDROP_METRICS__INTERVAL_S="1",
+    )
+    filler = small_disk / "filler"
+    full_for = stress(60)
+    try:
+        _fill(filler)
+        deadline = time.monotonic() + full_for  # the issue's minute: six heartbeats
+        while time.monotonic() < deadline:
+            assert daemon.proc.poll() is None, daemon.logs()
+            time.sleep(0.5)
+        filler.unlink()
+        daemon.wait_for(
+            lambda: len(daemon.events("state.write_recovered")) >= 2, "writes working again"
+        )
+        name = "after-the-full-disk"
+        (spool / "inbox" / f"{name}.json").write_text(
+            json.dumps({"text": "x", "tts": {"engine": "noop"}})
+        )
+        daemon.wait_for(lambda: (spool / "outbox" / name / "report.json").exists(), "a job")
+    finally:
+        assert daemon.stop() == 0
+    lines = (small_disk.parent / "daemon.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line JSON: no traceback
+    failed = [e for e in events if e["event"] == "state.write_failed"]
+    assert sorted(e["what"] for e in failed) == ["metrics textfile", "status"], failed
+    assert all("ENOSPC" in e["error"] for e in failed)
+    leftovers = [p.name for p in spool.rglob("*") if ".tmp" in p.name or ".prom." in p.name]
+    assert leftovers == []
+    figures(full_for_s=full_for, said=len(failed))

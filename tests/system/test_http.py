@@ -170,6 +170,28 @@ def test_bad_requests_get_the_validators_messages(server: Server):
     assert list((server.log.parent / "spool" / "inbox").glob("*.json")) == []
 
 
+def test_hostile_bodies_get_422_and_the_log_stays_json(server: Server):
+    """~200 KB of '[' (a 500 and a traceback once), a 5,000-digit number, a broken multipart
+    body (python-multipart logs it in plain text): clear refusals, one JSON object a line."""
+    json_body = {"content-type": "application/json"}
+    deep = server.http.post("/tts/synthesize", content=b"[" * 200_000, headers=json_body)
+    assert deep.status_code == 422 and "nested too deeply" in deep.json()["detail"][0]
+    big = b'{"text": "x", "tts": {"engine": "espeak"}, "id": ' + b"9" * 5000 + b"}"
+    assert server.http.post("/tts/synthesize", content=big, headers=json_body).status_code == 422
+    speech = server.http.post("/v1/audio/speech", content=b"[" * 200_000, headers=json_body)
+    assert speech.status_code in (400, 422) and speech.json()["error"]["message"]
+    broken = server.http.post(
+        "/tts/synthesize",
+        content=b"--xyz\r\nContent-Disposition: form-data; name=text\r\n\r\nhi\r\n--bogus",
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert broken.status_code in (400, 422)
+    assert server.http.get("/health").status_code == 200  # alive
+    lines = server.log.read_text().splitlines()
+    assert lines and all(json.loads(line) for line in lines)  # every line is JSON
+    assert list((server.log.parent / "spool" / "inbox").glob("*.json")) == []
+
+
 def test_an_uploaded_reference_is_checked_and_never_used_as_a_path(tmp_path: Path):
     spool = tmp_path / "spool"
     srv = Server(spool, VOICEDROP_LIMITS__MAX_REFERENCE_BYTES="200000")

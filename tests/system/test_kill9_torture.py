@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import stress
-from tests.system.test_daemon import drop, env_for
+from tests.system.test_daemon import Daemon, drop, env_for
 
 pytestmark = pytest.mark.system
 ROUNDS = stress(50)
@@ -81,3 +81,80 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path, figu
     figures(rounds=ROUNDS, jobs=len(dropped), **codes)
     assert not list(spool.rglob("*.tmp")), "a temp file was left behind"
     assert not list((spool / "inbox").glob("*.json"))
+
+
+CRASHING_DAEMON = """
+import os, signal, sys
+from voicedrop.pipeline.engines import offline
+real = offline.NoopEngine.synthesize
+def synthesize(self, models, text, request, progress):
+    if text == "this job crashes the daemon":  # as a buggy C library would, on this input
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return real(self, models, text, request, progress)
+offline.NoopEngine.synthesize = synthesize
+from voicedrop.cli import main
+sys.exit(main(["run", "--once"]))
+"""
+
+
+def test_a_job_that_crashes_the_daemon_is_failed_after_max_attempts_with_the_evidence(
+    tmp_path: Path,
+):
+    spool = tmp_path / "spool"
+    (spool / "inbox" / ".incoming").mkdir(parents=True)
+    drop(spool, "poison", {"text": "this job crashes the daemon", "tts": {"engine": "noop"}})
+    time.sleep(0.01)  # the poison is older: it is first in line at every start
+    drop(spool, "good", {"text": "x", "tts": {"engine": "noop"}})
+    codes = []
+    for _ in range(6):  # at most max_attempts (3) crashes, then the run that fails it
+        run = subprocess.run(
+            [sys.executable, "-c", CRASHING_DAEMON],
+            env=env_for(spool),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        codes.append(run.returncode)
+        if run.returncode == 0:
+            break
+    assert codes == [-signal.SIGSEGV] * 3 + [0], codes
+    report = json.loads((spool / "failed" / "poison" / "report.json").read_text())
+    assert report["error"]["code"] == "too_many_attempts"
+    assert "brought the daemon down 3 times" in report["error"]["message"]
+    deaths = [e["message"] for e in report["previous_errors"]]
+    assert len(deaths) == 3 and all("Segmentation fault" in d for d in deaths), deaths
+    assert json.loads((spool / "outbox" / "good" / "report.json").read_text())["status"] == "done"
+
+
+def test_a_job_killed_from_outside_more_than_max_attempts_times_is_not_blamed(tmp_path: Path):
+    """kill -9 (and systemd's SIGKILL after a stop timeout) while it runs, five times: the
+    evidence says each came from outside, so the job runs to the end when let."""
+    spool = tmp_path / "spool"
+    (spool / "inbox" / ".incoming").mkdir(parents=True)
+    drop(spool, "unlucky", {"text": "x", "tts": {"engine": "noop", "options": {"work_s": 300}}})
+    running = spool / "work" / "unlucky" / ".running"
+    for i in range(5):
+        daemon = Daemon(spool, log=f"daemon-{i}.log")
+        daemon.wait_for(running.exists, "the job's stages under way")
+        if i == 2:  # once as systemd does it: a stop first, the kill at its timeout
+            daemon.proc.send_signal(signal.SIGTERM)
+            daemon.wait_for((running.parent / ".stopping").exists, "the stop noted")
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(timeout=30)
+        daemon.log.close()
+    manifest = spool / "work" / "unlucky" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["tts"]["options"]["work_s"] = 0.0  # let it end this time
+    manifest.write_text(json.dumps(data))
+    final = subprocess.run(
+        [sys.executable, "-m", "voicedrop", "run", "--once"],
+        env=env_for(spool),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert final.returncode == 0, final.stderr[-2000:]
+    report = json.loads((spool / "outbox" / "unlucky" / "report.json").read_text())
+    assert report["status"] == "done" and report["attempt"] == 6
+    causes = [e["message"].split(":")[0] for e in report["previous_errors"]]
+    assert causes == ["killed", "killed", "stopped", "killed", "killed"], causes

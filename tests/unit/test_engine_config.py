@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from tests.conftest import drop, hello, make_settings, read_report
+from tests.conftest import drop, hello, make_settings, read_report, unit_service
 from voicedrop.config import load_settings
 from voicedrop.daemon.service import Service
 from voicedrop.errors import ConfigError
@@ -84,10 +84,9 @@ def test_a_job_for_an_engine_that_is_not_installed_fails_permanently_naming_the_
     tts, convert = default_registries()
     tts.register("ghost", _Missing)  # type: ignore[arg-type]
     settings = make_settings(tmp_path)
-    svc = Service(
+    svc = unit_service(
         settings, device=FakeDevice(2**30), engines=build_engines(settings, (tts, convert))
     )
-    svc.executor.start()
     drop(svc.spool.inbox, "g.json", {"text": "x", "tts": {"engine": "ghost"}})
     svc.executor.step()
     report = read_report(svc.spool.failed / "g")
@@ -98,8 +97,7 @@ def test_a_job_for_an_engine_that_is_not_installed_fails_permanently_naming_the_
 
 
 def test_a_manifest_naming_a_model_of_another_engine_says_so(tmp_path):
-    svc = Service(make_settings(tmp_path), device=FakeDevice(2**30))
-    svc.executor.start()
+    svc = unit_service(make_settings(tmp_path), device=FakeDevice(2**30))
     drop(svc.spool.inbox, "m.json", hello(convert={"engine": "rvc", "model": "chipmunk"}))
     svc.executor.step()
     error = read_report(svc.spool.failed / "m")["error"]

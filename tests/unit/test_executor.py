@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 import soundfile as sf
+from structlog.testing import capture_logs
 
-from tests.conftest import SEED_KEYS, drop, hello, make_settings, read_report
+from tests.conftest import SEED_KEYS, drop, hello, make_settings, read_report, unit_service
 from voicedrop.config import GB
+from voicedrop.daemon.deaths import Death
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.device import FakeDevice, FakeModel
@@ -198,23 +200,46 @@ def test_a_client_id_runs_once_then_reports_duplicates(service):
 
 def test_a_job_left_in_work_by_a_crash_runs_again(settings):
     svc = Service(settings, device=FakeDevice(GB))
+    svc.spool.ensure()
     drop(svc.spool.inbox, "j.json", hello())
     job = svc.spool.begin_attempt(svc.spool.claim(svc.spool.scan_inbox()[0]))  # then "crash"
-    svc.executor.start()
+    svc.spool.leases.release(job.job_id)  # as the dead daemon's lease went with it
+    svc = unit_service(settings, device=FakeDevice(GB))
     [report] = run_all(svc)
     assert report.status == "done" and report.attempt == job.attempts + 1 == 2
+    assert report.previous_errors == []  # it died outside its stages: nothing to say
 
 
 def test_a_job_that_crashed_the_daemon_too_often_is_failed(settings):
     svc = Service(settings, device=FakeDevice(GB))
+    svc.spool.ensure()
     drop(svc.spool.inbox, "poison.json", hello())
     job = svc.spool.claim(svc.spool.scan_inbox()[0])
+    crash = Death(True, "fatal_signal", "the daemon crashed while this job ran (SIGSEGV)")
     for _ in range(settings.limits.max_attempts):
-        job = svc.spool.begin_attempt(job)
-    svc.executor.start()
+        job = svc.spool.begin_attempt(job, crash)
+    svc.spool.leases.release(job.job_id)
+    svc = unit_service(settings, device=FakeDevice(GB))
     [report] = run_all(svc)
     assert report.status == "failed" and report.error.code == "too_many_attempts"
+    assert "SIGSEGV" in report.error.message
+    assert [e.code for e in report.previous_errors] == ["daemon_died"] * 3
     assert (svc.spool.failed / "poison" / "manifest.json").exists()
+
+
+def test_a_job_killed_from_outside_many_times_still_runs(settings):
+    svc = Service(settings, device=FakeDevice(GB))
+    svc.spool.ensure()
+    drop(svc.spool.inbox, "unlucky.json", hello())
+    job = svc.spool.claim(svc.spool.scan_inbox()[0])
+    kill = Death(False, "killed", "the daemon was killed from outside while this job ran")
+    for _ in range(settings.limits.max_attempts + 3):
+        job = svc.spool.begin_attempt(job, kill)
+    svc.spool.leases.release(job.job_id)
+    svc = unit_service(settings, device=FakeDevice(GB))
+    [report] = run_all(svc)
+    assert report.status == "done", report.error
+    assert len(report.previous_errors) == settings.limits.max_attempts + 3
 
 
 class HungryEngine:
@@ -247,8 +272,7 @@ def hungry_service(settings, ooms):
     device = FakeDevice(4 * GB)
     engines = build_engines(settings)
     engines.tts["hungry"] = HungryEngine(device, GB, ooms)  # type: ignore[assignment]
-    svc = Service(settings, device=device, engines=engines)
-    svc.executor.start()
+    svc = unit_service(settings, device=device, engines=engines)
     # another model is resident: the ladder must evict it
     with svc.manager.acquire(ModelSpec("other", lambda _d: FakeModel(GB), GB)):
         pass
@@ -306,8 +330,7 @@ def test_a_job_failing_transiently_every_time_fails_after_max_attempts(settings)
 
 def test_low_vram_report_shows_tts_leaving_before_conversion_arrives(tmp_path):
     settings = make_settings(tmp_path, low_vram=True)
-    svc = Service(settings, device=FakeDevice(4 * GB))
-    svc.executor.start()
+    svc = unit_service(settings, device=FakeDevice(4 * GB))
     drop(svc.spool.inbox, "j.json", hello(convert={"engine": "tape", "model": "chipmunk"}))
     [report] = run_all(svc)
     on_device = [(e.event, e.key) for e in report.events if "device" in (e.src, e.dst)]
@@ -372,8 +395,7 @@ def test_an_io_error_during_a_job_is_reported_as_transient(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("voicedrop.pipeline.audio.write_audio", full)
-    svc = Service(make_settings(tmp_path, limits={"max_attempts": 1}), device=FakeDevice(GB))
-    svc.executor.start()
+    svc = unit_service(make_settings(tmp_path, limits={"max_attempts": 1}), device=FakeDevice(GB))
     drop(svc.spool.inbox, "j.json", hello())
     run_all(svc)
     error = read_report(svc.spool.failed / "j")["error"]
@@ -453,8 +475,7 @@ def test_a_report_that_cannot_be_built_still_ends_the_job(service, monkeypatch):
 def test_a_commit_that_fails_is_finished_when_the_outbox_comes_back(settings):
     """Outbox unwritable for a while: the finished job is published once it is back,
     without running again, and nothing new is claimed in between."""
-    svc = Service(settings, device=FakeDevice(8 * GB))
-    svc.executor.start()
+    svc = unit_service(settings, device=FakeDevice(8 * GB))
     clock = svc.executor.clock = Clock()
     original = svc.spool._move_out
     broken = {"on": True}
@@ -527,8 +548,7 @@ def test_a_failed_attempt_leaves_no_partial_output(settings, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("voicedrop.pipeline.audio.write_audio", full)
-    svc = Service(settings, device=FakeDevice(GB))
-    svc.executor.start()
+    svc = unit_service(settings, device=FakeDevice(GB))
     drop(svc.spool.inbox, "j.json", hello())
     [report] = run_all(svc)
     assert report.error.kind == "transient"
@@ -560,7 +580,7 @@ def test_a_manifest_waits_for_a_reference_that_arrives_after_it(service):
     drop(service.spool.inbox, "j.json", {"text": "x", "tts": tts})
     assert service.executor.step() is None, "taken before its reference arrived"
     assert (service.spool.inbox / "j.json").exists()
-    (service.spool.inbox / "refs").mkdir()
+    (service.spool.inbox / "refs").mkdir(exist_ok=True)
     sf.write(str(service.spool.inbox / "refs" / "late.wav"), [0.0] * 2205, 22050)
     wall.now += 1
     [report] = run_all(service)
@@ -587,3 +607,65 @@ def test_a_report_counts_the_jobs_that_passed_it_for_affinity(service):
     assert list(reports) == ["speech", "silence"]  # its model was loaded: it went first
     assert reports["silence"].passed_by == 1 and reports["speech"].passed_by == 0
     assert read_report(service.spool.outbox / "silence")["passed_by"] == 1
+
+
+def test_an_entry_that_cannot_be_moved_is_said_once_and_the_queue_goes_on(service, monkeypatch):
+    """A file of another user in a sticky inbox, a mount point: renaming it fails; that is
+    this file's problem, not the spool's, and it must not hold up the jobs behind it."""
+    import errno
+
+    import voicedrop.daemon.spool as spool_module
+
+    real_rename = os.rename
+
+    def rename(src, dst, *a, **k):
+        if os.path.basename(src) == "stuck.json":
+            raise PermissionError(errno.EACCES, "Permission denied", src)
+        return real_rename(src, dst, *a, **k)
+
+    monkeypatch.setattr(spool_module.os, "rename", rename)
+    stuck = drop(service.spool.inbox, "stuck.json", hello())
+    os.utime(stuck, (time.time() - 60, time.time() - 60))  # oldest: first in line
+    drop(service.spool.inbox, "next.json", hello())
+    with capture_logs() as logs:
+        reports = run_all(service)
+        assert run_all(service) == []  # looked at again: not said again
+    assert [r.job_id for r in reports] == ["next"]
+    said = [e for e in logs if e["event"] == "inbox.unclaimable"]
+    assert len(said) == 1 and said[0]["file"] == "stuck.json" and "Permission" in said[0]["reason"]
+    assert stuck.exists() and list(service.spool.work.iterdir()) == []
+
+
+def test_a_reference_still_being_written_waits_until_it_settles(tmp_path):
+    """The manifest's own rule for every file it names: a reference or script written in
+    place (no close seen: no watcher here) is taken only once unchanged for the delay."""
+    svc = unit_service(make_settings(tmp_path, watcher={"stable_delay_s": 2.0}))
+    svc.executor.clock = clock = Clock()
+    svc.executor.wall = wall = Wall()
+    inbox = svc.spool.inbox
+    sf.write(str(inbox / "voice.wav"), [0.0] * 2205, 22050)
+    os.utime(inbox / "voice.wav", (wall.now, wall.now))  # just written
+    job = drop(inbox, "j.json", {"text": "x", "tts": {"engine": "noop", "voice": "voice.wav"}})
+    os.utime(job, (wall.now - 10, wall.now - 10))  # the manifest itself is complete
+    assert svc.executor.step() is None, "taken while its reference was being written"
+    clock.now, wall.now = clock.now + 1.0, wall.now + 1.0
+    assert svc.executor.step() is None
+    clock.now, wall.now = clock.now + 1.5, wall.now + 1.5
+    [report] = run_all(svc)
+    assert report.status == "done"
+
+
+def test_evidence_is_left_while_the_stages_run_and_cleared_after(service):
+    seen = {}
+
+    def progress_spy(message: str) -> None:
+        work = service.spool.work
+        for job in work.iterdir():
+            seen[message] = sorted(p.name for p in job.iterdir() if p.name.startswith("."))
+
+    service.executor.observer.status = lambda change: progress_spy(str(change.get("stage")))
+    drop(service.spool.inbox, "j.json", hello())
+    [report] = run_all(service)
+    assert report.status == "done"
+    assert seen["tts"] == [".fatal", ".lease", ".running"]  # during the stages
+    assert seen["None"] == [".lease"]  # at its start, before them

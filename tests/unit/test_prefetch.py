@@ -12,9 +12,8 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import drop, hello, make_settings
+from tests.conftest import drop, hello, make_settings, unit_service
 from voicedrop.config import GB
-from voicedrop.daemon.service import Service
 from voicedrop.errors import ModelFileError
 from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.modelspec import ModelSpec
@@ -217,9 +216,8 @@ def test_racing_stages_and_prefetches_never_read_a_model_twice_at_once(loads):
 
 def test_the_daemon_prefetches_the_next_jobs_first_model(tmp_path):
     settings = make_settings(tmp_path, low_vram=True)
-    svc = Service(settings, device=FakeDevice(4 * GB))
+    svc = unit_service(settings, device=FakeDevice(4 * GB))
     try:
-        svc.executor.start()
         drop(svc.spool.inbox, "a.json", hello(tts={"engine": "noop", "options": {"work_s": 0.2}}))
         drop(svc.spool.inbox, "b.json", hello())  # espeak
         first = svc.executor.step()

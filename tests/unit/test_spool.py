@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from voicedrop.daemon.spool import InboxFile, Spool, is_candidate
+from voicedrop.daemon.inbox import InboxFile, is_candidate
+from voicedrop.daemon.spool import Spool
 from voicedrop.errors import ManifestError
 
 
@@ -159,7 +160,7 @@ def test_recover_finishes_half_done_commits(spool):
 
 
 def test_copy_input_copies_a_regular_file(spool):
-    (spool.inbox / "refs").mkdir()
+    (spool.inbox / "refs").mkdir(exist_ok=True)
     (spool.inbox / "refs" / "alice.wav").write_bytes(b"data")
     put(spool, "j.json")
     job = claim(spool, "j.json")
@@ -199,13 +200,58 @@ def test_copy_input_refuses_escapes(spool, tmp_path, setup, ref, fragment):
     assert not (job.dir / "inputs").exists()
 
 
-def test_idempotency_index(spool):
-    put(spool, "j.json")
-    job = claim(spool, "j.json")
-    assert spool.completed_job_for("client-1") is None
-    spool.commit_done(job, "{}")
-    spool.remember("client-1", job.job_id)
-    assert spool.completed_job_for("client-1") == job.job_id
+def test_a_client_id_is_held_by_the_job_that_reserved_it_until_it_fails_for_good(spool):
+    put(spool, "a.json")
+    put(spool, "b.json")
+    a, b = claim(spool, "a.json"), claim(spool, "b.json")
+    assert spool.reserve("client-1", a.job_id) is None  # ours now
+    assert spool.reserve("client-1", a.job_id) is None  # still ours (a retried attempt)
+    assert spool.reserve("client-1", b.job_id) == a.job_id  # running: b is its duplicate
+    spool.commit_failed(a, "{}")
+    spool.release("client-1", a.job_id)
+    assert spool.reserve("client-1", b.job_id) is None  # failed for good: free again
+    spool.commit_done(b, "{}")
+    put(spool, "c.json")
+    assert spool.reserve("client-1", claim(spool, "c.json").job_id) == b.job_id  # done
+
+
+def test_two_daemons_reserving_one_client_id_together_get_one_holder(tmp_path):
+    """Every daemon of a spool has its own Spool object; the reservation is the files'."""
+    import threading
+
+    spools = [Spool(tmp_path / "spool") for _ in range(8)]
+    spools[0].ensure()
+    jobs = []
+    for i, sp in enumerate(spools):
+        put(sp, f"j{i}.json")
+        jobs.append(claim(sp, f"j{i}.json"))
+    results: dict[str, str | None] = {}
+    start = threading.Barrier(len(spools))
+
+    def reserve(sp: Spool, job_id: str) -> None:
+        start.wait()
+        results[job_id] = sp.reserve("order-7", job_id)
+
+    threads = [
+        threading.Thread(target=reserve, args=(sp, j.job_id))
+        for sp, j in zip(spools, jobs, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [j for j, holder in results.items() if holder is None]
+    assert len(winners) == 1
+    assert all(holder == winners[0] for j, holder in results.items() if j != winners[0])
+
+
+def test_a_stale_reservation_of_a_vanished_job_holds_nothing(spool):
+    put(spool, "a.json")
+    a = claim(spool, "a.json")
+    assert spool.reserve("client-1", a.job_id) is None
+    spool.commit_failed(a, "{}")  # and the daemon died before releasing the id
+    put(spool, "b.json")
+    assert spool.reserve("client-1", claim(spool, "b.json").job_id) is None
 
 
 def test_counts(spool):
@@ -221,7 +267,7 @@ def test_a_symlink_swapped_in_after_the_check_is_not_followed(spool, tmp_path, m
 
     secret = tmp_path / "secret.wav"
     secret.write_bytes(b"secret")
-    (spool.inbox / "refs").mkdir()
+    (spool.inbox / "refs").mkdir(exist_ok=True)
     (spool.inbox / "refs" / "alice.wav").write_bytes(b"voice")
     checked = spool_module.checked_reference
 

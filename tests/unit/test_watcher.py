@@ -3,7 +3,7 @@ import threading
 import time
 
 from voicedrop.config import Watcher as WatcherSettings
-from voicedrop.daemon.spool import InboxFile
+from voicedrop.daemon.inbox import InboxFile, InboxIndex
 from voicedrop.daemon.watcher import StabilityGate, Watcher, filesystem_type, needs_polling
 
 MOUNTINFO = """\
@@ -95,7 +95,7 @@ def test_falls_back_to_polling_when_inotify_cannot_be_set_up(tmp_path):
         raise OSError(28, "inotify watch limit reached")
 
     watcher = Watcher(
-        tmp_path,
+        InboxIndex(tmp_path),
         WatcherSettings(mode="auto", poll_interval_s=0.1),
         StabilityGate(0.0),
         threading.Event(),
@@ -108,7 +108,7 @@ def test_falls_back_to_polling_when_inotify_cannot_be_set_up(tmp_path):
 def test_inotify_wakes_the_loop_and_hints_on_close(tmp_path):
     wake = threading.Event()
     gate = StabilityGate(60.0)
-    with Watcher(tmp_path, WatcherSettings(mode="inotify"), gate, wake) as watcher:
+    with Watcher(InboxIndex(tmp_path), WatcherSettings(mode="inotify"), gate, wake) as watcher:
         assert watcher.mode == "inotify"
         path = tmp_path / "job.json"
         path.write_text("{}")
@@ -129,7 +129,7 @@ def test_polling_mode_sees_new_files_but_never_calls_them_complete(tmp_path):
     old = tmp_path / "old.json"
     old.write_text("{}")
     settings = WatcherSettings(mode="polling", poll_interval_s=0.05)
-    with Watcher(tmp_path, settings, gate, wake) as watcher:
+    with Watcher(InboxIndex(tmp_path), settings, gate, wake) as watcher:
         assert watcher.mode == "polling"
         time.sleep(0.2)
         old.unlink()
@@ -143,10 +143,16 @@ def test_polling_mode_sees_new_files_but_never_calls_them_complete(tmp_path):
         assert gate.ready([item], now=0.0, wall_now=st.st_mtime) == []
 
 
-def test_an_inotify_queue_overflow_triggers_a_rescan(tmp_path):
+def test_an_inotify_queue_overflow_triggers_a_full_listing(tmp_path):
     wake = threading.Event()
-    with Watcher(tmp_path, WatcherSettings(mode="inotify"), StabilityGate(0.0), wake):
+    index = InboxIndex(tmp_path)
+    with Watcher(index, WatcherSettings(mode="inotify"), StabilityGate(0.0), wake):
+        index.files()
+        listings = index.listings
+        (tmp_path / "unseen.json").write_text("{}")  # as if its event was lost
         logging.getLogger("watchdog.observers.inotify_c").warning(
             "Inotify queue overflowed; filesystem events were lost"
         )
         assert wake.is_set()
+        assert "unseen.json" in [f.path.name for f in index.files()]
+        assert index.listings == listings + 1

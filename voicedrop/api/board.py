@@ -20,9 +20,9 @@ from typing import Any
 
 from voicedrop.api.desk import Desk
 from voicedrop.client import vram_view
-from voicedrop.daemon.spool import list_candidates
+from voicedrop.daemon.inbox import list_candidates
 from voicedrop.errors import ManifestError
-from voicedrop.manifest import parse_manifest
+from voicedrop.intake import read_manifest
 from voicedrop.pipeline.runner import model_keys
 
 RECENT = 20  # finished jobs listed
@@ -79,20 +79,13 @@ def _dirs(folder: Path) -> list[Path]:
 
 def _waiting(desk: Desk, in_memory: set[str]) -> list[dict[str, Any]]:
     settings, engines = desk.current()
-    limit = settings.limits
     items = sorted(list_candidates(desk.spool.inbox) or [], key=lambda f: f.mtime_ns)
     waiting = []
     for item in items[:WAITING]:
         entry: dict[str, Any] = {"job_id": item.path.stem, "affinity": False}
         try:
-            if item.size > limit.max_manifest_bytes:
-                raise ManifestError("too large")
-            manifest = parse_manifest(
-                item.path.read_bytes(),
-                max_bytes=limit.max_manifest_bytes,
-                max_text_chars=limit.max_text_chars,
-            )
-        except (OSError, ManifestError):
+            manifest = read_manifest(item.path, settings.limits)
+        except ManifestError:
             entry["problem"] = "not a valid manifest: it will fail with a report"
             waiting.append(entry)
             continue

@@ -20,7 +20,8 @@ import soundfile as sf
 
 from voicedrop.client import daemon_status, submit, vram_view
 from voicedrop.config import Settings
-from voicedrop.daemon.spool import SUBMIT_REFS, Spool, list_candidates
+from voicedrop.daemon.inbox import list_candidates
+from voicedrop.daemon.spool import SUBMIT_REFS, Spool
 from voicedrop.pipeline.engines import Engines
 from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
 
@@ -198,7 +199,7 @@ class Desk:
         """The reference `submit` copied for the job is the job's alone: gone with it."""
         try:
             voice = str(json.loads(manifest.read_text())["tts"].get("voice") or "")
-        except (OSError, ValueError, KeyError, AttributeError):
-            return
+        except (OSError, ValueError, KeyError, AttributeError, TypeError, RecursionError):
+            return  # whatever a hostile manifest holds: nothing of ours to remove
         if voice.startswith(SUBMIT_REFS) and ".." not in voice:
             (self.spool.inbox / voice).unlink(missing_ok=True)

@@ -7,7 +7,6 @@ stability gate are injected, so tests call `step()` and never sleep.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -20,20 +19,24 @@ from typing import Any, Protocol
 import structlog
 
 from voicedrop.config import Settings
+from voicedrop.daemon.deaths import MAX_INTERRUPTED, Witness, verdict
+from voicedrop.daemon.inbox import InboxFile, InboxIndex
 from voicedrop.daemon.outcome import build_report, minimal_report
-from voicedrop.daemon.peek import ManifestPeek
+from voicedrop.daemon.peek import CACHED, ManifestPeek
 from voicedrop.daemon.scheduler import Scheduler
-from voicedrop.daemon.spool import SUBMIT_REFS, ClaimedJob, InboxFile, Spool
+from voicedrop.daemon.spool import SUBMIT_REFS, ClaimedJob, Spool, Unclaimable, display_name
 from voicedrop.daemon.wakeup import Waker
 from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.errors import ManifestError, PermanentError, job_error
-from voicedrop.manifest import Manifest, parse_manifest
+from voicedrop.intake import read_manifest
+from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.report import ErrorInfo, JobReport
 from voicedrop.script import Script, parse_script, with_cues
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16
+LOOKAHEAD = CACHED // 2  # ready files whose named files are checked per scan
 MAX_BACKOFF_S = 60.0
 
 
@@ -71,6 +74,7 @@ class Executor:
     runner: JobRunner
     scheduler: Scheduler
     gate: StabilityGate
+    inbox: InboxIndex
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     observer: JobObserver = field(default_factory=NullObserver)
@@ -79,19 +83,25 @@ class Executor:
     _history: dict[str, list[ErrorInfo]] = field(default_factory=dict)
     _passed: dict[str, int] = field(default_factory=dict)  # job id -> jobs that went ahead
     _ready: list[InboxFile] = field(default_factory=list)
+    _unclaimable: dict[str, tuple[int, int]] = field(default_factory=dict)  # said once
     rescan: bool = True
     peek: ManifestPeek = field(init=False)
     retry_s: float = 5.0  # the first wait after a spool error; doubled up to MAX_BACKOFF_S
     ran: dict[str, int] = field(default_factory=dict)  # reports committed by this run, by status
     _recover_at: float | None = None  # set while the spool is in trouble: when to try again
     _backoff: float = 0.0
+    witness: Witness = field(default_factory=Witness)  # why a daemon died mid-job
 
     def __post_init__(self) -> None:
         self.peek = ManifestPeek(self)
 
     def start(self) -> None:
-        self.spool.ensure()
-        self._recovered = self.spool.recover()
+        try:
+            self.spool.ensure()
+            self._recovered = self.spool.recover()
+        except OSError as exc:  # a full disk, a share away: recovery is tried again later
+            self._spool_error(exc)
+            return
         if self._recovered:
             log.info("executor.recovered", jobs=[j.job_id for j in self._recovered])
 
@@ -144,7 +154,37 @@ class Executor:
         idle: Callable[[], None] = lambda: None,
         max_wait_s: float | None = None,
     ) -> None:
-        """Loop until `stop`; with `once`, until the inbox holds nothing more to take."""
+        """Loop until `stop`; with `once`, until the inbox holds nothing more to take.
+        `stop` is left set when it returns (a run is over either way)."""
+        ended = threading.Event()
+        noter = threading.Thread(
+            target=self._note_stop, args=(stop, ended), name="voicedrop-stop-note", daemon=True
+        )
+        noter.start()
+        try:
+            self._loop(stop, wake, once, tick, idle, max_wait_s)
+        finally:
+            ended.set()
+            stop.set()  # releases the noter: nothing polls while the daemon waits
+            noter.join()
+
+    def _note_stop(self, stop: threading.Event, ended: threading.Event) -> None:
+        """The moment a stop is asked for, the running job's folder says so: if a kill
+        follows (systemd's stop timeout), it was not the job's fault (deaths.py). A thread,
+        because the loop itself may be inside a long computation."""
+        stop.wait()
+        if not ended.is_set():
+            self.witness.stopping()
+
+    def _loop(
+        self,
+        stop: threading.Event,
+        wake: Waker,
+        once: bool,
+        tick: Callable[[], None],
+        idle: Callable[[], None],
+        max_wait_s: float | None,
+    ) -> None:
         last_scan = self.clock()
         while not stop.is_set():
             tick()
@@ -154,6 +194,7 @@ class Executor:
                 self.rescan, last_scan = True, self.clock()
             try:
                 if timed:
+                    self.inbox.relist()  # events are hints: the listing, now and then, is truth
                     self.adopt()
                 if self.step() is not None:
                     continue
@@ -216,10 +257,37 @@ class Executor:
             )
             assert item is not None
             self._ready.remove(item)
-            job = self.spool.claim(item)
+            try:
+                job = self.spool.claim(item)
+            except Unclaimable as exc:
+                self._cannot_claim(exc)
+                continue
+            finally:
+                self.inbox.changed(item.path.name)  # gone now, or changed: look again
             if job is not None:
                 self._passed[job.job_id] = self.scheduler.passed_by
                 return job
+
+    def _cannot_claim(self, exc: Unclaimable) -> None:
+        """Say once (per version of the file) that an inbox entry cannot be taken; the
+        queue goes on without it until it changes."""
+        item = exc.item
+        self._unclaimable[str(item.path)] = (item.size, item.mtime_ns)
+        log.error(
+            "inbox.unclaimable",
+            file=display_name(item.path.name),
+            reason=exc.reason,
+            action="left in the inbox; move or fix it (it is tried again when it changes)",
+        )
+
+    def _claimable(self, item: InboxFile) -> bool:
+        said = self._unclaimable.get(str(item.path))
+        if said is None:
+            return True
+        if said == (item.size, item.mtime_ns):
+            return False
+        del self._unclaimable[str(item.path)]  # changed: try again
+        return True
 
     def _in_memory(self) -> set[str]:
         """Models a job can start with, no disk load: on the device or in the warm tier."""
@@ -238,12 +306,16 @@ class Executor:
         return None if item is None else self.peek.of(item).manifest
 
     def scan(self) -> int:
-        """List the inbox and note which files are complete; return how many are."""
+        """Look at the inbox (its index: a listing only when one is due) and note which
+        files are complete, with every file they name; return how many are."""
         self.rescan = False
-        listing = self.spool.scan_inbox()
-        ready = self.gate.ready(listing, self.clock(), self.wall())
-        self._ready = [f for f in ready if not self.peek.awaits_reference(f, self.wall())]
-        return len(self._ready)
+        listing = [f for f in self.inbox.files() if self._claimable(f)]
+        now, wall = self.clock(), self.wall()
+        ready = self.gate.ready(listing, now, wall)
+        # the queue looks ahead as far as the peek remembers: a deep queue is read in
+        # turns, never re-read in full on every scan
+        self._ready = [f for f in ready[:LOOKAHEAD] if not self.peek.awaits_files(f, now, wall)]
+        return len(ready)
 
     # ---- one job -------------------------------------------------------------------
 
@@ -253,12 +325,23 @@ class Executor:
         with structlog.contextvars.bound_contextvars(job_id=job.job_id):
             manifest, duplicate_of, prepared = self.prepare(job)
             if isinstance(prepared, JobInput):
-                prepared = self.runner.run(prepared, self._progress(job), self.upcoming)
+                with self.witness.watching(job.dir):
+                    prepared = self.runner.run(prepared, self._progress(job), self.upcoming)
             return self.end(started, manifest, duplicate_of, prepared)
 
     def begin(self, job: ClaimedJob) -> Started:
-        """Count the attempt and say the job runs."""
-        job = self.spool.begin_attempt(job)
+        """Count the attempt (and how the last one died, if it died) and say the job runs."""
+        death = verdict(job.dir) if job.attempts else None
+        if death is not None:
+            log.warning(
+                "job.previous_attempt_died",
+                job_id=job.job_id,
+                cause=death.cause,
+                detail=death.detail,
+                charged=death.charged,
+                evidence=death.evidence or None,
+            )
+        job = self.spool.begin_attempt(job, death)
         started = Started(job, self.clock(), datetime.now(UTC).isoformat())
         log.info("job.start", job_id=job.job_id, source=job.source, attempt=job.attempts)
         self.observer.status({"state": "running", "job_id": job.job_id, "stage": None})
@@ -303,7 +386,8 @@ class Executor:
         """The attempt's report; if even that cannot be built or written as JSON (a bug,
         or input no check foresaw), a minimal failed report, so that the job still ends:
         a report that cannot be made must never send the daemon into a crash loop."""
-        previous = self._history.pop(job.job_id, [])
+        deaths = [ErrorInfo(code="daemon_died", message=d, kind="transient") for d in job.deaths]
+        previous = deaths + self._history.pop(job.job_id, [])
         try:
             report = build_report(
                 job, manifest, out, duplicate_of=duplicate_of, previous_errors=previous
@@ -341,17 +425,23 @@ class Executor:
         manifest = None
         before = self.runner.manager.get_vram_usage()
         try:
-            if job.attempts > limit.max_attempts:
+            if job.crashes >= limit.max_attempts:
                 raise PermanentError(
-                    f"the daemon stopped during this job {job.attempts - 1} times (crash or "
-                    f"kill); giving up after max_attempts={limit.max_attempts}",
+                    f"this job brought the daemon down {job.crashes} times (the last: "
+                    f"{job.deaths[-1]}); giving up after max_attempts={limit.max_attempts}",
+                    code="too_many_attempts",
+                )
+            if job.interrupted > MAX_INTERRUPTED:
+                raise PermanentError(
+                    f"the daemon died {job.interrupted} times during this job with no sign "
+                    f"that the job was at fault; giving up after {MAX_INTERRUPTED}",
                     code="too_many_attempts",
                 )
             if job.name_problem is not None:  # hostile input: refused like bad content
                 raise ManifestError(job.name_problem, field="file name")
-            manifest = self._load_manifest(job)
-            if manifest.id is not None:
-                duplicate_of = self.spool.completed_job_for(manifest.id)
+            manifest = read_manifest(job.manifest_path, limit)
+            if manifest.id is not None:  # reserved among every daemon of the spool
+                duplicate_of = self.spool.reserve(manifest.id, job.job_id)
                 if duplicate_of:
                     return manifest, duplicate_of, self.runner.finish(Outcome(before))
             ref = manifest.tts.reference_path
@@ -381,23 +471,6 @@ class Executor:
             max_chars=limit.max_text_chars,
         )
 
-    def _load_manifest(self, job: ClaimedJob) -> Manifest:
-        limit = self.settings.limits
-        try:
-            fd = os.open(job.manifest_path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as exc:
-            raise ManifestError(f"manifest cannot be opened (a symlink?): {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > limit.max_manifest_bytes:  # say the real size, read none of it
-                raise ManifestError(
-                    f"manifest is {size} bytes; the limit is {limit.max_manifest_bytes}"
-                )
-            raw = fh.read(limit.max_manifest_bytes + 1)
-        return parse_manifest(
-            raw, max_bytes=limit.max_manifest_bytes, max_text_chars=limit.max_text_chars
-        )
-
     def _progress(self, job: ClaimedJob) -> Callable[[str], None]:
         def report(message: str) -> None:
             self.observer.status({"state": "running", "job_id": job.job_id, "stage": message})
@@ -405,12 +478,12 @@ class Executor:
         return report
 
     def _commit(self, job: ClaimedJob, report: JobReport, manifest: Manifest | None) -> None:
-        if report.status == "failed":
-            self.spool.commit_failed(job, report.to_json())
+        if report.status != "failed":
+            self.spool.commit_done(job, report.to_json())  # done: its client id stays held
             return
-        self.spool.commit_done(job, report.to_json())
-        if report.status == "done" and manifest is not None and manifest.id is not None:
-            self.spool.remember(manifest.id, job.job_id)
+        self.spool.commit_failed(job, report.to_json())
+        if manifest is not None and manifest.id is not None and report.duplicate_of is None:
+            self.spool.release(manifest.id, job.job_id)  # failed for good: the id is free
 
 
 def _name(item: InboxFile) -> str:

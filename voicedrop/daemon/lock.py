@@ -36,8 +36,11 @@ class DaemonLock:
                 f"{self.path.parent}; daemons may share a spool (one per GPU, say), but "
                 f"each needs its own state_dir (VOICEDROP_STATE_DIR)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # the pid is only for the message above: a full disk must not stop a start
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         self._fd = fd
 
     def release(self) -> None:

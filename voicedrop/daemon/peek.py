@@ -12,13 +12,18 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from voicedrop.daemon.spool import InboxFile
+import structlog
+
+from voicedrop.daemon.inbox import InboxFile
+from voicedrop.daemon.spool import display_name
 from voicedrop.errors import ManifestError
-from voicedrop.manifest import Manifest, parse_manifest
+from voicedrop.intake import read_manifest
+from voicedrop.manifest import Manifest
 
 if TYPE_CHECKING:  # the executor owns the peek; only its settings, spool and runner are read
     from voicedrop.daemon.executor import Executor
 
+log = structlog.get_logger(__name__)
 CACHED = 256
 
 
@@ -37,15 +42,25 @@ class ManifestPeek:
     def keys(self, item: InboxFile) -> set[str]:
         return self.of(item).keys
 
-    def awaits_reference(self, item: InboxFile, wall_now: float) -> bool:
-        """A manifest whose reference recording or script is not there yet is left in the
-        inbox, up to reference_wait_s after it was written: a folder copied onto a share
-        often lands its .json before its .wav. After that it is taken, and fails naming it."""
+    def awaits_files(self, item: InboxFile, now: float, wall_now: float) -> bool:
+        """A manifest whose reference recording or script is not there yet, or not
+        complete yet by the manifest's own rule (closed after writing or renamed in, or
+        unchanged for `stable_delay_s`), is left in the inbox, up to reference_wait_s
+        after it was written: a folder copied onto a share often lands its .json before
+        its .wav. After that it is taken, and fails naming what is missing."""
         ex = self.executor
         files = self.of(item).files
-        if all(os.path.lexists(ex.spool.inbox / f) for f in files):
+        if not files or wall_now - item.mtime_ns / 1e9 >= ex.settings.watcher.reference_wait_s:
             return False
-        return wall_now - item.mtime_ns / 1e9 < ex.settings.watcher.reference_wait_s
+        for name in files:
+            path = ex.spool.inbox / name
+            try:
+                st = os.lstat(path)
+            except (OSError, ValueError):
+                return True  # not there yet (or never: the attempt will say so)
+            if not ex.gate.settled(str(path), st.st_size, st.st_mtime_ns, now, wall_now):
+                return True
+        return False
 
     def of(self, item: InboxFile) -> Peeked:
         """Unreadable or invalid: nothing (it fails with a report when its turn comes)."""
@@ -53,18 +68,14 @@ class ManifestPeek:
         if cache_key not in self._seen:
             ex = self.executor
             peeked = Peeked(set(), ())
-            limit = ex.settings.limits
             try:
-                if item.size <= limit.max_manifest_bytes:
-                    manifest = parse_manifest(
-                        item.path.read_bytes(),
-                        max_bytes=limit.max_manifest_bytes,
-                        max_text_chars=limit.max_text_chars,
-                    )
-                    named = (manifest.tts.reference_path, manifest.script)
-                    files = tuple(f for f in named if f is not None)
-                    peeked = Peeked(ex.runner.model_keys(manifest), files, manifest)
-            except (OSError, ManifestError):
-                pass
+                manifest = read_manifest(item.path, ex.settings.limits)
+                named = (manifest.tts.reference_path, manifest.script)
+                files = tuple(f for f in named if f is not None)
+                peeked = Peeked(ex.runner.model_keys(manifest), files, manifest)
+            except ManifestError:
+                pass  # it fails with a report when its turn comes
+            except Exception:  # input no check foresaw: the same, and the log says so
+                log.exception("intake.peek_failed", file=display_name(item.path.name))
             self._seen = {cache_key: peeked, **dict(list(self._seen.items())[-(CACHED - 1) :])}
         return self._seen[cache_key]

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -23,6 +22,7 @@ import voicedrop
 from voicedrop.config import Settings
 from voicedrop.daemon.cluster import ClusterExecutor
 from voicedrop.daemon.executor import Executor
+from voicedrop.daemon.inbox import InboxIndex
 from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.scheduler import Scheduler
@@ -31,6 +31,7 @@ from voicedrop.daemon.spool import Spool
 from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.errors import ConfigError
+from voicedrop.fsutil import StateWrites
 from voicedrop.metrics import Metrics
 from voicedrop.pipeline.device import CPUDevice, Device
 from voicedrop.pipeline.device_choice import make_device
@@ -65,12 +66,13 @@ class Service:
         notifier: Notifier | None = None,
         load: Callable[[], Settings] | None = None,
         metrics: Metrics | None = None,
+        inbox: InboxIndex | None = None,
     ) -> None:
         self.settings = settings
         self.load = load  # how SIGHUP re-reads the configuration; None: reload unsupported
         self.reload_requested = False  # set by the SIGHUP handler (signal-safe)
         self.spool = Spool.from_settings(settings)
-        self.spool.ensure()
+        self.inbox = inbox or InboxIndex(self.spool.inbox)
         cluster = settings.ray.address is not None
         # a cluster's head holds no model: its workers have the GPUs
         self.device = device or (CPUDevice() if cluster else make_device(settings.device))
@@ -86,10 +88,13 @@ class Service:
             self.runner,
             scheduler_for(settings),
             self.gate,
+            self.inbox,
             observer=self,
         )
         self.metrics = metrics or Metrics()
-        self.watcher = Watcher(self.spool.inbox, settings.watcher, self.gate, self.wake)
+        self.watcher = Watcher(self.inbox, settings.watcher, self.gate, self.wake)
+        self._status_writes = StateWrites("status")
+        self._metrics_writes = StateWrites("metrics textfile")
         self._status: dict[str, Any] = {"state": "starting", "job_id": None, "stage": None}
         self._last_ping = 0.0
         self._last_write = 0.0
@@ -98,6 +103,10 @@ class Service:
 
     def run(self, stop: threading.Event, *, once: bool = False) -> int:
         """Serve until `stop`; AlreadyRunningError if another daemon has this state directory."""
+        try:
+            self.spool.ensure()
+        except OSError as exc:
+            raise ConfigError(f"the spool {self.spool.root} cannot be prepared: {exc}") from None
         with DaemonLock(self.spool.state / LOCK_FILE):
             try:
                 self._start_cluster()
@@ -147,6 +156,7 @@ class Service:
             self._export(force=True)
 
     def _between_jobs(self) -> None:
+        self.watcher.check()  # between jobs only: nothing is claimed during one anyway
         if self.reload_requested:
             self.reload_requested = False
             self.reload()
@@ -204,8 +214,7 @@ class Service:
         self.metrics.observe(report)
 
     def _tick(self) -> None:
-        """Once per loop turn: feed the systemd watchdog, revive a dead observer, beat."""
-        self.watcher.check()
+        """On every loop turn and every progress report: feed the systemd watchdog, beat."""
         now = time.monotonic()
         if now - self._last_write >= HEARTBEAT_S:
             self._dirty = True
@@ -251,7 +260,8 @@ class Service:
         workers = self.executor.workers()
         if workers:
             status["workers"] = workers
-        write_status(self.spool.state / STATUS_FILE, status)
+        path = self.spool.state / STATUS_FILE
+        self._status_writes.replace(path, json.dumps(status, indent=1))
         job, stage = status["job_id"], status["stage"]
         self.notifier.notify(status=f"{status['state']}" + (f": {job} ({stage})" if job else ""))
         self._export(status)
@@ -269,18 +279,12 @@ class Service:
         try:
             current = status or json.loads((self.spool.state / STATUS_FILE).read_text())
             self.metrics.status(current, self.spool.counts())
-            self.metrics.write_textfile(textfile)
         except (OSError, ValueError) as exc:
-            log.warning("metrics.textfile_failed", path=str(textfile), error=str(exc))
+            log.warning("metrics.status_unreadable", error=str(exc))
+            return
+        self._metrics_writes.attempt(textfile, lambda: self.metrics.write_textfile(textfile))
 
 
 def _stage_name(stage: object) -> str:
     """'tts' of 'tts 3/10' or 'tts: xtts sentence 2/4': a new stage is written at once."""
     return str(stage or "").split(" ")[0].rstrip(":")
-
-
-def write_status(path: Path, status: dict[str, Any]) -> None:
-    """Replace the status file atomically; no fsync: it is rewritten often and never precious."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(status, indent=1))
-    os.replace(tmp, path)

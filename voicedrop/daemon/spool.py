@@ -13,40 +13,33 @@ can take (their owner is gone), so no job is run again while its owner lives.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import stat
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from voicedrop.config import Settings
+from voicedrop.daemon.deaths import Death
+from voicedrop.daemon.inbox import InboxFile, list_candidates
 from voicedrop.daemon.leases import LEASE, Leases, hold_inbox_file
 from voicedrop.daemon.references import check_opened, checked_reference, open_beneath
 from voicedrop.fsutil import fsync_dir, write_atomic
 
 log = structlog.get_logger(__name__)
-JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
-IGNORED_SUFFIXES = (".partial", ".tmp", ".swp", "~")
 SUBMIT_REFS = "refs/"  # where `voicedrop submit` puts a job's reference, under a unique name
-
-
-def is_candidate(name: str) -> bool:
-    """A manifest the daemon may take: `*.json`, not hidden, not a partial or OS junk."""
-    lower = name.lower()
-    return (
-        lower.endswith(".json")
-        and not name.startswith((".", "~"))
-        and lower not in JUNK
-        and not lower.endswith(IGNORED_SUFFIXES)
-    )
+# What a failed rename of one inbox file means: that file cannot be claimed (its owner,
+# the sticky bit, a mount point, another filesystem), not that the spool is in trouble.
+UNCLAIMABLE = {errno.EACCES, errno.EPERM, errno.EBUSY, errno.EXDEV, errno.EINVAL, errno.ENOTDIR}
 
 
 def display_name(name: str) -> str:
@@ -60,30 +53,14 @@ def job_stem(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).stem)[:80].strip("._") or "job"
 
 
-@dataclass(frozen=True)
-class InboxFile:
-    path: Path
-    size: int
-    mtime_ns: int
+class Unclaimable(Exception):
+    """One inbox entry cannot be moved into work/ (e.g. it belongs to another user of a
+    sticky folder, or is a mount point): it stays, said once, and the queue goes on."""
 
-
-def list_candidates(inbox: Path) -> list[InboxFile] | None:
-    """The inbox's would-be manifests (names filtered before any stat); None if it is gone."""
-    found = []
-    try:
-        entries = list(os.scandir(inbox))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    for entry in entries:
-        if not is_candidate(entry.name):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # taken between the listing and the stat
-        if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-            found.append(InboxFile(Path(entry.path), st.st_size, st.st_mtime_ns))
-    return found
+    def __init__(self, item: InboxFile, reason: str) -> None:
+        super().__init__(reason)
+        self.item = item
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -93,6 +70,9 @@ class ClaimedJob:
     source: str  # the inbox file name, as text (display_name)
     attempts: int = 0
     name_problem: str | None = None  # why the file name itself is refused, if it is
+    crashes: int = 0  # deaths in its stages charged to the job (deaths.py)
+    interrupted: int = 0  # deaths in its stages not charged to it
+    deaths: tuple[str, ...] = ()  # what each death was, for the report
 
     @property
     def manifest_path(self) -> Path:
@@ -112,7 +92,7 @@ class Spool:
         self.outbox = root / "outbox"
         self.failed = root / "failed"
         self.state = state if state is not None else root / "state"
-        self.ids = root / ".ids"  # shared by every daemon of the spool
+        self.ids = root / ".ids"  # client ids, shared by every daemon of the spool
         self.leases = Leases()  # the jobs this daemon runs (see leases.py)
 
     @classmethod
@@ -123,6 +103,7 @@ class Spool:
         for d in (
             self.inbox,
             self.incoming,
+            self.inbox / SUBMIT_REFS,
             self.work,
             self.outbox,
             self.failed,
@@ -134,7 +115,8 @@ class Spool:
     # ---- inbox ---------------------------------------------------------------------
 
     def scan_inbox(self) -> list[InboxFile]:
-        """Candidate manifests, oldest first; the listing is the truth, events are hints."""
+        """Candidate manifests, oldest first, from a listing (the daemon's queue keeps an
+        index instead: daemon/inbox.py)."""
         found = list_candidates(self.inbox) or []
         return sorted(found, key=lambda f: (f.mtime_ns, f.path.name))
 
@@ -148,11 +130,12 @@ class Spool:
 
     def claim(self, item: InboxFile) -> ClaimedJob | None:
         """Move a manifest into its own, leased work folder; None if another claimer
-        (another daemon on this spool) was first.
+        (another daemon on this spool) was first; Unclaimable if this entry cannot be
+        moved at all. An OSError is the spool's own trouble (a full disk, a share gone).
 
         The manifest itself is flock'ed first, so two daemons never race for one file
         (the loser would otherwise take the next id, `name-2`, for the same job)."""
-        hold = hold_inbox_file(item.path)
+        hold = hold_inbox_file(item.path) if item.regular else True
         if hold is False:
             return None
         try:
@@ -168,10 +151,17 @@ class Spool:
                 return None  # a peer's recovery holds it and will clear the empty folder
             try:
                 os.rename(item.path, job_dir / "manifest.json")
-            except FileNotFoundError:
+            except OSError as exc:
                 shutil.rmtree(job_dir, ignore_errors=True)
                 self.leases.release(job_id)
-                return None
+                if exc.errno == errno.ENOENT:
+                    return None
+                if exc.errno in UNCLAIMABLE:
+                    why = exc.strerror or str(exc)
+                    if exc.errno == errno.EXDEV:  # a symlinked inbox on another filesystem
+                        why += ": the inbox must be on the spool's filesystem (claims are renames)"
+                    raise Unclaimable(item, why) from None
+                raise
         finally:
             if isinstance(hold, int):
                 os.close(hold)
@@ -188,6 +178,9 @@ class Spool:
             "source": job.source,
             "attempts": job.attempts,
             "name_problem": job.name_problem,
+            "crashes": job.crashes,
+            "interrupted": job.interrupted,
+            "deaths": list(job.deaths),
             "updated": datetime.now(UTC).isoformat(),
         }
         # Not fsynced: a kill -9 keeps the count (page cache); a power cut may lose one
@@ -204,13 +197,24 @@ class Spool:
                 display_name(str(meta["source"])),
                 int(meta["attempts"]),
                 None if problem is None else str(problem),
+                int(meta.get("crashes", 0)),
+                int(meta.get("interrupted", 0)),
+                tuple(str(d) for d in meta.get("deaths", [])),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return ClaimedJob(job_dir.name, job_dir, job_dir.name + ".json")
 
-    def begin_attempt(self, job: ClaimedJob) -> ClaimedJob:
-        """Count an attempt durably before running, so a crash loop ends at the limit."""
-        started = ClaimedJob(job.job_id, job.dir, job.source, job.attempts + 1, job.name_problem)
+    def begin_attempt(self, job: ClaimedJob, death: Death | None = None) -> ClaimedJob:
+        """Count an attempt before running, with how the previous one died (if it died in
+        its stages), so that a crash loop ends at the limit."""
+        started = replace(job, attempts=job.attempts + 1)
+        if death is not None:
+            started = replace(
+                started,
+                crashes=job.crashes + death.charged,
+                interrupted=job.interrupted + (not death.charged),
+                deaths=(*job.deaths, f"{death.cause}: {death.detail}"),
+            )
         self._write_meta(started)
         return started
 
@@ -341,17 +345,44 @@ class Spool:
     def _id_path(self, client_id: str) -> Path:
         return self.ids / (hashlib.sha256(client_id.encode()).hexdigest() + ".json")
 
-    def completed_job_for(self, client_id: str) -> str | None:
+    def _holder(self, client_id: str) -> str | None:
+        """The job that holds a client id: one done, or one in work/ (running, or waiting
+        for a retry, on this daemon or another). A holder that failed for good, or is
+        gone, holds nothing."""
         try:
             job_id = str(json.loads(self._id_path(client_id).read_text())["job_id"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return job_id if (self.outbox / job_id / "report.json").exists() else None
+        if (self.outbox / job_id / "report.json").exists() or (self.work / job_id).is_dir():
+            return job_id
+        return None
 
-    def remember(self, client_id: str, job_id: str) -> None:
+    def reserve(self, client_id: str, job_id: str) -> str | None:
+        """Reserve a client id for `job_id`, atomically among every daemon of the spool:
+        None when it is ours now (or was already), else the job that holds it (this one
+        is then a duplicate). An OSError (a full disk) leaves nothing reserved."""
+        self.ids.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.ids / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a tiny write
+            holder = self._holder(client_id)
+            if holder is not None and holder != job_id:
+                return holder
+            if holder is None:
+                record = json.dumps({"id": client_id, "job_id": job_id})
+                write_atomic(self._id_path(client_id), record, overwrite=True)
+            return None
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def release(self, client_id: str, job_id: str) -> None:
+        """Give a client id back when its job failed for good: a later copy may run."""
         path = self._id_path(client_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps({"id": client_id, "job_id": job_id}), overwrite=True)
+        try:
+            if json.loads(path.read_text()).get("job_id") == job_id:
+                path.unlink()
+        except (OSError, ValueError, AttributeError) as exc:  # a stale entry holds nothing
+            log.warning("spool.id_not_released", job_id=job_id, error=str(exc))
 
     def counts(self) -> dict[str, int]:
         def count(d: Path) -> int:

@@ -22,11 +22,14 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from voicedrop.config import Watcher as WatcherSettings
+from voicedrop.daemon.inbox import InboxFile, InboxIndex, is_candidate
 from voicedrop.daemon.poller import InboxPoller
-from voicedrop.daemon.spool import InboxFile, is_candidate
 from voicedrop.daemon.wakeup import Waker
 
 log = structlog.get_logger(__name__)
+TEMPORARY = (".partial", ".tmp", ".PARTIAL", ".TMP")
+CHANGES = ("created", "modified", "attrib", "closed", "moved", "deleted")
+MAX_NAMED = 1024  # files named by manifests whose first sight is remembered
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "davfs"}
 
 
@@ -70,6 +73,7 @@ class StabilityGate:
         self._hints: dict[str, tuple[int, int]] = {}
         self._seen: dict[str, tuple[int, int, float]] = {}
         self._appeared: dict[str, float] = {}
+        self._files: dict[str, tuple[int, int, float]] = {}  # files manifests name
 
     def hint_complete(self, path: str) -> None:
         """Called from the observer thread when a file was closed after writing or moved in."""
@@ -106,51 +110,88 @@ class StabilityGate:
             elif not complete and now - appeared[key] < 2 * self.delay_s:
                 held = True
         self._seen, self._appeared = seen, appeared  # forget files that left the inbox
-        with self._lock:
-            for key in [k for k in self._hints if k not in seen]:
+        with self._lock:  # hints of files that left, and of named files long settled
+            for key in [k for k in self._hints if k not in seen and k not in self._files]:
                 del self._hints[key]
         return out
+
+    def settled(self, path: str, size: int, mtime_ns: int, now: float, wall_now: float) -> bool:
+        """The same rule for a file a manifest names (a reference recording, a script):
+        complete when seen closed or moved in, or unchanged for `delay_s`."""
+        with self._lock:
+            hinted = self._hints.get(path) == (size, mtime_ns)
+        first = self._files.get(path)
+        if first is None or first[:2] != (size, mtime_ns):
+            first = (size, mtime_ns, now)
+            if len(self._files) >= MAX_NAMED:  # forget the oldest: they are asked again
+                del self._files[next(iter(self._files))]
+            self._files[path] = first
+        quiet = wall_now - mtime_ns / 1e9 >= self.delay_s or now - first[2] >= self.delay_s
+        return hinted or quiet
 
     def waiting(self) -> int:
         return len(self._seen)
 
 
 class _Handler(FileSystemEventHandler):
-    """inotify events: wake the loop on any change, hint 'complete' on a close or a move in.
+    """inotify events: tell the index which entry changed, hint 'complete' on a close or a
+    move in (of a manifest, or of a file a manifest may name), and wake the loop.
 
     Polling (poller.py) gives no such hints: a poller sees no closes, so there every
     file waits out the stability delay.
     """
 
-    def __init__(self, gate: StabilityGate, wake: Waker, *, inbox: str) -> None:
+    def __init__(
+        self, gate: StabilityGate, wake: Waker, index: InboxIndex, folders: dict[str, str]
+    ) -> None:
         self.gate = gate
         self.wake = wake
-        self.inbox = inbox
+        self.index = index
+        self.inbox = str(index.inbox)
+        # watched folder (symlinks resolved: inotify reports nothing through a symlink)
+        # -> the same folder as the queue names it (the configured inbox, inbox/refs)
+        self.folders = folders
+        self.watched_inbox = next(w for w, shown in folders.items() if shown == self.inbox)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
-            if event.src_path == self.inbox and event.event_type in ("deleted", "moved"):
+        if event.src_path == self.watched_inbox:
+            if event.event_type in ("deleted", "moved"):
                 self.wake.set()  # the watch went with the inbox: the loop re-arms (check)
             return
-        path = str(event.dest_path if event.event_type == "moved" else event.src_path)
-        if not is_candidate(os.path.basename(path)):
+        if event.event_type not in CHANGES:  # opens and reads (ours, too) change nothing
             return
-        if event.event_type in ("closed", "moved"):
-            self.gate.hint_complete(path)
-        if event.event_type in ("closed", "moved", "created", "modified"):
+        paths = [str(event.src_path)]
+        if event.event_type == "moved" and event.dest_path:
+            paths.append(str(event.dest_path))
+        woke = False
+        for i, path in enumerate(paths):
+            folder, name = os.path.split(path)
+            shown = self.folders.get(folder)
+            if shown is None or not name or name.startswith(".") or name.endswith(TEMPORARY):
+                continue
+            if shown == self.inbox:
+                self.index.changed(name)
+            if not event.is_directory and (event.event_type == "closed" or i > 0):
+                self.gate.hint_complete(os.path.join(shown, name))  # closed, or moved in
+            gone = event.event_type == "deleted" or (event.event_type == "moved" and i == 0)
+            if not gone:  # a claim's move out (ours) makes nothing new to take
+                woke = woke or is_candidate(name) or event.event_type in ("closed", "moved")
+        if woke:
             self.wake.set()
 
 
 class _OverflowAlarm(logging.Handler):
     """watchdog only logs an inotify queue overflow (events were lost): rescan on it."""
 
-    def __init__(self, wake: Waker) -> None:
+    def __init__(self, wake: Waker, index: InboxIndex) -> None:
         super().__init__(logging.WARNING)
         self.wake = wake
+        self.index = index
 
     def emit(self, record: logging.LogRecord) -> None:
         if "overflow" in record.getMessage().lower():
             log.warning("watcher.overflow", action="rescan")
+            self.index.relist()
             self.wake.set()
 
 
@@ -159,21 +200,23 @@ class Watcher:
 
     def __init__(
         self,
-        inbox: Path,
+        index: InboxIndex,
         settings: WatcherSettings,
         gate: StabilityGate,
         wake: Waker,
         inotify_factory: Callable[[], Any] | None = None,
     ) -> None:
-        self.inbox = inbox
+        self.index = index
+        self.inbox = index.inbox
         self.settings = settings
         self.gate = gate
         self.wake = wake
         self._inotify_factory = inotify_factory or _inotify_observer
         self.mode = "none"
         self._observer: Any = None
-        self._alarm = _OverflowAlarm(wake)
+        self._alarm = _OverflowAlarm(wake, index)
         self._identity: tuple[int, int] | None = None
+        self._target: str | None = None  # where a symlinked inbox points
 
     def _choose(self) -> tuple[str, str]:
         if self.settings.mode == "polling":
@@ -187,6 +230,8 @@ class Watcher:
     def start(self) -> None:
         logging.getLogger("watchdog").addHandler(self._alarm)
         self._identity = _identity(self.inbox)
+        self._say_where()
+        self.index.relist()  # whatever happened before this watch began is unknown
         mode, why = self._choose()
         if mode == "inotify":
             try:
@@ -194,16 +239,35 @@ class Watcher:
             except OSError as exc:
                 mode, why = "polling", f"inotify could not be set up ({exc})"
         if mode == "polling":
-            self._observer = InboxPoller(self.inbox, self.settings.poll_interval_s, self.wake)
+            interval = self.settings.poll_interval_s
+            self._observer = InboxPoller(self.index, interval, self.wake)
             self._observer.start()
         self.mode = mode
         log.info("watcher.started", mode=mode, reason=why, inbox=str(self.inbox))
 
     def _start(self, observer: Any) -> Any:
-        handler = _Handler(self.gate, self.wake, inbox=str(self.inbox))
-        observer.schedule(handler, str(self.inbox), recursive=False)
+        folders = {os.path.realpath(self.inbox): str(self.inbox)}
+        refs = self.inbox / "refs"  # where `voicedrop submit` renames references in
+        if refs.is_dir() and not refs.is_symlink():
+            folders[os.path.realpath(refs)] = str(refs)
+        handler = _Handler(self.gate, self.wake, self.index, folders)
+        for watched in folders:
+            observer.schedule(handler, watched, recursive=False)
         observer.start()
         return observer
+
+    def _say_where(self) -> None:
+        """A symlinked inbox is followed (a drop folder that lives on a share): say where
+        it points at start, and warn whenever that changes."""
+        target = os.path.realpath(self.inbox) if self.inbox.is_symlink() else None
+        if target == self._target:
+            return
+        say = log.info if self.mode == "none" else log.warning
+        if target is not None:
+            say("watcher.inbox_is_a_symlink", inbox=str(self.inbox), target=target)
+        else:
+            say("watcher.inbox_no_longer_a_symlink", inbox=str(self.inbox))
+        self._target = target
 
     def check(self) -> None:
         """Restart a dead observer, or re-arm on an inbox that was deleted or replaced (an

@@ -9,11 +9,12 @@ be free before the model computes again, even while its weights stay resident.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+
+from voicedrop.fsutil import StateWrites, write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +34,7 @@ class FootprintStore:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._writes = StateWrites("footprints")
         self._seen: dict[str, Footprint] = {}
         if path is not None and path.exists():
             try:
@@ -50,11 +52,14 @@ class FootprintStore:
         self._seen[key] = Footprint(max(peak, old.peak if old else 0), weights)
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         data = {k: {"peak": f.peak, "weights": f.weights} for k, f in sorted(self._seen.items())}
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        # kept in memory either way; a full disk only delays the file (next record)
+        self._writes.attempt(self.path, lambda: self._write(json.dumps(data, indent=1)))
+
+    def _write(self, text: str) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, text, overwrite=True, durable=False, sole_writer=True)
 
 
 def _parse(value: object) -> Footprint:

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from voicedrop.config import GB, Settings, Voice
 from voicedrop.errors import EngineUnavailableError, ManifestError, ModelFileError
+from voicedrop.fsutil import StateWrites, write_atomic
 from voicedrop.manifest import TTSSpec
 from voicedrop.modelfiles import (
     HashCheck,
@@ -88,6 +89,7 @@ class XttsEngine:
         self.model_dir = model_path(settings, "engines.xtts.model_dir", config.model_dir)
         self.latents_dir = settings.state_path / "xtts-latents"
         self._hashes = HashCheck()
+        self._cache_writes = StateWrites("xtts latents cache")
         self._speakers: list[str] | None = None
         self.languages: list[str] = []
         if self.model_dir is not None:
@@ -259,7 +261,8 @@ class XttsEngine:
         from voicedrop.pipeline.engines.xtts_load import compute_latents
 
         cond, speaker = compute_latents(model, voice.references)
-        self._store(cache, {"gpt_cond_latent": cond, "speaker_embedding": speaker})
+        tensors = {"gpt_cond_latent": cond, "speaker_embedding": speaker}
+        self._cache_writes.attempt(cache, lambda: _store(cache, tensors))  # a cache: optional
         return cond, speaker
 
     def _latents_key(self, model: Any, references: tuple[Path, ...]) -> str:
@@ -275,11 +278,11 @@ class XttsEngine:
         ]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
-    @staticmethod
-    def _store(path: Path, tensors: dict[str, Any]) -> None:
-        from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-        tmp.replace(path)
+def _store(path: Path, tensors: dict[str, Any]) -> None:
+    """Cached latents, written aside and renamed into place (no temp file left on failure)."""
+    from safetensors.torch import save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    write_atomic(path, data, overwrite=True, durable=False, sole_writer=True)

@@ -1,0 +1,105 @@
+"""The inbox's would-be manifests, kept current from events instead of a listing per event.
+
+A drop folder on a NAS collects thousands of files that are not jobs (recordings,
+thumbnails, editor backups). Listing it on every event made each drop cost time in
+proportion to that clutter. Here a full listing is made only when events may have been
+missed — at start, after an inotify queue overflow, when the watch is re-armed, when the
+poller sees the folder itself change, and every `scan_interval_s` as a safety net —
+and an event re-stats just the entry it names. Events stay hints: the listing, made
+often enough, is still the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
+IGNORED_SUFFIXES = (".partial", ".tmp", ".swp", "~")
+
+
+def is_candidate(name: str) -> bool:
+    """A manifest the daemon may take: `*.json`, not hidden, not a partial or OS junk."""
+    lower = name.lower()
+    return (
+        lower.endswith(".json")
+        and not name.startswith((".", "~"))
+        and lower not in JUNK
+        and not lower.endswith(IGNORED_SUFFIXES)
+    )
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    path: Path
+    size: int
+    mtime_ns: int
+    regular: bool = True  # False: a FIFO, a directory, a socket … named like a manifest
+
+
+def entry(path: Path) -> InboxFile | None:
+    """One inbox entry as the queue sees it (never following a symlink); None if gone."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return InboxFile(path, st.st_size, st.st_mtime_ns, stat.S_ISREG(st.st_mode))
+
+
+def list_candidates(inbox: Path) -> list[InboxFile] | None:
+    """The inbox's would-be manifests, whatever their kind (names filtered before any stat:
+    a FIFO or a directory named `x.json` is listed too, so that it is failed with a report
+    instead of lying there forever); None if the inbox is gone."""
+    try:
+        names = [e.name for e in os.scandir(inbox) if is_candidate(e.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return [f for f in (entry(inbox / name) for name in names) if f is not None]
+
+
+class InboxIndex:
+    """The candidates of one inbox. `changed` and `relist` may be called from the
+    watcher's thread; `files` is called by the queue."""
+
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox
+        self._lock = threading.Lock()
+        self._full = True
+        self._changed: set[str] = set()
+        self._files: dict[str, InboxFile] = {}
+        self._sorted: list[InboxFile] = []
+        self.listings = 0  # full listings made (benchmarks and tests read it)
+
+    def relist(self) -> None:
+        """Events may have been missed: the next `files()` lists the folder."""
+        with self._lock:
+            self._full = True
+
+    def changed(self, name: str) -> None:
+        """The entry `name` of the inbox may have appeared, changed or gone."""
+        if is_candidate(name):
+            with self._lock:
+                self._changed.add(name)
+
+    def files(self) -> list[InboxFile]:
+        """The candidates, oldest first (by mtime, then name)."""
+        with self._lock:
+            full, changed = self._full, self._changed
+            self._full, self._changed = False, set()
+        if full:
+            self.listings += 1
+            listed = list_candidates(self.inbox) or []
+            self._files = {f.path.name: f for f in listed}
+        elif changed:
+            for name in changed:
+                found = entry(self.inbox / name)
+                if found is None:
+                    self._files.pop(name, None)
+                else:
+                    self._files[name] = found
+        if full or changed:
+            self._sorted = sorted(self._files.values(), key=lambda f: (f.mtime_ns, f.path.name))
+        return list(self._sorted)
