@@ -45,14 +45,49 @@ def config(tmp: Path, **ray_settings: Any) -> Path:
     return path
 
 
-def drop_jobs(tmp: Path, n: int, work_s: float, voices: tuple[str, ...] = VOICES) -> None:
+LONG_S = 600.0  # a job a fault must land in: it cannot end first, whatever the load
+
+
+def drop_jobs(
+    tmp: Path, n: int, work_s: float, voices: tuple[str, ...] = VOICES, long: tuple[int, ...] = ()
+) -> None:
     for i in range(n):
         manifest = {
             "text": f"job {i}",
-            "tts": {"engine": "noop", "options": {"work_s": work_s}},
+            "tts": {"engine": "noop", "options": {"work_s": LONG_S if i in long else work_s}},
             "convert": {"engine": "tape", "model": voices[i % len(voices)]},
         }
         (tmp / "spool" / "inbox" / f"j{i:02d}.json").write_text(json.dumps(manifest))
+
+
+def shorten(tmp: Path, job_id: str) -> None:
+    """A long job's next attempt is short: its manifest in work/ is read again per attempt
+    (the one running has its copy), so the fault is certain and the retry quick."""
+    path = tmp / "spool" / "work" / job_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["tts"]["options"]["work_s"] = 0.05
+    path.write_text(json.dumps(manifest))
+
+
+def long_jobs_running(tmp: Path, proc: subprocess.Popen[str], n: int) -> list[dict[str, Any]]:
+    """Wait until `n` workers are busy with long jobs (dropped with `long=`); those workers."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        busy = [w for w in workers(tmp) if w["state"] == "busy" and w.get("job_id")]
+        long = [w for w in busy if _is_long(tmp, w["job_id"])]
+        if len(long) >= n:
+            return long
+        time.sleep(0.05)
+    raise AssertionError(f"{n} long jobs never ran at once")
+
+
+def _is_long(tmp: Path, job_id: str) -> bool:
+    try:
+        manifest = json.loads((tmp / "spool" / "work" / job_id / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest["tts"]["options"]["work_s"] == LONG_S
 
 
 def head(cfg: Path, *args: str) -> subprocess.Popen[str]:
@@ -111,17 +146,6 @@ def workers(tmp: Path) -> list[dict[str, Any]]:
     return list(status.get("workers", []))
 
 
-def wait_for_busy(tmp: Path, proc: subprocess.Popen[str], pick=lambda w: True) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        busy = [w for w in workers(tmp) if w["state"] == "busy" and w.get("job_id") and pick(w)]
-        if busy:
-            return busy[0]
-        time.sleep(0.05)
-    raise AssertionError("no worker became busy")
-
-
 def test_two_actors_run_every_job_once_and_routing_loads_fewer_voices(tmp_path: Path):
     runs = {}
     for routing in ("resident", "round-robin"):
@@ -141,9 +165,10 @@ def test_two_actors_run_every_job_once_and_routing_loads_fewer_voices(tmp_path: 
 
 def test_a_worker_killed_mid_job_its_job_runs_again_counted(tmp_path: Path):
     cfg = config(tmp_path, address="local", local_gpus=2, local_cpus=2)
-    drop_jobs(tmp_path, 6, work_s=1.0)
+    drop_jobs(tmp_path, 6, work_s=0.2, long=(0,))
     proc = head(cfg, "--once")
-    victim = wait_for_busy(tmp_path, proc)
+    [victim] = long_jobs_running(tmp_path, proc, 1)
+    shorten(tmp_path, victim["job_id"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEDROP_")}
     status = subprocess.run(
         [sys.executable, "-m", "voicedrop", "--config", str(cfg), "status"],
@@ -198,10 +223,15 @@ def two_nodes():
 def test_a_node_removed_mid_run_loses_no_job(tmp_path: Path, two_nodes):
     cluster, second = two_nodes
     cfg = config(tmp_path, address=cluster.address, max_restarts=1)
-    drop_jobs(tmp_path, 8, work_s=0.6)
+    drop_jobs(tmp_path, 8, work_s=0.2, long=(0, 1))
     proc = head(cfg, "--once")
-    victim = wait_for_busy(tmp_path, proc, lambda w: w["node"].endswith(second.node_id[:8]))
+    running = long_jobs_running(tmp_path, proc, 2)  # one on each node
+    [victim] = [w for w in running if w["node"].endswith(second.node_id[:8])]
+    [other] = [w for w in running if w is not victim]
+    for worker in running:
+        shorten(tmp_path, worker["job_id"])
     cluster.remove_node(second)
+    os.kill(other["pid"], signal.SIGKILL)  # its long job must not hold the test up either
     finish(proc)
     done = all_done_once(tmp_path, 8)
     assert done[victim["job_id"]]["attempt"] == 2
@@ -214,16 +244,15 @@ def test_the_head_killed_while_actors_run_jobs_recovers_and_doubles_nothing(
 ):
     cluster, _ = two_nodes
     cfg = config(tmp_path, address=cluster.address)
-    drop_jobs(tmp_path, 10, work_s=0.5)
+    drop_jobs(tmp_path, 10, work_s=0.2, long=(3, 4))
     proc = head(cfg)
-    wait_for_busy(tmp_path, proc)
-    while len(reports(tmp_path)) < 3:
-        assert proc.poll() is None
-        time.sleep(0.05)
+    running = long_jobs_running(tmp_path, proc, 2)  # both actors, and three jobs done before
+    for worker in running:
+        shorten(tmp_path, worker["job_id"])
     proc.send_signal(signal.SIGKILL)  # its actors die with it (Ray owns them by the driver)
     proc.communicate()
     finish(head(cfg, "--once"))
     done = all_done_once(tmp_path, 10)
     retried = {job for job, r in done.items() if r["attempt"] == 2}
-    assert 1 <= len(retried) <= 2, retried  # what ran on the two actors, and nothing else
+    assert retried == {w["job_id"] for w in running}  # what ran on the actors, nothing else
     assert all(r["attempt"] <= 2 for r in done.values())
