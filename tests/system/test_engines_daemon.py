@@ -132,6 +132,16 @@ def test_models_fetch_says_plainly_that_it_needs_the_hub():
     assert not Path("/tmp/never-written").exists()
 
 
+def test_models_fetch_without_a_network_says_so_in_one_line_and_leaves_nothing(tmp_path):
+    """It retried for 26 s, printed a 45-line traceback and left DIR/xtts-v2/.cache."""
+    target = tmp_path / "models"
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://hub.invalid"}  # no such host
+    result = voicedrop("models", "fetch", "xtts", str(target), **env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "cannot reach the model hub" in result.stderr
+    assert "Traceback" not in result.stderr and not target.exists()
+
+
 def test_validate_stops_at_a_bad_configuration(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text((ROOT / "config.toml").read_text().replace("rate = 165", "rate = 2000"))
