@@ -669,3 +669,25 @@ def test_evidence_is_left_while_the_stages_run_and_cleared_after(service):
     assert report.status == "done"
     assert seen["tts"] == [".fatal", ".lease", ".running"]  # during the stages
     assert seen["None"] == [".lease"]  # at its start, before them
+
+
+def test_freed_memory_goes_back_to_the_system_when_the_queue_runs_dry(service):
+    """glibc keeps freed memory: a daemon's RSS climbed by fragmentation alone."""
+    from voicedrop.daemon.heap import TRIM_EVERY_S
+
+    heap = service.heap
+    trims = []
+    heap.trim = lambda: trims.append(heap.clock())  # type: ignore[method-assign]
+    service._idle()
+    assert trims == [], "nothing ran: nothing to give back"
+    drop(service.spool.inbox, "j.json", hello())
+    run_all(service)
+    service._idle()
+    assert len(trims) == 1  # after work, when idle
+    now = [heap.clock()]
+    heap.clock = lambda: now[0]
+    heap._last = now[0]
+    heap.after_job()
+    now[0] += TRIM_EVERY_S
+    heap.after_job()
+    assert len(trims) == 2  # busy for a while: at most every TRIM_EVERY_S

@@ -22,6 +22,7 @@ import voicedrop
 from voicedrop.config import Settings
 from voicedrop.daemon.cluster import ClusterExecutor
 from voicedrop.daemon.executor import Executor
+from voicedrop.daemon.heap import Heap
 from voicedrop.daemon.inbox import InboxIndex
 from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.peek import ManifestPeek
@@ -93,6 +94,8 @@ class Service:
         )
         self.metrics = metrics or Metrics()
         self.watcher = Watcher(self.inbox, settings.watcher, self.gate, self.wake)
+        self.heap = Heap()
+        self._ran_since_trim = False
         self._status_writes = StateWrites("status")
         self._metrics_writes = StateWrites("metrics textfile")
         self._status: dict[str, Any] = {"state": "starting", "job_id": None, "stage": None}
@@ -148,7 +151,7 @@ class Service:
                 self.wake,
                 once=once,
                 tick=self._between_jobs,
-                idle=self.flush,
+                idle=self._idle,
                 max_wait_s=self._max_wait(),
             )
             self.notifier.notify(stopping="1", status="stopping")
@@ -212,6 +215,14 @@ class Service:
 
     def finished(self, report: JobReport) -> None:
         self.metrics.observe(report)
+        self._ran_since_trim = True
+        self.heap.after_job()
+
+    def _idle(self) -> None:
+        """Nothing to run: write what is pending, and give freed memory back (heap.py)."""
+        self.flush()
+        self.heap.idle(self._ran_since_trim)
+        self._ran_since_trim = False
 
     def _tick(self) -> None:
         """On every loop turn and every progress report: feed the systemd watchdog, beat."""
