@@ -12,7 +12,10 @@ from typing import Any
 
 
 def xtts(model_dir: Path, device: str = "cpu") -> Any:
-    """Xtts.init_from_config + load_checkpoint, as coqui-tts's own examples load it."""
+    """Xtts.init_from_config + load_checkpoint, as coqui-tts's own examples load it.
+
+    Give it a copy of a published model.pth: the library's fallback for that layout saves
+    the converted checkpoint back in place (voicedrop's loader never writes it)."""
     from TTS.tts.configs.xtts_config import XttsConfig
     from TTS.tts.models.xtts import Xtts
 

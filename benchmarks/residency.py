@@ -104,11 +104,11 @@ def write_checkpoints(folder: Path, scale: float) -> dict[str, Path]:
 def spec(key: str, path: Path, scale: float) -> ModelSpec:
     params, dtype = MODELS[key]
 
-    def load(device: str) -> Synthetic:
+    def load(placement: Any) -> Synthetic:
         # the naive path every engine has: build the module, read the checkpoint
         model = Synthetic(int(params * scale), dtype)
         model.load_state_dict(load_file(str(path)))  # copies: every byte is read
-        return model.to(device)
+        return model.to(placement.build_on)
 
     return ModelSpec(key, load, checkpoint=path)
 

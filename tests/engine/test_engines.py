@@ -126,16 +126,29 @@ def test_rvc_pitch_methods_on_arrays(make_runner, method):
         assert "rmvpe" in [e.key for e in outcome.events]
 
 
-def test_rvc_harvest_keys_never_share_an_f0_curve(make_runner):
+def test_rvc_harvest_curves_are_keyed_by_content_and_released_after_use(make_runner, monkeypatch):
+    """The library caches harvest's curves (lru_cache, 128 of them) by a key string: an
+    id() there let a retried attempt get another audio's curve, and curves piled up."""
+    import hashlib
+
     from infer_rvc_python import root_pipe
 
+    keys: list[str] = []
+
+    class Recording(dict):  # the library's global of audio by key
+        def __setitem__(self, key, value):
+            keys.append((key, hashlib.sha256(value.tobytes()).hexdigest()))
+            super().__setitem__(key, value)
+
+    monkeypatch.setattr(root_pipe, "input_audio_path2wav", Recording())
     runner = make_runner()
-    root_pipe.cache_harvest_f0.cache_clear()
     convert = {"engine": "rvc", "model": RVC_MODEL, "method": "harvest"}
-    run(runner, {"tts": ESPEAK, "convert": convert})
-    run(runner, {"text": "Something else entirely.", "tts": ESPEAK, "convert": convert})
-    info = root_pipe.cache_harvest_f0.cache_info()
-    assert info.hits == 0 and info.misses == 2, "a later job reused an earlier job's f0 curve"
+    for text in (TEXT, "Something else entirely."):
+        assert run(runner, {"text": text, "tts": ESPEAK, "convert": convert}).error is None
+        assert root_pipe.cache_harvest_f0.cache_info().currsize == 0, "a curve was kept"
+        assert root_pipe.input_audio_path2wav == {}
+    assert all(key == digest for key, digest in keys), "a key is not the audio's content"
+    assert len(keys) == 2 and keys[0] != keys[1]
 
 
 def test_rvc_converts_audio_longer_than_one_window(make_runner):

@@ -8,6 +8,7 @@ import pytest
 from voicedrop.config import load_settings
 from voicedrop.pipeline.engines.base import TTSRequest, VoiceChoice
 from voicedrop.pipeline.engines.espeak import EspeakConfig, EspeakEngine
+from voicedrop.pipeline.modelspec import CPU
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def engine():
 @pytest.fixture(scope="module")
 def synth(engine):
     request = TTSRequest("t", VoiceChoice(), "en")
-    return {role: s.load("cpu") for role, s in engine.models(request).items()}
+    return {role: s.load(CPU) for role, s in engine.models(request).items()}
 
 
 def speak(engine, synth, text, language="en", voice=None):

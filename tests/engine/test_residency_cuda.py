@@ -25,7 +25,7 @@ def net() -> torch.nn.Module:
 
 
 def spec() -> ModelSpec:
-    return ModelSpec("net", lambda device: net().to(device))
+    return ModelSpec("net", lambda placement: net().to(placement.build_on))
 
 
 def baseline() -> int:

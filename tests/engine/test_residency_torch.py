@@ -61,7 +61,7 @@ def make(policy, **kw):
 
 
 def spec(key="voice", factory=Voice):
-    return ModelSpec(key, lambda device: factory().to(device))
+    return ModelSpec(key, lambda placement: factory().to(placement.build_on))
 
 
 def test_acquire_yields_a_working_module_and_accounts_its_bytes():

@@ -18,6 +18,7 @@ from voicedrop.pipeline.device import (
     move_model,
     tensor_bytes,
 )
+from voicedrop.pipeline.modelspec import Placement
 
 
 def _to_pinned_host(model: Any) -> Any:
@@ -49,6 +50,13 @@ class CudaDevice:
         self.index = index
         self.name = f"cuda:{index}"
         self._copies = HostCopies()
+        # the libraries' own rule for float16 (f5_tts utils_infer): capability 7 and up,
+        # not ZLUDA (AMD cards behind a CUDA shim)
+        modern = torch.cuda.get_device_properties(index).major >= 7
+        self.half = modern and not torch.cuda.get_device_name(index).endswith("[ZLUDA]")
+
+    def placement(self, *, warm: bool) -> Placement:
+        return Placement("cpu" if warm else self.name, self.name, self.half)
 
     def memory(self) -> MemoryInfo:
         cuda = self._torch.cuda

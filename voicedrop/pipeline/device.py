@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from voicedrop.pipeline.modelspec import CPU, Placement
+
 
 @dataclass(frozen=True)
 class MemoryInfo:
@@ -33,6 +35,10 @@ class MemoryInfo:
 
 class Device(Protocol):
     name: str
+
+    def placement(self, *, warm: bool) -> Placement:
+        """For a load: onto this device, or (`warm`) into host memory for it."""
+        ...
 
     def memory(self) -> MemoryInfo: ...
     def model_bytes(self, model: Any) -> int: ...
@@ -143,6 +149,9 @@ class _AccountingDevice:
         self._placed: dict[int, int] = {}
         self._peak = 0
 
+    def placement(self, *, warm: bool) -> Placement:
+        return CPU  # its tensors live in host memory, whatever it plays
+
     @property
     def allocated(self) -> int:
         return sum(self._placed.values())
@@ -233,13 +242,19 @@ class FakeDevice(_AccountingDevice):
 
     name = "fake"
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, runs_on: str = "cpu", half: bool = False) -> None:
+        """`runs_on="cuda:0", half=True`: a double that presents itself as a CUDA card of
+        capability 7 or more to the loaders (their tensors still live in host memory)."""
         super().__init__()
         self.capacity = capacity
+        self._placement = Placement("cpu", runs_on, half)
         self.cached = 0
         self.scratch = 0
         self.release_calls = 0
         self._oom_countdown: int | None = None
+
+    def placement(self, *, warm: bool) -> Placement:
+        return self._placement
 
     def inject_oom(self, after: int = 0) -> None:
         """Fail the allocation that comes after `after` successful ones."""
@@ -278,11 +293,11 @@ class FakeDevice(_AccountingDevice):
         if id(model) not in self._placed:
             self._check(nbytes)
         self._account(model, nbytes)
-        return move_model(model, "device")
+        return model if is_torch_module(model) else move_model(model, "device")
 
     def to_host(self, model: Any, *, pin: bool) -> Any:
-        self.forget(model)
-        return move_model(model, "host")
+        self.forget(model)  # a torch module stays where it is: this device's memory is RAM
+        return model if is_torch_module(model) else move_model(model, "host")
 
     def forget(self, model: Any) -> None:
         self.cached += self._placed.pop(id(model), 0)

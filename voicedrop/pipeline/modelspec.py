@@ -14,18 +14,41 @@ Tier = Literal["disk", "host", "device"]
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a load builds a model's tensors now, and where the model will compute.
+
+    The two differ when a model is read into the warm tier (built in host memory, for a
+    GPU later): its precision must be the one it will compute in, whichever path loaded
+    it, or a prefetched model would run in float32 at twice the memory while a directly
+    loaded one is float16 (and two models of one stage would disagree).
+    """
+
+    build_on: str  # a torch device string: "cpu" for host memory, or the device itself
+    runs_on: str  # the device it will compute on ("cuda:0", "cpu")
+    half: bool = False  # that device runs float16 well (a CUDA card of capability 7 and up)
+
+    @property
+    def cuda(self) -> bool:
+        return self.runs_on.startswith("cuda")
+
+
+CPU = Placement("cpu", "cpu")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """How to build a model and what it is expected to need.
 
-    `load(device_name)` builds the model (on that device where it can); the
-    manager moves it there in any case. Until a footprint for `key` has been
+    `load(placement)` builds the model (on `placement.build_on` where it can, in the
+    precision of `placement.runs_on`); the manager moves it in any case. Until a
+    footprint for `key` has been
     measured, admission predicts from `expected_bytes` (weights plus working
     memory), of which `working_bytes` is the working memory, or else from the
     size of `checkpoint`.
     """
 
     key: str
-    load: Callable[[str], Any]
+    load: Callable[[Placement], Any]
     expected_bytes: int | None = None
     checkpoint: Path | None = None
     pinned: bool = False

@@ -158,7 +158,7 @@ class ResidencyManager:
         try:
             with self._tiers.building:
                 if not prefetcher.stopping:
-                    model = spec.load("cpu")
+                    model = spec.load(self.device.placement(warm=True))
         except Exception as exc:  # left on disk: the job's own acquire reports the error
             log.warning("prefetch.load_failed", model=spec.key, error=str(exc))
         finally:

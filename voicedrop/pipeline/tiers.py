@@ -88,7 +88,7 @@ class TierTable:
             self.emit("promote", entry, "host", "device", entry.last_promote_s)
             return
         with self.building:
-            model = entry.spec.load(self.device.name)
+            model = entry.spec.load(self.device.placement(warm=False))
         entry.model = self.device.to_device(model)
         entry.tier = "device"
         entry.nbytes = self.device.model_bytes(entry.model)

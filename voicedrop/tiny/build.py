@@ -41,6 +41,7 @@ def build_tiny(
         build_f5tts(root / "f5tts", full=full)
         config["engines"]["f5tts"] = {
             "checkpoint": "f5tts/model.safetensors",
+            "vocab": "f5tts/vocab.txt",
             "vocoder_dir": "f5tts/vocos",
             "arch": "F5TTS_v1_Base" if full else ARCH,
             "nfe_step": 32 if full else 8,

@@ -1,12 +1,22 @@
-"""A tiny F5-TTS (CFM + DiT, safetensors with `ema_model.` keys) and a tiny Vocos vocoder."""
+"""A tiny F5-TTS and a tiny Vocos vocoder, in the layouts SWivid/F5-TTS publishes.
+
+F5TTS_v1_Base ships `model_1250000.safetensors`: the EMA model's state dict, every key
+prefixed `ema_model.`. The older `.pt` checkpoints hold it under `ema_model_state_dict`
+beside ema_pytorch's `initted` and `step` (which utils_infer.load_checkpoint drops).
+`vocab.txt` is the character vocabulary (the library ships the same file). The Vocos
+vocoder is charactr/vocos-mel-24khz's `config.yaml` + `pytorch_model.bin`.
+"""
 
 from __future__ import annotations
 
+import shutil
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+Layout = Literal["safetensors", "pt"]
 
 ARCH: dict[str, Any] = {
     "dim": 64,
@@ -40,7 +50,9 @@ VOCOS: dict[str, Any] = {
 }
 
 
-def build_f5tts(directory: Path, seed: int = 0, *, full: bool = False) -> tuple[Path, Path]:
+def build_f5tts(
+    directory: Path, seed: int = 0, *, full: bool = False, layout: Layout = "safetensors"
+) -> tuple[Path, Path]:
     """Return (checkpoint, vocoder directory); `full`: F5TTS_v1_Base and the published Vocos."""
     import torch
     from f5_tts.model import CFM, DiT
@@ -87,8 +99,14 @@ def build_f5tts(directory: Path, seed: int = 0, *, full: bool = False) -> tuple[
         vocab_char_map=char_map,
     )
     state = {f"ema_model.{k}": v.contiguous() for k, v in cfm.state_dict().items()}
-    checkpoint = directory / "model.safetensors"
-    save_file(state, str(checkpoint))
+    shutil.copyfile(vocab, directory / "vocab.txt")
+    if layout == "pt":
+        checkpoint = directory / "model.pt"
+        ema = {**state, "initted": torch.tensor(True), "step": torch.tensor(1250000)}
+        torch.save({"ema_model_state_dict": ema, "step": 1250000}, checkpoint)
+    else:
+        checkpoint = directory / "model.safetensors"
+        save_file(state, str(checkpoint))
     vocoder = directory / "vocos"
     vocoder.mkdir(exist_ok=True)
     (vocoder / "config.yaml").write_text(yaml.safe_dump(vocos_config))

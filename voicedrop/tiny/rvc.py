@@ -1,42 +1,72 @@
-"""A tiny RVC v2 voice (the published .pth dict, fp16 weights), HuBERT, an index, RMVPE."""
+"""Tiny RVC voices as RVC's WebUI saves them, HuBERT in the forms users have, an index, RMVPE.
+
+A voice file is what the WebUI's `savee`/`extract_small_model` write: a dict of `weight`
+(the synthesizer's state dict without the training-only `enc_q`, every tensor float16,
+weight norm under its old `weight_g`/`weight_v` names), `config` (the synthesizer's
+positional arguments, the sample rate last), `info`, `sr` ("40k", "48k"), `f0` (1: with
+pitch) and `version` ("v1": 256-d phone features, "v2": 768-d).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-# SynthesizerTrnMs768NSFsid's positional config, shrunk; 40 kHz (upsampling 10*10*2*2 = 400)
-CONFIG: list[Any] = [
-    1025, 32, 16, 16, 32, 2, 1, 3, 0, "1", [3], [[1, 3, 5]],
-    [10, 10, 2, 2], 32, [16, 16, 4, 4], 1, 16, 40000,
-]  # fmt: skip
-
-
-# The published v2 40 kHz configuration (for GPU benchmarks of real-size models).
-FULL_CONFIG: list[Any] = [
-    1025, 32, 192, 192, 768, 2, 6, 3, 0, "1", [3, 7, 11], [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-    [10, 10, 2, 2], 512, [16, 16, 4, 4], 109, 256, 40000,
-]  # fmt: skip
+Version = Literal["v1", "v2"]
+Rate = Literal["40k", "48k"]
+# the published upsampling per version and rate (their product is the hop: 400, 480)
+UPSAMPLE: dict[tuple[str, str], tuple[list[int], list[int]]] = {
+    ("v1", "40k"): ([10, 10, 2, 2], [16, 16, 4, 4]),
+    ("v2", "40k"): ([10, 10, 2, 2], [16, 16, 4, 4]),
+    ("v1", "48k"): ([10, 6, 2, 2, 2], [16, 16, 4, 4, 4]),
+    ("v2", "48k"): ([12, 10, 2, 2], [24, 20, 4, 4]),
+}
+RATES = {"40k": 40000, "48k": 48000}
 
 
-def build_voice(path: Path, seed: int = 0, *, full: bool = False) -> Path:
+def voice_config(version: Version, sr: Rate, *, full: bool = False) -> list[Any]:
+    """The synthesizer's positional config: the published one (`full`), or shrunk."""
+    rates, kernels = UPSAMPLE[(version, sr)]
+    if full:
+        return [
+            1025, 32, 192, 192, 768, 2, 6, 3, 0, "1", [3, 7, 11], [[1, 3, 5]] * 3,
+            rates, 512, kernels, 109, 256, RATES[sr],
+        ]  # fmt: skip
+    return [1025, 32, 16, 16, 32, 2, 1, 3, 0, "1", [3], [[1, 3, 5]], rates, 32, kernels, 1, 16,
+            RATES[sr]]  # fmt: skip
+
+
+def build_voice(
+    path: Path,
+    seed: int = 0,
+    *,
+    full: bool = False,
+    version: Version = "v2",
+    sr: Rate = "40k",
+) -> Path:
     import torch
-    from infer_rvc_python.lib.infer_pack.models import SynthesizerTrnMs768NSFsid
+    from infer_rvc_python.lib.infer_pack import models
 
     torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = FULL_CONFIG if full else CONFIG
-    net = SynthesizerTrnMs768NSFsid(*config, is_half=False)
+    config = voice_config(version, sr, full=full)
+    cls = models.SynthesizerTrnMs768NSFsid if version == "v2" else models.SynthesizerTrnMs256NSFsid
+    net = cls(*config, is_half=False)
     weights = {k: v.half() for k, v in net.state_dict().items() if not k.startswith("enc_q")}
-    cpt = {
-        "weight": weights,
-        "config": config,
-        "info": "tiny",
-        "sr": "40k",
-        "f0": 1,
-        "version": "v2",
-    }
+    cpt = {"weight": weights, "config": config, "info": "tiny", "sr": sr, "f0": 1}
+    cpt["version"] = version
     torch.save(cpt, path)
+    return path
+
+
+def build_fairseq_hubert(path: Path) -> Path:
+    """A file shaped like the `hubert_base.pt` RVC's WebUI ships (fairseq's checkpoint:
+    `args`/`cfg`, `model`): what users have, which voicedrop does not load."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"feature_extractor.conv_layers.0.0.weight": torch.zeros(4, 1, 10)}
+    torch.save({"args": None, "cfg": {"model": {"_name": "hubert"}}, "model": state}, path)
     return path
 
 
@@ -67,12 +97,14 @@ def build_hubert(directory: Path, seed: int = 0, *, full: bool = False) -> Path:
     return directory
 
 
-def build_index(path: Path, vectors: int = 64, seed: int = 0) -> Path:
+def build_index(path: Path, vectors: int = 64, seed: int = 0, *, version: Version = "v2") -> Path:
+    """A feature index of the voice's features: 768-d for v2, 256-d for v1."""
     import faiss
     import numpy as np
 
-    data = np.random.default_rng(seed).standard_normal((vectors, 768)).astype(np.float32)
-    index = faiss.IndexFlatL2(768)
+    dim = 768 if version == "v2" else 256
+    data = np.random.default_rng(seed).standard_normal((vectors, dim)).astype(np.float32)
+    index = faiss.IndexFlatL2(dim)
     index.add(data)
     faiss.write_index(index, str(path))
     return path

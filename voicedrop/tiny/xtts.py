@@ -1,15 +1,35 @@
-"""A tiny XTTS v2 in the published layout: config.json, model.pth, vocab.json, speakers_xtts.pth."""
+"""A tiny XTTS v2 in the published layout: config.json, model.pth, vocab.json, speakers_xtts.pth.
+
+The published `model.pth` (coqui/XTTS-v2) was saved by coqui's trainer with torch's old
+hook-based weight norm: its HiFiGAN weights are `weight_g`/`weight_v` (today's library
+builds parametrizations, `parametrizations.weight.original0/1`, and torch maps the old
+names at load), and its `config` is the pickled `XttsConfig` object, whose `XttsArgs`
+and `XttsAudioConfig` lived in `TTS.tts.models.xtts` then (the library's
+`_legacy_safe_globals` allow-lists exactly those for a weights-only load). `layout =
+"resaved"` writes what the library's own fallback re-saves such a file as (a config
+dict, today's key names), the other layout a user may have.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
+
+Layout = Literal["published", "resaved"]
 
 SPEAKER = "Tiny Speaker"
 LANGUAGES = ["en", "pt"]
 ALPHABET = "abcdefghijklmnopqrstuvwxyzáàâãéêíóôõúç.,!?'-0123456789"
 
 
-def build_xtts(directory: Path, reference: Path, seed: int = 0, *, full: bool = False) -> Path:
+def build_xtts(
+    directory: Path,
+    reference: Path,
+    seed: int = 0,
+    *,
+    full: bool = False,
+    layout: Layout = "published",
+) -> Path:
     """`full`: the library's default (published) architecture, for GPU benchmarks."""
     import torch
     from tokenizers import Tokenizer, models, trainers
@@ -46,7 +66,7 @@ def build_xtts(directory: Path, reference: Path, seed: int = 0, *, full: bool = 
         model = Xtts(config)
         model.tokenizer = VoiceBpeTokenizer(str(directory / "vocab.json"))
         model.init_models()
-    torch.save({"model": model.state_dict()}, directory / "model.pth")
+    save_checkpoint(directory / "model.pth", config, model.state_dict(), layout)
     model.eval()
     cond, speaker = compute_latents(model, (reference,))
     torch.save(
@@ -54,3 +74,25 @@ def build_xtts(directory: Path, reference: Path, seed: int = 0, *, full: bool = 
         directory / "speakers_xtts.pth",
     )
     return directory
+
+
+def save_checkpoint(path: Path, config: Any, state: dict[str, Any], layout: Layout) -> None:
+    """model.pth as published (pickled config objects, old weight-norm names) or resaved."""
+    import torch
+    from TTS.tts.models.xtts import _legacy_safe_globals
+
+    if layout == "resaved":
+        torch.save({"config": config.to_dict(), "model": state}, path)
+        return
+    old = {_legacy_weight_norm(k): v for k, v in state.items()}
+    with _legacy_safe_globals():  # the config classes pickled under their old module
+        torch.save({"config": config, "model": old}, path)
+
+
+def _legacy_weight_norm(key: str) -> str:
+    """`x.parametrizations.weight.original0` → `x.weight_g` (and original1 → weight_v)."""
+    for new, legacy in ((".parametrizations.weight.original0", ".weight_g"),
+                        (".parametrizations.weight.original1", ".weight_v")):  # fmt: skip
+        if key.endswith(new):
+            return key[: -len(new)] + legacy
+    return key

@@ -126,6 +126,23 @@ def load_failed(path: Path, exc: BaseException) -> ModelFileError:
     return ModelFileError(f"{path}: cannot be loaded: {type(exc).__name__}: {first[:300]}")
 
 
+def drop_scratch(module: Any) -> int:
+    """Forget tensors a forward pass left in plain module attributes — RVC's attention
+    layers keep their last attention map as `attn`, XTTS's GPT its last conditioning as
+    `cached_prefix_emb`: neither parameter nor buffer, `.to()` never moves them, so they
+    would stay on the GPU after the model left it, counted nowhere. The libraries set them
+    again on every pass. Returns how many were dropped."""
+    import torch
+
+    dropped = 0
+    for sub in module.modules():
+        for name, value in list(vars(sub).items()):
+            if isinstance(value, torch.Tensor):
+                setattr(sub, name, None)
+                dropped += 1
+    return dropped
+
+
 def module_device(model: Any) -> Any:
     """The device a module's parameters live on (where inputs must go)."""
     return next(model.parameters()).device

@@ -39,11 +39,9 @@ from voicedrop.pipeline.engines.common import (
     model_path,
     module_device,
     quiet_stdout,
-    read_reference,
 )
-from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.modelspec import ModelSpec, Placement
 
-RATE = 24000
 OPTIONS = {"speed": (0.3, 3.0), "nfe_step": (4.0, 128.0), "seed": (0.0, 2.0**31)}
 BACKBONES = ("DiT", "UNetT", "MMDiT")
 
@@ -194,7 +192,7 @@ class F5Engine:
             specs["asr"] = ModelSpec("asr", self._load_asr, checkpoint=self.asr_dir)
         return specs
 
-    def _load_dit(self, device: str) -> Any:
+    def _load_dit(self, placement: Placement) -> Any:
         require_installed(F5Engine)
         assert self.checkpoint is not None
         for path in (self.checkpoint, self.vocab):
@@ -212,30 +210,30 @@ class F5Engine:
         try:
             with quiet_stdout():
                 return load_dit(
-                    getattr(f5_tts.model, backbone), arch, self.checkpoint, vocab, device
+                    getattr(f5_tts.model, backbone), arch, self.checkpoint, vocab, placement
                 )
         except Exception as exc:
             raise load_failed(self.checkpoint, exc) from exc
 
-    def _load_vocoder(self, device: str) -> Any:
+    def _load_vocoder(self, placement: Placement) -> Any:
         require_installed(F5Engine)
         assert self.vocoder_dir is not None
         loadable(self.settings, self.vocoder_dir)
         from voicedrop.pipeline.engines.f5tts_load import load_vocos
 
         try:
-            return load_vocos(self.vocoder_dir, device)
+            return load_vocos(self.vocoder_dir, placement.build_on)  # float32, as the library
         except Exception as exc:
             raise load_failed(self.vocoder_dir / "pytorch_model.bin", exc) from exc
 
-    def _load_asr(self, device: str) -> Any:
+    def _load_asr(self, placement: Placement) -> Any:
         assert self.asr_dir is not None
         require_files(self.asr_dir, ("config.json",))  # else a hub repository id
         loadable(self.settings, self.asr_dir)
         from voicedrop.pipeline.engines.f5tts_load import AsrModel
 
         try:
-            return AsrModel(self.asr_dir, device)
+            return AsrModel(self.asr_dir, placement.build_on)
         except Exception as exc:
             raise load_failed(self.asr_dir, exc) from exc
 
@@ -247,33 +245,34 @@ class F5Engine:
         import torch
         from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
 
+        from voicedrop.pipeline.engines.f5tts_ref import batch_chars, prepare_audio, prepare_text
+
         voice = request.voice
         assert voice.reference is not None
-        ref = read_reference(voice.reference, RATE, max_seconds=12)
+        ref = prepare_audio(voice.reference)  # as preprocess_ref_audio_text: f5tts_ref.py
         ref_text = (voice.reference_text or "").strip()
         if not ref_text:
             progress("tts: transcribing the reference")
-            ref_text = models["asr"].transcribe(ref, request.language)
+            ref_text = models["asr"].transcribe(Audio(ref.mono(), ref.rate), request.language)
             if not ref_text:
                 raise ManifestError(
                     "the ASR model heard no words in the reference recording; "
                     "give its text as tts.reference_text",
                     field="tts.reference_text",
                 )
+        ref_text = prepare_text(ref_text)
         opts = {"speed": self.config.speed, "nfe_step": self.config.nfe_step}
         opts.update(check_options(request.options, OPTIONS, "tts.options"))
         seed = opts.pop("seed", self.config.seed)
         if seed is not None:
             torch.manual_seed(int(seed))
-        seconds = ref.duration_s
-        max_chars = max(20, int(len(ref_text.encode()) / seconds * (22 - seconds) * opts["speed"]))
-        batches = chunk_text(text, max_chars=max_chars)
-        audio = torch.from_numpy(ref.samples).unsqueeze(0)
+        batches = chunk_text(text, max_chars=batch_chars(ref, ref_text, float(opts["speed"])))
+        audio = torch.from_numpy(ref.samples)  # at its own rate: the library resamples
         dit = models["dit"]
         with quiet_stdout():
             wave, rate, _ = next(
                 infer_batch_process(
-                    (audio, RATE),
+                    (audio, ref.rate),
                     ref_text,
                     batches,
                     dit,

@@ -21,26 +21,25 @@ from voicedrop.errors import ModelFileError
 from voicedrop.modelfiles import load_weights
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines.weights import assign, empty_parameters
+from voicedrop.pipeline.modelspec import Placement
 
 # what utils_infer.load_checkpoint drops from an EMA checkpoint (f5-tts 1.1.22)
 EMA_SKIP = ("initted", "step")
 STALE_BUFFERS = ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window")
 
 
-def dit_dtype(device: str) -> torch.dtype:
+def dit_dtype(placement: Placement) -> torch.dtype:
     """The precision utils_infer.load_checkpoint picks for the vocos mel type: float16 on
-    CUDA cards of compute capability 7 and up (not ZLUDA), else float32."""
-    modern = "cuda" in device and torch.cuda.get_device_properties(device).major >= 7
-    if modern and not torch.cuda.get_device_name(device).endswith("[ZLUDA]"):
-        return torch.float16
-    return torch.float32
+    CUDA cards of compute capability 7 and up (not ZLUDA), else float32 — for the device
+    the model will run on (`Placement.half`), not the one it is built on."""
+    return torch.float16 if placement.half else torch.float32
 
 
 def load_dit(
-    backbone: type, arch: dict[str, Any], checkpoint: Path, vocab: str, device: str
+    backbone: type, arch: dict[str, Any], checkpoint: Path, vocab: str, placement: Placement
 ) -> Any:
     """utils_infer.load_model(backbone, arch, checkpoint, mel_spec_type="vocos", vocab_file=vocab,
-    use_ema=True, device=device), built empty and loaded by assignment."""
+    use_ema=True, device=...), built empty and loaded by assignment."""
     from f5_tts.infer import utils_infer as u
     from f5_tts.model import CFM
 
@@ -66,7 +65,7 @@ def load_dit(
     state = {k.replace("ema_model.", ""): v for k, v in ema.items() if k not in EMA_SKIP}
     for key in STALE_BUFFERS:  # the library's patch for older checkpoints
         state.pop(key, None)
-    assign(model, state, source=checkpoint, device=device, dtype=dit_dtype(device))
+    assign(model, state, source=checkpoint, device=placement.build_on, dtype=dit_dtype(placement))
     return model
 
 

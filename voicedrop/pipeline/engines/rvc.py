@@ -28,7 +28,7 @@ from voicedrop.pipeline.engines.base import (
     require_installed,
 )
 from voicedrop.pipeline.engines.common import load_failed, loadable, model_path, quiet_stdout
-from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.modelspec import ModelSpec, Placement
 
 OPTIONS = {
     "index_rate": (0.0, 1.0),
@@ -63,6 +63,16 @@ class RvcEngine:
         self.rmvpe_path = model_path(settings, "engines.rvc.rmvpe", config.rmvpe)
         self._hashes = HashCheck()
         if self.hubert_dir is not None:
+            fairseq = _fairseq_checkpoint(self.hubert_dir)
+            if fairseq is not None:
+                raise settings.invalid(
+                    "engines.rvc.hubert_dir",
+                    str(config.hubert_dir),
+                    f"{fairseq.name} is fairseq's HuBERT checkpoint, which voicedrop does not "
+                    "load (fairseq does not install on Python 3.11 and later); fetch the "
+                    "transformers form with `voicedrop models fetch rvc-base DIR` and set "
+                    "hubert_dir to DIR/hubert_base",
+                )
             try:
                 require_files(self.hubert_dir, ("config.json",))
             except ModelFileError as exc:
@@ -142,15 +152,17 @@ class RvcEngine:
         assert path is not None
         specs["voice"] = ModelSpec(
             f"rvc:{request.name}",
-            lambda device: self._load_voice(device, request.name, request.model),
+            lambda placement: self._load_voice(placement, request.name, request.model),
             checkpoint=path,
         )
         return specs
 
-    def _half(self, device: str) -> bool:
-        return self.config.fp16 and device.startswith("cuda")
+    def _half(self, placement: Placement) -> bool:
+        """One precision for the voice, HuBERT and RMVPE of a conversion, decided by the
+        device they will run on (HuBERT's features feed the voice's network)."""
+        return self.config.fp16 and placement.cuda
 
-    def _load_hubert(self, device: str) -> Any:
+    def _load_hubert(self, placement: Placement) -> Any:
         require_installed(RvcEngine)
         assert self.hubert_dir is not None
         from infer_rvc_python.main import FairseqHubertWrapper
@@ -160,20 +172,21 @@ class RvcEngine:
         loadable(self.settings, self.hubert_dir)
         try:
             with quiet_stdout():
-                model = FairseqHubertWrapper(str(self.hubert_dir)).to(device)
+                model = FairseqHubertWrapper(str(self.hubert_dir)).to(placement.build_on)
         except Exception as exc:
             raise load_failed(self.hubert_dir, exc) from exc
-        return (model.half() if self._half(device) else model.float()).eval()
+        return (model.half() if self._half(placement) else model.float()).eval()
 
-    def _load_rmvpe(self, device: str) -> Any:
+    def _load_rmvpe(self, placement: Placement) -> Any:
         require_installed(RvcEngine)
         assert self.rmvpe_path is not None
         loadable(self.settings, self.rmvpe_path)
         from voicedrop.pipeline.engines.rvc_infer import RmvpeModel
 
-        return RmvpeModel(load_weights(self.rmvpe_path), self.rmvpe_path, self._half(device))
+        rmvpe = self.rmvpe_path
+        return RmvpeModel(load_weights(rmvpe), rmvpe, self._half(placement)).to(placement.build_on)
 
-    def _load_voice(self, device: str, name: str, model: ConvertModel) -> Any:
+    def _load_voice(self, placement: Placement, name: str, model: ConvertModel) -> Any:
         require_installed(RvcEngine)
         path = model_path(self.settings, f"models.{name}.path", model.path)
         assert path is not None
@@ -184,7 +197,8 @@ class RvcEngine:
         self._hashes.verify(path, model.sha256)
         from voicedrop.pipeline.engines.rvc_infer import RvcVoice
 
-        return RvcVoice(load_weights(path), path, index, self._half(device))
+        voice = RvcVoice(load_weights(path), path, index, self._half(placement))
+        return voice.to(placement.build_on)
 
     # ---- conversion --------------------------------------------------------------------------
 
@@ -200,6 +214,16 @@ class RvcEngine:
         from voicedrop.pipeline.engines.rvc_infer import convert
 
         return convert(models, audio, request, opts)
+
+
+def _fairseq_checkpoint(path: Path) -> Path | None:
+    """The `hubert_base.pt` of RVC's WebUI, given as the file or in a folder without
+    transformers' config.json: what most users have."""
+    if path.is_file() and path.suffix == ".pt":
+        return path
+    if path.is_dir() and not (path / "config.json").exists():
+        return next(iter(sorted(path.glob("*.pt"))), None)
+    return None
 
 
 def _weights_file(directory: Path) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from voicedrop.errors import ModelFileError
 from voicedrop.pipeline.audio import Audio, resample
 from voicedrop.pipeline.engines.base import ConvertRequest
-from voicedrop.pipeline.engines.common import load_failed, module_device
+from voicedrop.pipeline.engines.common import drop_scratch, load_failed, module_device
 from voicedrop.pipeline.engines.weights import assign, empty_parameters
 
 HUBERT_RATE = 16000
@@ -57,10 +58,32 @@ class RvcVoice(torch.nn.Module):
             del net_g.enc_q  # training only; not in a voice file
             dtype = torch.float16 if half else torch.float32  # the library's .half()/.float()
             assign(net_g, cpt["weight"], source=path, dtype=dtype, strict=False)
+            fold_weight_norm(net_g)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
             raise load_failed(path, exc) from exc
         self.net_g = net_g.eval()
         self.index, self.big_npy = _read_index(index)
+
+
+def fold_weight_norm(module: torch.nn.Module) -> int:
+    """Replace torch's hook-based weight norm by the plain weight it computes.
+
+    The library's generator uses `torch.nn.utils.weight_norm`: before every forward pass
+    its hook sets `weight` as a plain attribute, neither parameter nor buffer, so `.to()`,
+    the warm tier's host copies and their restore never move it — about 40 MB of a
+    published voice would stay on the GPU after each demote, counted nowhere. At
+    inference the weights never change, so folding g·v/‖v‖ into one parameter once is
+    the same computation (`remove_weight_norm`, as RVC's own export does). Returns how
+    many modules were folded."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    folded = 0
+    for sub in module.modules():
+        for hook in list(sub._forward_pre_hooks.values()):
+            if isinstance(hook, WeightNorm):
+                torch.nn.utils.remove_weight_norm(sub, hook.name)
+                folded += 1
+    return folded
 
 
 def _read_index(path: Path | None) -> tuple[Any, Any]:
@@ -138,7 +161,10 @@ def convert(
     sid = torch.tensor(0, device=device).unsqueeze(0).long()
     pitch = pitchf = None
     if voice.if_f0 == 1:
-        key = f"{request.job_id}:{id(audio)}"  # the harvest cache never shares an f0 curve
+        # the library caches harvest's curve (an lru_cache of 128) by this key: the
+        # content's digest, so that a curve is never another audio's (an id() was reused
+        # by a retried attempt), and the cache is emptied after each use
+        key = hashlib.sha256(x_pad.tobytes()).hexdigest()
         try:
             coarse, fine = pipe.get_f0(
                 key,
@@ -151,6 +177,7 @@ def convert(
             )
         finally:
             root_pipe.input_audio_path2wav.pop(key, None)
+            root_pipe.cache_harvest_f0.cache_clear()
         pitch = torch.tensor(coarse[:p_len], device=device).unsqueeze(0).long()
         pitchf = torch.tensor(fine[:p_len], device=device).unsqueeze(0).float()
     index_rate = opts["index_rate"] if voice.index is not None else 0.0
@@ -190,6 +217,8 @@ def convert(
             pitchf[:, tail] if pitchf is not None else None,
         )
     )
+    for model in (voice.net_g, hubert):
+        drop_scratch(model)  # e.g. each attention layer's last attention map
     out = np.concatenate(pieces)
     if opts["rms_mix_rate"] != 1:
         out = root_pipe.change_rms(x, HUBERT_RATE, out, voice.tgt_sr, opts["rms_mix_rate"])

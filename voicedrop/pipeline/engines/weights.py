@@ -110,6 +110,7 @@ def assign(
     declared = module.state_dict(keep_vars=True)
     ready: dict[str, torch.Tensor] = {}
     for key, value in state.items():
+        key = modern_name(key, declared)
         want = declared.get(key)
         if want is None:
             ready[key] = value  # not the module's: load_state_dict reports it when strict
@@ -127,6 +128,25 @@ def assign(
     if device is not None or dtype is not None:
         module.to(device=device, dtype=dtype)  # the buffers built on the CPU
     return result
+
+
+LEGACY_WEIGHT_NORM = {
+    ".weight_g": ".parametrizations.weight.original0",
+    ".weight_v": ".parametrizations.weight.original1",
+}
+
+
+def modern_name(key: str, declared: Mapping[str, Any]) -> str:
+    """A checkpoint saved with torch's old hook-based weight norm names `x.weight_g` and
+    `x.weight_v` what a module built with parametrizations calls
+    `x.parametrizations.weight.original0/1` (torch's own compat hook maps them the same
+    way); mapped here so that they are converted and placed like every other tensor."""
+    if key in declared:
+        return key
+    for old, new in LEGACY_WEIGHT_NORM.items():
+        if key.endswith(old) and key[: -len(old)] + new in declared:
+            return key[: -len(old)] + new
+    return key
 
 
 def empty_tensors(module: torch.nn.Module) -> list[str]:

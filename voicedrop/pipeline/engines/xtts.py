@@ -40,13 +40,14 @@ from voicedrop.pipeline.engines.base import (
     require_installed,
 )
 from voicedrop.pipeline.engines.common import (
+    drop_scratch,
     load_failed,
     loadable,
     model_path,
     quiet_stdout,
     split_text,
 )
-from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.modelspec import ModelSpec, Placement
 
 OPTIONS = {
     "temperature": (0.05, 2.0),
@@ -192,7 +193,9 @@ class XttsEngine:
             )
         }
 
-    def _load(self, device: str) -> Any:
+    def _load(self, placement: Placement) -> Any:
+        """float32 weights on every device, as the library loads them (`fp16` is
+        autocast at inference)."""
         require_installed(XttsEngine)
         assert self.model_dir is not None
         loadable(self.settings, self.model_dir)
@@ -200,7 +203,7 @@ class XttsEngine:
         try:
             from voicedrop.pipeline.engines.xtts_load import load_model
 
-            return load_model(self.model_dir, device)
+            return load_model(self.model_dir, placement.build_on)
         except Exception as exc:
             raise load_failed(self.model_dir / "model.pth", exc) from exc
 
@@ -226,6 +229,7 @@ class XttsEngine:
             with torch.autocast("cuda", torch.float16, enabled=autocast), quiet_stdout():
                 out = model.inference(chunk, lang, cond, speaker, **opts)
             pieces.append(np.asarray(out["wav"], dtype=np.float32).reshape(-1))
+        drop_scratch(model)  # the GPT's cached conditioning: it must not stay on a device
         rate = int(model.config.model_args.output_sample_rate)
         return Audio(np.concatenate(pieces), rate)
 

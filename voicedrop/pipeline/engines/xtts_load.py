@@ -51,13 +51,12 @@ def load_model(model_dir: Path, device: str | None = None) -> Any:
 
 
 def _read_checkpoint(path: Path) -> Any:
+    """Weights-only and memory-mapped, the published layout included: coqui/XTTS-v2's
+    model.pth pickles its config objects, which the library's own allow-list admits."""
     from TTS.tts.models.xtts import _legacy_safe_globals
 
-    try:
+    with _legacy_safe_globals():
         checkpoint = load_weights(Path(path))
-    except ModelFileError:
-        with _legacy_safe_globals():  # published v2 checkpoints pickle the config classes
-            checkpoint = load_weights(Path(path), mmap=False)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ModelFileError(f"{path}: not an XTTS checkpoint (no 'model' state dict)")
     return checkpoint["model"]

@@ -1,0 +1,200 @@
+"""The checkpoints users download, in every layout they come in, through the real loaders.
+
+The tiny builders write the published layouts (voicedrop.tiny): XTTS-v2's model.pth with
+its pickled config and old weight-norm names (and the layout the library re-saves it
+as), F5-TTS's safetensors and .pt, RVC voices as the WebUI saves them (v1 and v2, 40 and
+48 kHz, float16), HuBERT as transformers' folder (and fairseq's hubert_base.pt, which is
+refused by name). Each loads, maps its file where it can, and speaks; the precision of
+a model follows the device it will run on, whichever path loaded it; and a demote leaves
+no tensor behind on the device it left.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests.engine.conftest import tiny_settings
+from tests.engine.test_cold_load import assert_identical, mapped_ranges
+from voicedrop.config import GB
+from voicedrop.daemon.service import build_manager
+from voicedrop.errors import ConfigError
+from voicedrop.manifest import ConvertSpec
+from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.device import FakeDevice
+from voicedrop.pipeline.engines import build_engines
+from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice
+from voicedrop.pipeline.modelspec import CPU
+from voicedrop.tiny.build import RVC_MODEL
+
+VOICES = [("v1", "40k"), ("v1", "48k"), ("v2", "40k"), ("v2", "48k")]
+
+
+@pytest.fixture(scope="session")
+def layouts(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The other layouts of the tiny models (same seeds: the same weights), beside them."""
+    from voicedrop.tiny import rvc
+    from voicedrop.tiny.f5tts import build_f5tts
+    from voicedrop.tiny.xtts import build_xtts
+
+    root = tmp_path_factory.mktemp("layouts")
+    shutil.copytree(tiny, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("spool"))
+    build_xtts(root / "xtts-resaved", root / "voices" / "reference.wav", layout="resaved")
+    build_f5tts(root / "f5tts-pt", layout="pt")
+    for version, sr in VOICES:
+        rvc.build_voice(root / "rvc" / f"{version}-{sr}.pth", version=version, sr=sr)
+    rvc.build_index(root / "rvc" / "v1.index", version="v1")
+    rvc.build_fairseq_hubert(root / "fairseq" / "hubert_base.pt")
+    return root
+
+
+def tts_request(root: Path, engine: str) -> TTSRequest:
+    text = "This is the reference voice, recorded for a test." if engine == "f5tts" else None
+    voice = VoiceChoice(references=(root / "voices" / "reference.wav",), reference_text=text)
+    return TTSRequest("layouts", voice, "en", {})
+
+
+def test_xtts_published_and_resaved_load_mapped_with_the_same_weights_and_voice(layouts, tmp_path):
+    """The published model.pth (pickled XttsConfig, weight_g/weight_v) was read unmapped,
+    0 of 498 parameters in the file mapping."""
+    models, said = [], []
+    for folder in ("xtts", "xtts-resaved"):
+        engines = build_engines(
+            tiny_settings(layouts, tmp_path, engines={"xtts": {"model_dir": folder, "seed": 1}})
+        )
+        engine = engines.tts["xtts"]
+        request = tts_request(layouts, "xtts")
+        model = engine.models(request)["model"].load(CPU)
+        ranges = mapped_ranges((layouts / folder / "model.pth").resolve())
+        params = list(model.parameters())
+        inside = [p for p in params if any(a <= p.data_ptr() < b for a, b in ranges)]
+        assert len(inside) == len(params), f"{folder}: {len(params) - len(inside)} copied"
+        models.append(model)
+        said.append(engine.synthesize({"model": model}, "Hello there.", request, lambda _m: None))
+    assert_identical(models[0], models[1])
+    assert np.array_equal(said[0].samples, said[1].samples) and len(said[0].samples) > 0
+    raw = torch.load(layouts / "xtts" / "model.pth", weights_only=False, mmap=True)
+    assert type(raw["config"]).__name__ == "XttsConfig"  # the builder wrote the real thing
+    assert any(k.endswith("weight_g") for k in raw["model"])
+
+
+def test_f5_safetensors_and_pt_give_the_same_model(layouts, tmp_path):
+    dits = []
+    for checkpoint in ("f5tts/model.safetensors", "f5tts-pt/model.pt"):
+        engines = build_engines(
+            tiny_settings(layouts, tmp_path, engines={"f5tts": {"checkpoint": checkpoint}})
+        )
+        dits.append(engines.tts["f5tts"].models(tts_request(layouts, "f5tts"))["dit"].load(CPU))
+    assert_identical(dits[0], dits[1])
+
+
+@pytest.mark.parametrize(("version", "sr"), VOICES, ids=[f"{v}-{s}" for v, s in VOICES])
+def test_every_webui_voice_layout_converts_at_its_own_rate(make_runner, layouts, version, sr):
+    index = "rvc/v1.index" if version == "v1" else "rvc/voice.index"  # 256-d or 768-d
+    models = {RVC_MODEL: {"engine": "rvc", "path": f"rvc/{version}-{sr}.pth", "index": index}}
+    runner = make_runner(layouts, models=models)
+    convert = {"engine": "rvc", "model": RVC_MODEL, "method": "pm"}
+    outcome = runner.run({"text": "Hello there.", "tts": {"engine": "espeak"}, "convert": convert})
+    assert outcome.error is None, outcome.error.message
+    [output] = outcome.outputs
+    assert output.sample_rate == {"40k": 40000, "48k": 48000}[sr] and output.duration_s > 0.3
+    cpt = torch.load(layouts / "rvc" / f"{version}-{sr}.pth", weights_only=True)
+    assert {t.dtype for t in cpt["weight"].values()} == {torch.float16}  # as the WebUI saves
+
+
+@pytest.mark.parametrize("where", ["fairseq/hubert_base.pt", "fairseq"])
+def test_fairseqs_hubert_base_pt_is_refused_naming_models_fetch(layouts, tmp_path, where):
+    settings = tiny_settings(layouts, tmp_path, engines={"rvc": {"hubert_dir": where}})
+    with pytest.raises(ConfigError) as err:
+        build_engines(settings)
+    assert "engines.rvc.hubert_dir" in err.value.message
+    assert "hubert_base.pt" in err.value.message
+    assert "voicedrop models fetch rvc-base" in err.value.message
+
+
+def specs_of(engines: Any, root: Path) -> dict[str, Any]:
+    request = tts_request(root, "f5tts")
+    spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="rmvpe")
+    convert = ConvertRequest(
+        "p", RVC_MODEL, engines.convert["rvc"].settings.models[RVC_MODEL], spec
+    )
+    return {**engines.tts["f5tts"].models(request), **engines.convert["rvc"].models(convert)}
+
+
+def dtype_of(model: Any) -> torch.dtype:
+    module = getattr(model, "net_g", None) or getattr(model, "model", None) or model
+    return next(module.parameters()).dtype
+
+
+@pytest.mark.parametrize("path", ["direct", "prefetched"])
+@pytest.mark.parametrize("card", ["cuda", "cpu"])
+def test_a_models_precision_follows_the_device_it_runs_on_whichever_path_loads_it(
+    layouts, tmp_path, path, card
+):
+    """Prefetch built models for "cpu" and chose float32: on a GPU a prefetched F5 DiT ran
+    at twice the memory, and an RVC voice beside a directly loaded HuBERT crashed on the
+    dtype. A double that presents itself as a CUDA card of capability 7 or more stands in
+    for the GPU (its tensors stay in host memory)."""
+    settings = tiny_settings(layouts, tmp_path)
+    engines = build_engines(settings)
+    device = FakeDevice(64 * GB, runs_on="cuda:0", half=True) if card == "cuda" else None
+    manager = build_manager(settings, device or FakeDevice(64 * GB))
+    try:
+        specs = specs_of(engines, layouts)
+        if path == "prefetched":
+            assert all(manager.warm(spec) for spec in specs.values())
+        with manager.acquire_all(specs) as models:
+            got = {role: dtype_of(model) for role, model in models.items()}
+    finally:
+        manager.close()
+    half, full = torch.float16, torch.float32
+    want = {"dit": half, "vocoder": full, "hubert": half, "rmvpe": half, "voice": half}
+    if card == "cpu":
+        want = dict.fromkeys(want, full)
+    assert got == want
+
+
+def tensors_in_dicts(module: torch.nn.Module) -> list[tuple[str, torch.device]]:
+    """Every tensor reachable from the modules' own attributes, parameters and buffers
+    included: what a move must have taken along."""
+    found = []
+    for name, sub in module.named_modules():
+        for attr, value in vars(sub).items():
+            values = value.values() if isinstance(value, dict) else [value]
+            for v in values:
+                if isinstance(v, torch.Tensor):
+                    found.append((f"{name}.{attr}", v.device))
+    return found
+
+
+def test_after_use_and_a_demote_no_tensor_is_left_where_the_model_was(layouts, tmp_path):
+    """RVC's hook-based weight norm set a plain `weight` on every forward pass, which .to()
+    never moves: ~40 MB of a published voice stayed on the GPU after each demote. The meta
+    device stands in for host memory: anything still on the CPU after the move was left."""
+    settings = tiny_settings(layouts, tmp_path)
+    engines = build_engines(settings)
+    engine = engines.convert["rvc"]
+    spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="pm")
+    request = ConvertRequest("demote", RVC_MODEL, settings.models[RVC_MODEL], spec)
+    models = {role: s.load(CPU) for role, s in engine.models(request).items()}
+    t = np.arange(16000) / 16000
+    engine.convert(models, Audio((0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000),
+                   request)  # fmt: skip
+    xtts = engines.tts["xtts"]
+    xtts_request = tts_request(layouts, "xtts")
+    models["xtts"] = xtts.models(xtts_request)["model"].load(CPU)
+    xtts.synthesize({"model": models["xtts"]}, "Hello.", xtts_request, lambda _m: None)
+    f5 = engines.tts["f5tts"]
+    f5_request = tts_request(layouts, "f5tts")
+    f5_models = {role: s.load(CPU) for role, s in f5.models(f5_request).items()}
+    f5.synthesize(f5_models, "Hello.", f5_request, lambda _m: None)
+    models |= f5_models
+    for role, model in models.items():
+        moved = model.to("meta")
+        left = [(n, d) for n, d in tensors_in_dicts(moved) if d.type != "meta"]
+        assert not left, f"{role}: {len(left)} tensors stayed behind, e.g. {left[:3]}"
