@@ -3,18 +3,25 @@ reading the checkpoint's bytes alone.
 
     python benchmarks/cold_load.py [--real-size] [--device cpu|cuda] [--repeat N] [--json]
 
-Builds random-initialised models in each engine's real checkpoint layout (tiny, or with
-`--real-size` the libraries' default, published-size architectures: XTTS 1.8 GB, F5 1.3 GB,
-HuBERT 361 MB, RMVPE 181 MB, a 53 MB RVC voice), then for each model measures, each in a
-fresh process: `read` (the checkpoint's bytes into memory, nothing else), `library` (the
-library's own loader) and `voicedrop` (the engine's loader, as the residency manager calls
-it). Every load ends with the weights in memory on the target device: on the CPU each
-path reads every page of every tensor once, so a lazily mapped file is not free.
+Builds random-initialised models in the published checkpoint layouts (voicedrop.tiny:
+tiny, or with `--real-size` the libraries' default, published-size architectures: XTTS
+1.8 GB, F5 1.3 GB, HuBERT 361 MB, RMVPE 181 MB, a 53 MB RVC voice), then measures three
+paths per model, each in a fresh process, like with like — every path ends with the
+weights in ordinary memory (on a GPU: on the device), every byte of the checkpoint read:
 
-Printed per model: seconds of each path with the page cache warm, and cold (the files
-dropped from the cache with posix_fadvise, which needs no root), the peak RSS the load
-added, and `ratio` = voicedrop ÷ read (warm). `--json` prints one JSON object on the last
-line, keyed by model name (`xtts`, `f5tts`, `vocos`, `rvc`, `hubert`, `rmvpe`).
+  read       the checkpoint's bytes read into a buffer (a loop of readinto: one call over
+             2 GiB returns short), then, on a GPU, copied to the device;
+  library    the library's own loader (XTTS: on a fresh copy of the published model.pth,
+             which the library converts and saves back in place on its first load);
+  voicedrop  the engine's loader as the residency manager calls it; on the CPU its
+             memory-mapped weights are then copied into ordinary memory, as `read` has them.
+
+Each round evicts the checkpoints from the page cache first (posix_fadvise, no root
+needed) and the order of the paths turns each round; `--repeat` rounds, medians kept.
+Printed per model: seconds of each path, the bytes each read (`bytes_read`: `read`'s
+own count; the tensor bytes the others ended with), the peak RSS the load added, and
+`ratio` = voicedrop ÷ read. `--json` prints one JSON object on the last line, keyed by
+model name (`xtts`, `f5tts`, `vocos`, `rvc`, `hubert`, `rmvpe`).
 """
 
 from __future__ import annotations
@@ -61,6 +68,17 @@ def files_of(root: Path, model: str) -> list[Path]:
     }[model]
 
 
+def placement_for(device: str) -> Any:
+    """Where a direct load on `device` builds (and in what precision), as the daemon does."""
+    from voicedrop.pipeline.modelspec import CPU
+
+    if not device.startswith("cuda"):
+        return CPU
+    from voicedrop.pipeline.cuda import CudaDevice
+
+    return CudaDevice(int(device.partition(":")[2] or 0)).placement(warm=False)
+
+
 def loaders(root: Path, device: str) -> dict[str, dict[str, Callable[[], Any]]]:
     """Per model, the library's loader and voicedrop's (the engine's ModelSpec.load)."""
     from benchmarks import library_loads as library
@@ -81,30 +99,31 @@ def loaders(root: Path, device: str) -> dict[str, dict[str, Callable[[], Any]]]:
     rvc = engines.convert["rvc"].models(convert)
     f5_engine: Any = engines.tts["f5tts"]
     half = device.startswith("cuda") and engines.convert["rvc"].config.fp16  # type: ignore[attr-defined]
+    where = placement_for(device)
     return {
         "xtts": {
             "library": lambda: library.xtts(root / "xtts", device),
-            "voicedrop": lambda: xtts.load(device),
+            "voicedrop": lambda: xtts.load(where),
         },
         "f5tts": {
             "library": lambda: library.f5_dit(f5_engine.checkpoint, f5_engine.arch[1], device),
-            "voicedrop": lambda: f5["dit"].load(device),
+            "voicedrop": lambda: f5["dit"].load(where),
         },
         "vocos": {
             "library": lambda: library.vocos(root / "f5tts" / "vocos", device),
-            "voicedrop": lambda: f5["vocoder"].load(device),
+            "voicedrop": lambda: f5["vocoder"].load(where),
         },
         "rvc": {
             "library": lambda: library.rvc_voice(root / "rvc" / "voice.pth", half, device),
-            "voicedrop": lambda: rvc["voice"].load(device),
+            "voicedrop": lambda: rvc["voice"].load(where),
         },
         "hubert": {  # the same path: transformers' from_pretrained already builds on meta
             "library": lambda: library.hubert(root / "rvc" / "hubert", device),
-            "voicedrop": lambda: rvc["hubert"].load(device),
+            "voicedrop": lambda: rvc["hubert"].load(where),
         },
         "rmvpe": {
             "library": lambda: library.rmvpe(root / "rvc" / "rmvpe.pt", half, device),
-            "voicedrop": lambda: rvc["rmvpe"].load(device),
+            "voicedrop": lambda: rvc["rmvpe"].load(where),
         },
     }
 
@@ -139,27 +158,57 @@ def tensors_of(model: Any) -> list[Any]:
     return list(model.tensors())
 
 
-def touch(model: Any) -> float:
-    """Read an element of every page of every tensor: a mapped checkpoint is faulted in."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = 0.0
-    for t in tensors_of(model):
-        if t.device.type == "cpu" and t.numel():
-            flat = t.detach().reshape(-1)
-            total += float(flat[:: max(1, page // flat.element_size())].float().sum())
-    return total
-
-
-def read_bytes(paths: list[Path]) -> int:
+def in_memory(model: Any) -> int:
+    """Copy every tensor still backed by a file mapping into ordinary memory (what `read`
+    ends with); return the bytes of the model's tensors. On a GPU nothing is mapped."""
+    mapped = mapped_ranges()
     total = 0
-    for path in paths:
-        with path.open("rb", buffering=0) as fh:
-            buf = bytearray(path.stat().st_size)  # into memory, as a load must
-            total += fh.readinto(buf) or 0
+    for t in tensors_of(model):
+        total += t.numel() * t.element_size()
+        if t.device.type == "cpu" and t.numel() and any(a <= t.data_ptr() < b for a, b in mapped):
+            t.data = t.data.clone()
     return total
 
 
-def measure(root: Path, path: str, device: str, cold: bool) -> dict[str, dict[str, float]]:
+def mapped_ranges() -> list[tuple[int, int]]:
+    """Address ranges of file mappings of checkpoints (not of libraries)."""
+    ranges = []
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            if line.rstrip().endswith(CHECKPOINT_SUFFIXES):
+                start, end = line.split()[0].split("-")
+                ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def read_bytes(paths: list[Path], device: str = "cpu") -> tuple[Any, int]:
+    """Every byte of `paths` into one buffer each, as a load must read them (readinto may
+    return short: looped); on a GPU the buffers are then copied to the device. Returns
+    the buffers and the bytes read."""
+    buffers, total = [], 0
+    for path in paths:
+        size = path.stat().st_size
+        buf = bytearray(size)
+        view, got = memoryview(buf), 0
+        with path.open("rb", buffering=0) as fh:
+            while got < size:
+                n = fh.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+        total += got
+        buffers.append(buf)
+    if device.startswith("cuda"):
+        import torch
+
+        buffers = [torch.frombuffer(b, dtype=torch.uint8).to(device) for b in buffers]
+    return buffers, total
+
+
+def measure(root: Path, path: str, device: str) -> dict[str, dict[str, float]]:
     """In a child: import everything first, then load each model the one way asked for,
     timing it and taking the RSS it added at its peak, and free it before the next."""
     import torch
@@ -175,32 +224,51 @@ def measure(root: Path, path: str, device: str, cold: bool) -> dict[str, dict[st
     for model in MODELS:
         if not fits(files_of(root, model)):
             continue
-        if cold:
-            drop_cache(files_of(root, model))
+        scratch = None
+        if path == "library" and model == "xtts":  # the library rewrites the file in place
+            scratch = fresh_copy(root / "xtts")
+            made[model][path] = lambda d=scratch: library_xtts(d, device)
+        drop_cache(files_of(root, model) + ([scratch / "model.pth"] if scratch else []))
         reset_peak()
         base = rss_bytes()
         started = time.perf_counter()
         if path == "read":
-            loaded: Any = read_bytes(files_of(root, model))
+            loaded, nbytes = read_bytes(files_of(root, model), device)
         else:
             with quiet_stdout():
                 loaded = made[model][path]()
-            touch(loaded)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+            nbytes = in_memory(loaded)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         added = max(0, peak_rss_bytes() - base)
         del loaded
-        results[model] = {"seconds": seconds, "peak_rss_mb": added / 1e6}
+        if scratch is not None:
+            shutil.rmtree(scratch.parent, ignore_errors=True)
+        results[model] = {"seconds": seconds, "bytes": nbytes, "peak_rss_mb": added / 1e6}
     return results
 
 
-def in_child(root: Path, path: str, device: str, cold: bool) -> dict[str, dict[str, float]]:
+def fresh_copy(model_dir: Path) -> Path:
+    """A copy of an XTTS folder for the library's loader, flushed and out of the cache."""
+    target = Path(tempfile.mkdtemp(prefix="voicedrop-cold-lib-")) / "xtts"
+    shutil.copytree(model_dir, target)
+    for path in target.iterdir():
+        with path.open("rb+") as fh:
+            os.fsync(fh.fileno())
+    return target
+
+
+def library_xtts(model_dir: Path, device: str) -> Any:
+    from benchmarks import library_loads
+
+    return library_loads.xtts(model_dir, device)
+
+
+def in_child(root: Path, path: str, device: str) -> dict[str, dict[str, float]]:
     args = [sys.executable, __file__, "--child", str(root), path, "--device", device]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        args + (["--cold"] if cold else []), capture_output=True, text=True, env=env
-    )
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{path} loads failed:\n{done.stderr[-3000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -238,31 +306,26 @@ def fits(paths: list[Path]) -> bool:
 
 
 def run(root: Path, device: str, repeat: int) -> dict[str, Any]:
-    cold = {path: in_child(root, path, device, cold=True) for path in PATHS}
-    for model in MODELS:
-        read_bytes(files_of(root, model))  # warm the cache
-    warm: dict[str, list[dict[str, dict[str, float]]]] = {path: [] for path in PATHS}
-    for _ in range(repeat):  # interleaved, so that drift hits all paths alike
-        for path in PATHS:
-            warm[path].append(in_child(root, path, device, cold=False))
+    rounds: dict[str, list[dict[str, dict[str, float]]]] = {path: [] for path in PATHS}
+    for i in range(repeat):  # the order turns each round: drift hits every path alike
+        for path in PATHS[i % len(PATHS) :] + PATHS[: i % len(PATHS)]:
+            rounds[path].append(in_child(root, path, device))
     results: dict[str, Any] = {}
     for model in MODELS:
         size = sum(p.stat().st_size for p in files_of(root, model))
-        if model not in cold["read"]:
+        if model not in rounds["read"][0]:
             results[model] = {"skipped": "needs 3x its checkpoint in free memory", "bytes": size}
             continue
-        med = {p: statistics.median(run[model]["seconds"] for run in warm[p]) for p in PATHS}
-        rss = {p: max(run[model]["peak_rss_mb"] for run in warm[p]) for p in PATHS}
+        med = {p: statistics.median(r[model]["seconds"] for r in rounds[p]) for p in PATHS}
+        rss = {p: max(r[model]["peak_rss_mb"] for r in rounds[p]) for p in PATHS}
         results[model] = {
             "ratio": round(med["voicedrop"] / med["read"], 3),
             "library_ratio": round(med["library"] / med["read"], 3),
             "speedup": round(med["library"] / med["voicedrop"], 2),
+            "bytes_read": {p: int(rounds[p][0][model]["bytes"]) for p in PATHS},
             "bytes": size,
-            "warm_s": {p: round(v, 4) for p, v in med.items()},
-            "cold_s": {p: round(cold[p][model]["seconds"], 4) for p in PATHS},
-            "cold_ratio": round(
-                cold["voicedrop"][model]["seconds"] / cold["read"][model]["seconds"], 3
-            ),
+            "seconds": {p: round(v, 4) for p, v in med.items()},
+            "rounds": repeat,
             "peak_rss_mb": {p: round(v, 1) for p, v in rss.items()},
         }
     return results
@@ -277,7 +340,7 @@ def table(results: dict[str, Any]) -> str:
         "voicedrop s",
         "ratio",
         "library ratio",
-        "cold: read / library / voicedrop s",
+        "MB read: read / library / voicedrop",
         "peak RSS MB: read / library / voicedrop",
     )
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -285,11 +348,11 @@ def table(results: dict[str, Any]) -> str:
         if "skipped" in r:
             lines.append(f"| {model} | {r['bytes'] / 1e6:.0f} | skipped: {r['skipped']} |||||||")
             continue
-        w, c, m = r["warm_s"], r["cold_s"], r["peak_rss_mb"]
+        w, b, m = r["seconds"], r["bytes_read"], r["peak_rss_mb"]
         lines.append(
             f"| {model} | {r['bytes'] / 1e6:.1f} | {w['read']:.3f} | {w['library']:.3f} | "
             f"{w['voicedrop']:.3f} | {r['ratio']:.2f} | {r['library_ratio']:.2f} | "
-            f"{c['read']:.3f} / {c['library']:.3f} / {c['voicedrop']:.3f} | "
+            f"{b['read'] / 1e6:.1f} / {b['library'] / 1e6:.1f} / {b['voicedrop'] / 1e6:.1f} | "
             f"{m['read']:.0f} / {m['library']:.0f} / {m['voicedrop']:.0f} |"
         )
     return "\n".join(lines)
@@ -299,15 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real-size", action="store_true", help="published-size models")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeat", type=int, default=3, help="warm runs per path (median)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per path (median)")
     parser.add_argument("--models", type=Path, help="build into / reuse this directory")
     parser.add_argument("--json", action="store_true", help="also one JSON object, last line")
     parser.add_argument("--child", nargs=2, metavar=("ROOT", "PATH"), help=argparse.SUPPRESS)
-    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         root, path = args.child
-        print(json.dumps(measure(Path(root), path, args.device, args.cold)))
+        print(json.dumps(measure(Path(root), path, args.device)))
         return 0
     from benchmarks.common import machine
 

@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from voicedrop.config import GB, Settings, load_settings  # noqa: E402
 from voicedrop.pipeline.device import MemoryInfo, _AccountingDevice  # noqa: E402
 from voicedrop.pipeline.engines import Engines, build_engines  # noqa: E402
-from voicedrop.pipeline.modelspec import ModelSpec  # noqa: E402
+from voicedrop.pipeline.modelspec import ModelSpec, Placement  # noqa: E402
 
 # bytes of the published checkpoints (ENGINES.md), used when no cold-load run gives them
 SIZES = {
@@ -170,9 +170,9 @@ class Charges:
         """The same model, its size and load time charged as the real checkpoint's."""
         size, cost, inner = self.sizes[family(spec.key)], self.load_s[family(spec.key)], spec.load
 
-        def load(device: str) -> Any:
+        def load(placement: Placement) -> Any:
             started = time.perf_counter()
-            model = inner(device)
+            model = inner(placement)
             time.sleep(max(0.0, cost - (time.perf_counter() - started)))
             self.device.sizes[id(model)] = size
             return model
@@ -440,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "setups": results,
         "largest_stage_gb": round(stage / GB, 3),
         "device": "real GPU" if cuda else "modeled GPU",
+        "measured": cuda,  # False: the ratios come from sleeps set by constants (a model)
         "pcie_gbps": None if cuda else args.pcie_gbps,
         "rtf": None if cuda else RTF,
         "load_s": {f: round(v, 4) for f, v in costs.get("load_s", {}).items()},
@@ -480,9 +481,17 @@ def report(s: dict[str, Any]) -> str:
             f"{r['peak_gb']:.2f} | {r['load']} | {r['prefetch']} | {r['promote']} | {copy} |"
         )
     lines.append(f"largest single stage: {s['largest_stage_gb']:.2f} GB")
+    modeled = s["device"] == "modeled GPU"
     for key in ("low_over_normal", "low_over_naive", "low_peak_over_stage"):
         if key in s:
-            lines.append(f"{key}: {s[key]}")
+            note = " (MODELED: copies and compute are sleeps set by constants)" if modeled else ""
+            lines.append(f"{key}: {s[key]}{note}")
+    if modeled:
+        lines.append(
+            "These ratios come from a model of a GPU, not a measurement: host-device copies "
+            "wait bytes / --pcie-gbps, compute waits the published real-time factors. The "
+            "figure that counts is `--device cuda` on a real card."
+        )
     return "\n".join(lines)
 
 
