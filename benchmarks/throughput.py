@@ -351,12 +351,9 @@ def run_setup(
 
 def largest_stage(sizes: Mapping[str, int]) -> int:
     """The biggest single stage's weights plus working memory, at real size."""
-    stages = [
-        sizes["xtts"],
-        sizes["f5tts"] + sizes["vocos"],
-        sizes["hubert"] + sizes["rmvpe"] + sizes["rvc"],
-    ]
-    return int(max(stages) * (1 + WORKING_SHARE))
+    stages = [("xtts",), ("f5tts", "vocos"), ("hubert", "rmvpe", "rvc")]
+    present = [sum(sizes[f] for f in stage) for stage in stages if all(f in sizes for f in stage)]
+    return int(max(present) * (1 + WORKING_SHARE))
 
 
 # ---- load costs ---------------------------------------------------------------------------
@@ -368,9 +365,10 @@ def load_costs(path: Path | None, models: Path | None) -> dict[str, Any]:
     real-size checkpoints (built into `models`, or a temporary directory)."""
     if path is not None:
         raw = json.loads(path.read_text().strip().splitlines()[-1])
+        have = [f for f in SIZES if f in raw]  # a TTS-only run has no RVC models
         return {
-            "sizes": {f: int(raw[f]["bytes"]) for f in SIZES},
-            "load_s": {f: float(raw[f]["warm_s"]["voicedrop"]) for f in SIZES},
+            "sizes": {f: int(raw[f]["bytes"]) for f in have},
+            "load_s": {f: float(raw[f]["seconds"]["voicedrop"]) for f in have},
             "source": str(path),
         }
     from benchmarks import cold_load
@@ -381,6 +379,7 @@ def load_costs(path: Path | None, models: Path | None) -> dict[str, Any]:
             cold_load.read_bytes(cold_load.files_of(root, fam))  # into the page cache
         print("measuring real-size loads …", file=sys.stderr)
         runs = [cold_load.in_child(root, "voicedrop", "cpu", cold=False) for _ in range(2)]
+        # page cache warm: a daemon reloads models it read before (its warm tier aside)
         return {
             "sizes": {f: sum(p.stat().st_size for p in cold_load.files_of(root, f)) for f in SIZES},
             "load_s": {f: min(r[f]["seconds"] for r in runs) for f in SIZES},
