@@ -13,9 +13,10 @@ import pytest
 
 from voicedrop import logs
 from voicedrop.config import GB, Settings, load_settings
-from voicedrop.daemon.inbox import InboxFile, InboxIndex
+from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.device import FakeDevice
+from voicedrop.spool.inbox import InboxFile
 
 
 def stress(count: int) -> int:

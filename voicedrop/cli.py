@@ -13,9 +13,9 @@ from typing import Any
 
 import voicedrop
 from voicedrop.config import Settings, load_settings
-from voicedrop.daemon.spool import Spool
 from voicedrop.errors import AlreadyRunningError, ConfigError
 from voicedrop.manifest import schema
+from voicedrop.spool.jobs import Spool
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from voicedrop.config import Settings
-from voicedrop.daemon.references import checked_reference
-from voicedrop.daemon.spool import SUBMIT_REFS, Spool, job_stem
 from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.intake import read_manifest
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.engines import Engines
 from voicedrop.report import VramStats
 from voicedrop.script import parse_script
-
-SEED_FIELDS = tuple(VramStats.model_fields)
+from voicedrop.spool.jobs import SUBMIT_REFS, Spool, job_stem
+from voicedrop.spool.references import checked_reference
+from voicedrop.spool.state import JobState, job_state
+from voicedrop.spool.status import DaemonStatus, live_status
 
 
 def check_manifest(
@@ -111,18 +111,18 @@ def wait(spool: Spool, job_id: str, timeout: float | None) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = ""
     while deadline is None or time.monotonic() < deadline:
-        for folder in (spool.outbox, spool.failed):
-            report_path = folder / job_id / "report.json"
-            if report_path.exists():
-                report = json.loads(report_path.read_text())
-                print(f"{report['status']}: {report_path}")
-                if report["status"] == "failed":
-                    error = report.get("error") or {}
-                    where = f"{error['field']}: " if error.get("field") else ""
-                    print(f"  {error.get('code')}: {where}{error.get('message')}")
-                    return 1
-                return 0
-        line = progress_line(spool, job_id)
+        daemon = live_status(spool.state)
+        state = job_state(spool, job_id, daemon)
+        if state is not None and state.final and state.report is not None:
+            assert state.folder is not None
+            print(f"{state.status}: {state.folder / 'report.json'}")
+            if state.status == "failed":
+                error = state.report.get("error") or {}
+                where = f"{error['field']}: " if error.get("field") else ""
+                print(f"  {error.get('code')}: {where}{error.get('message')}")
+                return 1
+            return 0
+        line = progress_line(spool, state, daemon)
         if line != shown:
             print(line, flush=True)
             shown = line
@@ -131,61 +131,47 @@ def wait(spool: Spool, job_id: str, timeout: float | None) -> int:
     return 3
 
 
-def progress_line(spool: Spool, job_id: str) -> str:
-    status = daemon_status(spool)
-    if status.get("job_id") == job_id:
-        return f"running: {status.get('stage') or 'starting'}"
-    try:
-        attempts = json.loads((spool.work / job_id / "job.json").read_text())["attempts"]
-    except (OSError, ValueError, KeyError):
-        attempts = 0
-    if attempts:
-        return f"attempt {attempts} failed transiently: waiting for a retry (see the log)"
-    if not status.get("alive"):
+def progress_line(spool: Spool, state: JobState | None, daemon: DaemonStatus | None) -> str:
+    if state is not None and state.stage is not None:
+        return f"running: {state.stage}"
+    if state is not None and daemon is not None and daemon.job_id == state.job_id:
+        return "running: starting"
+    if state is not None and state.attempts:
+        return f"attempt {state.attempts} failed transiently: waiting for a retry (see the log)"
+    if daemon is None:
         return "queued (no daemon is running)"
     return f"queued: {spool.counts()['inbox']} in inbox"
-
-
-def daemon_status(spool: Spool) -> dict[str, Any]:
-    try:
-        status: dict[str, Any] = json.loads((spool.state / "status.json").read_text())
-    except (OSError, ValueError):
-        return {"alive": False}
-    alive = status.get("state") != "stopped"
-    try:
-        os.kill(int(status["pid"]), 0)
-    except (OSError, KeyError, ValueError, TypeError):
-        alive = False
-    status["alive"] = alive
-    return status
 
 
 def status_report(settings: Settings) -> dict[str, Any]:
     """What `voicedrop status` shows: queue, the running job, the seed's VRAM fields, models."""
     spool = Spool.from_settings(settings)
-    daemon = daemon_status(spool)
+    daemon = live_status(spool.state)
     return {
-        "daemon": "running" if daemon["alive"] else "not running",
+        "daemon": "running" if daemon else "not running",
         "queue": spool.counts(),
-        "current_job": daemon.get("job_id") if daemon["alive"] else None,
-        "stage": daemon.get("stage") if daemon["alive"] else None,
+        "current_job": daemon.job_id if daemon else None,
+        "stage": daemon.stage if daemon else None,
         "vram": vram_view(settings, daemon),
-        "models": daemon.get("models", {}) if daemon["alive"] else {},
-        "workers": daemon.get("workers", []) if daemon["alive"] else [],
+        "models": {k: v.model_dump() for k, v in daemon.models.items()} if daemon else {},
+        "workers": daemon.workers if daemon else [],
     }
 
 
-def vram_view(settings: Settings, daemon: dict[str, Any]) -> dict[str, Any]:
+def vram_view(settings: Settings, daemon: DaemonStatus | None) -> dict[str, Any]:
     """The seed's seven VRAM fields from the daemon's status; without a daemon, say so
     (without importing torch)."""
-    vram = daemon.get("vram") if daemon["alive"] else None
-    if vram is None:
-        vram = dict.fromkeys(SEED_FIELDS, 0.0) | {
-            "available": False,
-            "low_vram_mode": settings.low_vram,
-            "cached_models": 0,
-        }
-    return {k: vram[k] for k in SEED_FIELDS}
+    if daemon is not None and daemon.vram is not None:
+        return daemon.vram.model_dump()
+    return VramStats(
+        available=False,
+        low_vram_mode=settings.low_vram,
+        allocated_gb=0.0,
+        reserved_gb=0.0,
+        free_gb=0.0,
+        total_gb=0.0,
+        cached_models=0,
+    ).model_dump()
 
 
 def render_status(out: dict[str, Any], spool_root: Path) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,6 +22,7 @@ from prometheus_client import (
 
 from voicedrop.config import GB
 from voicedrop.report import JobReport
+from voicedrop.spool.status import DaemonStatus
 
 JOB_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 MOVE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
@@ -97,20 +97,20 @@ class Metrics:
         if code == "out_of_memory":
             self.oom_steps.labels("failed").inc()
 
-    def status(self, status: Mapping[str, Any], queue: Mapping[str, int]) -> None:
-        """Take the daemon's status (status.json's content) and the spool's counts."""
+    def status(self, status: DaemonStatus | None, queue: Mapping[str, int]) -> None:
+        """Take the daemon's status (None: no daemon runs) and the spool's counts."""
         for folder, count in queue.items():
             self.queue.labels(folder).set(count)
-        self.running.set(1 if status.get("state") == "running" else 0)
-        vram = status.get("vram") or {}
+        status = status or DaemonStatus(state="stopped")
+        self.running.set(1 if status.state == "running" else 0)
+        vram = status.vram
         for kind in ("allocated", "reserved", "total"):
-            self.device_bytes.labels(kind).set(float(vram.get(f"{kind}_gb", 0.0)) * GB)
-        warm = 0
+            gb = float(getattr(vram, f"{kind}_gb")) if vram is not None else 0.0
+            self.device_bytes.labels(kind).set(gb * GB)
         self.resident.clear()
-        for key, view in (status.get("models") or {}).items():
-            self.resident.labels(key, view["tier"]).set(1)
-            warm += int(view.get("host_bytes", 0))
-        self.warm_bytes.set(warm)
+        for key, view in status.models.items():
+            self.resident.labels(key, view.tier).set(1)
+        self.warm_bytes.set(sum(view.host_bytes for view in status.models.values()))
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -16,12 +16,12 @@ from structlog.testing import capture_logs
 
 from tests.conftest import SEED_KEYS, drop, hello, make_settings, read_report, unit_service
 from voicedrop.config import GB
-from voicedrop.daemon.deaths import Death
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.spool.deaths import Death
 
 
 def run_all(service: Service) -> list[Any]:
@@ -614,7 +614,7 @@ def test_an_entry_that_cannot_be_moved_is_said_once_and_the_queue_goes_on(servic
     this file's problem, not the spool's, and it must not hold up the jobs behind it."""
     import errno
 
-    import voicedrop.daemon.spool as spool_module
+    import voicedrop.spool.jobs as spool_module
 
     real_rename = os.rename
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from voicedrop.metrics import Metrics
-from voicedrop.report import ErrorInfo, JobReport, ModelEvent, StageRecord, VramSnapshot
+from voicedrop.report import ErrorInfo, JobReport, ModelEvent, ModelView, StageRecord, VramSnapshot
+from voicedrop.spool.status import DaemonStatus
 
 VRAM = {
     "available": True,
@@ -63,14 +64,20 @@ def test_jobs_stages_and_model_moves_are_counted_per_label():
     assert not sample(Metrics(), 'voicedrop_jobs_total{code="",status="done"} 1.0'), "shared"
 
 
+def view(tier: str, host_bytes: int = 0) -> ModelView:
+    return ModelView(tier=tier, device_bytes=0, host_bytes=host_bytes, loads=1, promotes=0,
+                     last_load_s=None, last_peak_bytes=None)  # fmt: skip
+
+
 def test_status_sets_queue_device_and_tier_gauges():
     metrics = Metrics()
-    models = {"xtts": {"tier": "host", "host_bytes": 2048}, "vocos": {"tier": "device"}}
-    metrics.status({"state": "running", "vram": VRAM, "models": models}, {"inbox": 3, "work": 1})
+    models = {"xtts": view("host", host_bytes=2048), "vocos": view("device")}
+    status = DaemonStatus(state="running", vram=VRAM, models=models)
+    metrics.status(status, {"inbox": 3, "work": 1})
     assert sample(metrics, 'voicedrop_queue_jobs{folder="inbox"} 3.0')
     assert sample(metrics, "voicedrop_job_running 1.0")
     assert sample(metrics, 'voicedrop_device_bytes{kind="total"} 6.442450944e+09')
     assert sample(metrics, "voicedrop_warm_tier_bytes 2048.0")
     assert sample(metrics, 'voicedrop_model_resident{model="xtts",tier="host"} 1.0')
-    metrics.status({"state": "idle", "models": {"xtts": {"tier": "disk"}}}, {})
+    metrics.status(DaemonStatus(state="idle", models={"xtts": view("disk")}), {})
     assert not sample(metrics, 'voicedrop_model_resident{model="xtts",tier="host"} 1.0')

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from voicedrop.daemon.inbox import InboxFile, is_candidate
-from voicedrop.daemon.spool import Spool
 from voicedrop.errors import ManifestError
+from voicedrop.spool.inbox import InboxFile, is_candidate
+from voicedrop.spool.jobs import Spool
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_a_leased_job_is_recovered_only_once_its_owner_lets_go(spool):
 
 
 def test_an_inbox_file_being_claimed_elsewhere_is_left_to_that_claimer(spool):
-    from voicedrop.daemon.leases import hold_inbox_file
+    from voicedrop.spool.leases import hold_inbox_file
 
     put(spool, "race.json")
     held = hold_inbox_file(spool.inbox / "race.json")
@@ -204,15 +204,15 @@ def test_a_client_id_is_held_by_the_job_that_reserved_it_until_it_fails_for_good
     put(spool, "a.json")
     put(spool, "b.json")
     a, b = claim(spool, "a.json"), claim(spool, "b.json")
-    assert spool.reserve("client-1", a.job_id) is None  # ours now
-    assert spool.reserve("client-1", a.job_id) is None  # still ours (a retried attempt)
-    assert spool.reserve("client-1", b.job_id) == a.job_id  # running: b is its duplicate
+    assert spool.ids.reserve("client-1", a.job_id) is None  # ours now
+    assert spool.ids.reserve("client-1", a.job_id) is None  # still ours (a retried attempt)
+    assert spool.ids.reserve("client-1", b.job_id) == a.job_id  # running: b is its duplicate
     spool.commit_failed(a, "{}")
-    spool.release("client-1", a.job_id)
-    assert spool.reserve("client-1", b.job_id) is None  # failed for good: free again
+    spool.ids.release("client-1", a.job_id)
+    assert spool.ids.reserve("client-1", b.job_id) is None  # failed for good: free again
     spool.commit_done(b, "{}")
     put(spool, "c.json")
-    assert spool.reserve("client-1", claim(spool, "c.json").job_id) == b.job_id  # done
+    assert spool.ids.reserve("client-1", claim(spool, "c.json").job_id) == b.job_id  # done
 
 
 def test_two_daemons_reserving_one_client_id_together_get_one_holder(tmp_path):
@@ -230,7 +230,7 @@ def test_two_daemons_reserving_one_client_id_together_get_one_holder(tmp_path):
 
     def reserve(sp: Spool, job_id: str) -> None:
         start.wait()
-        results[job_id] = sp.reserve("order-7", job_id)
+        results[job_id] = sp.ids.reserve("order-7", job_id)
 
     threads = [
         threading.Thread(target=reserve, args=(sp, j.job_id))
@@ -248,10 +248,10 @@ def test_two_daemons_reserving_one_client_id_together_get_one_holder(tmp_path):
 def test_a_stale_reservation_of_a_vanished_job_holds_nothing(spool):
     put(spool, "a.json")
     a = claim(spool, "a.json")
-    assert spool.reserve("client-1", a.job_id) is None
+    assert spool.ids.reserve("client-1", a.job_id) is None
     spool.commit_failed(a, "{}")  # and the daemon died before releasing the id
     put(spool, "b.json")
-    assert spool.reserve("client-1", claim(spool, "b.json").job_id) is None
+    assert spool.ids.reserve("client-1", claim(spool, "b.json").job_id) is None
 
 
 def test_counts(spool):
@@ -263,7 +263,7 @@ def test_counts(spool):
 
 
 def test_a_symlink_swapped_in_after_the_check_is_not_followed(spool, tmp_path, monkeypatch):
-    import voicedrop.daemon.spool as spool_module
+    import voicedrop.spool.jobs as spool_module
 
     secret = tmp_path / "secret.wav"
     secret.write_bytes(b"secret")

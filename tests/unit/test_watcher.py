@@ -3,8 +3,9 @@ import threading
 import time
 
 from voicedrop.config import Watcher as WatcherSettings
-from voicedrop.daemon.inbox import InboxFile, InboxIndex
+from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.watcher import StabilityGate, Watcher, filesystem_type, needs_polling
+from voicedrop.spool.inbox import InboxFile
 
 MOUNTINFO = """\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw

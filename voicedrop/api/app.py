@@ -24,17 +24,17 @@ from starlette.datastructures import UploadFile
 
 import voicedrop
 from voicedrop.api import board
-from voicedrop.api.desk import Desk, JobState, Rejected
+from voicedrop.api.desk import Desk, Rejected, job_json
 from voicedrop.api.guard import Guard
 from voicedrop.api.speech import MEDIA_TYPES, SpeechError, SpeechRequest, speech_manifest
 from voicedrop.metrics import Metrics
+from voicedrop.spool.state import FINAL, JobState
 
 log = structlog.get_logger(__name__)
 FORM_FIELDS = {
     "text", "tts_engine", "voice", "language", "rvc_model", "pitch", "format",
     "reference", "reference_text", "convert_engine",
 }  # fmt: skip
-FINAL = ("done", "failed", "duplicate")
 UI_FILES = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
@@ -105,7 +105,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     @app.get("/jobs/{job_id}")
     async def job(job_id: str) -> dict[str, Any]:
         """queued / running (with its stage) / done / failed, with the report when there is one."""
-        return _known(desk, job_id).as_json()
+        return job_json(_known(desk, job_id))
 
     @app.get("/jobs/{job_id}/audio")
     async def job_audio(job_id: str) -> FileResponse:
@@ -121,7 +121,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     async def cancel(job_id: str) -> dict[str, Any]:
         """Cancel a job that has not started: it ends in failed/ with code `cancelled`."""
         state = await run_in_threadpool(desk.cancel, job_id)
-        return state.as_json()
+        return job_json(state)
 
     @app.get("/vram")
     async def vram() -> dict[str, Any]:
@@ -132,18 +132,18 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     async def models() -> dict[str, Any]:
         """Each model the daemon knows: its tier, bytes, loads and promotes."""
         daemon = desk.daemon()
-        return dict(daemon.get("models", {})) if daemon["alive"] else {}
+        return {k: v.model_dump() for k, v in daemon.models.items()} if daemon else {}
 
     @app.get("/health")
     async def health() -> JSONResponse:
         """Live (this answer) and ready (the daemon's heartbeat is recent): 200, else 503."""
         daemon = desk.daemon()
-        age = _age_s(daemon.get("updated"))
-        ready = bool(daemon.get("alive")) and age is not None and age < HEARTBEAT_STALE_S
+        age = daemon.heartbeat_age_s() if daemon else None
+        ready = daemon is not None and age is not None and age < HEARTBEAT_STALE_S
         body = {
             "live": True,
             "ready": ready,
-            "daemon": daemon.get("state") if daemon.get("alive") else "not running",
+            "daemon": daemon.state if daemon else "not running",
             "heartbeat_age_s": None if age is None else round(age, 1),
         }
         return JSONResponse(body, 200 if ready else 503)
@@ -257,7 +257,7 @@ def _accepted(job_id: str) -> JSONResponse:
 def _result(desk: Desk, state: JobState) -> Response:
     if state.status == "failed":
         kind = ((state.report or {}).get("error") or {}).get("kind")
-        return JSONResponse(state.as_json(), 422 if kind == "permanent" else 503)
+        return JSONResponse(job_json(state), 422 if kind == "permanent" else 503)
     return _file(desk, state.job_id, None)
 
 
@@ -277,16 +277,6 @@ def _file(desk: Desk, job_id: str, name: str | None) -> FileResponse:
         raise Rejected(404, [f"job '{job_id}' has no output '{name}'"])
     media = MEDIA_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")
     return FileResponse(path, media_type=media, headers={"X-Job-Id": job_id})
-
-
-def _age_s(stamp: object) -> float | None:
-    from datetime import UTC, datetime
-
-    try:
-        then = datetime.fromisoformat(str(stamp))
-    except ValueError:
-        return None
-    return (datetime.now(UTC) - then).total_seconds()
 
 
 def _ui(name: str) -> bytes:

@@ -20,10 +20,10 @@ from typing import Any
 
 from voicedrop.api.desk import Desk
 from voicedrop.client import vram_view
-from voicedrop.daemon.inbox import list_candidates
 from voicedrop.errors import ManifestError
 from voicedrop.intake import read_manifest
 from voicedrop.pipeline.runner import model_keys
+from voicedrop.spool.inbox import list_candidates
 
 RECENT = 20  # finished jobs listed
 WAITING = 50  # waiting jobs listed
@@ -35,21 +35,20 @@ MAX_REPORTS = 400  # reports read for the timeline
 def snapshot(desk: Desk, now: float) -> dict[str, Any]:
     settings, engines = desk.current()
     daemon = desk.daemon()
-    alive = bool(daemon.get("alive"))
-    models: dict[str, Any] = daemon.get("models", {}) if alive else {}
+    models = {k: v.model_dump() for k, v in daemon.models.items()} if daemon else {}
     in_memory = {k for k, v in models.items() if v.get("tier") != "disk"}
     finished = _finished(desk, now)
     return {
         "daemon": {
-            "state": daemon.get("state") if alive else "not running",
-            "policy": daemon.get("policy", settings.policy),
-            "device": daemon.get("device"),
-            "job_id": daemon.get("job_id") if alive else None,
-            "stage": daemon.get("stage") if alive else None,
+            "state": daemon.state if daemon else "not running",
+            "policy": daemon.policy if daemon and daemon.policy else settings.policy,
+            "device": daemon.device if daemon else None,
+            "job_id": daemon.job_id if daemon else None,
+            "stage": daemon.stage if daemon else None,
         },
         "vram": vram_view(settings, daemon),
         "models": models,
-        "workers": daemon.get("workers", []) if alive else [],
+        "workers": daemon.workers if daemon else [],
         "counts": desk.spool.counts(),
         "waiting": _waiting(desk, in_memory),
         "running": sorted(p.name for p in _dirs(desk.spool.work)),

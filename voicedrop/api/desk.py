@@ -7,25 +7,24 @@ inbox (everything is staged in `inbox/.incoming` and dropped by one rename).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import soundfile as sf
 
-from voicedrop.client import daemon_status, submit, vram_view
+from voicedrop.client import submit, vram_view
 from voicedrop.config import Settings
-from voicedrop.daemon.inbox import list_candidates
-from voicedrop.daemon.spool import SUBMIT_REFS, Spool
 from voicedrop.pipeline.engines import Engines
 from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
+from voicedrop.spool.inbox import list_candidates
+from voicedrop.spool.jobs import SUBMIT_REFS, Spool
+from voicedrop.spool.state import JobState, job_state
+from voicedrop.spool.status import DaemonStatus, live_status
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 REFERENCE_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}
 
 
@@ -38,23 +37,15 @@ class Rejected(Exception):
         self.problems = problems
 
 
-@dataclass
-class JobState:
-    job_id: str
-    status: str  # queued | running | done | failed | duplicate
-    stage: str | None = None
-    report: dict[str, Any] | None = None
-    folder: Path | None = None
-    outputs: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.job_id,
-            "status": self.status,
-            "stage": self.stage,
-            "outputs": [f"/jobs/{self.job_id}/files/{name}" for name in self.outputs],
-            "report": self.report,
-        }
+def job_json(state: JobState) -> dict[str, Any]:
+    """A job's state as the HTTP API answers it."""
+    return {
+        "id": state.job_id,
+        "status": state.status,
+        "stage": state.stage,
+        "outputs": [f"/jobs/{state.job_id}/files/{name}" for name in state.outputs],
+        "report": state.report,
+    }
 
 
 class Desk:
@@ -68,9 +59,9 @@ class Desk:
     def queue_depth(self) -> int:
         return len(list_candidates(self.spool.inbox) or [])
 
-    def daemon(self) -> dict[str, Any]:
-        """The daemon's status.json (with `alive`); no listing of the spool."""
-        return daemon_status(self.spool)
+    def daemon(self) -> DaemonStatus | None:
+        """The status of the spool's daemon if one runs (status.json; no listing)."""
+        return live_status(self.spool.state)
 
     def vram(self) -> dict[str, Any]:
         return vram_view(self.current()[0], self.daemon())
@@ -134,24 +125,7 @@ class Desk:
     # ---- reading jobs -----------------------------------------------------------------------
 
     def state(self, job_id: str) -> JobState | None:
-        if not JOB_ID.match(job_id):
-            return None
-        spool = self.spool
-        for folder in (spool.outbox, spool.failed):
-            report_path = folder / job_id / "report.json"
-            try:
-                report = json.loads(report_path.read_text())
-            except FileNotFoundError:
-                continue
-            outputs = [o["file"] for o in report.get("outputs", [])]
-            return JobState(job_id, report["status"], None, report, folder / job_id, outputs)
-        if (spool.work / job_id).is_dir():  # claimed: running here, on another daemon of
-            daemon = daemon_status(spool)  # this spool, or waiting for a retry
-            ours = daemon.get("alive") and daemon.get("job_id") == job_id
-            return JobState(job_id, "running", daemon.get("stage") if ours else None)
-        if (spool.inbox / f"{job_id}.json").exists():
-            return JobState(job_id, "queued", None)
-        return None
+        return job_state(self.spool, job_id, self.daemon())
 
     def output(self, job_id: str, name: str | None = None) -> Path | None:
         """A finished job's output file: the first, or the one named in its report."""

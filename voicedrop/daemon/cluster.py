@@ -27,11 +27,11 @@ import structlog
 
 from voicedrop.cluster.worker import Done, Work
 from voicedrop.daemon.executor import Executor, Started
-from voicedrop.daemon.spool import ClaimedJob
 from voicedrop.errors import TransientError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.report import JobReport
+from voicedrop.spool.jobs import ClaimedJob
 
 if TYPE_CHECKING:  # the pool imports Ray: only `run --ray` loads it (Service._start_cluster)
     from voicedrop.cluster.pool import Pool, Slot

@@ -19,12 +19,10 @@ from typing import Any, Protocol
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.daemon.deaths import MAX_INTERRUPTED, Witness, verdict
-from voicedrop.daemon.inbox import InboxFile, InboxIndex
+from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.outcome import build_report, minimal_report
 from voicedrop.daemon.peek import CACHED, ManifestPeek
 from voicedrop.daemon.scheduler import Scheduler
-from voicedrop.daemon.spool import SUBMIT_REFS, ClaimedJob, Spool, Unclaimable, display_name
 from voicedrop.daemon.wakeup import Waker
 from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.errors import ManifestError, PermanentError, job_error
@@ -33,6 +31,9 @@ from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.report import ErrorInfo, JobReport
 from voicedrop.script import Script, parse_script, with_cues
+from voicedrop.spool.deaths import MAX_INTERRUPTED, Witness, verdict
+from voicedrop.spool.inbox import InboxFile
+from voicedrop.spool.jobs import SUBMIT_REFS, ClaimedJob, Spool, Unclaimable, display_name
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16
@@ -441,7 +442,7 @@ class Executor:
                 raise ManifestError(job.name_problem, field="file name")
             manifest = read_manifest(job.manifest_path, limit)
             if manifest.id is not None:  # reserved among every daemon of the spool
-                duplicate_of = self.spool.reserve(manifest.id, job.job_id)
+                duplicate_of = self.spool.ids.reserve(manifest.id, job.job_id)
                 if duplicate_of:
                     return manifest, duplicate_of, self.runner.finish(Outcome(before))
             ref = manifest.tts.reference_path
@@ -483,7 +484,7 @@ class Executor:
             return
         self.spool.commit_failed(job, report.to_json())
         if manifest is not None and manifest.id is not None and report.duplicate_of is None:
-            self.spool.release(manifest.id, job.job_id)  # failed for good: the id is free
+            self.spool.ids.release(manifest.id, job.job_id)  # failed for good: the id is free
 
 
 def _name(item: InboxFile) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from voicedrop.daemon.spool import ClaimedJob, display_name
 from voicedrop.errors import VoicedropError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import Outcome
 from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
+from voicedrop.spool.jobs import ClaimedJob, display_name
 
 
 def error_info(error: VoicedropError) -> ErrorInfo:

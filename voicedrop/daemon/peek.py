@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from voicedrop.daemon.inbox import InboxFile
-from voicedrop.daemon.spool import display_name
 from voicedrop.errors import ManifestError
 from voicedrop.intake import read_manifest
 from voicedrop.manifest import Manifest
+from voicedrop.spool.inbox import InboxFile
+from voicedrop.spool.jobs import display_name
 
 if TYPE_CHECKING:  # the executor owns the peek; only its settings, spool and runner are read
     from voicedrop.daemon.executor import Executor

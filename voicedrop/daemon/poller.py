@@ -17,8 +17,9 @@ import time
 
 import structlog
 
-from voicedrop.daemon.inbox import InboxIndex, entry, list_candidates
+from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.wakeup import Waker
+from voicedrop.spool.inbox import entry, list_candidates
 
 log = structlog.get_logger(__name__)
 Snapshot = frozenset[tuple[str, int, int]] | None

@@ -8,7 +8,6 @@ STATUS= with the current job, WATCHDOG=1 from the loop and STOPPING=1.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -23,12 +22,11 @@ from voicedrop.config import Settings
 from voicedrop.daemon.cluster import ClusterExecutor
 from voicedrop.daemon.executor import Executor
 from voicedrop.daemon.heap import Heap
-from voicedrop.daemon.inbox import InboxIndex
+from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.sdnotify import Notifier
-from voicedrop.daemon.spool import Spool
 from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.errors import ConfigError
@@ -39,10 +37,11 @@ from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import Engines, build_engines
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobRunner
-from voicedrop.report import JobReport
+from voicedrop.report import JobReport, VramStats
+from voicedrop.spool.jobs import Spool
+from voicedrop.spool.status import DaemonStatus, read_status, status_path
 
 log = structlog.get_logger(__name__)
-STATUS_FILE = "status.json"
 LOCK_FILE = ".voicedrop.lock"  # in the state directory: one daemon per state directory
 STATUS_INTERVAL_S = 0.25
 HEARTBEAT_S = 10.0  # status.json is rewritten at least this often: readiness reads its age
@@ -258,26 +257,23 @@ class Service:
             return
         self._dirty = False
         self._last_write = time.monotonic()
-        status = {
+        status = DaemonStatus(
             **self._status,
-            "pid": os.getpid(),
-            "updated": datetime.now(UTC).isoformat(),
-            "watcher": self.watcher.mode,
-            "device": self.device.name,
-            "policy": self.settings.policy,
-            "vram": self.manager.get_vram_usage(),
-            "models": {k: v.model_dump() for k, v in self.manager.models().items()},
-        }
-        workers = self.executor.workers()
-        if workers:
-            status["workers"] = workers
-        path = self.spool.state / STATUS_FILE
-        self._status_writes.replace(path, json.dumps(status, indent=1))
-        job, stage = status["job_id"], status["stage"]
-        self.notifier.notify(status=f"{status['state']}" + (f": {job} ({stage})" if job else ""))
+            pid=os.getpid(),
+            updated=datetime.now(UTC),
+            watcher=self.watcher.mode,
+            device=self.device.name,
+            policy=self.settings.policy,
+            vram=VramStats.model_validate(self.manager.get_vram_usage()),
+            models=self.manager.models(),
+            workers=self.executor.workers(),
+        )
+        self._status_writes.replace(status_path(self.spool.state), status.to_json())
+        job, stage = status.job_id, status.stage
+        self.notifier.notify(status=status.state + (f": {job} ({stage})" if job else ""))
         self._export(status)
 
-    def _export(self, status: dict[str, Any] | None = None, *, force: bool = False) -> None:
+    def _export(self, status: DaemonStatus | None = None, *, force: bool = False) -> None:
         """Write the metrics for node_exporter's textfile collector, if configured: at most
         every `metrics.interval_s`, and at stop. A failure is logged, never fatal."""
         textfile = self.settings.metrics.textfile
@@ -288,10 +284,10 @@ class Service:
             return
         self._last_export = now
         try:
-            current = status or json.loads((self.spool.state / STATUS_FILE).read_text())
+            current = status or read_status(self.spool.state)
             self.metrics.status(current, self.spool.counts())
-        except (OSError, ValueError) as exc:
-            log.warning("metrics.status_unreadable", error=str(exc))
+        except OSError as exc:
+            log.warning("metrics.spool_unreadable", error=str(exc))
             return
         self._metrics_writes.attempt(textfile, lambda: self.metrics.write_textfile(textfile))
 

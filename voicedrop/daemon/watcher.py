@@ -22,9 +22,10 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from voicedrop.config import Watcher as WatcherSettings
-from voicedrop.daemon.inbox import InboxFile, InboxIndex, is_candidate
+from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.poller import InboxPoller
 from voicedrop.daemon.wakeup import Waker
+from voicedrop.spool.inbox import InboxFile, is_candidate
 
 log = structlog.get_logger(__name__)
 TEMPORARY = (".partial", ".tmp", ".PARTIAL", ".TMP")

@@ -14,8 +14,6 @@ can take (their owner is gone), so no job is run again while its owner lives.
 from __future__ import annotations
 
 import errno
-import fcntl
-import hashlib
 import json
 import os
 import re
@@ -29,11 +27,12 @@ from pathlib import Path
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.daemon.deaths import Death
-from voicedrop.daemon.inbox import InboxFile, list_candidates
-from voicedrop.daemon.leases import LEASE, Leases, hold_inbox_file
-from voicedrop.daemon.references import check_opened, checked_reference, open_beneath
 from voicedrop.fsutil import fsync_dir, write_atomic
+from voicedrop.spool.deaths import Death
+from voicedrop.spool.ids import ClientIds
+from voicedrop.spool.inbox import InboxFile, list_candidates
+from voicedrop.spool.leases import LEASE, Leases, hold_inbox_file
+from voicedrop.spool.references import check_opened, checked_reference, open_beneath
 
 log = structlog.get_logger(__name__)
 SUBMIT_REFS = "refs/"  # where `voicedrop submit` puts a job's reference, under a unique name
@@ -92,7 +91,7 @@ class Spool:
         self.outbox = root / "outbox"
         self.failed = root / "failed"
         self.state = state if state is not None else root / "state"
-        self.ids = root / ".ids"  # client ids, shared by every daemon of the spool
+        self.ids = ClientIds(root / ".ids", self.outbox, self.work)  # shared by every daemon
         self.leases = Leases()  # the jobs this daemon runs (see leases.py)
 
     @classmethod
@@ -108,7 +107,7 @@ class Spool:
             self.outbox,
             self.failed,
             self.state,
-            self.ids,
+            self.ids.folder,
         ):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -116,7 +115,7 @@ class Spool:
 
     def scan_inbox(self) -> list[InboxFile]:
         """Candidate manifests, oldest first, from a listing (the daemon's queue keeps an
-        index instead: daemon/inbox.py)."""
+        index instead: daemon/index.py)."""
         found = list_candidates(self.inbox) or []
         return sorted(found, key=lambda f: (f.mtime_ns, f.path.name))
 
@@ -340,49 +339,7 @@ class Spool:
         fsync_dir(self.failed)
         return final
 
-    # ---- idempotency and status ----------------------------------------------------
-
-    def _id_path(self, client_id: str) -> Path:
-        return self.ids / (hashlib.sha256(client_id.encode()).hexdigest() + ".json")
-
-    def _holder(self, client_id: str) -> str | None:
-        """The job that holds a client id: one done, or one in work/ (running, or waiting
-        for a retry, on this daemon or another). A holder that failed for good, or is
-        gone, holds nothing."""
-        try:
-            job_id = str(json.loads(self._id_path(client_id).read_text())["job_id"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if (self.outbox / job_id / "report.json").exists() or (self.work / job_id).is_dir():
-            return job_id
-        return None
-
-    def reserve(self, client_id: str, job_id: str) -> str | None:
-        """Reserve a client id for `job_id`, atomically among every daemon of the spool:
-        None when it is ours now (or was already), else the job that holds it (this one
-        is then a duplicate). An OSError (a full disk) leaves nothing reserved."""
-        self.ids.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.ids / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a tiny write
-            holder = self._holder(client_id)
-            if holder is not None and holder != job_id:
-                return holder
-            if holder is None:
-                record = json.dumps({"id": client_id, "job_id": job_id})
-                write_atomic(self._id_path(client_id), record, overwrite=True)
-            return None
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def release(self, client_id: str, job_id: str) -> None:
-        """Give a client id back when its job failed for good: a later copy may run."""
-        path = self._id_path(client_id)
-        try:
-            if json.loads(path.read_text()).get("job_id") == job_id:
-                path.unlink()
-        except (OSError, ValueError, AttributeError) as exc:  # a stale entry holds nothing
-            log.warning("spool.id_not_released", job_id=job_id, error=str(exc))
+    # ---- counts ---------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         def count(d: Path) -> int:

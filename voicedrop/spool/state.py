@@ -1,0 +1,74 @@
+"""What state a job is in, read from the spool: the one reader `wait`, the HTTP side and the
+dashboard share.
+
+A job is `queued` while its manifest is in the inbox under its name, `running` once
+claimed into `work/` (with its stage when this state directory's daemon runs it, and the
+attempts made so far), and `done`, `failed` or `duplicate` once its report is published
+in `outbox/` or `failed/`. Nothing else counts: the report is the completion marker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voicedrop.spool.jobs import Spool
+from voicedrop.spool.status import DaemonStatus
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+FINAL = ("done", "failed", "duplicate")
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    status: str  # queued | running | done | failed | duplicate
+    stage: str | None = None  # running here: what it is doing
+    attempts: int = 0  # running: attempts begun so far
+    report: dict[str, Any] | None = None
+    folder: Path | None = None  # where its files are: outbox/<id> or failed/<id>
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+
+def read_report(folder: Path) -> dict[str, Any] | None:
+    """A published report, or None if there is none (or it cannot be read)."""
+    try:
+        report: dict[str, Any] = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return report
+
+
+def job_state(spool: Spool, job_id: str, daemon: DaemonStatus | None) -> JobState | None:
+    """The state of `job_id` (None: no such job, or not a job id); `daemon`: this state
+    directory's live daemon, if any (for the stage of the job it runs)."""
+    if not JOB_ID.match(job_id):
+        return None
+    for folder in (spool.outbox, spool.failed):
+        report = read_report(folder / job_id)
+        if report is not None:
+            outputs = [str(o["file"]) for o in report.get("outputs", [])]
+            status = str(report.get("status", "failed"))
+            return JobState(job_id, status, None, 0, report, folder / job_id, outputs)
+    work = spool.work / job_id
+    if work.is_dir():  # claimed: running here, on another daemon, or waiting for a retry
+        ours = daemon is not None and daemon.job_id == job_id
+        return JobState(job_id, "running", daemon.stage if ours and daemon else None,
+                        _attempts(work))  # fmt: skip
+    if (spool.inbox / f"{job_id}.json").exists():
+        return JobState(job_id, "queued")
+    return None
+
+
+def _attempts(job_dir: Path) -> int:
+    try:
+        return int(json.loads((job_dir / "job.json").read_text())["attempts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
