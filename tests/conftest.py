@@ -15,8 +15,8 @@ from voicedrop import logs
 from voicedrop.config import GB, Settings, load_settings
 from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.service import Service
-from voicedrop.pipeline.device import FakeDevice
 from voicedrop.spool.inbox import InboxFile
+from voicedrop.testing import FakeDevice
 
 
 def stress(count: int) -> int:

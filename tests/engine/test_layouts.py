@@ -26,10 +26,10 @@ from voicedrop.daemon.service import build_manager
 from voicedrop.errors import ConfigError
 from voicedrop.manifest import ConvertSpec
 from voicedrop.pipeline.audio import Audio
-from voicedrop.pipeline.device import FakeDevice
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice
 from voicedrop.pipeline.modelspec import CPU
+from voicedrop.testing import FakeDevice
 from voicedrop.tiny.build import RVC_MODEL
 
 VOICES = [("v1", "40k"), ("v1", "48k"), ("v2", "40k"), ("v2", "48k")]

@@ -12,9 +12,9 @@ from tests.conftest import drop, hello, make_settings, read_report, unit_service
 from voicedrop.config import load_settings
 from voicedrop.daemon.service import Service
 from voicedrop.errors import ConfigError
-from voicedrop.pipeline.device import FakeDevice
 from voicedrop.pipeline.engines import build_engines, default_registries
 from voicedrop.pipeline.engines.base import EngineConfig
+from voicedrop.testing import FakeDevice
 
 
 def refused(settings) -> str:

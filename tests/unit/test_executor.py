@@ -18,10 +18,10 @@ from tests.conftest import SEED_KEYS, drop, hello, make_settings, read_report, u
 from voicedrop.config import GB
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.audio import Audio
-from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.spool.deaths import Death
+from voicedrop.testing import FakeDevice, FakeModel
 
 
 def run_all(service: Service) -> list[Any]:

@@ -15,10 +15,10 @@ import pytest
 from tests.conftest import drop, hello, make_settings, unit_service
 from voicedrop.config import GB
 from voicedrop.errors import ModelFileError
-from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.policies import LowPolicy, NormalPolicy
 from voicedrop.pipeline.residency import ResidencyManager
+from voicedrop.testing import FakeDevice, FakeModel
 
 WAIT_S = 10.0
 

@@ -15,11 +15,11 @@ from voicedrop.errors import (
     ResidencyError,
     TransientError,
 )
-from voicedrop.pipeline.device import FakeDevice, FakeModel
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy
 from voicedrop.pipeline.residency import ResidencyManager
+from voicedrop.testing import FakeDevice, FakeModel
 
 
 class Clock:

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from tests.conftest import stress
 from voicedrop.config import GB
 from voicedrop.errors import OutOfMemoryError
-from voicedrop.pipeline.device import FakeDevice, FakeModel, FakeOutOfMemory
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy
 from voicedrop.pipeline.residency import ResidencyManager
+from voicedrop.testing import FakeDevice, FakeModel, FakeOutOfMemory
 
 MB = 1024**2
 

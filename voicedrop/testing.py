@@ -1,0 +1,113 @@
+"""Test doubles of the pipeline's boundaries, for tests and benchmarks (never the daemon).
+
+`FakeDevice` is a device of a fixed capacity with a caching allocator and injectable
+out-of-memory errors, as dramatiq's StubBroker stands in for a broker: the residency
+manager runs against it unchanged. It can present itself as a CUDA card to the loaders
+(`runs_on`, `half`) while its tensors stay in host memory. `FakeModel` is a model of a
+given size with no tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from voicedrop.pipeline.device import (
+    MemoryInfo,
+    _AccountingDevice,
+    is_torch_module,
+    move_model,
+)
+from voicedrop.pipeline.modelspec import Placement
+
+
+class FakeOutOfMemory(RuntimeError):
+    pass
+
+
+@dataclass
+class FakeModel:
+    """A stand-in model of a given size; `to()` is all the manager needs of it."""
+
+    nbytes: int
+    where: str = "disk"
+
+    def to(self, target: str) -> FakeModel:
+        self.where = target
+        return self
+
+
+class FakeDevice(_AccountingDevice):
+    """A device of `capacity` bytes with a caching allocator and injectable OOM."""
+
+    name = "fake"
+
+    def __init__(self, capacity: int, *, runs_on: str = "cpu", half: bool = False) -> None:
+        """`runs_on="cuda:0", half=True`: a double that presents itself as a CUDA card of
+        capability 7 or more to the loaders (their tensors still live in host memory)."""
+        super().__init__()
+        self.capacity = capacity
+        self._placement = Placement("cpu", runs_on, half)
+        self.cached = 0
+        self.scratch = 0
+        self.release_calls = 0
+        self._oom_countdown: int | None = None
+
+    def placement(self, *, warm: bool) -> Placement:
+        return self._placement
+
+    def inject_oom(self, after: int = 0) -> None:
+        """Fail the allocation that comes after `after` successful ones."""
+        self._oom_countdown = after
+
+    def memory(self) -> MemoryInfo:
+        allocated = self.allocated + self.scratch
+        reserved = allocated + self.cached
+        return MemoryInfo(True, allocated, reserved, self.capacity - reserved, self.capacity)
+
+    def allocate(self, nbytes: int) -> None:
+        """Take working memory (activations) as an engine would during a stage."""
+        self._check(nbytes)
+        self.scratch += nbytes
+        self._peak = max(self._peak, self.allocated + self.scratch)
+
+    def free(self, nbytes: int) -> None:
+        self.scratch -= nbytes
+        self.cached += nbytes
+
+    def _check(self, nbytes: int) -> None:
+        if self._oom_countdown is not None:
+            if self._oom_countdown == 0:
+                self._oom_countdown = None
+                raise FakeOutOfMemory("fake device: out of memory (injected)")
+            self._oom_countdown -= 1
+        if self.allocated + self.scratch + nbytes > self.capacity:
+            raise FakeOutOfMemory(f"fake device: out of memory allocating {nbytes} bytes")
+        self.cached = max(0, self.cached - nbytes)
+
+    def model_bytes(self, model: Any) -> int:
+        return int(model.nbytes) if isinstance(model, FakeModel) else super().model_bytes(model)
+
+    def to_device(self, model: Any, *, keep_host: bool = False) -> Any:
+        nbytes = self.model_bytes(model)
+        if id(model) not in self._placed:
+            self._check(nbytes)
+        self._account(model, nbytes)
+        return model if is_torch_module(model) else move_model(model, "device")
+
+    def to_host(self, model: Any, *, pin: bool) -> Any:
+        self.forget(model)  # a torch module stays where it is: this device's memory is RAM
+        return model if is_torch_module(model) else move_model(model, "host")
+
+    def forget(self, model: Any) -> None:
+        self.cached += self._placed.pop(id(model), 0)
+
+    def release_cached(self) -> None:
+        self.release_calls += 1
+        self.cached = 0
+
+    def reset_peak(self) -> None:
+        self._peak = self.allocated + self.scratch
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, FakeOutOfMemory)
