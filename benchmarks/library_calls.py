@@ -12,9 +12,9 @@ import torch
 from voicedrop.config import Settings
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest
-from voicedrop.pipeline.engines.common import module_device, read_reference
+from voicedrop.pipeline.engines.common import module_device
+from voicedrop.pipeline.plan import resolve_voice
 from voicedrop.pipeline.runner import JobRunner
-from voicedrop.pipeline.stages import resolve_voice
 
 
 def _request(manifest: Manifest, settings: Settings) -> TTSRequest:
@@ -41,26 +41,32 @@ def xtts(runner: JobRunner, settings: Settings, manifest: Manifest, text: str) -
 def f5tts(runner: JobRunner, settings: Settings, manifest: Manifest, text: str) -> float:
     from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
 
+    from voicedrop.pipeline.engines.f5tts_ref import batch_chars, prepare_audio, prepare_text
+
     engine: Any = runner.engines.tts["f5tts"]
     request = _request(manifest, settings)
     with runner.manager.acquire_all(engine.models(request)) as models:
         voice = request.voice
         assert voice.reference is not None and voice.reference_text
-        ref = read_reference(voice.reference, 24000, 12)
-        audio = torch.from_numpy(ref.samples).unsqueeze(0)
-        chars = int(len(voice.reference_text.encode()) / ref.duration_s * (22 - ref.duration_s))
-        batches = chunk_text(text, max_chars=chars)
+        ref = prepare_audio(voice.reference)  # the library's own preprocess_ref_audio_text
+        ref_text = prepare_text(voice.reference_text.strip())
+        batches = chunk_text(text, max_chars=batch_chars(ref, ref_text, engine.config.speed))
+        audio = torch.from_numpy(ref.samples)
         torch.manual_seed(1)
         started = time.perf_counter()
         next(
             infer_batch_process(
-                (audio, 24000),
-                voice.reference_text,
+                (audio, ref.rate),
+                ref_text,
                 batches,
                 models["dit"],
                 models["vocoder"],
-                nfe_step=engine.config.nfe_step,
+                mel_spec_type="vocos",
                 progress=None,
+                nfe_step=engine.config.nfe_step,
+                cfg_strength=engine.config.cfg_strength,
+                sway_sampling_coef=engine.config.sway_sampling_coef,
+                speed=engine.config.speed,
                 device=module_device(models["dit"]),
             )
         )

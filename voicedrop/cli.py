@@ -96,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def planner(settings: Settings) -> Any:
+    """The check of jobs against this configuration's engines (a bad one stops here: exit 2)."""
+    from voicedrop.pipeline.engines import build_engines
+    from voicedrop.pipeline.plan import Planner
+
+    return Planner(settings, build_engines(settings))
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from voicedrop import logs
     from voicedrop.daemon.service import Service
@@ -125,7 +133,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         from voicedrop.api.server import HttpServer, listen_address
 
         host, port = listen_address(settings, args.http)
-        desk = Desk(lambda: (service.settings, service.engines))
+        desk = Desk(lambda: (service.settings, service.runner.planner))
         http = HttpServer(create_app(desk, service.metrics), host, port)
         http.start()
     try:
@@ -161,24 +169,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from voicedrop.api.app import create_app
     from voicedrop.api.desk import Desk
     from voicedrop.api.server import HttpServer, listen_address
-    from voicedrop.pipeline.engines import build_engines
 
     logs.setup_daemon(settings.log_format, settings.log_level)
     host, port = listen_address(settings, args.http)
-    engines = build_engines(settings)
+    jobs = planner(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with HttpServer(create_app(Desk(lambda: (settings, engines))), host, port):
+    with HttpServer(create_app(Desk(lambda: (settings, jobs))), host, port):
         stop.wait()
     return 0
 
 
 def _submit(settings: Settings, args: argparse.Namespace) -> int:
     from voicedrop.client import submit, wait
-    from voicedrop.pipeline.engines import build_engines
 
-    result = submit(settings, build_engines(settings), args.file)
+    result = submit(settings, planner(settings), args.file)
     if isinstance(result, list):
         for problem in result:
             print(f"{args.file}: {problem}", file=sys.stderr)
@@ -198,12 +204,11 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 def _validate(settings: Settings, args: argparse.Namespace) -> int:
     """Check manifests against the configuration (which is checked first: exit 2 if bad)."""
     from voicedrop.client import check_manifest
-    from voicedrop.pipeline.engines import build_engines
 
-    engines = build_engines(settings)
+    jobs = planner(settings)
     bad = 0
     for path in args.files:
-        _, problems = check_manifest(path, settings, engines)
+        _, problems = check_manifest(path, settings, jobs)
         bad += bool(problems)
         for problem in problems or ["ok"]:
             print(f"{path}: {problem}")

@@ -17,9 +17,8 @@ from typing import Any
 
 from voicedrop.config import Settings
 from voicedrop.errors import EngineUnavailableError, ManifestError
-from voicedrop.intake import read_manifest
+from voicedrop.intake import JobCheck, read_manifest
 from voicedrop.manifest import Manifest
-from voicedrop.pipeline.engines import Engines
 from voicedrop.report import VramStats
 from voicedrop.script import parse_script
 from voicedrop.spool.jobs import SUBMIT_REFS, Spool, job_stem
@@ -29,11 +28,9 @@ from voicedrop.spool.status import DaemonStatus, live_status
 
 
 def check_manifest(
-    path: Path, settings: Settings, engines: Engines
+    path: Path, settings: Settings, jobs: JobCheck
 ) -> tuple[Manifest | None, list[str]]:
     """Parse and check a manifest file as the daemon would; return it and its problems."""
-    from voicedrop.pipeline.stages import check_job, resolve_voice
-
     limit = settings.limits
     try:
         manifest = read_manifest(path, limit, follow_symlinks=True)  # the file the user named
@@ -49,8 +46,7 @@ def check_manifest(
                 max_cue_s=limit.max_cue_s,
                 max_chars=limit.max_text_chars,
             )
-        voice = resolve_voice(manifest, settings, ref_path)
-        check_job(manifest, settings, engines, voice)
+        jobs.check(manifest, ref_path)
     except ManifestError as exc:
         return None, exc.problems
     except EngineUnavailableError as exc:
@@ -62,12 +58,12 @@ def check_manifest(
     return manifest, []
 
 
-def submit(settings: Settings, engines: Engines, path: Path) -> str | list[str]:
+def submit(settings: Settings, jobs: JobCheck, path: Path) -> str | list[str]:
     """Check and drop a manifest (and its reference recording); the job id, or the problems.
 
     The job id is the file name's stem plus a random 8-hex suffix, so that submitting the
     same file twice makes two jobs (use the manifest's `id` to have duplicates refused)."""
-    manifest, problems = check_manifest(path, settings, engines)
+    manifest, problems = check_manifest(path, settings, jobs)
     if manifest is None:
         return problems
     spool = Spool.from_settings(settings)

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Protocol
 
 from voicedrop.config import Limits
 from voicedrop.errors import ManifestError
@@ -62,3 +63,18 @@ def read_manifest(path: Path, limits: Limits, *, follow_symlinks: bool = False) 
     return parse_manifest(
         raw, max_bytes=limits.max_manifest_bytes, max_text_chars=limits.max_text_chars
     )
+
+
+class JobCheck(Protocol):
+    """What the client and the HTTP side ask of the engines about a job — whether it can
+    run, which models it would use — given to them by the entry point, so that neither
+    imports an engine (pipeline/plan.py's Planner is the one implementation)."""
+
+    @property
+    def engine_names(self) -> list[str]: ...
+
+    def check(self, manifest: Manifest, reference: Path | None) -> None:
+        """Raise ManifestError or EngineUnavailableError, naming the field."""
+        ...
+
+    def keys(self, manifest: Manifest) -> set[str]: ...

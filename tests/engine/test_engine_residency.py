@@ -73,7 +73,7 @@ def test_the_queue_learns_a_jobs_model_keys_from_its_engines(make_runner):
 
     runner = make_runner()
     rvc = {"engine": "rvc", "model": RVC_MODEL, "method": "rmvpe"}
-    keys = runner.runner.model_keys(
+    keys = runner.runner.planner.keys(
         Manifest.model_validate(
             {"text": "x", "tts": {"engine": "f5tts", "voice": "tiny-f5"}, "convert": rvc}
         )
@@ -81,4 +81,4 @@ def test_the_queue_learns_a_jobs_model_keys_from_its_engines(make_runner):
     assert keys == {"f5tts", "vocos", "hubert", "rmvpe", "rvc:tiny-rvc"}
     assert runner.manager.models() == {}, "asking for keys must not load a model"
     unknown = Manifest.model_validate({"text": "x", "tts": {"engine": "nope"}})
-    assert runner.runner.model_keys(unknown) == set()
+    assert runner.runner.planner.keys(unknown) == set()

@@ -22,7 +22,6 @@ from voicedrop.api.desk import Desk
 from voicedrop.client import vram_view
 from voicedrop.errors import ManifestError
 from voicedrop.intake import read_manifest
-from voicedrop.pipeline.runner import model_keys
 from voicedrop.spool.inbox import list_candidates
 
 RECENT = 20  # finished jobs listed
@@ -33,7 +32,7 @@ MAX_REPORTS = 400  # reports read for the timeline
 
 
 def snapshot(desk: Desk, now: float) -> dict[str, Any]:
-    settings, engines = desk.current()
+    settings, jobs = desk.current()
     daemon = desk.daemon()
     models = {k: v.model_dump() for k, v in daemon.models.items()} if daemon else {}
     in_memory = {k for k, v in models.items() if v.get("tier") != "disk"}
@@ -55,7 +54,7 @@ def snapshot(desk: Desk, now: float) -> dict[str, Any]:
         "recent": [_summary(r) for r in finished[:RECENT]],
         "timeline": _timeline(finished, now),
         "choices": {
-            "engines": sorted(engines.tts),
+            "engines": jobs.engine_names,
             "voices": {n: v.engine for n, v in sorted(settings.voices.items())},
             "models": {n: m.engine for n, m in sorted(settings.models.items())},
         },
@@ -77,7 +76,7 @@ def _dirs(folder: Path) -> list[Path]:
 
 
 def _waiting(desk: Desk, in_memory: set[str]) -> list[dict[str, Any]]:
-    settings, engines = desk.current()
+    settings, jobs = desk.current()
     items = sorted(list_candidates(desk.spool.inbox) or [], key=lambda f: f.mtime_ns)
     waiting = []
     for item in items[:WAITING]:
@@ -89,7 +88,7 @@ def _waiting(desk: Desk, in_memory: set[str]) -> list[dict[str, Any]]:
             waiting.append(entry)
             continue
         entry |= _describe(manifest.model_dump(mode="json"))
-        entry["affinity"] = bool(model_keys(manifest, settings, engines) & in_memory)
+        entry["affinity"] = bool(jobs.keys(manifest) & in_memory)
         waiting.append(entry)
     return waiting
 

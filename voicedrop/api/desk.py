@@ -18,7 +18,7 @@ import soundfile as sf
 
 from voicedrop.client import submit, vram_view
 from voicedrop.config import Settings
-from voicedrop.pipeline.engines import Engines
+from voicedrop.intake import JobCheck
 from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
 from voicedrop.spool.inbox import list_candidates
 from voicedrop.spool.jobs import SUBMIT_REFS, Spool
@@ -49,10 +49,10 @@ def job_json(state: JobState) -> dict[str, Any]:
 
 
 class Desk:
-    """The spool as the HTTP side sees it. `current()` gives the settings and engines in
+    """The spool as the HTTP side sees it. `current()` gives the settings and the job check in
     force (the daemon's, which a SIGHUP may replace)."""
 
-    def __init__(self, current: Callable[[], tuple[Settings, Engines]]) -> None:
+    def __init__(self, current: Callable[[], tuple[Settings, JobCheck]]) -> None:
         self.current = current
         self.spool = Spool.from_settings(current()[0])
 
@@ -73,7 +73,7 @@ class Desk:
     ) -> str:
         """Check a manifest (and its uploaded reference) as `voicedrop submit` does, drop it,
         and return the job id; Rejected(422|503) when it would fail or the queue is full."""
-        settings, engines = self.current()
+        settings, jobs = self.current()
         if self.queue_depth() >= settings.http.max_queue:
             raise Rejected(503, [f"the queue is full ({settings.http.max_queue} jobs waiting)"])
         with self._staging() as staging:
@@ -82,7 +82,7 @@ class Desk:
                 manifest = {**manifest, "tts": {**manifest.get("tts", {}), "voice": name}}
             path = staging / f"{stem}.json"
             path.write_text(json.dumps(manifest, ensure_ascii=False))
-            result = submit(settings, engines, path)
+            result = submit(settings, jobs, path)
         if isinstance(result, list):
             raise Rejected(422, result)
         return result

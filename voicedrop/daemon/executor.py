@@ -28,6 +28,7 @@ from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.errors import ManifestError, PermanentError, job_error
 from voicedrop.intake import read_manifest
 from voicedrop.manifest import Manifest
+from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.report import ErrorInfo, JobReport
 from voicedrop.script import Script, parse_script, with_cues
@@ -296,15 +297,16 @@ class Executor:
             return set()
         return self.runner.manager.in_memory_keys()
 
-    def upcoming(self) -> Manifest | None:
-        """The job likely to run after this one (what the scheduler would pick now), for
-        prefetch; None when a recovered or retried job comes first, or nothing waits."""
+    def upcoming(self) -> tuple[ModelSpec, ...]:
+        """The first models of the job likely to run after this one (what the scheduler
+        would pick now), from its plan, for prefetch; none when a recovered or retried
+        job comes first, or nothing waits."""
         if self._recovered or (self._deferred and self._deferred[0][0] <= self.clock()):
-            return None
+            return ()
         item = self.scheduler.preview(
             self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, self._in_memory()
         )
-        return None if item is None else self.peek.of(item).manifest
+        return () if item is None else self.peek.of(item).first
 
     def scan(self) -> int:
         """Look at the inbox (its index: a listing only when one is due) and note which

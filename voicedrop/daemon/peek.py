@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
-from voicedrop.errors import ManifestError
+from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.intake import read_manifest
-from voicedrop.manifest import Manifest
+from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.spool.inbox import InboxFile
 from voicedrop.spool.jobs import display_name
 
@@ -31,7 +32,7 @@ CACHED = 256
 class Peeked:
     keys: set[str]
     files: tuple[str, ...]  # inbox-relative paths of the files it names
-    manifest: Manifest | None = None  # None: unreadable or invalid
+    first: tuple[ModelSpec, ...] = ()  # its first stage's models (from its plan): prefetch
 
 
 class ManifestPeek:
@@ -72,8 +73,11 @@ class ManifestPeek:
                 manifest = read_manifest(item.path, ex.settings.limits)
                 named = (manifest.tts.reference_path, manifest.script)
                 files = tuple(f for f in named if f is not None)
-                peeked = Peeked(ex.runner.model_keys(manifest), files, manifest)
-            except ManifestError:
+                peeked = Peeked(set(), files)
+                ref = manifest.tts.reference_path
+                plan = ex.runner.planner.plan(manifest, Path(ref) if ref else None)
+                peeked = Peeked(plan.keys, files, tuple(plan.first))
+            except (ManifestError, EngineUnavailableError):
                 pass  # it fails with a report when its turn comes
             except Exception:  # input no check foresaw: the same, and the log says so
                 log.exception("intake.peek_failed", file=display_name(item.path.name))

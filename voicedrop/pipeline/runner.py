@@ -10,7 +10,7 @@ the error). So the same unit can run in another process or on another host.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,18 +22,12 @@ from voicedrop.config import Settings
 from voicedrop.errors import OutOfMemoryError, VoicedropError, job_error
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.engines import Engines
-from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import Progress
 from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.plan import Planner
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
-from voicedrop.pipeline.stages import (
-    JobContext,
-    Stage,
-    check_job,
-    default_stages,
-    plan,
-    resolve_voice,
-)
+from voicedrop.pipeline.stages import JobContext, Stage, default_stages, stages_of
 from voicedrop.report import (
     ModelEvent,
     ModelView,
@@ -84,6 +78,7 @@ class JobRunner:
     ) -> None:
         self.settings = settings
         self.engines = engines
+        self.planner = Planner(settings, engines)
         self.manager = manager
         self.stages = stages or default_stages()
         self.clock = clock
@@ -92,15 +87,14 @@ class JobRunner:
         self,
         job: JobInput,
         progress: Progress,
-        upcoming: Callable[[], Manifest | None] = lambda: None,
+        upcoming: Callable[[], Sequence[ModelSpec]] = list,
     ) -> Outcome:
-        """Run `job`; `upcoming` names the job likely next, whose first models are
-        prefetched while this job's last model stage computes."""
+        """Run `job`; `upcoming` gives the first models of the job likely next (from its
+        plan), prefetched while this job's last model stage computes."""
         out = Outcome(vram_before=self.manager.get_vram_usage())
         with self.manager.recording() as events:
             try:
-                voice = resolve_voice(job.manifest, self.settings, job.reference)
-                check_job(job.manifest, self.settings, self.engines, voice)
+                voice = self.planner.plan(job.manifest, job.reference).voice
                 ctx = JobContext(
                     job.job_id,
                     job.manifest,
@@ -112,11 +106,11 @@ class JobRunner:
                     progress,
                     script=job.script,
                 )
-                stages = plan(job.manifest, self.stages)
+                stages = stages_of(job.manifest, self.stages)
                 wanted = [list(stage.models(ctx).values()) for stage in stages]
                 for i, stage in enumerate(stages):
                     later = [w for w in wanted[i + 1 :] if w]
-                    ctx.then = later[0] if later else self._first_models(upcoming)
+                    ctx.then = later[0] if later else list(upcoming())
                     out.stages.append(self._run_stage(stage, ctx))
                 out.outputs = ctx.outputs
                 out.script = ctx.script_record
@@ -136,25 +130,6 @@ class JobRunner:
             if record.engine:
                 out.versions[record.engine] = self.engines.version(record.engine)
         return out
-
-    def model_keys(self, manifest: Manifest) -> set[str]:
-        """The residency keys a job would use (for affinity), without touching a model."""
-        return model_keys(manifest, self.settings, self.engines)
-
-    def _first_models(self, upcoming: Callable[[], Manifest | None]) -> list[ModelSpec]:
-        """The models the next job's first stage will acquire; none if it cannot tell."""
-        if self.manager.prefetcher is None:
-            return []
-        try:
-            manifest = upcoming()
-            if manifest is None:
-                return []
-            ref = manifest.tts.reference_path
-            voice = resolve_voice(manifest, self.settings, Path(ref) if ref else None)
-            check_job(manifest, self.settings, self.engines, voice)
-            return tts_specs(manifest, voice, self.engines)
-        except Exception:  # a job that cannot run is not prefetched; it fails in its turn
-            return []
 
     def _run_stage(self, stage: Stage, ctx: JobContext) -> StageRecord:
         """Run a stage; on out-of-memory, relieve the device and retry it once."""
@@ -180,24 +155,3 @@ class JobRunner:
         return StageRecord(
             name=stage.name, engine=stage.engine(ctx), seconds=round(self.clock() - started, 4)
         )
-
-
-def tts_specs(manifest: Manifest, voice: VoiceChoice, engines: Engines) -> list[ModelSpec]:
-    tts = manifest.tts
-    request = TTSRequest("", voice, tts.language, tts.options)
-    return list(engines.tts[tts.engine].models(request).values())
-
-
-def model_keys(manifest: Manifest, settings: Settings, engines: Engines) -> set[str]:
-    """The residency keys a job would use (affinity, the dashboard), without loading any."""
-    try:
-        ref = manifest.tts.reference_path
-        voice = resolve_voice(manifest, settings, Path(ref) if ref else None)
-        keys = {s.key for s in tts_specs(manifest, voice, engines)}
-        if manifest.convert is not None:
-            conv = manifest.convert
-            request = ConvertRequest("", conv.model, settings.models[conv.model], conv)
-            keys |= {s.key for s in engines.convert[conv.engine].models(request).values()}
-        return keys
-    except Exception:  # a job that cannot run has no affinity; it fails when its turn comes
-        return set()

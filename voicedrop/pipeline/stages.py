@@ -12,17 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 
 from voicedrop.config import Settings
-from voicedrop.errors import EngineUnavailableError, ManifestError, StageError
+from voicedrop.errors import StageError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline import audio as au
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
-from voicedrop.pipeline.engines.common import loadable
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
@@ -204,66 +203,6 @@ def default_stages() -> Registry[Stage]:
     return stages
 
 
-def plan(manifest: Manifest, stages: Registry[Stage]) -> list[Stage]:
+def stages_of(manifest: Manifest, stages: Registry[Stage]) -> list[Stage]:
     names = ["tts", *(["convert"] if manifest.convert else []), "post"]
     return [stages.get(n) for n in names]
-
-
-def resolve_voice(manifest: Manifest, settings: Settings, reference: Path | None) -> VoiceChoice:
-    """Map the manifest's voice to a configured voice of its engine, or a copied recording."""
-    tts = manifest.tts
-    if reference is not None:
-        return VoiceChoice(references=(reference,), reference_text=tts.reference_text)
-    if tts.voice is None:
-        return VoiceChoice()
-    voice = _configured(settings.voices, tts.voice, tts.engine, "voice", "tts.voice")
-    refs = tuple(loadable(settings, settings.resolve(r)) for r in voice.references)
-    return VoiceChoice(tts.voice, voice.engine_voice, refs, voice.reference_text)
-
-
-def check_job(manifest: Manifest, settings: Settings, engines: Engines, voice: VoiceChoice) -> None:
-    """Check names against the registries and config before any model is loaded."""
-    tts = manifest.tts
-    _engine_known(tts.engine, engines.tts, engines.missing_tts, "tts.engine")
-    engines.tts[tts.engine].check(tts, voice)
-    conv = manifest.convert
-    if conv is None:
-        return
-    _engine_known(conv.engine, engines.convert, engines.missing_convert, "convert.engine")
-    model = _configured(settings.models, conv.model, conv.engine, "model", "convert.model")
-    engines.convert[conv.engine].check(ConvertRequest("check", conv.model, model, conv))
-
-
-class _OfEngine(Protocol):
-    engine: str
-
-
-E = TypeVar("E", bound=_OfEngine)
-
-
-def _configured(entries: Mapping[str, E], name: str, engine: str, kind: str, field: str) -> E:
-    """The configured voice or model `name`, if it belongs to `engine`; else an error that
-    lists those that do (and says whose it is, if it belongs to another engine)."""
-    entry = entries.get(name)
-    if entry is None or entry.engine != engine:
-        known = ", ".join(n for n, e in sorted(entries.items()) if e.engine == engine)
-        other = f" ('{name}' is a {entry.engine} {kind})" if entry is not None else ""
-        raise ManifestError(
-            f"unknown {engine} {kind} '{name}'{other} (known: {known or 'none configured'})",
-            field=field,
-        )
-    return entry
-
-
-def _engine_known(
-    name: str, built: Mapping[str, object], missing: Mapping[str, str], field: str
-) -> None:
-    if name in missing:
-        raise EngineUnavailableError(
-            f"the {name} engine is not installed on this machine: "
-            f"pip install 'voicedrop[{missing[name]}]'",
-            field=field,
-        )
-    if name not in built:
-        known = ", ".join(sorted([*built, *missing]))
-        raise ManifestError(f"unknown engine '{name}' (known: {known})", field=field)
