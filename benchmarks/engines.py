@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import PeakTracker, machine
 from voicedrop import logs
 from voicedrop.config import GB, Settings, load_settings
-from voicedrop.daemon.service import build_manager
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import build_engines
+from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.selftest import JOBS as SELFTEST_JOBS
 from voicedrop.tiny.build import build_tiny
@@ -52,17 +52,17 @@ def run_mode(root: Path, out: Path, engine: str, device: str, low: bool) -> dict
         overrides={"device": device, "low_vram": low, "spool": out / "spool"},
     )
     tracker = PeakTracker(make_device(device))
-    manager = build_manager(settings, tracker)  # type: ignore[arg-type]
+    manager = ResidencyManager.from_settings(settings, tracker)  # type: ignore[arg-type]
     runner = JobRunner(settings, build_engines(settings), manager)
     try:
-        before = manager.get_vram_usage()
+        before = manager.get_vram_usage().model_dump()
         cold = job(runner, engine, out / f"{engine}-{low}-cold")
         warm = job(runner, engine, out / f"{engine}-{low}-warm")
         row = {
             "engine": engine,
             "mode": "LOW" if low else "NORMAL",
             "before": before,
-            "after": manager.get_vram_usage(),
+            "after": manager.get_vram_usage().model_dump(),
             "peak_gb": round(tracker.global_peak() / GB, 3),
             "cold": cold,
             "warm": warm,

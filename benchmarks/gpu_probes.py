@@ -45,13 +45,13 @@ def promote(device_name: str, mb: int, rounds: int) -> dict[str, Any]:
     import torch
 
     from voicedrop.config import load_settings
-    from voicedrop.daemon.service import build_manager
     from voicedrop.pipeline.modelspec import ModelSpec
+    from voicedrop.pipeline.residency import ResidencyManager
 
     device = device_for(device_name)
     settings = load_settings(env={}, overrides={"device": device.name.split(":")[0]})
     numel = mb * 1024 * 1024 // 2
-    manager = build_manager(settings, device)
+    manager = ResidencyManager.from_settings(settings, device)
     spec = ModelSpec("probe", lambda p: torch.nn.Linear(1, numel, bias=False).half().to(p.build_on))
     cuda = device_name.startswith("cuda")
     copies, promotes = [], []
@@ -119,8 +119,8 @@ def tiny(names: list[str], where: Path) -> Any:
 
 
 def dtypes(device_name: str, names: list[str]) -> dict[str, Any]:
-    from voicedrop.daemon.service import build_manager
     from voicedrop.pipeline.engines import build_engines
+    from voicedrop.pipeline.residency import ResidencyManager
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = tiny(names, Path(tmp))
@@ -128,7 +128,7 @@ def dtypes(device_name: str, names: list[str]) -> dict[str, Any]:
         found: dict[str, dict[str, Any]] = {}
         for path in ("direct", "prefetched"):
             device = device_for(device_name)
-            manager = build_manager(settings, device)
+            manager = ResidencyManager.from_settings(settings, device)
             try:
                 wanted = specs(engines, Path(tmp), names)
                 if path == "prefetched":
@@ -146,9 +146,9 @@ def dtypes(device_name: str, names: list[str]) -> dict[str, Any]:
 def low(device_name: str, names: list[str], jobs: int) -> dict[str, Any]:
     import torch
 
-    from voicedrop.daemon.service import build_manager
     from voicedrop.manifest import Manifest
     from voicedrop.pipeline.engines import build_engines
+    from voicedrop.pipeline.residency import ResidencyManager
     from voicedrop.pipeline.runner import JobInput, JobRunner
     from voicedrop.tiny.build import F5_VOICE, RVC_MODEL, XTTS_VOICE
 
@@ -164,7 +164,7 @@ def low(device_name: str, names: list[str], jobs: int) -> dict[str, Any]:
             update={"spool": Path(tmp) / "spool", "low_vram": True, "device": device_name[:4]}
         )
         device = device_for(device_name)
-        manager = build_manager(settings, device)
+        manager = ResidencyManager.from_settings(settings, device)
         runner = JobRunner(settings, build_engines(settings), manager)
         baseline = allocated(device)
         after: list[dict[str, Any]] = []

@@ -145,7 +145,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         if http is not None:
             http.close()
     if args.once:  # what this run did (the exit status is the daemon's, not the jobs')
-        _summary(service.executor.ran, service.spool, as_json)
+        _summary(service.attempts.ran, service.spool, as_json)
     return code
 
 

@@ -21,6 +21,7 @@ from voicedrop.manifest import Manifest
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import build_engines, default_registries
 from voicedrop.pipeline.engines.base import installed
+from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.tiny.build import F5_VOICE, RVC_MODEL, XTTS_VOICE, build_tiny
 
@@ -40,8 +41,6 @@ def run_selftest(
     settings: Settings, names: list[str] | None = None, keep: Path | None = None
 ) -> dict[str, Any]:
     """Build, run, report; `keep` leaves the models and a config naming them there."""
-    from voicedrop.daemon.service import build_manager
-
     wanted = names or list(ENGINES)
     tts, convert = default_registries()
     classes = {n: (tts.get(n) if n in tts else convert.get(n)) for n in wanted}
@@ -61,7 +60,7 @@ def run_selftest(
             for mode, low in (("low", True), ("normal", False)):
                 overrides = {"device": settings.device, "low_vram": low, "spool": root / "spool"}
                 tiny = load_settings(root / "config.toml", env={}, overrides=overrides)
-                manager = build_manager(tiny, make_device(tiny.device))
+                manager = ResidencyManager.from_settings(tiny, make_device(tiny.device))
                 runner = JobRunner(tiny, build_engines(tiny), manager)
                 try:
                     modes[mode] = _job(runner, name, root / "out" / f"{name}-{mode}")
@@ -104,7 +103,7 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         "load_s": round(sum(e.seconds for e in outcome.events if e.event == "load"), 4),
         "synth_s": round(sum(s.seconds for s in outcome.stages if s.name != "post"), 4),
         "events": [f"{e.event} {e.key} {e.src}->{e.dst}" for e in outcome.events],
-        "vram_after": outcome.vram_after,
+        "vram_after": outcome.vram_after and outcome.vram_after.model_dump(),
     }
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from voicedrop.config import Settings, load_settings
-from voicedrop.daemon.service import build_manager
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.device import CPUDevice
 from voicedrop.pipeline.engines import build_engines
+from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.tiny.build import build_tiny
 
@@ -45,7 +45,7 @@ class Runner:
 
     def __init__(self, settings: Settings, out: Path) -> None:
         self.settings = settings
-        self.manager = build_manager(settings, CPUDevice())
+        self.manager = ResidencyManager.from_settings(settings, CPUDevice())
         self.runner = JobRunner(settings, build_engines(settings), self.manager)
         self.out = out
         self.count = 0

@@ -30,8 +30,9 @@ def test_low_vram_xtts_leaves_before_hubert_and_rvc_arrive(make_runner):
     assert left["xtts"] < placed[1], "xtts still on the device when hubert was placed"
     assert set(left) == set(keys), "a model stayed on the device"
     assert runner.manager.resident_keys("device") == set()
-    assert outcome.vram_after["allocated_gb"] == 0.0
-    assert outcome.vram_after["low_vram_mode"] is True
+    assert outcome.vram_after is not None
+    assert outcome.vram_after.allocated_gb == 0.0
+    assert outcome.vram_after.low_vram_mode is True
 
 
 def test_normal_mode_loads_each_model_from_disk_exactly_once(make_runner):

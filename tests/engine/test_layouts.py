@@ -22,13 +22,13 @@ import torch
 from tests.engine.conftest import tiny_settings
 from tests.engine.test_cold_load import assert_identical, mapped_ranges
 from voicedrop.config import GB
-from voicedrop.daemon.service import build_manager
 from voicedrop.errors import ConfigError
 from voicedrop.manifest import ConvertSpec
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice
 from voicedrop.pipeline.modelspec import CPU
+from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.testing import FakeDevice
 from voicedrop.tiny.build import RVC_MODEL
 
@@ -143,7 +143,7 @@ def test_a_models_precision_follows_the_device_it_runs_on_whichever_path_loads_i
     settings = tiny_settings(layouts, tmp_path)
     engines = build_engines(settings)
     device = FakeDevice(64 * GB, runs_on="cuda:0", half=True) if card == "cuda" else None
-    manager = build_manager(settings, device or FakeDevice(64 * GB))
+    manager = ResidencyManager.from_settings(settings, device or FakeDevice(64 * GB))
     try:
         specs = specs_of(engines, layouts)
         if path == "prefetched":

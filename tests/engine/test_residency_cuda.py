@@ -63,7 +63,7 @@ def test_peak_includes_working_memory_and_seed_stats_see_the_gpu():
     manager = ResidencyManager(CudaDevice(), NormalPolicy())
     with manager.acquire(spec()) as model:
         scratch = torch.empty(64 * MB, dtype=torch.uint8, device="cuda")
-        stats = manager.get_vram_usage()
+        stats = manager.get_vram_usage().model_dump()
         del scratch
     weights = manager.models()["net"].device_bytes
     assert manager.models()["net"].last_peak_bytes >= weights + 64 * MB

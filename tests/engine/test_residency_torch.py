@@ -127,7 +127,7 @@ def test_a_rebuild_without_the_warm_tier_really_rebuilds():
 def test_seed_stats_on_cpu_have_exactly_the_seed_keys_and_types():
     manager = make(LowPolicy(), low_vram_mode=True)
     with manager.acquire(spec()):
-        stats = manager.get_vram_usage()
+        stats = manager.get_vram_usage().model_dump()
     assert {k: type(v) for k, v in stats.items()} == SEED_TYPES
     assert stats["available"] is False  # no CUDA
     assert stats["low_vram_mode"] is True

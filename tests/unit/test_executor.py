@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from tests.conftest import SEED_KEYS, drop, hello, make_settings, read_report, unit_service
 from voicedrop.config import GB
+from voicedrop.daemon.listeners import Listener
 from voicedrop.daemon.service import Service
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines import build_engines
@@ -135,8 +136,9 @@ BAD_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
-def test_bad_input_fails_with_a_report_naming_the_field(service, case):
-    service.executor.wall = lambda: time.time() + 3600  # a missing reference waits no more
+def test_bad_input_fails_with_a_report_naming_the_field(settings, case):
+    # a missing reference waits no more
+    service = unit_service(settings, wall=lambda: time.time() + 3600)
     data, field, fragment = BAD_CASES[case]
     drop(service.spool.inbox, "bystander.json.partial", b"untouched")
     drop(service.spool.inbox, f"{case}.json", data)
@@ -268,11 +270,11 @@ class HungryEngine:
         return Audio(__import__("numpy").zeros(2205, "float32"), 22050)
 
 
-def hungry_service(settings, ooms):
+def hungry_service(settings, ooms, **parts):
     device = FakeDevice(4 * GB)
     engines = build_engines(settings)
     engines.tts["hungry"] = HungryEngine(device, GB, ooms)  # type: ignore[assignment]
-    svc = unit_service(settings, device=device, engines=engines)
+    svc = unit_service(settings, device=device, engines=engines, **parts)
     # another model is resident: the ladder must evict it
     with svc.manager.acquire(ModelSpec("other", lambda _d: FakeModel(GB), GB)):
         pass
@@ -296,8 +298,8 @@ class Clock:
 
 
 def test_out_of_memory_twice_waits_and_retries_with_memory_back_at_baseline(settings):
-    svc, device = hungry_service(settings, ooms=2)
-    clock = svc.executor.clock = Clock()
+    clock = Clock()
+    svc, device = hungry_service(settings, ooms=2, clock=clock)
     baseline = device.memory().allocated - GB  # everything but the 'other' model
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
     drop(svc.spool.inbox, "k.json", hello())
@@ -315,8 +317,8 @@ def test_out_of_memory_twice_waits_and_retries_with_memory_back_at_baseline(sett
 
 
 def test_a_job_failing_transiently_every_time_fails_after_max_attempts(settings):
-    svc, _ = hungry_service(settings, ooms=100)
-    clock = svc.executor.clock = Clock()
+    clock = Clock()
+    svc, _ = hungry_service(settings, ooms=100, clock=clock)
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
     for attempt in range(1, settings.limits.max_attempts + 1):
         [report] = run_all(svc)
@@ -347,13 +349,12 @@ def test_low_vram_report_shows_tts_leaving_before_conversion_arrives(tmp_path):
 def test_status_file_tracks_the_daemon(service):
     drop(service.spool.inbox, "j.json", hello())
     seen = []
-    original = service.publish
 
-    def spy(change):
-        original(change)
-        seen.append(json.loads((service.spool.state / "status.json").read_text()))
+    class Reader(Listener):
+        def started(self, job_id: str, attempt: int) -> None:
+            seen.append(json.loads((service.spool.state / "status.json").read_text()))
 
-    service.publish = spy  # type: ignore[method-assign]
+    service.events.add(Reader())  # after the status file: it reads what was just written
     run_all(service)
     # a job start is written at once, so `status` and `submit --wait` see it
     assert seen[0]["state"] == "running" and seen[0]["job_id"] == "j"
@@ -380,7 +381,7 @@ def test_a_spool_write_error_is_survived_and_the_job_retried(service):
         return original(job, report_json)
 
     service.spool.commit_done = full_disk  # type: ignore[method-assign]
-    service.executor.retry_s = 0.0
+    service.queue.backoff.retry_s = 0.0
     service.executor.run(threading.Event(), threading.Event(), once=True)
     assert failures == ["j"]
     saved = read_report(service.spool.outbox / "j")
@@ -407,9 +408,9 @@ def test_a_spool_error_does_not_run_a_job_waiting_for_its_retry_early(settings):
     import errno
     import threading
 
-    svc, _ = hungry_service(settings, ooms=2)
-    clock = svc.executor.clock = Clock()
-    svc.executor.retry_s = 0.0
+    clock = Clock()
+    svc, _ = hungry_service(settings, ooms=2, clock=clock)
+    svc.queue.backoff.retry_s = 0.0
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
     [first] = run_all(svc)  # transient failure: j waits in work/
     assert first.error.kind == "transient"
@@ -426,11 +427,12 @@ def test_a_spool_error_does_not_run_a_job_waiting_for_its_retry_early(settings):
     drop(svc.spool.inbox, "k.json", hello())
     stop = threading.Event()
 
-    def stop_once_k_is_committed(_status):
-        if failures and not (svc.spool.work / "k").exists():
-            stop.set()  # --once would otherwise wait for j's retry, due only later
+    class StopOnceKIsCommitted(Listener):
+        def finished(self, report) -> None:
+            if failures and not (svc.spool.work / "k").exists():
+                stop.set()  # --once would otherwise wait for j's retry, due only later
 
-    svc.status = stop_once_k_is_committed  # type: ignore[method-assign]
+    svc.events.add(StopOnceKIsCommitted())
     svc.executor.run(stop, threading.Event(), once=True, max_wait_s=0.01)
     assert failures == ["k"] and read_report(svc.spool.outbox / "k")["attempt"] == 2
     assert (svc.spool.work / "j").exists(), "j ran before its retry delay"
@@ -456,12 +458,12 @@ def test_a_file_name_that_is_not_utf8_fails_with_a_report_and_the_queue_goes_on(
 
 
 def test_a_report_that_cannot_be_built_still_ends_the_job(service, monkeypatch):
-    import voicedrop.daemon.executor as executor
+    import voicedrop.daemon.attempt as attempt
 
     def broken(*_a, **_k):
         raise ValueError("surrogates not allowed \udcff")
 
-    monkeypatch.setattr(executor, "build_report", broken)
+    monkeypatch.setattr(attempt, "build_report", broken)
     drop(service.spool.inbox, "j.json", hello())
     [report] = run_all(service)
     assert report.status == "failed"
@@ -475,8 +477,8 @@ def test_a_report_that_cannot_be_built_still_ends_the_job(service, monkeypatch):
 def test_a_commit_that_fails_is_finished_when_the_outbox_comes_back(settings):
     """Outbox unwritable for a while: the finished job is published once it is back,
     without running again, and nothing new is claimed in between."""
-    svc = unit_service(settings, device=FakeDevice(8 * GB))
-    clock = svc.executor.clock = Clock()
+    clock = Clock()
+    svc = unit_service(settings, device=FakeDevice(8 * GB), clock=clock)
     original = svc.spool._move_out
     broken = {"on": True}
 
@@ -489,12 +491,14 @@ def test_a_commit_that_fails_is_finished_when_the_outbox_comes_back(settings):
     drop(svc.spool.inbox, "j.json", hello())
     with pytest.raises(OSError):
         svc.executor.step()
-    svc.executor._spool_error(OSError("outbox unwritable"))  # what run() does with it
+    svc.queue.backoff.failed(OSError("outbox unwritable"))  # what run() does with it
     drop(svc.spool.inbox, "k.json", hello())
     assert svc.executor.step() is None, "claimed a new job while the spool is in trouble"
     clock.now += 5.0
     assert svc.executor.step() is None  # still broken: tried again, waits twice as long
-    assert svc.executor._backoff == 10.0 and (svc.spool.work / "j" / "out" / "report.json").exists()
+    assert (
+        svc.queue.backoff.wait_s == 10.0 and (svc.spool.work / "j" / "out" / "report.json").exists()
+    )
     broken["on"] = False
     clock.now += 10.0
     [k] = run_all(svc)
@@ -507,8 +511,8 @@ def test_a_commit_that_fails_is_finished_when_the_outbox_comes_back(settings):
 def test_disk_full_while_counting_an_attempt_backs_off_and_keeps_the_retry_schedule(settings):
     import errno
 
-    svc, _ = hungry_service(settings, ooms=2)
-    clock = svc.executor.clock = Clock()
+    clock = Clock()
+    svc, _ = hungry_service(settings, ooms=2, clock=clock)
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
     [first] = run_all(svc)  # j fails transiently: due again 30 s later
     assert first.error.kind == "transient"
@@ -527,9 +531,9 @@ def test_disk_full_while_counting_an_attempt_backs_off_and_keeps_the_retry_sched
         try:
             assert svc.executor.step() is None
         except OSError as exc:
-            svc.executor._spool_error(exc)  # what run() does with it
-        waits.append(svc.executor._backoff)
-        clock.now += svc.executor._backoff
+            svc.queue.backoff.failed(exc)  # what run() does with it
+        waits.append(svc.queue.backoff.wait_s)
+        clock.now += svc.queue.backoff.wait_s
     assert waits == [5.0, 10.0, 20.0, 40.0], "the retries of a full disk must back off"
     full["on"] = False
     reports = run_all(svc)
@@ -558,10 +562,11 @@ def test_a_failed_attempt_leaves_no_partial_output(settings, monkeypatch):
 def test_a_new_stage_reaches_the_status_file_at_once(service):
     """Progress inside a stage is throttled, but the post stage must show up, not 'tts 8/10'."""
     status = service.spool.state / "status.json"
-    service.publish({"state": "running", "job_id": "j", "stage": "tts 1/10"})
-    service.publish({"stage": "tts 2/10"})  # within the throttle interval: not written yet
+    service.events.started("j", 1)
+    service.events.stage("j", "tts 1/10")
+    service.events.stage("j", "tts 2/10")  # within the throttle interval: not written yet
     assert json.loads(status.read_text())["stage"] == "tts 1/10"
-    service.publish({"stage": "post"})
+    service.events.stage("j", "post")
     assert json.loads(status.read_text())["stage"] == "post"
 
 
@@ -573,9 +578,9 @@ class Wall:
         return self.now
 
 
-def test_a_manifest_waits_for_a_reference_that_arrives_after_it(service):
+def test_a_manifest_waits_for_a_reference_that_arrives_after_it(settings):
     """A folder copied onto a share may land its .json before its .wav: not taken early."""
-    service.executor.wall = wall = Wall()
+    service = unit_service(settings, wall=(wall := Wall()))
     tts = {"engine": "noop", "voice": "refs/late.wav"}
     drop(service.spool.inbox, "j.json", {"text": "x", "tts": tts})
     assert service.executor.step() is None, "taken before its reference arrived"
@@ -587,8 +592,8 @@ def test_a_manifest_waits_for_a_reference_that_arrives_after_it(service):
     assert report.status == "done" and report.attempt == 1
 
 
-def test_a_reference_that_never_arrives_fails_after_the_wait(service):
-    service.executor.wall = wall = Wall()
+def test_a_reference_that_never_arrives_fails_after_the_wait(settings):
+    service = unit_service(settings, wall=(wall := Wall()))
     drop(service.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "noop", "voice": "x.wav"}})
     assert service.executor.step() is None
     wall.now += service.settings.watcher.reference_wait_s + 1
@@ -639,9 +644,9 @@ def test_an_entry_that_cannot_be_moved_is_said_once_and_the_queue_goes_on(servic
 def test_a_reference_still_being_written_waits_until_it_settles(tmp_path):
     """The manifest's own rule for every file it names: a reference or script written in
     place (no close seen: no watcher here) is taken only once unchanged for the delay."""
-    svc = unit_service(make_settings(tmp_path, watcher={"stable_delay_s": 2.0}))
-    svc.executor.clock = clock = Clock()
-    svc.executor.wall = wall = Wall()
+    clock, wall = Clock(), Wall()
+    settings = make_settings(tmp_path, watcher={"stable_delay_s": 2.0})
+    svc = unit_service(settings, clock=clock, wall=wall)
     inbox = svc.spool.inbox
     sf.write(str(inbox / "voice.wav"), [0.0] * 2205, 22050)
     os.utime(inbox / "voice.wav", (wall.now, wall.now))  # just written
@@ -663,12 +668,19 @@ def test_evidence_is_left_while_the_stages_run_and_cleared_after(service):
         for job in work.iterdir():
             seen[message] = sorted(p.name for p in job.iterdir() if p.name.startswith("."))
 
-    service.executor.observer.status = lambda change: progress_spy(str(change.get("stage")))
+    class Spy(Listener):
+        def started(self, job_id: str, attempt: int) -> None:
+            progress_spy("start")
+
+        def stage(self, job_id: str, stage: str) -> None:
+            progress_spy(stage)
+
+    service.events.add(Spy())
     drop(service.spool.inbox, "j.json", hello())
     [report] = run_all(service)
     assert report.status == "done"
     assert seen["tts"] == [".fatal", ".lease", ".running"]  # during the stages
-    assert seen["None"] == [".lease"]  # at its start, before them
+    assert seen["start"] == [".lease"]  # at its start, before them
 
 
 def test_freed_memory_goes_back_to_the_system_when_the_queue_runs_dry(service):
@@ -681,13 +693,15 @@ def test_freed_memory_goes_back_to_the_system_when_the_queue_runs_dry(service):
     service._idle()
     assert trims == [], "nothing ran: nothing to give back"
     drop(service.spool.inbox, "j.json", hello())
-    run_all(service)
+    [report] = run_all(service)
     service._idle()
     assert len(trims) == 1  # after work, when idle
+    service._idle()
+    assert len(trims) == 1  # nothing ran since
     now = [heap.clock()]
     heap.clock = lambda: now[0]
     heap._last = now[0]
-    heap.after_job()
+    heap.finished(report)
     now[0] += TRIM_EVERY_S
-    heap.after_job()
+    heap.finished(report)
     assert len(trims) == 2  # busy for a while: at most every TRIM_EVERY_S

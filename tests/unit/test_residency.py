@@ -88,7 +88,7 @@ def test_normal_policy_keeps_models_loaded():
                 pass
     assert kinds(events) == [("load", "xtts", "disk", "device")]
     assert device.memory().allocated == 2 * GB
-    assert manager.get_vram_usage()["cached_models"] == 1
+    assert manager.get_vram_usage().cached_models == 1
 
 
 def test_normal_policy_evicts_when_the_device_is_short():
@@ -125,7 +125,7 @@ def test_in_low_mode_tts_leaves_before_rvc_arrives():
             pass
     order = [(e.event, e.key) for e in events]
     assert order.index(("demote", "xtts")) < order.index(("load", "rvc:alice"))
-    assert manager.get_vram_usage()["low_vram_mode"] is True
+    assert manager.get_vram_usage().low_vram_mode is True
 
 
 def test_budget_evicts_the_cheapest_to_reload_first():
@@ -291,7 +291,7 @@ def test_an_error_inside_the_block_still_releases_the_model():
 def test_seed_stats_have_exactly_the_seed_keys_and_types():
     manager, _, _ = make(low_vram_mode=True)
     with manager.acquire(spec("xtts", 2)):
-        stats = manager.get_vram_usage()
+        stats = manager.get_vram_usage().model_dump()
     assert set(stats) == SEED_KEYS
     assert stats["available"] is True and stats["low_vram_mode"] is True
     assert stats["allocated_gb"] == 2.0 and stats["total_gb"] == 6.0
@@ -306,7 +306,7 @@ def test_close_drops_everything():
         pass
     manager.close()
     assert device.memory().allocated == 0 and device.memory().reserved == 0
-    assert manager.get_vram_usage()["cached_models"] == 0
+    assert manager.get_vram_usage().cached_models == 0
 
 
 def test_keep_alive_lets_idle_models_leave_the_gpu_on_time_under_normal():

@@ -152,7 +152,7 @@ class Pool:
             slot.status = {
                 **slot.status,
                 "job_id": None,
-                "vram": done.outcome.vram_after,
+                "vram": done.outcome.vram_after and done.outcome.vram_after.model_dump(),
                 "models": {k: v.model_dump() for k, v in done.outcome.models.items()},
             }
             ended.append((slot, token, done))

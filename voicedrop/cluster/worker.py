@@ -103,12 +103,12 @@ class Worker:
         return Done(work.job_id, work.attempt, outcome, files, self.record, resident)
 
     def status(self) -> dict[str, Any]:
-        """For `voicedrop status`: who, where, the seed's VRAM stats, models, current job."""
+        """For `voicedrop status`: who, where, the seven VRAM stats, models, current job."""
         return {
             **self.record.model_dump(),
             "pid": os.getpid(),
             "job_id": self.current,
-            "vram": self.manager.get_vram_usage(),
+            "vram": self.manager.get_vram_usage().model_dump(),
             "models": {k: v.model_dump() for k, v in self.manager.models().items()},
         }
 

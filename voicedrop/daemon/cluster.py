@@ -1,9 +1,9 @@
-"""The executor of a daemon whose jobs run on Ray workers (`voicedrop run --ray ADDRESS`).
+"""Where a daemon's jobs run with `voicedrop run --ray ADDRESS`: on Ray worker actors.
 
 The daemon stays the only process that touches the spool: it claims, schedules, sends
 each attempt's manifest and inputs to a worker actor (cluster/pool.py), and writes what
 comes back (audio, events, VRAM snapshots) exactly as a local run would, through the
-same `begin` / `prepare` / `end` as the local executor: reports, retries, commits and
+same `begin` / `prepare` / `end` as a local run (attempt.py): reports, retries, commits and
 duplicates are the same code. Up to one job runs per actor.
 
 Routing: each free actor takes the job the scheduler picks for the models *it* holds
@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from voicedrop.cluster.worker import Done, Work
-from voicedrop.daemon.executor import Executor, Started
+from voicedrop.config import Settings
+from voicedrop.daemon.attempt import Attempt, Attempts
+from voicedrop.daemon.queue import JobQueue
 from voicedrop.errors import TransientError
-from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.report import JobReport
 from voicedrop.spool.jobs import ClaimedJob
 
-if TYPE_CHECKING:  # the pool imports Ray: only `run --ray` loads it (Service._start_cluster)
+if TYPE_CHECKING:  # the pool imports Ray: only `run --ray` loads it (Cluster.start)
     from voicedrop.cluster.pool import Pool, Slot
 
 log = structlog.get_logger(__name__)
@@ -41,17 +42,35 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class _Run:
-    started: Started
-    manifest: Manifest | None
+    attempt: Attempt
     out_dir: Path
 
 
 @dataclass
-class ClusterExecutor(Executor):
+class Cluster:
+    """A Dispatch (daemon/executor.py) onto one worker actor per GPU of a Ray cluster."""
+
+    settings: Settings
+    queue: JobQueue
+    attempts: Attempts
     pool: Pool | None = None
+    poll_s: float | None = 0.02  # how often a loop with jobs on workers looks for results
+    reloadable: bool = False  # the workers hold the settings they started with
     _runs: dict[Hashable, _Run] = field(default_factory=dict)
     _ended: list[JobReport] = field(default_factory=list)
     _turn: int = 0  # round-robin's next actor
+
+    def start(self) -> None:
+        """Connect to the cluster and start one worker actor per GPU (Ray is imported
+        only here)."""
+        from voicedrop.cluster.pool import Pool
+
+        self.pool = Pool(self.settings)
+        self.pool.start()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def busy(self) -> bool:
         return bool(self._runs)
@@ -61,12 +80,12 @@ class ClusterExecutor(Executor):
         if not self._ended:
             self._collect(0)
             for slot in self._route():
-                job = self._next(set(self._held(slot)), self._held_elsewhere(slot))
+                job = self.queue.next(set(self._held(slot)), self._held_elsewhere(slot))
                 if job is None:
                     break
                 self._dispatch(job, slot)
             if not self._ended and self._runs:
-                self._collect(self.POLL_BUSY_S)
+                self._collect(self.poll_s or 0)
         return self._ended.pop(0) if self._ended else None
 
     def drain(self, tick: Callable[[], None]) -> None:
@@ -104,23 +123,22 @@ class ClusterExecutor(Executor):
 
     def _dispatch(self, job: ClaimedJob, slot: Slot) -> None:
         assert self.pool is not None
-        started = self.begin(job)
-        job = started.job
+        attempt = self.attempts.begin(job)
+        job = attempt.job
         with structlog.contextvars.bound_contextvars(job_id=job.job_id):
-            manifest, duplicate_of, prepared = self.prepare(job)
+            prepared = self.attempts.prepare(attempt)
             if not isinstance(prepared, JobInput):  # ends here: bad input, a duplicate
-                self._ended.append(self.end(started, manifest, duplicate_of, prepared))
+                self._ended.append(self.attempts.end(attempt, prepared))
                 return
             reference = None
             if prepared.reference is not None:
                 reference = (prepared.reference.name, prepared.reference.read_bytes())
             work = Work(job.job_id, job.attempts, prepared.manifest, prepared.script, reference)
             token = (job.job_id, job.attempts)
-            self._runs[token] = _Run(started, manifest, prepared.out_dir)
+            self._runs[token] = _Run(attempt, prepared.out_dir)
             self.pool.submit(slot, work, token)
             log.info("cluster.dispatched", actor=slot.index, attempt=job.attempts)
-            where = {"state": "running", "job_id": job.job_id, "stage": f"on worker-{slot.index}"}
-            self.observer.status(where)  # written now: status.json shows the worker busy
+            self.attempts.events.stage(job.job_id, f"on worker-{slot.index}")  # told at once
 
     def _collect(self, timeout: float) -> None:
         assert self.pool is not None
@@ -132,12 +150,12 @@ class ClusterExecutor(Executor):
                 continue
             self._ended.append(self._finish(run, slot, result))
         if ended and self._runs:  # `end` said idle: the daemon is not, while workers run jobs
-            job_id = next(iter(self._runs.values())).started.job.job_id
+            job_id = next(iter(self._runs.values())).attempt.job.job_id
             stage = f"{len(self._runs)} job(s) on cluster workers"
-            self.observer.status({"state": "running", "job_id": job_id, "stage": stage})
+            self.attempts.events.stage(job_id, stage)
 
     def _finish(self, run: _Run, slot: Slot, result: Done | BaseException) -> JobReport:
-        job = run.started.job
+        job = run.attempt.job
         if isinstance(result, BaseException):
             first = (str(result).strip().splitlines() or [""])[0][:300]
             log.warning("cluster.worker_lost", job_id=job.job_id, actor=slot.index, error=first)
@@ -145,11 +163,12 @@ class ClusterExecutor(Executor):
                 f"the worker running this job was lost ({type(result).__name__}: {first})",
                 code="worker_lost",
             )
-            outcome = self.runner.finish(Outcome(self.runner.manager.get_vram_usage(), error=error))
+            runner = self.attempts.runner
+            outcome = runner.finish(Outcome(runner.manager.get_vram_usage(), error=error))
         else:
             outcome = result.outcome
             outcome.worker = result.worker
             run.out_dir.mkdir(parents=True, exist_ok=True)
             for name, data in result.files.items():
                 (run.out_dir / Path(name).name).write_bytes(data)  # a name, never a path
-        return self.end(run.started, run.manifest, None, outcome)
+        return self.attempts.end(run.attempt, outcome)

@@ -16,28 +16,37 @@ import ctypes.util
 import time
 from collections.abc import Callable
 
+from voicedrop.daemon.listeners import Listener
+from voicedrop.report import JobReport
+
 TRIM_EVERY_S = 30.0
 
 
-class Heap:
+class Heap(Listener):
+    """A listener: it hears each finished job, and the loop tells it when it is idle."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._trim = _malloc_trim()
         self._last = clock()
+        self._ran = False  # a job finished since the last trim
         self.trims = 0
 
-    def after_job(self) -> None:
+    def finished(self, report: JobReport) -> None:
         """Busy: trim at most every TRIM_EVERY_S."""
+        self._ran = True
         if self.clock() - self._last >= TRIM_EVERY_S:
             self.trim()
 
-    def idle(self, jobs_since: bool) -> None:
-        """The queue ran dry: trim if anything ran since the last trim."""
-        if jobs_since:
+    def idle(self) -> None:
+        """The queue ran dry: trim if a job ran since the last trim."""
+        if self._ran:
+            self._ran = False
             self.trim()
 
     def trim(self) -> None:
         self._last = self.clock()
+        self._ran = False
         if self._trim is not None:
             self._trim(0)
             self.trims += 1

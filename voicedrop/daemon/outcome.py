@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from voicedrop.errors import VoicedropError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import Outcome
-from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
+from voicedrop.report import ErrorInfo, JobReport, VramSnapshot, VramStats
 from voicedrop.spool.jobs import ClaimedJob, display_name
 
 
@@ -38,7 +38,7 @@ def build_report(
         previous_errors=previous_errors,
         stages=out.stages,
         events=out.events,
-        vram=VramSnapshot.model_validate({"before": out.vram_before, "after": out.vram_after}),
+        vram=VramSnapshot(before=out.vram_before, after=out.vram_after or out.vram_before),
         models=out.models,
         outputs=[] if error else out.outputs,
         script=None if error else out.script,
@@ -48,7 +48,7 @@ def build_report(
 
 
 def minimal_report(
-    job: ClaimedJob, exc: BaseException, previous: list[ErrorInfo], vram: dict[str, Any]
+    job: ClaimedJob, exc: BaseException, previous: list[ErrorInfo], vram: VramStats
 ) -> JobReport:
     """A failed report with only what cannot fail, for when the full one could not be built
     or written as JSON: the job still ends, the daemon never loops on it."""
@@ -63,5 +63,5 @@ def minimal_report(
             kind="permanent",
         ),
         previous_errors=previous,
-        vram=VramSnapshot.model_validate({"before": vram, "after": vram}),
+        vram=VramSnapshot(before=vram, after=vram),
     )

@@ -11,18 +11,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
+from voicedrop.config import Settings
+from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.intake import read_manifest
 from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.plan import Planner
 from voicedrop.spool.inbox import InboxFile
 from voicedrop.spool.jobs import display_name
-
-if TYPE_CHECKING:  # the executor owns the peek; only its settings, spool and runner are read
-    from voicedrop.daemon.executor import Executor
 
 log = structlog.get_logger(__name__)
 CACHED = 256
@@ -36,8 +35,15 @@ class Peeked:
 
 
 class ManifestPeek:
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
+    """One configuration's view: a reload makes a new peek (keys under the new engines)."""
+
+    def __init__(
+        self, settings: Settings, inbox: Path, gate: StabilityGate, planner: Planner
+    ) -> None:
+        self.settings = settings
+        self.inbox = inbox
+        self.gate = gate
+        self.planner = planner
         self._seen: dict[tuple[str, int], Peeked] = {}
 
     def keys(self, item: InboxFile) -> set[str]:
@@ -49,17 +55,16 @@ class ManifestPeek:
         unchanged for `stable_delay_s`), is left in the inbox, up to reference_wait_s
         after it was written: a folder copied onto a share often lands its .json before
         its .wav. After that it is taken, and fails naming what is missing."""
-        ex = self.executor
         files = self.of(item).files
-        if not files or wall_now - item.mtime_ns / 1e9 >= ex.settings.watcher.reference_wait_s:
+        if not files or wall_now - item.mtime_ns / 1e9 >= self.settings.watcher.reference_wait_s:
             return False
         for name in files:
-            path = ex.spool.inbox / name
+            path = self.inbox / name
             try:
                 st = os.lstat(path)
             except (OSError, ValueError):
                 return True  # not there yet (or never: the attempt will say so)
-            if not ex.gate.settled(str(path), st.st_size, st.st_mtime_ns, now, wall_now):
+            if not self.gate.settled(str(path), st.st_size, st.st_mtime_ns, now, wall_now):
                 return True
         return False
 
@@ -67,15 +72,14 @@ class ManifestPeek:
         """Unreadable or invalid: nothing (it fails with a report when its turn comes)."""
         cache_key = (str(item.path), item.mtime_ns)
         if cache_key not in self._seen:
-            ex = self.executor
             peeked = Peeked(set(), ())
             try:
-                manifest = read_manifest(item.path, ex.settings.limits)
+                manifest = read_manifest(item.path, self.settings.limits)
                 named = (manifest.tts.reference_path, manifest.script)
                 files = tuple(f for f in named if f is not None)
                 peeked = Peeked(set(), files)
                 ref = manifest.tts.reference_path
-                plan = ex.runner.planner.plan(manifest, Path(ref) if ref else None)
+                plan = self.planner.plan(manifest, Path(ref) if ref else None)
                 peeked = Peeked(plan.keys, files, tuple(plan.first))
             except (ManifestError, EngineUnavailableError):
                 pass  # it fails with a report when its turn comes

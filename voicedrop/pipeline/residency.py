@@ -2,8 +2,8 @@
 
 `acquire_all(specs)` puts the set of models one computation needs (role →
 ModelSpec) on the compute device for the length of a block: it admits the
-set once (their weights not yet on the device plus the largest working memory
-any of them needs, plus headroom), places them in order and, on exit, lets
+set once (admission.py: their weights not yet on the device plus the largest
+working memory any of them needs, plus headroom), places them in order and, on exit, lets
 the policy decide each one's fate in reverse order: stay, demote to the warm
 tier (host memory, pinned under CUDA) or drop. A model shared by many sets
 (HuBERT, RMVPE, a vocoder) is one key, placed once. Admission also runs when
@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import structlog
 
 from voicedrop.config import GB, Settings
-from voicedrop.errors import DoesNotFitError, DoesNotFitNowError, OutOfMemoryError
+from voicedrop.errors import OutOfMemoryError
+from voicedrop.pipeline.admission import Admission, Block
 from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec, Tier
@@ -43,19 +44,6 @@ from voicedrop.pipeline.tiers import Entry, TierTable
 from voicedrop.report import ModelEvent, ModelView, VramStats
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(eq=False)
-class _Block:
-    """One acquire_all block: its members and the peak of device memory while it runs.
-
-    `others` is the bytes on the device that are not this block's members; the
-    block's footprint is its peak minus them. A nested block saves this block's
-    running peak before it resets the device counter, so nothing is lost."""
-
-    members: list[Entry]
-    others: int
-    peak: int
 
 
 @dataclass
@@ -70,7 +58,6 @@ class ResidencyManager:
     prefetch: bool = False  # read the next stage's models into the warm tier meanwhile
     footprints: FootprintStore = field(default_factory=lambda: FootprintStore(None))
     clock: Callable[[], float] = time.monotonic
-    _blocks: list[_Block] = field(default_factory=list)
 
     @classmethod
     def from_settings(cls, settings: Settings, device: Device) -> ResidencyManager:
@@ -91,6 +78,9 @@ class ResidencyManager:
     def __post_init__(self) -> None:
         self._tiers = TierTable(self.device, self.clock, self.warm_tier, self.warm_budget)
         self._entries = self._tiers.entries
+        self._admission = Admission(
+            self.device, self.policy, self._tiers, self.headroom, self.footprints
+        )
         self._lock = threading.RLock()  # the table: the executor and the prefetch thread
         self.prefetcher = Prefetcher(self) if self.prefetch and self.warm_tier else None
 
@@ -121,7 +111,11 @@ class ResidencyManager:
                     loading.wait()
             with self._lock:
                 if fresh:
-                    block = self._admit_and_place(fresh)
+                    self._admission.make_room(fresh)
+                    block = self._admission.open_block(fresh)
+                    for entry in fresh:
+                        if entry.tier != "device":
+                            self._place_with_ladder(entry, block)
             if then and self.prefetcher is not None:
                 self.prefetcher.want(then)
             yield {role: e.model for role, e in roles.items()}
@@ -131,7 +125,7 @@ class ResidencyManager:
                     e.in_use -= 1
                     e.last_used = self.clock()
                 if block is not None:
-                    self._close_block(block)
+                    self._admission.close_block(block)
                 for e in reversed(fresh):
                     if e.tier == "device" and not e.in_use and not self.policy.keeps_after_use():
                         self._tiers.leave_device(
@@ -148,7 +142,7 @@ class ResidencyManager:
                 return False
             if entry.in_use or entry.loading is not None:
                 return False
-            predicted = self._weights(entry)
+            predicted = self._admission.weights(entry)
             if not self._tiers.warm_room(entry, predicted, keep):
                 log.info("prefetch.skipped", model=spec.key, reason="warm tier budget")
                 return False
@@ -174,8 +168,9 @@ class ResidencyManager:
                     loading.set()
         return kept
 
-    def get_vram_usage(self) -> dict[str, Any]:
-        """The seed's stats dict, exactly its keys."""
+    def get_vram_usage(self) -> VramStats:
+        """The original LOW_VRAM design's stats: exactly its seven fields (dumped to a dict
+        only at the JSON edges: reports, status.json, `GET /vram`)."""
         with self._lock:
             cached = sum(1 for e in self._entries.values() if e.tier != "disk")
         mem = self.device.memory()
@@ -188,7 +183,7 @@ class ResidencyManager:
             total_gb=round(mem.total / GB, 3),
             cached_models=cached,
         )
-        return stats.model_dump()
+        return stats
 
     def models(self) -> dict[str, ModelView]:
         """The extended per-model view: tier, bytes per tier, loads, promotes, peaks, and
@@ -274,146 +269,11 @@ class ResidencyManager:
                     self._tiers.drop(entry, "drop", "shutdown")
             self.device.release_cached()
 
-    # ---- prediction ------------------------------------------------------------------------
-
     def predict(self, spec: ModelSpec) -> int:
-        """Bytes a use of `spec` is expected to take on the device: weights + working memory."""
-        measured = self.footprints.get(spec.key)
-        entry = self._entries.get(spec.key)
-        if measured is not None:
-            return measured.peak
-        if spec.expected_bytes is not None:
-            return spec.expected_bytes
-        if entry is not None and entry.nbytes:
-            return entry.nbytes
-        if spec.checkpoint is not None and spec.checkpoint.exists():
-            return int(spec.checkpoint.stat().st_size * 1.2)
-        return 0
+        """Bytes a use of `spec` is expected to take on the device (admission.py)."""
+        return self._admission.predict(spec)
 
-    def _weights(self, entry: Entry) -> int:
-        """The weights' bytes: known once loaded, else measured earlier, else estimated."""
-        if entry.nbytes:
-            return entry.nbytes
-        seen = self.footprints.get(entry.spec.key)
-        if seen is not None and seen.weights is not None:
-            return seen.weights
-        return max(0, self.predict(entry.spec) - entry.spec.working_bytes)
-
-    def _working(self, entry: Entry) -> int:
-        seen = self.footprints.get(entry.spec.key)
-        if seen is None:
-            return entry.spec.working_bytes
-        return max(0, seen.peak - self._weights(entry))
-
-    # ---- admission and placement ---------------------------------------------------------
-
-    def _admit_and_place(self, fresh: list[Entry]) -> _Block:
-        incoming = sum(self._weights(e) for e in fresh if e.tier != "device")
-        working = max(self._working(e) for e in fresh)
-        self._make_room(fresh, incoming, working)
-        block = self._open_block(fresh)
-        for entry in fresh:
-            if entry.tier != "device":
-                self._place_with_ladder(entry, block)
-        return block
-
-    def _make_room(self, fresh: list[Entry], incoming: int, working: int) -> None:
-        """Evict by score until the set's incoming weights plus its working memory (plus
-        headroom) fit on the device and the weights fit the policy's budget.
-
-        Only here and in the OOM ladder is the allocator cache emptied (not on
-        every release), and garbage is collected only as a last resort before
-        refusing: a full collection costs a tenth of a second with torch loaded.
-        """
-        keys = frozenset(e.spec.key for e in fresh)
-        need = self._clamp(fresh, incoming, working)
-        evicted = collected = False
-        while True:
-            mem = self.device.memory()
-            resident = self._tiers.device_bytes()
-            budget = self.policy.budget(mem, resident)
-            on_device = need + self.headroom <= mem.reusable
-            if on_device and (budget is None or resident + incoming <= budget):
-                break
-            victim = self._tiers.victim(exclude=keys)
-            if victim is not None:
-                self._tiers.leave_device(
-                    victim, "evict", f"make room for {' + '.join(sorted(keys))}"
-                )
-                evicted = True
-            elif not collected:  # a model kept alive only by a reference cycle
-                gc.collect()
-                self.device.release_cached()
-                collected = True
-            else:
-                self._refuse(fresh, incoming, working, mem.reusable, mem.total, budget)
-        if evicted:
-            self.device.release_cached()
-
-    def _clamp(self, fresh: list[Entry], incoming: int, working: int) -> int:
-        """The bytes to make free: weights + working memory, but never more than the card
-        can offer us. Working memory is attributed to every model of the set it was
-        measured in, so a new combination may be predicted to need more than the card
-        has although it fits: then we evict everything idle and try, and the OOM ladder
-        is the safety net. Only the weights decide that a set can never fit."""
-        need = incoming + working
-        held = sum(e.nbytes for e in self._entries.values() if e.in_use and e.tier == "device")
-        ceiling = self.device.memory().total - self.headroom - held  # held: ours and outer blocks'
-        if incoming <= ceiling < need:
-            log.info(
-                "residency.tight", models=[e.spec.key for e in fresh], need=need, ceiling=ceiling
-            )
-            return ceiling
-        return need
-
-    def _refuse(
-        self,
-        fresh: list[Entry],
-        incoming: int,
-        working: int,
-        free: int,
-        total: int,
-        budget: int | None,
-    ) -> NoReturn:
-        limit = f", budget {budget / GB:.2f} GB" if budget is not None else ""
-        others = self.device.other_processes_bytes()
-        if others:
-            limit += f"; other processes hold {others / GB:.2f} GB"
-        names = " + ".join(f"'{e.spec.key}'" for e in fresh)
-        msg = (
-            f"model {names} does not fit: needs {incoming / GB:.2f} GB of weights + "
-            f"{working / GB:.2f} GB working memory + {self.headroom / GB:.2f} GB headroom, "
-            f"{free / GB:.2f} GB free of {total / GB:.2f} GB{limit}"
-        )
-        held = sum(self._weights(e) for e in fresh if e.tier == "device")
-        if held + incoming + self.headroom > total or (
-            budget is not None and held + incoming > budget
-        ):
-            raise DoesNotFitError(msg)
-        raise DoesNotFitNowError(msg)
-
-    def _open_block(self, members: list[Entry]) -> _Block:
-        if self._blocks:  # keep the outer block's peak so far before the counter resets
-            outer = self._blocks[-1]
-            outer.peak = max(outer.peak, self.device.peak_allocated())
-        allocated = self.device.memory().allocated
-        self.device.reset_peak()
-        ours = sum(e.nbytes for e in members if e.tier == "device")
-        block = _Block(members, others=allocated - ours, peak=allocated)
-        self._blocks.append(block)
-        return block
-
-    def _close_block(self, block: _Block) -> None:
-        """Record each member's footprint: its weights plus the block's working memory."""
-        peak = max(block.peak, self.device.peak_allocated())
-        self._blocks.remove(block)
-        if self._blocks:
-            self._blocks[-1].peak = max(self._blocks[-1].peak, peak)
-        placed = [e for e in block.members if e.tier == "device"]  # not those that failed
-        working = max(0, peak - block.others - sum(e.nbytes for e in placed))
-        for entry in placed:
-            entry.last_peak = entry.nbytes + working
-            self.footprints.record(entry.spec.key, entry.last_peak, entry.nbytes)
+    # ---- placement -----------------------------------------------------------------------
 
     def _keep_host(self) -> bool:
         """Under LOW a promoted model goes back to the warm tier after its stage: keep its
@@ -421,7 +281,7 @@ class ResidencyManager:
         stay on the device, and a second copy in host memory would only cost RAM."""
         return self.warm_tier and not self.policy.keeps_after_use()
 
-    def _place_with_ladder(self, entry: Entry, block: _Block) -> None:
+    def _place_with_ladder(self, entry: Entry, block: Block) -> None:
         try:
             self._tiers.place(entry, self._keep_host())
             return
@@ -431,8 +291,7 @@ class ResidencyManager:
                 raise
             log.warning("model.oom", model=entry.spec.key, error=str(exc), rung="evict and retry")
         self.relieve(keep=frozenset(e.spec.key for e in block.members))
-        ours = sum(e.nbytes for e in block.members if e.tier == "device")
-        block.others = self.device.memory().allocated - ours
+        self._admission.rebase(block)
         self.device.reset_peak()
         block.peak = self.device.memory().allocated
         try:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -34,6 +33,7 @@ from voicedrop.report import (
     OutputRecord,
     ScriptRecord,
     StageRecord,
+    VramStats,
     WorkerRecord,
 )
 from voicedrop.script import Script
@@ -54,8 +54,8 @@ class JobInput:
 class Outcome:
     """What a job attempt produced: all the report needs, with no live objects in it."""
 
-    vram_before: dict[str, Any]
-    vram_after: dict[str, Any] = field(default_factory=dict)
+    vram_before: VramStats
+    vram_after: VramStats | None = None  # set by JobRunner.finish
     models: dict[str, ModelView] = field(default_factory=dict)
     stages: list[StageRecord] = field(default_factory=list)
     events: list[ModelEvent] = field(default_factory=list)
