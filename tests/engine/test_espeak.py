@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from voicedrop.config import load_settings
-from voicedrop.pipeline.engines.base import TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import EngineContext, TTSRequest, VoiceChoice
 from voicedrop.pipeline.engines.espeak import EspeakConfig, EspeakEngine
 from voicedrop.pipeline.modelspec import CPU
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return EspeakEngine(EspeakConfig(), load_settings(env={}))
+    return EspeakEngine(EspeakConfig(), EngineContext.of(load_settings(env={})))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from voicedrop.config import Settings
 from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.engines import Engines
-from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import ConvertRequest, EngineContext, TTSRequest, VoiceChoice
 from voicedrop.pipeline.engines.common import loadable
 from voicedrop.pipeline.modelspec import ModelSpec
 
@@ -91,7 +91,8 @@ def resolve_voice(manifest: Manifest, settings: Settings, reference: Path | None
     if tts.voice is None:
         return VoiceChoice()
     voice = _configured(settings.voices, tts.voice, tts.engine, "voice", "tts.voice")
-    refs = tuple(loadable(settings, settings.resolve(r)) for r in voice.references)
+    context = EngineContext.of(settings)
+    refs = tuple(loadable(context, settings.resolve(r)) for r in voice.references)
     return VoiceChoice(tts.voice, voice.engine_voice, refs, voice.reference_text)
 
 

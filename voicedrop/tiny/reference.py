@@ -7,7 +7,7 @@ from pathlib import Path
 import soundfile as sf
 
 from voicedrop.config import load_settings
-from voicedrop.pipeline.engines.base import TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import EngineContext, TTSRequest, VoiceChoice
 from voicedrop.pipeline.engines.espeak import EspeakConfig, EspeakEngine, EspeakSynth
 
 TEXT = "This is the reference voice, recorded for a test."
@@ -15,7 +15,7 @@ TEXT = "This is the reference voice, recorded for a test."
 
 def build_reference(path: Path, text: str = TEXT) -> tuple[Path, str]:
     settings = load_settings(env={})
-    engine = EspeakEngine(EspeakConfig.model_validate({}), settings)
+    engine = EspeakEngine(EspeakConfig.model_validate({}), EngineContext.of(settings))
     synth = EspeakSynth(engine._library, engine._data)
     request = TTSRequest("reference", VoiceChoice(engine_voice="en-us"), "en")
     audio = engine.synthesize({"synth": synth}, text, request, lambda _m: None)

@@ -20,6 +20,7 @@ from voicedrop.config import Settings
 from voicedrop.pipeline.engines.base import (
     ConvertEngine,
     EngineClass,
+    EngineContext,
     TTSEngine,
     installed,
 )
@@ -84,6 +85,7 @@ def build_engines(
 
 def _build(settings: Settings, registry: Registry[EngineClass], missing: dict[str, str]) -> Any:
     built = {}
+    context = EngineContext.of(settings)
     for name in registry:
         cls = registry.get(name)
         section = settings.engines.get(name, {})
@@ -96,7 +98,7 @@ def _build(settings: Settings, registry: Registry[EngineClass], missing: dict[st
         if not installed(cls):
             missing[name] = cls.extra or name
             continue
-        built[name] = cls(config, settings)
+        built[name] = cls(config, context)
     return built
 
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import annotated_types
 from pydantic import BaseModel, ConfigDict
 
 from voicedrop.config import ConvertModel, Settings, Voice
-from voicedrop.errors import EngineUnavailableError, ManifestError
+from voicedrop.errors import ConfigError, EngineUnavailableError, ManifestError
 from voicedrop.manifest import ConvertSpec, OptionValue, TTSSpec
 from voicedrop.modelfiles import ModelFile
 from voicedrop.pipeline.audio import Audio
@@ -109,6 +110,24 @@ class ConvertEngine(Protocol):
     ) -> Audio: ...
 
 
+@dataclass(frozen=True)
+class EngineContext:
+    """What an engine may know of the daemon's configuration: where model files may
+    live, its own state directory (caches), how a relative path in the config resolves,
+    and how to name a bad setting. Nothing else of `Settings` reaches an engine."""
+
+    model_roots: tuple[Path, ...]
+    state_dir: Path
+    resolve: Callable[[Path], Path]
+    invalid: Callable[[str, object, str], ConfigError]
+
+    @classmethod
+    def of(cls, settings: Settings) -> EngineContext:
+        return cls(
+            tuple(settings.model_roots), settings.state_path, settings.resolve, settings.invalid
+        )
+
+
 class EngineClass(Protocol):
     """What the registry holds: the class, its settings model, the extra that installs it."""
 
@@ -117,7 +136,7 @@ class EngineClass(Protocol):
     requires: tuple[str, ...]
     Config: type[EngineConfig]
 
-    def __call__(self, config: Any, settings: Settings) -> Any: ...
+    def __call__(self, config: Any, context: EngineContext) -> Any: ...
 
 
 def installed(cls: EngineClass) -> bool:
@@ -132,6 +151,19 @@ def require_installed(cls: EngineClass) -> None:
         raise EngineUnavailableError(
             f"the {cls.name} engine is not installed: pip install 'voicedrop[{cls.extra}]'"
         )
+
+
+def option_ranges(config: type[BaseModel], *names: str) -> dict[str, tuple[float, float]]:
+    """The ranges of the options a job may set, read from the engine's settings model
+    (each field's `ge=` and `le=`): stated once, for the config file and the manifest."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for name in names:
+        bounds = {type(c): c for c in config.model_fields[name].metadata}
+        low, high = bounds.get(annotated_types.Ge), bounds.get(annotated_types.Le)
+        if not isinstance(low, annotated_types.Ge) or not isinstance(high, annotated_types.Le):
+            raise TypeError(f"{config.__name__}.{name} needs both ge= and le= to be an option")
+        ranges[name] = (float(low.ge), float(high.le))  # type: ignore[arg-type]
+    return ranges
 
 
 def check_options(

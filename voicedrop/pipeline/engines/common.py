@@ -14,34 +14,34 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from voicedrop.config import Settings
 from voicedrop.errors import ManifestError, ModelFileError
 from voicedrop.modelfiles import confine, confine_tree
 from voicedrop.pipeline.audio import Audio, resample
+from voicedrop.pipeline.engines.base import EngineContext
 
 SENTENCE_END = re.compile(r"(?<=[.!?…;:\u3002\uff01\uff1f\uff1b\uff1a])\s+")  # also CJK stops
 
 
-def model_path(settings: Settings, key: str, value: Path | None) -> Path | None:
+def model_path(context: EngineContext, key: str, value: Path | None) -> Path | None:
     """A configured model path, absolute and inside the model roots; else ConfigError."""
     if value is None:
         return None
     try:
-        return confine(settings.resolve(value), settings.model_roots)
+        return confine(context.resolve(value), context.model_roots)
     except ValueError as exc:
-        raise settings.invalid(key, str(value), str(exc)) from None
+        raise context.invalid(key, str(value), str(exc)) from None
 
 
-def loadable(settings: Settings, path: Path) -> Path:
+def loadable(context: EngineContext, path: Path) -> Path:
     """Just before a load: the file (or every entry of the directory) a loader is about to
     open is still inside the model roots, symlinks resolved — a file replaced by a symlink
     after start-up, or a symlink inside a configured directory, is refused by name."""
     try:
-        resolved = confine(path, settings.model_roots)
+        resolved = confine(path, context.model_roots)
     except ValueError as exc:
         raise ModelFileError(f"refused: {exc}") from None
     if resolved.is_dir():
-        confine_tree(resolved, settings.model_roots)
+        confine_tree(resolved, context.model_roots)
     return resolved
 
 

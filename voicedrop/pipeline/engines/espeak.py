@@ -17,17 +17,19 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from voicedrop.config import Settings, Voice
+from voicedrop.config import Voice
 from voicedrop.errors import ManifestError, StageError
 from voicedrop.manifest import TTSSpec
 from voicedrop.modelfiles import ModelFile
 from voicedrop.pipeline.audio import Audio, from_int16
 from voicedrop.pipeline.engines.base import (
     EngineConfig,
+    EngineContext,
     Progress,
     TTSRequest,
     VoiceChoice,
     check_options,
+    option_ranges,
 )
 from voicedrop.pipeline.modelspec import ModelSpec
 
@@ -35,7 +37,6 @@ _SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
 _RATE, _PITCH = 1, 3
-OPTIONS = {"rate": (80.0, 450.0), "pitch": (0.0, 99.0)}
 _Callback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
@@ -124,17 +125,20 @@ class EspeakConfig(EngineConfig):
     pitch: int = Field(50, ge=0, le=99)
 
 
+OPTIONS = option_ranges(EspeakConfig, "rate", "pitch")  # what a job may set
+
+
 class EspeakEngine:
     name: ClassVar[str] = "espeak"
     extra: ClassVar[str | None] = None
     requires: ClassVar[tuple[str, ...]] = ("espeakng_loader",)
     Config: ClassVar[type[EngineConfig]] = EspeakConfig
 
-    def __init__(self, config: EspeakConfig, settings: Settings) -> None:
+    def __init__(self, config: EspeakConfig, context: EngineContext) -> None:
         import espeakng_loader
 
         self.config = config
-        self.settings = settings
+        self.context = context
         self._library = espeakng_loader.get_library_path()
         self._data = espeakng_loader.get_data_path()
         self._voices: set[str] | None = None
@@ -165,14 +169,14 @@ class EspeakEngine:
 
     def check_voice(self, name: str, voice: Voice) -> None:
         if voice.references:
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 f"voices.{name}.reference",
                 [str(r) for r in voice.references],
                 "the espeak engine cannot clone a recording; give engine_voice instead",
             )
         if voice.engine_voice is not None and self._voice_id(voice.engine_voice) is None:
             examples = ", ".join(sorted(v for v in self.voices() if "-" in v)[:6])
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 f"voices.{name}.engine_voice",
                 voice.engine_voice,
                 f"espeak-ng has no voice '{voice.engine_voice}' (a language code such as "

@@ -19,18 +19,20 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from voicedrop.config import GB, Settings, Voice
+from voicedrop.config import GB, Voice
 from voicedrop.errors import EngineUnavailableError, ManifestError, ModelFileError
 from voicedrop.manifest import TTSSpec
 from voicedrop.modelfiles import HashCheck, ModelFile, require_files
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines.base import (
     EngineConfig,
+    EngineContext,
     Progress,
     TTSRequest,
     VoiceChoice,
     check_options,
     installed,
+    option_ranges,
     require_installed,
 )
 from voicedrop.pipeline.engines.common import (
@@ -42,7 +44,6 @@ from voicedrop.pipeline.engines.common import (
 )
 from voicedrop.pipeline.modelspec import ModelSpec, Placement
 
-OPTIONS = {"speed": (0.3, 3.0), "nfe_step": (4.0, 128.0), "seed": (0.0, 2.0**31)}
 BACKBONES = ("DiT", "UNetT", "MMDiT")
 
 
@@ -61,8 +62,11 @@ class F5Settings(EngineConfig):
     cfg_strength: float = Field(2.0, ge=0, le=10)
     sway_sampling_coef: float = Field(-1.0, ge=-2, le=2)
     speed: float = Field(1.0, ge=0.3, le=3.0)
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**31)
     working_gb: float = Field(1.0, ge=0)
+
+
+OPTIONS = option_ranges(F5Settings, "speed", "nfe_step", "seed")  # what a job may set
 
 
 class F5Engine:
@@ -71,27 +75,27 @@ class F5Engine:
     requires: ClassVar[tuple[str, ...]] = ("f5_tts", "vocos", "torch")
     Config: ClassVar[type[EngineConfig]] = F5Settings
 
-    def __init__(self, config: F5Settings, settings: Settings) -> None:
+    def __init__(self, config: F5Settings, context: EngineContext) -> None:
         self.config = config
-        self.settings = settings
+        self.context = context
         key = "engines.f5tts"
-        self.checkpoint = model_path(settings, f"{key}.checkpoint", config.checkpoint)
-        self.vocab = model_path(settings, f"{key}.vocab", config.vocab)
-        self.vocoder_dir = model_path(settings, f"{key}.vocoder_dir", config.vocoder_dir)
-        self.asr_dir = model_path(settings, f"{key}.asr_dir", config.asr_dir)
+        self.checkpoint = model_path(context, f"{key}.checkpoint", config.checkpoint)
+        self.vocab = model_path(context, f"{key}.vocab", config.vocab)
+        self.vocoder_dir = model_path(context, f"{key}.vocoder_dir", config.vocoder_dir)
+        self.asr_dir = model_path(context, f"{key}.asr_dir", config.asr_dir)
         self._hashes = HashCheck()
         if self.checkpoint is not None and self.vocoder_dir is None:
-            raise settings.invalid(
+            raise context.invalid(
                 f"{key}.vocoder_dir", None, "F5-TTS needs a local Vocos vocoder directory"
             )
         for path, field in ((self.checkpoint, "checkpoint"), (self.vocab, "vocab")):
             if path is not None and not path.is_file():
-                raise settings.invalid(f"{key}.{field}", str(path), "no such file")
+                raise context.invalid(f"{key}.{field}", str(path), "no such file")
         if self.vocoder_dir is not None:
             try:
                 require_files(self.vocoder_dir, ("config.yaml", "pytorch_model.bin"))
             except ModelFileError as exc:
-                raise settings.invalid(
+                raise context.invalid(
                     f"{key}.vocoder_dir", str(self.vocoder_dir), str(exc)
                 ) from None
         self.arch = self._arch(config.arch)
@@ -105,7 +109,7 @@ class F5Engine:
 
         shipped = files("f5_tts").joinpath(f"configs/{arch}.yaml")
         if not shipped.is_file():
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 "engines.f5tts.arch", arch, "not a config f5-tts ships (e.g. F5TTS_v1_Base)"
             )
         model = yaml.safe_load(shipped.read_text())["model"]
@@ -135,17 +139,15 @@ class F5Engine:
     def check_voice(self, name: str, voice: Voice) -> None:
         key = f"voices.{name}"
         if len(voice.references) != 1:
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 f"{key}.reference", voice.reference, "an f5tts voice is exactly one recording"
             )
-        path = model_path(self.settings, f"{key}.reference", voice.references[0])
+        path = model_path(self.context, f"{key}.reference", voice.references[0])
         assert path is not None
         if not path.is_file():
-            raise self.settings.invalid(
-                f"{key}.reference", str(voice.references[0]), "no such file"
-            )
+            raise self.context.invalid(f"{key}.reference", str(voice.references[0]), "no such file")
         if not (voice.reference_text or "").strip() and self.asr_dir is None:
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 f"{key}.reference_text",
                 voice.reference_text,
                 "F5-TTS needs what the recording says (or [engines.f5tts] asr_dir for a local ASR)",
@@ -197,7 +199,7 @@ class F5Engine:
         assert self.checkpoint is not None
         for path in (self.checkpoint, self.vocab):
             if path is not None:
-                loadable(self.settings, path)
+                loadable(self.context, path)
         self._hashes.verify(self.checkpoint, self.config.sha256)
         backbone, arch = self.arch
         if backbone not in BACKBONES:
@@ -218,7 +220,7 @@ class F5Engine:
     def _load_vocoder(self, placement: Placement) -> Any:
         require_installed(F5Engine)
         assert self.vocoder_dir is not None
-        loadable(self.settings, self.vocoder_dir)
+        loadable(self.context, self.vocoder_dir)
         from voicedrop.pipeline.engines.f5tts_load import load_vocos
 
         try:
@@ -229,7 +231,7 @@ class F5Engine:
     def _load_asr(self, placement: Placement) -> Any:
         assert self.asr_dir is not None
         require_files(self.asr_dir, ("config.json",))  # else a hub repository id
-        loadable(self.settings, self.asr_dir)
+        loadable(self.context, self.asr_dir)
         from voicedrop.pipeline.engines.f5tts_load import AsrModel
 
         try:

@@ -16,21 +16,21 @@ import numpy as np
 from pydantic import Field
 
 import voicedrop
-from voicedrop.config import ConvertModel, Settings, Voice
+from voicedrop.config import ConvertModel, Voice
 from voicedrop.manifest import TTSSpec
 from voicedrop.modelfiles import ModelFile
 from voicedrop.pipeline.audio import Audio, resample
 from voicedrop.pipeline.engines.base import (
     ConvertRequest,
     EngineConfig,
+    EngineContext,
     Progress,
     TTSRequest,
     VoiceChoice,
     check_options,
+    option_ranges,
 )
 from voicedrop.pipeline.modelspec import ModelSpec
-
-NOOP_OPTIONS = {"seconds": (0.0, 60.0), "work_s": (0.0, 600.0)}
 
 
 class _Nothing:
@@ -40,6 +40,10 @@ class _Nothing:
 class NoopConfig(EngineConfig):
     sample_rate: int = Field(22050, ge=8000, le=192000)
     work_s: float = Field(0.0, ge=0, le=600)  # each job's default wait (drills, demos)
+    seconds: float = Field(0.05, ge=0, le=60)  # each job's default length of silence
+
+
+NOOP_OPTIONS = option_ranges(NoopConfig, "seconds", "work_s")  # what a job may set
 
 
 class NoopEngine:
@@ -48,9 +52,10 @@ class NoopEngine:
     requires: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[EngineConfig]] = NoopConfig
 
-    def __init__(self, config: NoopConfig, settings: Settings) -> None:
+    def __init__(self, config: NoopConfig, context: EngineContext) -> None:
         self.sample_rate = config.sample_rate
         self.work_s = config.work_s
+        self.seconds = config.seconds
 
     def version(self) -> str:
         return voicedrop.__version__
@@ -72,7 +77,7 @@ class NoopEngine:
     ) -> Audio:
         opts = check_options(request.options, NOOP_OPTIONS, "tts.options")
         time.sleep(opts.get("work_s", self.work_s))
-        seconds = opts.get("seconds", 0.05)
+        seconds = opts.get("seconds", self.seconds)
         return Audio(np.zeros(int(seconds * self.sample_rate), np.float32), self.sample_rate)
 
 
@@ -88,8 +93,8 @@ class TapeEngine:
     requires: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[EngineConfig]] = TapeConfig
 
-    def __init__(self, config: TapeConfig, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, config: TapeConfig, context: EngineContext) -> None:
+        self.context = context
 
     def version(self) -> str:
         return voicedrop.__version__
@@ -99,11 +104,11 @@ class TapeEngine:
 
     def check_model(self, name: str, model: ConvertModel) -> None:
         if model.path is not None:
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 f"models.{name}.path", str(model.path), "the tape engine uses no model file"
             )
         if model.options:
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 f"models.{name}.options", model.options, "the tape engine takes no options"
             )
 

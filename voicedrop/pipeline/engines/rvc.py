@@ -17,25 +17,20 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from voicedrop.config import ConvertModel, Settings
+from voicedrop.config import ConvertModel
 from voicedrop.errors import ManifestError, ModelFileError
 from voicedrop.modelfiles import HashCheck, ModelFile, load_weights, require_files
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines.base import (
     ConvertRequest,
     EngineConfig,
+    EngineContext,
     check_options,
+    option_ranges,
     require_installed,
 )
 from voicedrop.pipeline.engines.common import load_failed, loadable, model_path, quiet_stdout
 from voicedrop.pipeline.modelspec import ModelSpec, Placement
-
-OPTIONS = {
-    "index_rate": (0.0, 1.0),
-    "filter_radius": (0.0, 7.0),
-    "rms_mix_rate": (0.0, 1.0),
-    "protect": (0.0, 0.5),
-}
 
 
 class RvcSettings(EngineConfig):
@@ -50,22 +45,27 @@ class RvcSettings(EngineConfig):
     protect: float = Field(0.33, ge=0, le=0.5)
 
 
+OPTIONS = option_ranges(  # what a job may set
+    RvcSettings, "index_rate", "filter_radius", "rms_mix_rate", "protect"
+)
+
+
 class RvcEngine:
     name: ClassVar[str] = "rvc"
     extra: ClassVar[str | None] = "rvc"
     requires: ClassVar[tuple[str, ...]] = ("infer_rvc_python", "faiss", "pyworld", "torch")
     Config: ClassVar[type[EngineConfig]] = RvcSettings
 
-    def __init__(self, config: RvcSettings, settings: Settings) -> None:
+    def __init__(self, config: RvcSettings, context: EngineContext) -> None:
         self.config = config
-        self.settings = settings
-        self.hubert_dir = model_path(settings, "engines.rvc.hubert_dir", config.hubert_dir)
-        self.rmvpe_path = model_path(settings, "engines.rvc.rmvpe", config.rmvpe)
+        self.context = context
+        self.hubert_dir = model_path(context, "engines.rvc.hubert_dir", config.hubert_dir)
+        self.rmvpe_path = model_path(context, "engines.rvc.rmvpe", config.rmvpe)
         self._hashes = HashCheck()
         if self.hubert_dir is not None:
             fairseq = _fairseq_checkpoint(self.hubert_dir)
             if fairseq is not None:
-                raise settings.invalid(
+                raise context.invalid(
                     "engines.rvc.hubert_dir",
                     str(config.hubert_dir),
                     f"{fairseq.name} is fairseq's HuBERT checkpoint, which voicedrop does not "
@@ -76,11 +76,11 @@ class RvcEngine:
             try:
                 require_files(self.hubert_dir, ("config.json",))
             except ModelFileError as exc:
-                raise settings.invalid(
+                raise context.invalid(
                     "engines.rvc.hubert_dir", str(config.hubert_dir), str(exc)
                 ) from None
         if self.rmvpe_path is not None and not self.rmvpe_path.is_file():
-            raise settings.invalid("engines.rvc.rmvpe", str(config.rmvpe), "no such file")
+            raise context.invalid("engines.rvc.rmvpe", str(config.rmvpe), "no such file")
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -106,21 +106,21 @@ class RvcEngine:
     def check_model(self, name: str, model: ConvertModel) -> None:
         key = f"models.{name}"
         if self.hubert_dir is None:
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 "engines.rvc.hubert_dir", None, f"RVC model '{name}' needs a local HuBERT directory"
             )
         if model.path is None:
-            raise self.settings.invalid(f"{key}.path", None, "an RVC model needs its .pth file")
+            raise self.context.invalid(f"{key}.path", None, "an RVC model needs its .pth file")
         for field, file in (("path", model.path), ("index", model.index)):
-            path = model_path(self.settings, f"{key}.{field}", file)
+            path = model_path(self.context, f"{key}.{field}", file)
             if path is not None and not path.is_file():
-                raise self.settings.invalid(f"{key}.{field}", str(file), "no such file")
+                raise self.context.invalid(f"{key}.{field}", str(file), "no such file")
         for option, value in model.options.items():
             low, high = OPTIONS.get(option, (None, None))
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if low is None or high is None or not number or not low <= float(value) <= high:
                 allowed = ", ".join(f"{k} {lo:g} to {hi:g}" for k, (lo, hi) in OPTIONS.items())
-                raise self.settings.invalid(f"{key}.options.{option}", value, f"allowed: {allowed}")
+                raise self.context.invalid(f"{key}.options.{option}", value, f"allowed: {allowed}")
 
     def check(self, request: ConvertRequest) -> None:
         method = request.spec.method
@@ -148,7 +148,7 @@ class RvcEngine:
         }
         if request.spec.method == "rmvpe" and self.rmvpe_path is not None:
             specs["rmvpe"] = ModelSpec("rmvpe", self._load_rmvpe, checkpoint=self.rmvpe_path)
-        path = model_path(self.settings, f"models.{request.name}.path", request.model.path)
+        path = model_path(self.context, f"models.{request.name}.path", request.model.path)
         assert path is not None
         specs["voice"] = ModelSpec(
             f"rvc:{request.name}",
@@ -169,7 +169,7 @@ class RvcEngine:
 
         # a missing directory would be taken for a hub repository id: refuse it first
         require_files(self.hubert_dir, ("config.json",))
-        loadable(self.settings, self.hubert_dir)
+        loadable(self.context, self.hubert_dir)
         try:
             with quiet_stdout():
                 model = FairseqHubertWrapper(str(self.hubert_dir)).to(placement.build_on)
@@ -180,7 +180,7 @@ class RvcEngine:
     def _load_rmvpe(self, placement: Placement) -> Any:
         require_installed(RvcEngine)
         assert self.rmvpe_path is not None
-        loadable(self.settings, self.rmvpe_path)
+        loadable(self.context, self.rmvpe_path)
         from voicedrop.pipeline.engines.rvc_infer import RmvpeModel
 
         rmvpe = self.rmvpe_path
@@ -188,12 +188,12 @@ class RvcEngine:
 
     def _load_voice(self, placement: Placement, name: str, model: ConvertModel) -> Any:
         require_installed(RvcEngine)
-        path = model_path(self.settings, f"models.{name}.path", model.path)
+        path = model_path(self.context, f"models.{name}.path", model.path)
         assert path is not None
-        index = model_path(self.settings, f"models.{name}.index", model.index)
+        index = model_path(self.context, f"models.{name}.index", model.index)
         for file in (path, index):
             if file is not None:
-                loadable(self.settings, file)
+                loadable(self.context, file)
         self._hashes.verify(path, model.sha256)
         from voicedrop.pipeline.engines.rvc_infer import RvcVoice
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from voicedrop.config import GB, Settings, Voice
+from voicedrop.config import GB, Voice
 from voicedrop.errors import EngineUnavailableError, ManifestError, ModelFileError
 from voicedrop.fsutil import StateWrites, write_atomic
 from voicedrop.manifest import TTSSpec
@@ -33,10 +33,12 @@ from voicedrop.modelfiles import (
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines.base import (
     EngineConfig,
+    EngineContext,
     Progress,
     TTSRequest,
     VoiceChoice,
     check_options,
+    option_ranges,
     require_installed,
 )
 from voicedrop.pipeline.engines.common import (
@@ -49,14 +51,6 @@ from voicedrop.pipeline.engines.common import (
 )
 from voicedrop.pipeline.modelspec import ModelSpec, Placement
 
-OPTIONS = {
-    "temperature": (0.05, 2.0),
-    "top_p": (0.05, 1.0),
-    "top_k": (1.0, 500.0),
-    "repetition_penalty": (1.0, 50.0),
-    "speed": (0.25, 4.0),
-    "seed": (0.0, 2.0**31),
-}
 FILES = ("config.json", "model.pth", "vocab.json")
 
 
@@ -73,9 +67,14 @@ class XttsSettings(EngineConfig):
     repetition_penalty: float = Field(10.0, ge=1.0, le=50.0)
     speed: float = Field(1.0, ge=0.25, le=4.0)
     seed: int | None = Field(
-        None, ge=0, description="fixed seed: the same text gives the same audio"
+        None, ge=0, le=2**31, description="fixed seed: the same text gives the same audio"
     )
     working_gb: float = Field(0.8, ge=0, description="working memory estimate until measured")
+
+
+OPTIONS = option_ranges(  # what a job may set
+    XttsSettings, "temperature", "top_p", "top_k", "repetition_penalty", "speed", "seed"
+)
 
 
 class XttsEngine:
@@ -84,11 +83,11 @@ class XttsEngine:
     requires: ClassVar[tuple[str, ...]] = ("TTS", "torch")
     Config: ClassVar[type[EngineConfig]] = XttsSettings
 
-    def __init__(self, config: XttsSettings, settings: Settings) -> None:
+    def __init__(self, config: XttsSettings, context: EngineContext) -> None:
         self.config = config
-        self.settings = settings
-        self.model_dir = model_path(settings, "engines.xtts.model_dir", config.model_dir)
-        self.latents_dir = settings.state_path / "xtts-latents"
+        self.context = context
+        self.model_dir = model_path(context, "engines.xtts.model_dir", config.model_dir)
+        self.latents_dir = context.state_dir / "xtts-latents"
         self._hashes = HashCheck()
         self._cache_writes = StateWrites("xtts latents cache")
         self._speakers: list[str] | None = None
@@ -99,7 +98,7 @@ class XttsEngine:
                 cfg = json.loads((self.model_dir / "config.json").read_text())
                 self.languages = [str(lang) for lang in cfg.get("languages", [])]
             except (ModelFileError, OSError, ValueError) as exc:
-                raise settings.invalid(
+                raise context.invalid(
                     "engines.xtts.model_dir", str(config.model_dir), str(exc)
                 ) from None
 
@@ -131,24 +130,24 @@ class XttsEngine:
     def check_voice(self, name: str, voice: Voice) -> None:
         key = f"voices.{name}"
         if self.model_dir is None:
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 f"{key}.engine", "xtts", "[engines.xtts] model_dir is not configured"
             )
         for i, ref in enumerate(voice.references):
             where = f"{key}.reference" + (f"[{i}]" if len(voice.references) > 1 else "")
-            path = model_path(self.settings, where, ref)
+            path = model_path(self.context, where, ref)
             assert path is not None
             if not path.is_file():
-                raise self.settings.invalid(where, str(ref), "no such file")
+                raise self.context.invalid(where, str(ref), "no such file")
         if voice.engine_voice is not None and voice.engine_voice not in self.speakers():
             known = ", ".join(self.speakers()[:8]) or "none: the model has no speakers_xtts.pth"
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 f"{key}.engine_voice",
                 voice.engine_voice,
                 f"not a built-in speaker (known: {known})",
             )
         if voice.engine_voice is None and not voice.references:
-            raise self.settings.invalid(
+            raise self.context.invalid(
                 key,
                 voice.model_dump(mode="json"),
                 "an xtts voice needs a reference or engine_voice",
@@ -198,7 +197,7 @@ class XttsEngine:
         autocast at inference)."""
         require_installed(XttsEngine)
         assert self.model_dir is not None
-        loadable(self.settings, self.model_dir)
+        loadable(self.context, self.model_dir)
         self._hashes.verify(self.model_dir / "model.pth", self.config.sha256)
         try:
             from voicedrop.pipeline.engines.xtts_load import load_model
