@@ -42,6 +42,7 @@ lint: $(VENV)/.engines
 	$(BIN)/ruff check voicedrop tests benchmarks requirements
 	$(BIN)/ruff format --check voicedrop tests benchmarks requirements
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
