@@ -1,0 +1,133 @@
+"""The HTTP side's view of the spool (Desk, the dashboard's snapshot) and the queue's
+look at a waiting manifest (ManifestPeek), each on a real temp spool with no server."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.conftest import drop, hello, make_settings, unit_service
+from voicedrop.api import board
+from voicedrop.api.desk import Desk, Rejected
+from voicedrop.daemon.peek import ManifestPeek
+from voicedrop.daemon.watcher import StabilityGate
+from voicedrop.pipeline.engines import build_engines
+from voicedrop.pipeline.plan import Planner
+from voicedrop.spool.inbox import list_candidates
+
+
+@pytest.fixture
+def desk(settings):
+    planner = Planner(settings, build_engines(settings))
+    return Desk(lambda: (settings, planner))
+
+
+def inbox_names(desk: Desk) -> list[str]:
+    return sorted(p.name for p in desk.spool.inbox.glob("*.json"))
+
+
+def test_a_submitted_job_is_queued_and_can_be_cancelled_once(desk):
+    job_id = desk.submit(hello())
+    assert job_id.startswith("http-") and inbox_names(desk) == [f"{job_id}.json"]
+    assert desk.state(job_id).status == "queued"
+    cancelled = desk.cancel(job_id)
+    assert cancelled.status == "failed" and cancelled.report["error"]["code"] == "cancelled"
+    assert inbox_names(desk) == []
+    with pytest.raises(Rejected) as again:
+        desk.cancel(job_id)
+    assert again.value.status == 409
+
+
+def test_a_manifest_that_would_fail_is_refused_naming_the_field_and_nothing_is_queued(desk):
+    with pytest.raises(Rejected) as refused:
+        desk.submit({"text": "hi", "tts": {"engine": "nope"}})
+    assert refused.value.status == 422
+    assert any("tts.engine" in line for line in refused.value.problems)
+    assert inbox_names(desk) == [] and list(desk.spool.incoming.iterdir()) == []
+
+
+def test_a_full_queue_is_refused_with_503(tmp_path):
+    settings = make_settings(tmp_path, http={"max_queue": 2})
+    planner = Planner(settings, build_engines(settings))
+    desk = Desk(lambda: (settings, planner))
+    desk.submit(hello())
+    desk.submit(hello())
+    with pytest.raises(Rejected) as full:
+        desk.submit(hello())
+    assert full.value.status == 503 and len(inbox_names(desk)) == 2
+
+
+def test_an_unknown_job_has_no_state_and_cannot_be_cancelled(desk):
+    assert desk.state("nobody") is None
+    with pytest.raises(Rejected) as missing:
+        desk.cancel("nobody")
+    assert missing.value.status == 404
+
+
+def test_the_dashboard_lists_waiting_jobs_and_says_which_one_will_fail(desk):
+    drop(desk.spool.inbox, "good.json", hello(tts={"engine": "espeak", "voice": "narrator"}))
+    drop(desk.spool.inbox, "bad.json", b"{not json")
+    data = board.snapshot(desk, time.time())
+    waiting = {w["job_id"]: w for w in data["waiting"]}
+    assert waiting["good"]["engine"] == "espeak" and waiting["good"]["voice"] == "narrator"
+    assert "problem" in waiting["bad"] and "problem" not in waiting["good"]
+    assert data["daemon"]["state"] == "not running"
+    assert "espeak" in data["choices"]["engines"]
+
+
+def test_the_dashboard_shows_a_finished_job_with_its_model_moves(settings, desk):
+    service = unit_service(settings)
+    try:
+        drop(service.spool.inbox, "j.json", hello())
+        report = service.executor.step()
+    finally:
+        service.manager.close()
+    assert report is not None and report.status == "done"
+    data = board.snapshot(desk, time.time())
+    assert [r["job_id"] for r in data["recent"]] == ["j"]
+    marks = [m for m in data["timeline"]["events"] if m["job_id"] == "j"]
+    assert len(marks) == len(report.events) > 0
+    first = board.etag(data)
+    assert board.etag(board.snapshot(desk, time.time() + 1)) == first, "the clock alone changed"
+
+
+def peek_of(settings):
+    gate = StabilityGate(settings.watcher.stable_delay_s)
+    planner = Planner(settings, build_engines(settings))
+    return ManifestPeek(settings, settings.spool / "inbox", gate, planner)
+
+
+def only_item(settings):
+    [item] = list_candidates(settings.spool / "inbox")
+    return item
+
+
+def test_the_peek_plans_a_waiting_manifest_once_and_knows_its_models(settings):
+    peek = peek_of(settings)
+    drop(settings.spool / "inbox", "j.json", hello())
+    item = only_item(settings)
+    seen = peek.of(item)
+    assert seen.keys == {"espeak"} and [s.key for s in seen.first] == ["espeak"]
+    assert peek.of(item) is seen, "planned again for an unchanged file"
+
+
+def test_the_peek_of_an_invalid_manifest_is_empty_and_raises_nothing(settings):
+    peek = peek_of(settings)
+    drop(settings.spool / "inbox", "bad.json", {"text": "x", "tts": {"engine": "nope"}})
+    seen = peek.of(only_item(settings))
+    assert seen.keys == set() and seen.first == ()
+
+
+def test_the_peek_holds_a_manifest_whose_reference_is_missing_until_the_wait_is_over(settings):
+    peek = peek_of(settings)
+    drop(settings.spool / "inbox", "j.json", hello(tts={"engine": "noop", "voice": "ref.wav"}))
+    item = only_item(settings)
+    now = time.time()
+    assert peek.awaits_files(item, time.monotonic(), now)
+    late = item.mtime_ns / 1e9 + settings.watcher.reference_wait_s
+    assert not peek.awaits_files(item, time.monotonic(), late), "waited past reference_wait_s"
+    (settings.spool / "inbox" / "ref.wav").write_bytes(b"RIFF")
+    os.utime(settings.spool / "inbox" / "ref.wav", (now - 60, now - 60))  # long settled
+    assert not peek.awaits_files(item, time.monotonic(), now)

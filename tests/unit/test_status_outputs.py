@@ -1,0 +1,135 @@
+"""The status outputs as listeners, on an injected clock: status.json and systemd's
+STATUS= tell a new job or stage at once and throttle progress; the heartbeat rewrites
+status.json; the watchdog is fed at half its period."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from voicedrop.daemon.status_file import HEARTBEAT_S, STATUS_INTERVAL_S, StatusFile, SystemdStatus
+from voicedrop.report import JobReport, VramSnapshot, VramStats
+
+STATS = VramStats(
+    available=False,
+    low_vram_mode=False,
+    allocated_gb=0.0,
+    reserved_gb=0.0,
+    free_gb=1.0,
+    total_gb=1.0,
+    cached_models=0,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Notes:
+    """A notifier that keeps what it was told."""
+
+    def __init__(self, watchdog_s: float | None = None) -> None:
+        self.watchdog_s = watchdog_s
+        self.sent: list[dict[str, str]] = []
+
+    def notify(self, **fields: str) -> None:
+        self.sent.append(fields)
+
+
+def snapshot() -> dict[str, Any]:
+    return {"watcher": "inotify", "device": "cpu", "policy": "normal", "vram": STATS}
+
+
+def report(job_id: str) -> JobReport:
+    return JobReport(
+        job_id=job_id,
+        status="done",
+        source=f"{job_id}.json",
+        attempt=1,
+        vram=VramSnapshot(before=STATS, after=STATS),
+    )
+
+
+def written(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def test_a_new_job_and_a_new_stage_are_written_at_once_progress_is_throttled(tmp_path):
+    clock, path = Clock(), tmp_path / "status.json"
+    status = StatusFile(path, snapshot, clock)
+    status.started("j", 1)
+    assert written(path)["state"] == "running" and written(path)["job_id"] == "j"
+    status.stage("j", "tts 1/10")
+    status.stage("j", "tts 2/10")  # same stage, within the interval: held back
+    assert written(path)["stage"] == "tts 1/10"
+    clock.now += STATUS_INTERVAL_S
+    status.stage("j", "tts 3/10")
+    assert written(path)["stage"] == "tts 3/10"
+    status.stage("j", "post")  # a new stage: at once
+    assert written(path)["stage"] == "post"
+    status.stage("j", "post 2/2")  # the same stage again, within the interval
+    assert written(path)["stage"] == "post"
+    status.flush()  # what the loop does before it waits: what was held back
+    assert written(path)["stage"] == "post 2/2"
+    status.finished(report("j"))  # the job's end: at once
+    assert written(path)["state"] == "idle" and written(path)["job_id"] is None
+    assert written(path)["vram"]["free_gb"] == 1.0 and written(path)["watcher"] == "inotify"
+
+
+def test_the_heartbeat_rewrites_the_status_file_with_nothing_new(tmp_path):
+    clock, path = Clock(), tmp_path / "status.json"
+    status = StatusFile(path, snapshot, clock)
+    status.set_state("idle")
+    first = written(path)["updated"]
+    status.beat()
+    assert written(path)["updated"] == first, "rewritten before the heartbeat was due"
+    clock.now += HEARTBEAT_S
+    status.beat()
+    assert written(path)["updated"] > first
+
+
+def test_a_status_file_that_cannot_be_written_is_said_once_and_never_raises(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    status = StatusFile(blocked / "status.json", snapshot, Clock())  # a file as its folder
+    with capture_logs() as said:
+        status.started("j", 1)
+        status.stage("j", "tts")
+        status.finished(report("j"))
+    assert [e["event"] for e in said] == ["state.write_failed"]
+    assert status.told is not None and status.told.state == "idle"  # the metrics still see it
+
+
+def test_systemd_hears_the_job_and_stage_and_the_watchdog_at_half_its_period():
+    clock, notes = Clock(), Notes(watchdog_s=20.0)
+    systemd = SystemdStatus(notes, clock)  # type: ignore[arg-type]
+    systemd.started("j", 1)
+    systemd.stage("j", "tts 1/3")
+    statuses = [n["status"] for n in notes.sent if "status" in n]
+    assert statuses == ["running: j (None)", "running: j (tts 1/3)"]
+    pings = [n for n in notes.sent if "watchdog" in n]
+    assert len(pings) == 1
+    clock.now += 9.0
+    systemd.watchdog()
+    assert len([n for n in notes.sent if "watchdog" in n]) == 1, "pinged before half the period"
+    clock.now += 1.0
+    systemd.watchdog()
+    assert len([n for n in notes.sent if "watchdog" in n]) == 2
+    systemd.finished(report("j"))
+    systemd.flush()
+    assert [n["status"] for n in notes.sent if "status" in n][-1] == "idle"
+
+
+def test_without_a_watchdog_systemd_is_never_pinged():
+    notes = Notes(watchdog_s=None)
+    systemd = SystemdStatus(notes, Clock())  # type: ignore[arg-type]
+    systemd.started("j", 1)
+    systemd.watchdog()
+    assert not [n for n in notes.sent if "watchdog" in n]
