@@ -1,11 +1,11 @@
-"""The seed's benchmark_vram, for the real engines: per engine and mode, VRAM and seconds.
+"""The original benchmark_vram, for the real engines: per engine and mode, VRAM and seconds.
 
     python benchmarks/engines.py [--size tiny|real] [--device cpu|cuda] [--json FILE]
 
 Builds random-initialised models in each engine's real checkpoint layout (`tiny`, or
 `real`: the libraries' default, published-size architectures, for a GPU machine), then
 per engine (xtts; f5tts; espeak -> rvc) and mode (LOW_VRAM=true / false) runs a cold and
-a warm job through the daemon's JobRunner and prints the seed's stats before and after,
+a warm job through the daemon's JobRunner and prints the seven VRAM stats before and after,
 the peak of device memory, load and inference seconds. Last, per engine, the overhead of
 the daemon: one warm voicedrop job / the library's own call on the same model and text
 (for rvc: the convert stage / the library's BaseLoader.infer on the same audio).

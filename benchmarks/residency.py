@@ -1,11 +1,11 @@
-"""Residency benchmark: the seed's naive LOW against voicedrop's policies, on real bytes.
+"""Residency benchmark: the original, naive LOW against voicedrop's policies, on real bytes.
 
     python benchmarks/residency.py [--device cpu|cuda] [--jobs 8] [--scale 1.0] [--json FILE]
 
 Synthetic torch models with the parameter counts of the real checkpoints
 (shared/ENGINES.md) are saved as safetensors and run through a mixed queue of
 TTS → RVC jobs under four set-ups:
-  seed-low    LOW_VRAM=true as the seed does it: rebuild from disk every time
+  seed-low    LOW_VRAM=true as the original design does it: rebuild from disk every time
   low+warm    voicedrop LOW: leave the GPU after each stage, keep weights in host memory
   budget      keep models while they fit a 3.5 GB budget (a 4 GB card), evict by score
   normal      LOW_VRAM=false: everything stays loaded

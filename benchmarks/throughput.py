@@ -6,7 +6,7 @@ The queue: XTTS and F5-TTS jobs over several voices, half of them converted by o
 two RVC voices, some of them subtitle scripts of 10 cues; the same queue, in the same
 order, for each set-up:
 
-  naive-low      the specification's LOW_VRAM: every stage loads its models from disk
+  naive-low      the original LOW_VRAM: every stage loads its models from disk
                  and unloads them after (no warm tier, no prefetch, no affinity)
   voicedrop-low  LOW_VRAM as voicedrop runs it: after each stage its models leave the
                  GPU for the warm tier; the next stage's (or next job's) models are

@@ -60,9 +60,9 @@ def quiet_logs():
     logs.configure("json", "warning")
 
 
-# The seed's VRAM stats fields (shared/seed): written out here, not imported from
+# The seven VRAM stats fields of the original design: written out here, not imported from
 # the package, so that a change to the product cannot silently change the contract.
-SEED_KEYS = {
+VRAM_KEYS = {
     "available",
     "low_vram_mode",
     "allocated_gb",

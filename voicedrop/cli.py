@@ -1,4 +1,7 @@
-"""`voicedrop run | serve | submit | status | validate | schema | models | selftest`."""
+"""The command line: `voicedrop run | serve | submit | status | validate | schema | models |
+selftest`. Parses arguments, loads the settings once, installs the signal handlers (only
+here), and turns errors into exit codes: 2 for a bad configuration or manifest, 4 when
+another daemon has the state directory."""
 
 from __future__ import annotations
 
@@ -19,7 +22,16 @@ from voicedrop.spool.jobs import Spool
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="voicedrop", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="voicedrop",
+        description=(
+            "A daemon that watches a drop folder and turns JSON job manifests into speech "
+            "(XTTS v2, F5-TTS or espeak, optionally converted with RVC), writing the audio "
+            "and a report to an outbox. Its residency manager runs models that need "
+            "10-16 GB on a 4-6 GB GPU (LOW_VRAM=true)."
+        ),
+        epilog="Start with `voicedrop run --once` on a spool; see README.md and docs/.",
+    )
     p.add_argument("--version", action="version", version=f"voicedrop {voicedrop.__version__}")
     p.add_argument("--config", type=Path, help="config.toml (default: $VOICEDROP_CONFIG)")
     p.add_argument("--spool", type=Path, help="spool root (default: config, $VOICEDROP_SPOOL)")
@@ -67,19 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {"spool": args.spool} if args.spool else {}
     if getattr(args, "ray", None):
         overrides["ray"] = {"address": args.ray}
+    broken = False
     try:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
         if args.command != "status":
             print(f"voicedrop: {exc.message}", file=sys.stderr)
             return 2
-        # status must answer even when the configuration is broken: say so, and look at
-        # the spool that the environment or the command line names
+        # status must answer even when the configuration is broken: say so, look at the
+        # spool that the environment or the command line names, and still exit 2
         print(f"voicedrop: warning: {exc.message}", file=sys.stderr)
         where = {
             k: v for k, v in os.environ.items() if k in ("VOICEDROP_SPOOL", "VOICEDROP_STATE_DIR")
         }
         settings = load_settings(None, env=where, overrides=overrides)
+        broken = True
     try:
         handler = {
             "run": _run,
@@ -90,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "models": _models,
             "selftest": _selftest,
         }
-        return handler[args.command](settings, args)
+        code = handler[args.command](settings, args)
+        return 2 if broken else code
     except ConfigError as exc:
         print(f"voicedrop: {exc.message}", file=sys.stderr)
         return 2

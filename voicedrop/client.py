@@ -140,7 +140,7 @@ def progress_line(spool: Spool, state: JobState | None, daemon: DaemonStatus | N
 
 
 def status_report(settings: Settings) -> dict[str, Any]:
-    """What `voicedrop status` shows: queue, the running job, the seed's VRAM fields, models."""
+    """What `voicedrop status` shows: queue, the running job, the seven VRAM fields, models."""
     spool = Spool.from_settings(settings)
     daemon = live_status(spool.state)
     return {
@@ -155,7 +155,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
 
 
 def vram_view(settings: Settings, daemon: DaemonStatus | None) -> dict[str, Any]:
-    """The seed's seven VRAM fields from the daemon's status; without a daemon, say so
+    """The seven VRAM fields from the daemon's status; without a daemon, say so
     (without importing torch)."""
     if daemon is not None and daemon.vram is not None:
         return daemon.vram.model_dump()

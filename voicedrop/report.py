@@ -3,7 +3,7 @@
 The report is the completion marker of a job and its only record, so it
 carries everything a user needs to trust or debug a result: the manifest as
 accepted, the error with its field, each stage with its time, every model
-event, the seed's VRAM fields before and after, and the outputs as measured.
+event, the seven VRAM fields before and after, and the outputs as measured.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class _Model(BaseModel):
 
 
 class VramStats(_Model):
-    """Exactly the seed's VRAM fields (shared/seed): a public contract."""
+    """Exactly the seven VRAM fields of the original LOW_VRAM design: a public contract."""
 
     available: bool
     low_vram_mode: bool
@@ -49,7 +49,7 @@ class ModelEvent(_Model):
 
 
 class ModelView(_Model):
-    """The extended per-model view beside the seed's fields."""
+    """The extended per-model view beside the seven VRAM fields."""
 
     tier: Literal["disk", "host", "device"]
     device_bytes: int

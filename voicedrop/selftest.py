@@ -20,7 +20,7 @@ from voicedrop.config import Settings, load_settings
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import build_engines, default_registries
-from voicedrop.pipeline.engines.base import installed
+from voicedrop.pipeline.engines.base import install_hint, installed
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.tiny.build import F5_VOICE, RVC_MODEL, XTTS_VOICE, build_tiny
@@ -112,7 +112,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"device: {result['device']}"]
     for name, r in result["engines"].items():
         if r["status"] == "not installed":
-            lines.append(f"{name:7} not installed (pip install 'voicedrop[{r['extra']}]')")
+            lines.append(f"{name:7} not installed ({install_hint(r['extra'])})")
             continue
         if "low" not in r:
             lines.append(f"{name:7} FAILED: {r.get('error')}")

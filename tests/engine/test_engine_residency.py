@@ -1,4 +1,4 @@
-"""The seed's LOW_VRAM contract with real engines: xtts → rvc on tiny models."""
+"""The LOW_VRAM contract with real engines: xtts → rvc on tiny models."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def test_drop_returns_device_memory_to_its_baseline():
     assert baseline() == base
 
 
-def test_peak_includes_working_memory_and_seed_stats_see_the_gpu():
+def test_peak_includes_working_memory_and_vram_stats_see_the_gpu():
     manager = ResidencyManager(CudaDevice(), NormalPolicy())
     with manager.acquire(spec()) as model:
         scratch = torch.empty(64 * MB, dtype=torch.uint8, device="cuda")

@@ -14,7 +14,7 @@ from voicedrop.pipeline.modelspec import ModelSpec  # noqa: E402
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy  # noqa: E402
 from voicedrop.pipeline.residency import ResidencyManager  # noqa: E402
 
-SEED_TYPES = {
+VRAM_TYPES = {
     "available": bool,
     "low_vram_mode": bool,
     "allocated_gb": float,
@@ -124,11 +124,11 @@ def test_a_rebuild_without_the_warm_tier_really_rebuilds():
     assert manager.models()["voice"].loads == 2
 
 
-def test_seed_stats_on_cpu_have_exactly_the_seed_keys_and_types():
+def test_vram_stats_on_cpu_have_exactly_the_vram_keys_and_types():
     manager = make(LowPolicy(), low_vram_mode=True)
     with manager.acquire(spec()):
         stats = manager.get_vram_usage().model_dump()
-    assert {k: type(v) for k, v in stats.items()} == SEED_TYPES
+    assert {k: type(v) for k, v in stats.items()} == VRAM_TYPES
     assert stats["available"] is False  # no CUDA
     assert stats["low_vram_mode"] is True
     assert stats["total_gb"] > 0

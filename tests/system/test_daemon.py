@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests.conftest import SEED_KEYS
+from tests.conftest import VRAM_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "sample_inbox").glob("*.json"))
@@ -233,7 +233,7 @@ def test_submit_wait_and_status(spool, tmp_path):
         status = json.loads(voicedrop("status", "--json", spool=spool).stdout)
         assert status["daemon"] == "running"
         assert status["queue"]["outbox"] == 1 and status["queue"]["failed"] == 1
-        assert set(status["vram"]) == SEED_KEYS
+        assert set(status["vram"]) == VRAM_KEYS
     finally:
         daemon.stop()
     after = json.loads(voicedrop("status", "--json", spool=spool).stdout)

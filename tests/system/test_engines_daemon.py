@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests.conftest import SEED_KEYS
+from tests.conftest import VRAM_KEYS
 
 pytestmark = pytest.mark.system
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def test_selftest_passes_every_engine_under_low_and_normal(kept):
             run = entry[mode]
             assert run["ok"] and run["audio_s"] > 0.3 and run["sample_rate"] in (24000, 40000)
             assert any(e.startswith("load ") for e in run["events"])
-            assert set(run["vram_after"]) == SEED_KEYS
+            assert set(run["vram_after"]) == VRAM_KEYS
         assert entry["low"]["vram_after"]["low_vram_mode"] is True
         assert entry["normal"]["vram_after"]["low_vram_mode"] is False
         assert any(" device->host" in e for e in entry["low"]["events"])  # LOW demotes

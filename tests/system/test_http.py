@@ -1,10 +1,11 @@
 """The HTTP API, as its users call it: a real `voicedrop run --http` (or `serve`) process on a
-loopback port, called with httpx and with the seed's own curl command."""
+loopback port, called with httpx and with the original API's own curl command."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import SEED_KEYS
+from tests.conftest import VRAM_KEYS
 from tests.system.test_daemon import env_for
 
 pytestmark = pytest.mark.system
@@ -82,8 +83,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
     assert srv.stop() == 0
 
 
-def test_the_seeds_curl_command_verbatim(server: Server):
-    """The specification's own test, on the offline engine: a job, its audio, the seed's
+def test_the_original_curl_command_verbatim(server: Server):
+    """The original API's own test, on the offline engine: a job, its audio, the original
     VRAM keys, and a job counted in the metrics."""
     posted = subprocess.run(
         ["curl", "-s", "-X", "POST", f"{server.url}/tts/synthesize",
@@ -98,7 +99,7 @@ def test_the_seeds_curl_command_verbatim(server: Server):
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
     samples, rate = sf.read(io.BytesIO(audio.content))
     assert rate > 8000 and len(samples) / rate > 0.3
-    assert set(server.http.get("/vram").json()) == SEED_KEYS
+    assert set(server.http.get("/vram").json()) == VRAM_KEYS
     metrics = server.http.get("/metrics").text
     assert 'voicedrop_jobs_total{code="",status="done"} 1.0' in metrics
     assert server.http.get("/models").json()["espeak"]["loads"] == 1
@@ -228,6 +229,18 @@ def test_an_uploaded_reference_is_checked_and_never_used_as_a_path(tmp_path: Pat
         assert list((spool / "inbox" / ".incoming").iterdir()) == []
     finally:
         assert srv.stop() == 0
+
+
+def test_the_api_page_works_with_no_internet(server: Server):
+    """/docs names only files this server serves: a daemon on an offline network has it."""
+    page = server.http.get("/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(a.startswith("/docs/") for a in assets), assets
+    for asset in assets:
+        served = server.http.get(asset)
+        assert served.status_code == 200 and len(served.content) > 1000, asset
+    assert "swagger-ui" in server.http.get("/docs/swagger-ui-bundle.js").text[:2000].lower()
 
 
 def test_a_queued_job_can_be_cancelled_and_a_started_one_cannot(server: Server):

@@ -1,4 +1,4 @@
-"""Two daemons on one spool, as the specification deploys them (one per GPU): each job is
+"""Two daemons on one spool, as docker-compose.yml deploys them (one per GPU): each job is
 leased by the daemon that claimed it, runs exactly once, and is taken over by the other
 only once its owner is dead. Two daemons on one state directory: the second is refused."""
 

@@ -31,12 +31,12 @@ def test_submit_checks_like_the_daemon_and_says_why(tmp_path, capsys):
     assert not list((tmp_path / "spool" / "inbox").glob("*.json")), "a bad manifest was dropped"
 
 
-def test_status_answers_even_with_a_broken_configuration(tmp_path, capsys, monkeypatch):
+def test_status_answers_with_a_broken_configuration_and_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("VOICEDROP_SPOOL", str(tmp_path / "spool"))
     monkeypatch.setenv("VOICEDROP_TYPO", "1")  # one stray variable stops every other command
     assert main(["validate", str(tmp_path / "x.json")]) == 2
     capsys.readouterr()
-    assert main(["status", "--json"]) == 0
+    assert main(["status", "--json"]) == 2  # a script sees the configuration is broken
     captured = capsys.readouterr()
     assert "warning" in captured.err and "VOICEDROP_TYPO" in captured.err
     assert json.loads(captured.out)["daemon"] == "not running"

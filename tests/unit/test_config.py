@@ -49,7 +49,7 @@ def test_config_path_from_environment(tmp_path):
 
 
 @pytest.mark.parametrize("raw", ["TRUE", "True", "true"])
-def test_low_vram_true_as_the_seed_reads_it(raw):
+def test_low_vram_true_in_every_spelling_the_original_accepts(raw):
     assert load_settings(env={"LOW_VRAM": raw}).low_vram
 
 

@@ -76,7 +76,8 @@ def test_a_voice_for_an_engine_that_is_not_installed_stops_start_up(tmp_path):
     tts, convert = default_registries()
     tts.register("ghost", _Missing)  # type: ignore[arg-type]
     settings = make_settings(tmp_path, voices={"v": {"engine": "ghost"}})
-    with pytest.raises(ConfigError, match=r"pip install 'voicedrop\[ghost\]'"):
+    hint = r"pip install -c requirements/constraints.txt '\.\[ghost\]'"
+    with pytest.raises(ConfigError, match=hint):
         build_engines(settings, (tts, convert))
 
 
@@ -91,9 +92,7 @@ def test_a_job_for_an_engine_that_is_not_installed_fails_permanently_naming_the_
     svc.executor.step()
     report = read_report(svc.spool.failed / "g")
     assert report["error"]["code"] == "engine_unavailable"
-    assert (
-        report["error"]["kind"] == "permanent" and "voicedrop[ghost]" in report["error"]["message"]
-    )
+    assert report["error"]["kind"] == "permanent" and "'.[ghost]'" in report["error"]["message"]
 
 
 def test_a_manifest_naming_a_model_of_another_engine_says_so(tmp_path):

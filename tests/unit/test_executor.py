@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from structlog.testing import capture_logs
 
-from tests.conftest import SEED_KEYS, drop, hello, make_settings, read_report, unit_service
+from tests.conftest import VRAM_KEYS, drop, hello, make_settings, read_report, unit_service
 from voicedrop.config import GB
 from voicedrop.daemon.listeners import Listener
 from voicedrop.daemon.service import Service
@@ -40,7 +40,7 @@ def test_a_good_job_yields_audio_and_a_complete_report(service):
     data = read_report(out)
     assert data["job_id"] == "hi" and data["source"] == "hi.json" and data["attempt"] == 1
     assert data["manifest"]["text"] == "Hello there."
-    assert set(data["vram"]["before"]) == SEED_KEYS == set(data["vram"]["after"])
+    assert set(data["vram"]["before"]) == VRAM_KEYS == set(data["vram"]["after"])
     assert [s["name"] for s in data["stages"]] == ["tts", "post"]
     assert data["stages"][0]["engine"] == "espeak"
     assert data["events"][0]["event"] == "load" and data["events"][0]["key"] == "espeak"
@@ -361,7 +361,7 @@ def test_status_file_tracks_the_daemon(service):
     service.flush()  # what the loop does before it waits
     final = json.loads((service.spool.state / "status.json").read_text())
     assert final["state"] == "idle" and final["job_id"] is None
-    assert set(final["vram"]) == SEED_KEYS and final["pid"] == os.getpid()
+    assert set(final["vram"]) == VRAM_KEYS and final["pid"] == os.getpid()
     assert final["models"]["espeak"]["tier"] == "device"
 
 
@@ -470,7 +470,7 @@ def test_a_report_that_cannot_be_built_still_ends_the_job(service, monkeypatch):
     saved = read_report(service.spool.failed / "j")
     assert saved["status"] == "failed" and saved["error"]["code"] == "internal_error"
     assert "could not be built" in saved["error"]["message"]
-    assert set(saved["vram"]["after"]) == SEED_KEYS
+    assert set(saved["vram"]["after"]) == VRAM_KEYS
     assert list(service.spool.work.iterdir()) == []
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import SEED_KEYS
+from tests.conftest import VRAM_KEYS
 from voicedrop.config import GB
 from voicedrop.errors import (
     DoesNotFitError,
@@ -288,11 +288,11 @@ def test_an_error_inside_the_block_still_releases_the_model():
     assert manager.models()["xtts"].tier == "host"
 
 
-def test_seed_stats_have_exactly_the_seed_keys_and_types():
+def test_vram_stats_have_exactly_the_vram_keys_and_types():
     manager, _, _ = make(low_vram_mode=True)
     with manager.acquire(spec("xtts", 2)):
         stats = manager.get_vram_usage().model_dump()
-    assert set(stats) == SEED_KEYS
+    assert set(stats) == VRAM_KEYS
     assert stats["available"] is True and stats["low_vram_mode"] is True
     assert stats["allocated_gb"] == 2.0 and stats["total_gb"] == 6.0
     assert stats["free_gb"] == 4.0 and isinstance(stats["cached_models"], int)

@@ -1,9 +1,10 @@
-"""The HTTP API beside the drop folder (FastAPI): the seed's `/tts/synthesize`, OpenAI's
+"""The HTTP API beside the drop folder (FastAPI): the original `/tts/synthesize`, OpenAI's
 `/v1/audio/speech`, jobs, VRAM, models, health and Prometheus metrics.
 
 Every request goes through the spool (`Desk`): a job is a manifest dropped into the inbox,
 queued, run by the daemon's single executor and reported like any other. The OpenAPI
-description is at `/openapi.json` (and `/docs`).
+description is at `/openapi.json`, and `/docs` shows it with Swagger UI served from this
+process (fastapi-offline's copy): a daemon on a network with no internet still has it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import soundfile as sf
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -39,6 +41,11 @@ UI_FILES = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
+DOCS_FILES = {  # Swagger UI, as fastapi-offline ships it
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon.png": "image/png",
+}
 POLL_S = 0.1
 HEARTBEAT_STALE_S = 30.0  # three of the daemon's heartbeats
 
@@ -46,7 +53,13 @@ HEARTBEAT_STALE_S = 30.0  # three of the daemon's heartbeats
 def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     """`metrics`: the daemon's own (in `run --http`); `serve` alone has none and shows
     the daemon's textfile metrics if configured, else the queue's."""
-    app = FastAPI(title="voicedrop", version=voicedrop.__version__, summary=__doc__.splitlines()[0])
+    app = FastAPI(
+        title="voicedrop",
+        version=voicedrop.__version__,
+        summary=__doc__.splitlines()[0],
+        docs_url=None,  # /docs below: Swagger UI without a CDN
+        redoc_url=None,
+    )
     settings = desk.current()[0]
     body_limit = settings.limits.max_reference_bytes + settings.limits.max_manifest_bytes + 65536
     app.add_middleware(Guard, token=settings.http.token, body_limit=body_limit)
@@ -58,7 +71,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
 
     @app.post("/tts/synthesize", status_code=202)
     async def synthesize(request: Request, wait: float | None = None) -> Response:
-        """The seed's request, verbatim (form fields, optional `reference` upload), or a JSON
+        """The original API's request verbatim (form fields, an optional `reference`), or a JSON
         manifest. 202 with the job id; `?wait=SECONDS` answers with the audio when done."""
         manifest, reference = await _read_job_request(request)
         job_id = await run_in_threadpool(desk.submit, manifest, reference)
@@ -125,7 +138,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
 
     @app.get("/vram")
     async def vram() -> dict[str, Any]:
-        """The seed's `get_vram_usage()`: exactly its seven keys."""
+        """The original design's `get_vram_usage()`: exactly its seven keys."""
         return desk.vram()
 
     @app.get("/models")
@@ -159,6 +172,23 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
         if media is None:
             return JSONResponse({"detail": [f"no file '{name}'"]}, 404)
         return Response(_ui(name), media_type=media)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs_page() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="voicedrop API",
+            swagger_js_url="/docs/swagger-ui-bundle.js",
+            swagger_css_url="/docs/swagger-ui.css",
+            swagger_favicon_url="/docs/favicon.png",
+        )
+
+    @app.get("/docs/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        media = DOCS_FILES.get(name)
+        if media is None:
+            return JSONResponse({"detail": [f"no file '{name}'"]}, 404)
+        return Response(_docs_asset(name), media_type=media)
 
     @app.get("/api/dashboard")
     async def dashboard_data(request: Request) -> Response:
@@ -202,7 +232,7 @@ async def _read_job_request(request: Request) -> tuple[dict[str, Any], bytes | N
             raise Rejected(422, ["body: a manifest is a JSON object"])
         return data, None
     if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        raise Rejected(415, ["body: send form fields (as the seed's curl does) or a JSON manifest"])
+        raise Rejected(415, ["body: send form fields (as `curl -F` sends them) or a JSON manifest"])
     form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
     unknown = sorted(set(form) - FORM_FIELDS)
     if unknown:
@@ -214,7 +244,7 @@ async def _read_job_request(request: Request) -> tuple[dict[str, Any], bytes | N
 
 
 def form_manifest(fields: dict[str, str]) -> dict[str, Any]:
-    """The seed's form fields as a manifest (absent fields keep the manifest's defaults)."""
+    """The original API's form fields as a manifest (absent fields keep the manifest's defaults)."""
     if "text" not in fields:
         raise Rejected(422, ["text: required"])
     tts: dict[str, Any] = {}
@@ -223,7 +253,7 @@ def form_manifest(fields: dict[str, str]) -> dict[str, Any]:
         if form_name in fields:
             tts[key] = fields[form_name]
     manifest: dict[str, Any] = {"text": fields["text"], "tts": tts}
-    if "rvc_model" in fields:  # the seed's name; `convert_engine` (ours) picks another engine
+    if "rvc_model" in fields:  # the original name; `convert_engine` (ours) picks another engine
         engine = fields.get("convert_engine", "rvc")
         convert: dict[str, Any] = {"engine": engine, "model": fields["rvc_model"]}
         if "pitch" in fields:
@@ -281,3 +311,7 @@ def _file(desk: Desk, job_id: str, name: str | None) -> FileResponse:
 
 def _ui(name: str) -> bytes:
     return (resources.files("voicedrop.api") / "ui" / name).read_bytes()
+
+
+def _docs_asset(name: str) -> bytes:
+    return (resources.files("fastapi_offline") / "static" / name).read_bytes()

@@ -1,6 +1,6 @@
 """What the dashboard shows, read from the spool only when someone looks.
 
-One snapshot: the daemon (state, policy, device, the seed's VRAM fields, each model's
+One snapshot: the daemon (state, policy, device, the seven VRAM fields, each model's
 tier), the waiting jobs in order (with a hint when affinity may run one first), the jobs
 running (here, or on cluster workers), the latest finished jobs, and a timeline of device
 memory over the last hour with every model move of the reports finished in it. The page

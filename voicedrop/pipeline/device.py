@@ -21,7 +21,7 @@ from voicedrop.pipeline.modelspec import CPU, Placement
 
 @dataclass(frozen=True)
 class MemoryInfo:
-    available: bool  # a CUDA device is in use (the seed's `available`)
+    available: bool  # a CUDA device is in use (the stats' `available`)
     allocated: int
     reserved: int
     free: int

@@ -18,7 +18,13 @@ from voicedrop.config import Settings
 from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.engines import Engines
-from voicedrop.pipeline.engines.base import ConvertRequest, EngineContext, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import (
+    ConvertRequest,
+    EngineContext,
+    TTSRequest,
+    VoiceChoice,
+    install_hint,
+)
 from voicedrop.pipeline.engines.common import loadable
 from voicedrop.pipeline.modelspec import ModelSpec
 
@@ -135,8 +141,7 @@ def _engine_known(
 ) -> None:
     if name in missing:
         raise EngineUnavailableError(
-            f"the {name} engine is not installed on this machine: "
-            f"pip install 'voicedrop[{missing[name]}]'",
+            f"the {name} engine is not installed on this machine: {install_hint(missing[name])}",
             field=field,
         )
     if name not in built:

@@ -1,6 +1,6 @@
 """Residency policies: what happens to a model after its block, and how much may stay.
 
-`low` is the seed's LOW_VRAM=true (nothing stays on the GPU after its stage),
+`low` is LOW_VRAM=true (nothing stays on the GPU after its stage),
 `normal` is LOW_VRAM=false (models stay), `budget` keeps models while they fit
 under a byte budget and lets the manager evict by score when a load needs room.
 """

@@ -22,6 +22,7 @@ from voicedrop.pipeline.engines.base import (
     EngineClass,
     EngineContext,
     TTSEngine,
+    install_hint,
     installed,
 )
 from voicedrop.pipeline.engines.espeak import EspeakEngine
@@ -131,6 +132,5 @@ def _engine_for(
         raise settings.invalid(
             key,
             engine,
-            f"the {engine} engine is not installed here: "
-            f"pip install 'voicedrop[{missing[engine]}]'",
+            f"the {engine} engine is not installed here: {install_hint(missing[engine])}",
         )

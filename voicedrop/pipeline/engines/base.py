@@ -146,10 +146,19 @@ def installed(cls: EngineClass) -> bool:
         return False
 
 
+def install_hint(extra: str | None) -> str:
+    """How to install an engine's extra. voicedrop is installed from its checkout (it is on
+    no package index), with the pins that keep a CPU or CUDA torch in place."""
+    return (
+        f"in the voicedrop checkout, pip install -c requirements/constraints.txt "
+        f"'.[{extra}]' (docs/engines.md, Installing the engines)"
+    )
+
+
 def require_installed(cls: EngineClass) -> None:
     if not installed(cls):
         raise EngineUnavailableError(
-            f"the {cls.name} engine is not installed: pip install 'voicedrop[{cls.extra}]'"
+            f"the {cls.name} engine is not installed: {install_hint(cls.extra)}"
         )
 
 
