@@ -4,7 +4,8 @@
 out-of-memory errors, as dramatiq's StubBroker stands in for a broker: the residency
 manager runs against it unchanged. It can present itself as a CUDA card to the loaders
 (`runs_on`, `half`) while its tensors stay in host memory. `FakeModel` is a model of a
-given size with no tensors.
+given size with no tensors. `ManualClock` is a clock that moves only when a test moves it,
+for everything that takes an injected clock (the loop, the queue, the status outputs).
 """
 
 from __future__ import annotations
@@ -111,3 +112,13 @@ class FakeDevice(_AccountingDevice):
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, FakeOutOfMemory)
+
+
+class ManualClock:
+    """A clock for `clock=` parameters: `now` moves only when the test sets it."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -22,7 +22,7 @@ from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.spool.deaths import Death
-from voicedrop.testing import FakeDevice, FakeModel
+from voicedrop.testing import FakeDevice, FakeModel, ManualClock
 
 
 def run_all(service: Service) -> list[Any]:
@@ -289,16 +289,8 @@ def test_out_of_memory_in_a_stage_evicts_and_retries_once(settings):
     assert ("evict", "other") in [(e.event, e.key) for e in report.events]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_out_of_memory_twice_waits_and_retries_with_memory_back_at_baseline(settings):
-    clock = Clock()
+    clock = ManualClock(1000.0)
     svc, device = hungry_service(settings, ooms=2, clock=clock)
     baseline = device.memory().allocated - GB  # everything but the 'other' model
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
@@ -317,7 +309,7 @@ def test_out_of_memory_twice_waits_and_retries_with_memory_back_at_baseline(sett
 
 
 def test_a_job_failing_transiently_every_time_fails_after_max_attempts(settings):
-    clock = Clock()
+    clock = ManualClock(1000.0)
     svc, _ = hungry_service(settings, ooms=100, clock=clock)
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
     for attempt in range(1, settings.limits.max_attempts + 1):
@@ -408,7 +400,7 @@ def test_a_spool_error_does_not_run_a_job_waiting_for_its_retry_early(settings):
     import errno
     import threading
 
-    clock = Clock()
+    clock = ManualClock(1000.0)
     svc, _ = hungry_service(settings, ooms=2, clock=clock)
     svc.queue.backoff.retry_s = 0.0
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
@@ -477,7 +469,7 @@ def test_a_report_that_cannot_be_built_still_ends_the_job(service, monkeypatch):
 def test_a_commit_that_fails_is_finished_when_the_outbox_comes_back(settings):
     """Outbox unwritable for a while: the finished job is published once it is back,
     without running again, and nothing new is claimed in between."""
-    clock = Clock()
+    clock = ManualClock(1000.0)
     svc = unit_service(settings, device=FakeDevice(8 * GB), clock=clock)
     original = svc.spool._move_out
     broken = {"on": True}
@@ -511,7 +503,7 @@ def test_a_commit_that_fails_is_finished_when_the_outbox_comes_back(settings):
 def test_disk_full_while_counting_an_attempt_backs_off_and_keeps_the_retry_schedule(settings):
     import errno
 
-    clock = Clock()
+    clock = ManualClock(1000.0)
     svc, _ = hungry_service(settings, ooms=2, clock=clock)
     drop(svc.spool.inbox, "j.json", {"text": "x", "tts": {"engine": "hungry"}})
     [first] = run_all(svc)  # j fails transiently: due again 30 s later
@@ -644,7 +636,7 @@ def test_an_entry_that_cannot_be_moved_is_said_once_and_the_queue_goes_on(servic
 def test_a_reference_still_being_written_waits_until_it_settles(tmp_path):
     """The manifest's own rule for every file it names: a reference or script written in
     place (no close seen: no watcher here) is taken only once unchanged for the delay."""
-    clock, wall = Clock(), Wall()
+    clock, wall = ManualClock(1000.0), Wall()
     settings = make_settings(tmp_path, watcher={"stable_delay_s": 2.0})
     svc = unit_service(settings, clock=clock, wall=wall)
     inbox = svc.spool.inbox

@@ -28,15 +28,7 @@ from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobRunner
 from voicedrop.report import ErrorInfo, JobReport
 from voicedrop.spool.jobs import Spool
-from voicedrop.testing import FakeDevice
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from voicedrop.testing import FakeDevice, ManualClock
 
 
 class Heard(Listener):
@@ -64,7 +56,7 @@ class Parts:
     queue: JobQueue
     attempts: Attempts
     heard: Heard
-    clock: Clock
+    clock: ManualClock
     manager: ResidencyManager
 
     def run_all(self) -> list[JobReport]:
@@ -76,7 +68,7 @@ class Parts:
 
 @pytest.fixture
 def parts(settings: Settings) -> Iterator[Parts]:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     spool = Spool.from_settings(settings)
     spool.ensure()
     gate = StabilityGate(settings.watcher.stable_delay_s)

@@ -19,19 +19,11 @@ from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.policies import BudgetPolicy, LowPolicy, NormalPolicy
 from voicedrop.pipeline.residency import ResidencyManager
-from voicedrop.testing import FakeDevice, FakeModel
+from voicedrop.testing import FakeDevice, FakeModel, ManualClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(policy=None, capacity=6 * GB, **kw) -> tuple[ResidencyManager, FakeDevice, Clock]:
-    device, clock = FakeDevice(capacity), Clock()
+def make(policy=None, capacity=6 * GB, **kw) -> tuple[ResidencyManager, FakeDevice, ManualClock]:
+    device, clock = FakeDevice(capacity), ManualClock(0.0)
     kw.setdefault("warm_budget", 16 * GB)
     manager = ResidencyManager(device, policy or LowPolicy(), clock=clock, **kw)
     return manager, device, clock

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from voicedrop.daemon.status_file import HEARTBEAT_S, STATUS_INTERVAL_S, StatusFile, SystemdStatus
 from voicedrop.report import JobReport, VramSnapshot, VramStats
+from voicedrop.testing import ManualClock
 
 STATS = VramStats(
     available=False,
@@ -22,14 +23,6 @@ STATS = VramStats(
     total_gb=1.0,
     cached_models=0,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Notes:
@@ -62,7 +55,7 @@ def written(path: Path) -> dict[str, Any]:
 
 
 def test_a_new_job_and_a_new_stage_are_written_at_once_progress_is_throttled(tmp_path):
-    clock, path = Clock(), tmp_path / "status.json"
+    clock, path = ManualClock(100.0), tmp_path / "status.json"
     status = StatusFile(path, snapshot, clock)
     status.started("j", 1)
     assert written(path)["state"] == "running" and written(path)["job_id"] == "j"
@@ -84,7 +77,7 @@ def test_a_new_job_and_a_new_stage_are_written_at_once_progress_is_throttled(tmp
 
 
 def test_the_heartbeat_rewrites_the_status_file_with_nothing_new(tmp_path):
-    clock, path = Clock(), tmp_path / "status.json"
+    clock, path = ManualClock(100.0), tmp_path / "status.json"
     status = StatusFile(path, snapshot, clock)
     status.set_state("idle")
     first = written(path)["updated"]
@@ -98,7 +91,8 @@ def test_the_heartbeat_rewrites_the_status_file_with_nothing_new(tmp_path):
 def test_a_status_file_that_cannot_be_written_is_said_once_and_never_raises(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")
-    status = StatusFile(blocked / "status.json", snapshot, Clock())  # a file as its folder
+    folder_is_a_file = blocked / "status.json"
+    status = StatusFile(folder_is_a_file, snapshot, ManualClock(100.0))
     with capture_logs() as said:
         status.started("j", 1)
         status.stage("j", "tts")
@@ -108,7 +102,7 @@ def test_a_status_file_that_cannot_be_written_is_said_once_and_never_raises(tmp_
 
 
 def test_systemd_hears_the_job_and_stage_and_the_watchdog_at_half_its_period():
-    clock, notes = Clock(), Notes(watchdog_s=20.0)
+    clock, notes = ManualClock(100.0), Notes(watchdog_s=20.0)
     systemd = SystemdStatus(notes, clock)  # type: ignore[arg-type]
     systemd.started("j", 1)
     systemd.stage("j", "tts 1/3")
@@ -129,7 +123,7 @@ def test_systemd_hears_the_job_and_stage_and_the_watchdog_at_half_its_period():
 
 def test_without_a_watchdog_systemd_is_never_pinged():
     notes = Notes(watchdog_s=None)
-    systemd = SystemdStatus(notes, Clock())  # type: ignore[arg-type]
+    systemd = SystemdStatus(notes, ManualClock(100.0))  # type: ignore[arg-type]
     systemd.started("j", 1)
     systemd.watchdog()
     assert not [n for n in notes.sent if "watchdog" in n]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -168,10 +169,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
 
     @app.get("/ui/{name}", include_in_schema=False)
     async def dashboard_asset(name: str) -> Response:
-        media = UI_FILES.get(name)
-        if media is None:
-            return JSONResponse({"detail": [f"no file '{name}'"]}, 404)
-        return Response(_ui(name), media_type=media)
+        return _asset(UI_FILES, name, _ui)
 
     @app.get("/docs", include_in_schema=False)
     async def docs_page() -> Response:
@@ -185,10 +183,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
 
     @app.get("/docs/{name}", include_in_schema=False)
     async def docs_asset(name: str) -> Response:
-        media = DOCS_FILES.get(name)
-        if media is None:
-            return JSONResponse({"detail": [f"no file '{name}'"]}, 404)
-        return Response(_docs_asset(name), media_type=media)
+        return _asset(DOCS_FILES, name, _docs_asset)
 
     @app.get("/api/dashboard")
     async def dashboard_data(request: Request) -> Response:
@@ -315,3 +310,11 @@ def _ui(name: str) -> bytes:
 
 def _docs_asset(name: str) -> bytes:
     return (resources.files("fastapi_offline") / "static" / name).read_bytes()
+
+
+def _asset(files: dict[str, str], name: str, read: Callable[[str], bytes]) -> Response:
+    """One of the page assets this server ships (by name, never a path), or 404."""
+    media = files.get(name)
+    if media is None:
+        return JSONResponse({"detail": [f"no file '{name}'"]}, 404)
+    return Response(read(name), media_type=media)
