@@ -697,3 +697,20 @@ def test_freed_memory_goes_back_to_the_system_when_the_queue_runs_dry(service):
     now[0] += TRIM_EVERY_S
     heap.finished(report)
     assert len(trims) == 2  # busy for a while: at most every TRIM_EVERY_S
+
+
+def test_a_service_holds_its_state_directory_while_entered_and_closes_everything(settings):
+    from voicedrop.errors import AlreadyRunningError
+
+    first = Service(settings, device=FakeDevice(GB))
+    with first:
+        drop(first.spool.inbox, "j.json", hello())
+        first.executor.start()
+        assert first.executor.step().status == "done"
+        assert first.manager.resident_keys() == {"espeak"}
+        second = Service(settings, device=FakeDevice(GB))
+        with pytest.raises(AlreadyRunningError), second:
+            pass
+    assert first.manager.resident_keys() == set(), "models left after close"
+    with Service(settings, device=FakeDevice(GB)):  # given back: another may take it
+        pass

@@ -138,8 +138,9 @@ class Service:
             self.spool.ensure()
         except OSError as exc:
             raise ConfigError(f"the spool {self.spool.root} cannot be prepared: {exc}") from None
-        self._lock = DaemonLock(self.spool.state / LOCK_FILE)
-        self._lock.acquire()
+        lock = DaemonLock(self.spool.state / LOCK_FILE)
+        lock.acquire()
+        self._lock = lock  # held: close() gives it back
         try:
             self.dispatch.start()
         except BaseException:
