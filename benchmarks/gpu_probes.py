@@ -81,7 +81,7 @@ def promote(device_name: str, mb: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def specs(engines: Any, root: Path, names: list[str]) -> dict[str, Any]:
+def specs(engines: Any, settings: Any, root: Path, names: list[str]) -> dict[str, Any]:
     from voicedrop.manifest import ConvertSpec
     from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice
     from voicedrop.tiny.build import RVC_MODEL
@@ -97,7 +97,7 @@ def specs(engines: Any, root: Path, names: list[str]) -> dict[str, Any]:
         out |= {f"f5tts.{r}": s for r, s in engines.tts["f5tts"].models(
             TTSRequest("p", voice, "en")).items()}  # fmt: skip
     if "rvc" in names:
-        model = engines.convert["rvc"].settings.models[RVC_MODEL]
+        model = settings.models[RVC_MODEL]
         request = ConvertRequest("p", RVC_MODEL, model, ConvertSpec(
             engine="rvc", model=RVC_MODEL, method="rmvpe"))  # fmt: skip
         out |= {f"rvc.{r}": s for r, s in engines.convert["rvc"].models(request).items()}
@@ -130,7 +130,7 @@ def dtypes(device_name: str, names: list[str]) -> dict[str, Any]:
             device = device_for(device_name)
             manager = ResidencyManager.from_settings(settings, device)
             try:
-                wanted = specs(engines, Path(tmp), names)
+                wanted = specs(engines, settings, Path(tmp), names)
                 if path == "prefetched":
                     for spec in wanted.values():
                         manager.warm(spec)

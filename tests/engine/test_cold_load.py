@@ -28,8 +28,13 @@ TEXT = "The same words, twice."
 
 
 @pytest.fixture
-def engines(tiny: Path, tmp_path: Path) -> Any:
-    return build_engines(tiny_settings(tiny, tmp_path))
+def config(tiny: Path, tmp_path: Path) -> Any:
+    return tiny_settings(tiny, tmp_path)
+
+
+@pytest.fixture
+def engines(config: Any) -> Any:
+    return build_engines(config)
 
 
 def tts_request(tiny: Path, text: str | None = None) -> TTSRequest:
@@ -37,8 +42,7 @@ def tts_request(tiny: Path, text: str | None = None) -> TTSRequest:
     return TTSRequest("cold", voice, "en", {})
 
 
-def convert_request(engines: Any) -> ConvertRequest:
-    settings = engines.convert["rvc"].settings
+def convert_request(settings: Any) -> ConvertRequest:
     spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="rmvpe")
     return ConvertRequest("cold", RVC_MODEL, settings.models[RVC_MODEL], spec)
 
@@ -88,11 +92,10 @@ def test_f5_dit_and_vocos_are_the_librarys_bit_for_bit_and_say_the_same(engines,
 
 
 @pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
-def test_rvc_voice_and_rmvpe_are_the_librarys_bit_for_bit(engines, tiny, half):
+def test_rvc_voice_and_rmvpe_are_the_librarys_bit_for_bit(config, tiny, half):
     from voicedrop.pipeline.engines.rvc_infer import fold_weight_norm
 
-    engine = engines.convert["rvc"]
-    voice = rvc_voice_of(engine, half)
+    voice = rvc_voice_of(config, half)
     theirs = library.rvc_voice(tiny / "rvc" / "voice.pth", half)
     assert fold_weight_norm(theirs) > 0  # ours comes folded (what its hooks compute, once)
     assert_identical(voice.net_g, theirs)
@@ -102,17 +105,17 @@ def test_rvc_voice_and_rmvpe_are_the_librarys_bit_for_bit(engines, tiny, half):
     assert_identical(RmvpeModel(load_weights(path), path, half).model, library.rmvpe(path, half))
 
 
-def rvc_voice_of(engine: Any, half: bool) -> Any:
+def rvc_voice_of(settings: Any, half: bool) -> Any:
     from voicedrop.pipeline.engines.rvc_infer import RvcVoice
 
-    model = engine.settings.models[RVC_MODEL]
-    path = engine.settings.resolve(model.path)
+    model = settings.models[RVC_MODEL]
+    path = settings.resolve(model.path)
     return RvcVoice(load_weights(path), path, None, half)
 
 
-def test_rvc_converts_the_same_with_the_librarys_models(engines, tiny):
+def test_rvc_converts_the_same_with_the_librarys_models(engines, config, tiny):
     engine = engines.convert["rvc"]
-    request = convert_request(engines)
+    request = convert_request(config)
     specs = engine.models(request)
     ours = {role: spec.load(CPU) for role, spec in specs.items()}
     theirs = {role: spec.load(CPU) for role, spec in specs.items()}  # then their networks:

@@ -117,12 +117,10 @@ def test_fairseqs_hubert_base_pt_is_refused_naming_models_fetch(layouts, tmp_pat
     assert "voicedrop models fetch rvc-base" in err.value.message
 
 
-def specs_of(engines: Any, root: Path) -> dict[str, Any]:
+def specs_of(engines: Any, settings: Any, root: Path) -> dict[str, Any]:
     request = tts_request(root, "f5tts")
     spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="rmvpe")
-    convert = ConvertRequest(
-        "p", RVC_MODEL, engines.convert["rvc"].settings.models[RVC_MODEL], spec
-    )
+    convert = ConvertRequest("p", RVC_MODEL, settings.models[RVC_MODEL], spec)
     return {**engines.tts["f5tts"].models(request), **engines.convert["rvc"].models(convert)}
 
 
@@ -145,7 +143,7 @@ def test_a_models_precision_follows_the_device_it_runs_on_whichever_path_loads_i
     device = FakeDevice(64 * GB, runs_on="cuda:0", half=True) if card == "cuda" else None
     manager = ResidencyManager.from_settings(settings, device or FakeDevice(64 * GB))
     try:
-        specs = specs_of(engines, layouts)
+        specs = specs_of(engines, settings, layouts)
         if path == "prefetched":
             assert all(manager.warm(spec) for spec in specs.values())
         with manager.acquire_all(specs) as models:
