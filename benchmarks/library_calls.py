@@ -11,7 +11,7 @@ import torch
 
 from voicedrop.config import Settings
 from voicedrop.manifest import Manifest
-from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest
+from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, synthesize
 from voicedrop.pipeline.engines.common import module_device
 from voicedrop.pipeline.plan import resolve_voice
 from voicedrop.pipeline.runner import JobRunner
@@ -82,7 +82,7 @@ def rvc(runner: JobRunner, settings: Settings, manifest: Manifest, text: str) ->
     espeak: Any = runner.engines.tts["espeak"]
     tts_request = _request(manifest, settings)
     with runner.manager.acquire_all(espeak.models(tts_request)) as models:
-        audio = espeak.synthesize(models, text, tts_request, lambda _m: None)
+        audio = synthesize(espeak, models, text, tts_request, lambda _m: None)
     assert manifest.convert is not None
     conv = manifest.convert
     request = ConvertRequest("library", conv.model, settings.models[conv.model], conv)

@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from voicedrop.config import GB, Settings, load_settings  # noqa: E402
 from voicedrop.pipeline.device import MemoryInfo, _AccountingDevice  # noqa: E402
 from voicedrop.pipeline.engines import Engines, build_engines  # noqa: E402
+from voicedrop.pipeline.engines.base import synthesize  # noqa: E402
 from voicedrop.pipeline.modelspec import ModelSpec, Placement  # noqa: E402
 
 # bytes of the published checkpoints (ENGINES.md), used when no cold-load run gives them
@@ -196,12 +197,12 @@ class ChargedTTS:
     def models(self, request: Any) -> dict[str, ModelSpec]:
         return {role: self.charges.spec(s) for role, s in self.inner.models(request).items()}
 
-    def synthesize(self, models: Any, text: str, request: Any, progress: Any) -> Any:
+    def stream(self, models: Any, text: str, request: Any, progress: Any) -> Any:
         started = time.perf_counter()
-        audio = self.inner.synthesize(models, text, request, progress)
+        audio = synthesize(self.inner, models, text, request, progress)
         spent = time.perf_counter() - started
         self.charges.compute(self.inner.name, models, len(text) / CHARS_PER_S, spent)
-        return audio
+        yield audio
 
 
 class ChargedConvert(ChargedTTS):  # its models are charged as ChargedTTS charges them

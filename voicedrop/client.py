@@ -58,11 +58,14 @@ def check_manifest(
     return manifest, []
 
 
-def submit(settings: Settings, jobs: JobCheck, path: Path) -> str | list[str]:
+def submit(
+    settings: Settings, jobs: JobCheck, path: Path, *, named: bool = False
+) -> str | list[str]:
     """Check and drop a manifest (and its reference recording); the job id, or the problems.
 
     The job id is the file name's stem plus a random 8-hex suffix, so that submitting the
-    same file twice makes two jobs (use the manifest's `id` to have duplicates refused)."""
+    same file twice makes two jobs (use the manifest's `id` to have duplicates refused);
+    `named`: the stem alone (the caller made it unique)."""
     manifest, problems = check_manifest(path, settings, jobs)
     if manifest is None:
         return problems
@@ -86,7 +89,7 @@ def submit(settings: Settings, jobs: JobCheck, path: Path) -> str | list[str]:
                 node = node[key]
             node[where[-1]] = unique
     raw = json.dumps(data, ensure_ascii=False, indent=1).encode()
-    name = f"{job_stem(path.name)}-{tag}.json"
+    name = f"{job_stem(path.name)}.json" if named else f"{job_stem(path.name)}-{tag}.json"
     _drop(spool, raw, spool.inbox / name)
     return job_stem(name)
 

@@ -83,8 +83,17 @@ class Http(_Section):
     token: str | None = Field(
         None, min_length=16, description="bearer token; required to listen beyond loopback"
     )
-    max_queue: int = Field(1000, ge=1, description="jobs in the inbox before 503")
-    max_wait_s: float = Field(600.0, gt=0, le=86400, description="the longest ?wait=")
+    max_queue: int = Field(1000, ge=1, description="jobs in the inbox before 429")
+    max_wait_s: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description="the longest ?wait=, and how long a request someone waits for may stay "
+        "queued before it is withdrawn",
+    )
+    priority: int = Field(
+        50, ge=-100, le=100, description="the priority of requests someone waits for"
+    )
     reference_min_s: float = Field(1.0, ge=0, description="shortest uploaded reference")
     reference_max_s: float = Field(60.0, gt=0, description="longest uploaded reference")
 
@@ -93,11 +102,20 @@ class OpenAI(_Section):
     """`[openai]`: how `/v1/audio/speech` names map to engines and configured voices."""
 
     models: dict[str, str] = Field(
-        default_factory=lambda: {"tts-1": "espeak", "tts-1-hd": "espeak"},
-        description="OpenAI model name -> TTS engine",
+        default_factory=lambda: {
+            "tts-1": "espeak",
+            "tts-1-hd": "espeak",
+            "gpt-4o-mini-tts": "espeak",
+        },
+        description="OpenAI model name -> TTS engine (an engine's own name works too)",
     )
     voices: dict[str, str] = Field(
         default_factory=dict, description="OpenAI voice name -> a configured voice"
+    )
+    default_voice: dict[str, str] = Field(
+        default_factory=dict,
+        description="engine -> the configured voice an unmapped OpenAI voice name gets "
+        "(default: the engine's first configured voice)",
     )
 
 

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from voicedrop.codecs import CODECS
 from voicedrop.errors import ManifestError
 
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -122,13 +123,6 @@ class ConvertSpec(_Strict):
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
 
-# the sample rates the lossy codecs take (other rates are resampled to the next one up)
-CODEC_RATES: dict[str, tuple[int, ...]] = {
-    "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
-    "opus": (8000, 12000, 16000, 24000, 48000),
-}
-
-
 class OutputSpec(_Strict):
     format: Literal["wav", "flac", "mp3", "opus"] = "wav"
     sample_rate: int | None = Field(
@@ -142,7 +136,7 @@ class OutputSpec(_Strict):
 
     @model_validator(mode="after")
     def _rate_fits_codec(self) -> OutputSpec:
-        rates = CODEC_RATES.get(self.format)
+        rates = CODECS[self.format].rates
         if rates and self.sample_rate is not None and self.sample_rate not in rates:
             allowed = ", ".join(str(r) for r in rates)
             raise ValueError(
@@ -169,6 +163,13 @@ class Manifest(_Strict):
     tts: TTSSpec
     convert: ConvertSpec | None = None
     output: OutputSpec = Field(default_factory=OutputSpec)  # type: ignore[arg-type]
+    priority: int = Field(
+        0,
+        ge=-100,
+        le=100,
+        description="higher runs sooner, and may pause a running script job between cues; "
+        "requests someone waits for over HTTP come at [http] priority",
+    )
 
     @field_validator("text")
     @classmethod

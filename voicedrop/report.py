@@ -106,6 +106,14 @@ class ScriptRecord(_Model):
     overruns: list[Overrun] = Field(default_factory=list)
 
 
+class PauseRecord(_Model):
+    """The job stepped aside between two segments for jobs of a higher priority."""
+
+    after: int  # segments made when it stepped aside
+    of: int  # segments in all
+    seconds: float  # how long it was away
+
+
 class VramSnapshot(_Model):
     before: VramStats
     after: VramStats
@@ -138,6 +146,7 @@ class JobReport(_Model):
     outputs: list[OutputRecord] = Field(default_factory=list)
     script: ScriptRecord | None = None
     passed_by: int = 0  # jobs that went ahead of this one because their models were loaded
+    paused: list[PauseRecord] = Field(default_factory=list)  # stepped aside mid-job
     worker: WorkerRecord | None = None  # set when a cluster worker ran it
     timings: dict[str, float | str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)

@@ -19,7 +19,7 @@ from voicedrop.manifest import ConvertSpec
 from voicedrop.modelfiles import load_weights
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines import build_engines
-from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice, synthesize
 from voicedrop.pipeline.engines.weights import assign, empty_parameters
 from voicedrop.pipeline.modelspec import CPU
 from voicedrop.tiny.build import RVC_MODEL
@@ -71,7 +71,7 @@ def test_xtts_is_the_librarys_model_bit_for_bit_and_says_the_same(engines, tiny,
     shutil.copytree(tiny / "xtts", copy)
     theirs = library.xtts(copy)
     assert_identical(ours, theirs)
-    say = [engine.synthesize({"model": m}, TEXT, request, lambda _m: None) for m in (ours, theirs)]
+    say = [synthesize(engine, {"model": m}, TEXT, request, lambda _m: None) for m in (ours, theirs)]
     assert np.array_equal(say[0].samples, say[1].samples) and len(say[0].samples) > 0
 
 
@@ -85,7 +85,7 @@ def test_f5_dit_and_vocos_are_the_librarys_bit_for_bit_and_say_the_same(engines,
     assert_identical(vocoder, lib_vocoder)
     request = tts_request(tiny, "This is the reference voice, recorded for a test.")
     say = [
-        engine.synthesize({"dit": d, "vocoder": v}, TEXT, request, lambda _m: None)
+        synthesize(engine, {"dit": d, "vocoder": v}, TEXT, request, lambda _m: None)
         for d, v in ((dit, vocoder), (lib_dit, lib_vocoder))
     ]
     assert np.array_equal(say[0].samples, say[1].samples) and len(say[0].samples) > 0
@@ -241,7 +241,7 @@ def test_f5_prepares_a_reference_as_infer_process_does(engines, tiny, tmp_path, 
     specs = engine.models(tts_request(tiny, text))
     models = {role: spec.load(CPU) for role, spec in specs.items()}
     request = TTSRequest("ref", VoiceChoice(references=(recording,), reference_text=text), "en")
-    ours = engine.synthesize(models, TEXT, request, lambda _m: None)
+    ours = synthesize(engine, models, TEXT, request, lambda _m: None)
 
     def load(path, *_a, **_k):  # torchaudio's file I/O needs torchcodec and FFmpeg
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from voicedrop.config import load_settings
-from voicedrop.pipeline.engines.base import EngineContext, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import EngineContext, TTSRequest, VoiceChoice, synthesize
 from voicedrop.pipeline.engines.espeak import EspeakConfig, EspeakEngine
 from voicedrop.pipeline.modelspec import CPU
 
@@ -24,7 +24,7 @@ def synth(engine):
 
 def speak(engine, synth, text, language="en", voice=None):
     request = TTSRequest("t", VoiceChoice(engine_voice=voice), language)
-    return engine.synthesize(synth, text, request, lambda _m: None)
+    return synthesize(engine, synth, text, request, lambda _m: None)
 
 
 def frame_db(samples, rate, frame_s=0.02):

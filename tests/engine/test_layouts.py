@@ -26,7 +26,7 @@ from voicedrop.errors import ConfigError
 from voicedrop.manifest import ConvertSpec
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines import build_engines
-from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice, synthesize
 from voicedrop.pipeline.modelspec import CPU
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.testing import FakeDevice
@@ -75,7 +75,7 @@ def test_xtts_published_and_resaved_load_mapped_with_the_same_weights_and_voice(
         inside = [p for p in params if any(a <= p.data_ptr() < b for a, b in ranges)]
         assert len(inside) == len(params), f"{folder}: {len(params) - len(inside)} copied"
         models.append(model)
-        said.append(engine.synthesize({"model": model}, "Hello there.", request, lambda _m: None))
+        said.append(synthesize(engine, {"model": model}, "Hello there.", request, lambda _m: None))
     assert_identical(models[0], models[1])
     assert np.array_equal(said[0].samples, said[1].samples) and len(said[0].samples) > 0
     raw = torch.load(layouts / "xtts" / "model.pth", weights_only=False, mmap=True)
@@ -186,11 +186,11 @@ def test_after_use_and_a_demote_no_tensor_is_left_where_the_model_was(layouts, t
     xtts = engines.tts["xtts"]
     xtts_request = tts_request(layouts, "xtts")
     models["xtts"] = xtts.models(xtts_request)["model"].load(CPU)
-    xtts.synthesize({"model": models["xtts"]}, "Hello.", xtts_request, lambda _m: None)
+    synthesize(xtts, {"model": models["xtts"]}, "Hello.", xtts_request, lambda _m: None)
     f5 = engines.tts["f5tts"]
     f5_request = tts_request(layouts, "f5tts")
     f5_models = {role: s.load(CPU) for role, s in f5.models(f5_request).items()}
-    f5.synthesize(f5_models, "Hello.", f5_request, lambda _m: None)
+    synthesize(f5, f5_models, "Hello.", f5_request, lambda _m: None)
     models |= f5_models
     for role, model in models.items():
         moved = model.to("meta")

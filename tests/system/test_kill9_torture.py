@@ -86,12 +86,12 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path, figu
 CRASHING_DAEMON = """
 import os, signal, sys
 from voicedrop.pipeline.engines import offline
-real = offline.NoopEngine.synthesize
-def synthesize(self, models, text, request, progress):
+real = offline.NoopEngine.stream
+def stream(self, models, text, request, progress):
     if text == "this job crashes the daemon":  # as a buggy C library would, on this input
         os.kill(os.getpid(), signal.SIGSEGV)
     return real(self, models, text, request, progress)
-offline.NoopEngine.synthesize = synthesize
+offline.NoopEngine.stream = stream
 from voicedrop.cli import main
 sys.exit(main(["run", "--once"]))
 """

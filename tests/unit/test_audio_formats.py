@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voicedrop.pipeline.audio import Audio, codec_rate, encode, resample
+from voicedrop.codecs import codec_rate
+from voicedrop.pipeline.audio import Audio, encode, resample
 
 
 @pytest.mark.parametrize(

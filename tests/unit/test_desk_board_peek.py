@@ -48,7 +48,7 @@ def test_a_manifest_that_would_fail_is_refused_naming_the_field_and_nothing_is_q
     assert inbox_names(desk) == [] and list(desk.spool.incoming.iterdir()) == []
 
 
-def test_a_full_queue_is_refused_with_503(tmp_path):
+def test_a_full_queue_is_refused_with_429(tmp_path):
     settings = make_settings(tmp_path, http={"max_queue": 2})
     planner = Planner(settings, build_engines(settings))
     desk = Desk(lambda: (settings, planner))
@@ -56,7 +56,7 @@ def test_a_full_queue_is_refused_with_503(tmp_path):
     desk.submit(hello())
     with pytest.raises(Rejected) as full:
         desk.submit(hello())
-    assert full.value.status == 503 and len(inbox_names(desk)) == 2
+    assert full.value.status == 429 and len(inbox_names(desk)) == 2
 
 
 def test_an_unknown_job_has_no_state_and_cannot_be_cancelled(desk):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -261,13 +262,13 @@ class HungryEngine:
     def models(self, request) -> dict[str, ModelSpec]:
         return {"model": ModelSpec("hungry", lambda _d: FakeModel(GB), GB)}
 
-    def synthesize(self, models, text, request, progress) -> Audio:
+    def stream(self, models, text, request, progress) -> Iterator[Audio]:
         if self.ooms:
             self.ooms -= 1
             self.device.inject_oom()
         self.device.allocate(self.scratch)
         self.device.free(self.scratch)
-        return Audio(__import__("numpy").zeros(2205, "float32"), 22050)
+        yield Audio(__import__("numpy").zeros(2205, "float32"), 22050)
 
 
 def hungry_service(settings, ooms, **parts):

@@ -80,3 +80,20 @@ def test_a_cluster_worker_leaves_other_workers_jobs_to_them_without_starving_the
         assert s.pick(queue, lambda n: n, lambda n: keys[n], mine, theirs) == "b1"
     clock[0] = 6.0  # "a1" has waited max_wait_s since it was first passed
     assert s.pick(queue, lambda n: n, lambda n: keys[n], mine, theirs) == "a1"
+
+
+def test_a_higher_priority_goes_first_even_against_affinity_but_never_starves_the_rest():
+    now = [0.0]
+    s = Scheduler(max_skips=1, max_wait_s=30.0, clock=lambda: now[0])
+    levels = {"a": 0, "b": 0, "c": 50, "d": 50, "e": 50}
+    keys = {**JOBS, "e": {"xtts"}}
+
+    def choose(queue):
+        return s.pick(queue, lambda n: n, keys.get, {"f5tts"}, priority=levels.get)
+
+    assert choose(["a", "b", "c"]) == "c"  # newest, and b holds the loaded model: c waits
+    assert s._skips == {}  # passing for priority costs time, not skips
+    now[0] = 10.0
+    assert choose(["a", "b", "d"]) == "d"
+    now[0] = 30.0
+    assert choose(["a", "b", "e"]) == "a"  # a was first passed 30 s ago: it runs now

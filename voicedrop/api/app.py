@@ -10,26 +10,27 @@ process (fastapi-offline's copy): a daemon on a network with no internet still h
 from __future__ import annotations
 
 import asyncio
-import io
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
-import soundfile as sf
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import voicedrop
-from voicedrop.api import board
+from voicedrop.api import board, openai
 from voicedrop.api.desk import Desk, Rejected, job_json
-from voicedrop.api.guard import Guard
-from voicedrop.api.speech import MEDIA_TYPES, SpeechError, SpeechRequest, speech_manifest
+from voicedrop.api.follow import Source, Withdrawn, audio_of
+from voicedrop.api.guard import Guard, read_json, refusal
+from voicedrop.api.respond import audio_response
+from voicedrop.codecs import CODECS
 from voicedrop.metrics import Metrics
 from voicedrop.spool.state import FINAL, JobState
 
@@ -66,55 +67,50 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     app.add_middleware(Guard, token=settings.http.token, body_limit=body_limit)
 
     @app.exception_handler(Rejected)
-    async def rejected(_request: Request, exc: Rejected) -> JSONResponse:
-        headers = {"Retry-After": "30"} if exc.status == 503 else None
-        return JSONResponse({"detail": exc.problems}, exc.status, headers=headers)
+    async def rejected(request: Request, exc: Rejected) -> Response:
+        headers = {"Retry-After": "30"} if exc.status in (429, 503) else None
+        return refusal(request.url.path, exc, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown routes and methods, in OpenAI's error shape under /v1."""
+        problem = f"{request.method} {request.url.path}: {exc.detail}"
+        headers = dict(exc.headers) if exc.headers else None
+        return refusal(request.url.path, Rejected(exc.status_code, [problem]), headers)
+
+    app.include_router(openai.router(desk))
 
     @app.post("/tts/synthesize", status_code=202)
     async def synthesize(request: Request, wait: float | None = None) -> Response:
         """The original API's request verbatim (form fields, an optional `reference`), or a JSON
         manifest. 202 with the job id; `?wait=SECONDS` answers with the audio when done."""
         manifest, reference = await _read_job_request(request)
+        settings = desk.current()[0]
+        if wait:  # someone waits: it goes first, or is refused at once when nothing runs it
+            if desk.daemon() is None:
+                raise Rejected(503, ["no voicedrop daemon is running on this spool: not queued"])
+            manifest.setdefault("priority", settings.http.priority)
         job_id = await run_in_threadpool(desk.submit, manifest, reference)
         log.info("http.job_submitted", job_id=job_id)
         if wait:
-            state = await _wait(desk, job_id, min(wait, desk.current()[0].http.max_wait_s))
+            seconds = min(wait, settings.http.max_wait_s)
+            state = await _wait(desk, job_id, seconds, request.is_disconnected)
             if state is not None and state.status in FINAL:
                 return _result(desk, state)
         return _accepted(job_id)
 
-    @app.post("/v1/audio/speech")
-    async def speech(request: Request) -> Response:
-        """OpenAI's speech endpoint: the audio is the response body."""
-        try:
-            body = SpeechRequest.model_validate(await _json(request))
-            manifest = speech_manifest(body, desk.current()[0])
-        except Rejected as exc:
-            return JSONResponse(SpeechError("body", exc.problems[0]).body(), 400)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first["loc"]) or "body"
-            return JSONResponse(SpeechError(param, f"{param}: {first['msg']}").body(), 400)
-        except SpeechError as exc:
-            return JSONResponse(exc.body(), 400)
-        job_id = await run_in_threadpool(desk.submit, manifest, None, "speech")
-        state = await _wait(desk, job_id, desk.current()[0].http.max_wait_s)
-        if state is None or state.status not in FINAL:
-            error = SpeechError("", f"job {job_id} did not finish in time; see /jobs/{job_id}")
-            return JSONResponse(error.body(), 504, headers={"Location": f"/jobs/{job_id}"})
-        if state.status == "failed":
-            err = (state.report or {}).get("error") or {}
-            status = 400 if err.get("kind") == "permanent" else 503
-            error = SpeechError(err.get("field") or "", str(err.get("message")))
-            return JSONResponse(error.body(), status, headers={"X-Job-Id": job_id})
-        path = desk.output(job_id)
-        assert path is not None
-        data = path.read_bytes()
-        if body.response_format == "pcm":
-            samples, _ = sf.read(io.BytesIO(data), dtype="int16")
-            data = samples.astype("<i2").tobytes()
-        media = MEDIA_TYPES[body.response_format]
-        return Response(data, media_type=media, headers={"X-Job-Id": job_id})
+    @app.get("/jobs/{job_id}/stream")
+    async def job_stream(request: Request, job_id: str, format: str = "wav") -> Response:
+        """Any job's audio as it is made (after it is done: its clips), in `format`."""
+        if format not in CODECS:
+            raise Rejected(422, [f"format: one of {', '.join(CODECS)}"])
+        _known(desk, job_id)
+        found = await audio_of(desk, job_id, gone=request.is_disconnected, withdraw=False)
+        if isinstance(found, Source):
+            return audio_response(found, format)
+        if isinstance(found, Withdrawn):
+            return Response(status_code=204)  # the client has gone: nobody reads this
+        return JSONResponse(job_json(found), 409)
 
     @app.get("/jobs/{job_id}")
     async def job(job_id: str) -> dict[str, Any]:
@@ -210,19 +206,10 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     return app
 
 
-async def _json(request: Request) -> Any:
-    try:
-        return await request.json()
-    except RecursionError:
-        raise Rejected(422, ["body: JSON nested too deeply"]) from None
-    except ValueError:  # malformed, not UTF-8, a number past the digit limit
-        raise Rejected(422, ["body: not JSON"]) from None
-
-
 async def _read_job_request(request: Request) -> tuple[dict[str, Any], bytes | None]:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("application/json"):
-        data = await _json(request)
+        data = await read_json(request)
         if not isinstance(data, dict):
             raise Rejected(422, ["body: a manifest is a JSON object"])
         return data, None
@@ -264,10 +251,17 @@ def form_manifest(fields: dict[str, str]) -> dict[str, Any]:
     return manifest
 
 
-async def _wait(desk: Desk, job_id: str, seconds: float) -> JobState | None:
+async def _wait(
+    desk: Desk, job_id: str, seconds: float, gone: Callable[[], Awaitable[bool]]
+) -> JobState | None:
+    """The job's state when it ends, or after `seconds`; a client that goes away while its
+    job is still queued withdraws it."""
     deadline = time.monotonic() + seconds
     state = desk.state(job_id)
     while (state is None or state.status not in FINAL) and time.monotonic() < deadline:
+        if state is not None and state.status == "queued" and await gone():
+            with contextlib.suppress(Rejected):  # it has just started: it runs
+                return await run_in_threadpool(desk.cancel, job_id)
         await asyncio.sleep(POLL_S)
         state = desk.state(job_id)
     return state
@@ -300,7 +294,8 @@ def _file(desk: Desk, job_id: str, name: str | None) -> FileResponse:
     path = desk.output(job_id, name)
     if path is None:
         raise Rejected(404, [f"job '{job_id}' has no output '{name}'"])
-    media = MEDIA_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")
+    codec = CODECS.get(path.suffix.lstrip("."))
+    media = codec.media_type if codec else "application/octet-stream"
     return FileResponse(path, media_type=media, headers={"X-Job-Id": job_id})
 
 

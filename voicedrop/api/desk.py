@@ -6,7 +6,10 @@ inbox (everything is staged in `inbox/.incoming` and dropped by one rename).
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -69,20 +72,50 @@ class Desk:
     # ---- dropping jobs -----------------------------------------------------------------------
 
     def submit(
-        self, manifest: dict[str, Any], reference: bytes | None = None, stem: str = "http"
+        self,
+        manifest: dict[str, Any],
+        reference: bytes | None = None,
+        stem: str = "http",
+        key: str | None = None,
     ) -> str:
         """Check a manifest (and its uploaded reference) as `voicedrop submit` does, drop it,
-        and return the job id; Rejected(422|503) when it would fail or the queue is full."""
+        and return the job id; Rejected(422|429) when it would fail or the queue is full.
+
+        `key`: the client's Idempotency-Key. The job is named after it, so a request sent
+        again with the same key finds its job (queued, running or finished) and becomes no
+        second one."""
+        if key is None:
+            return self._submit(manifest, reference, stem)
+        job_id = "key-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        with self._keys_locked():
+            if self.state(job_id) is None:
+                return self._submit(manifest, reference, job_id, named=True)
+        return job_id
+
+    @contextmanager
+    def _keys_locked(self) -> Iterator[None]:
+        """One check-and-drop per key at a time, among every HTTP server of the spool."""
+        self.spool.ensure()
+        fd = os.open(self.spool.ids.folder / ".http-keys.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _submit(
+        self, manifest: dict[str, Any], reference: bytes | None, stem: str, *, named: bool = False
+    ) -> str:
         settings, jobs = self.current()
         if self.queue_depth() >= settings.http.max_queue:
-            raise Rejected(503, [f"the queue is full ({settings.http.max_queue} jobs waiting)"])
+            raise Rejected(429, [f"the queue is full ({settings.http.max_queue} jobs waiting)"])
         with self._staging() as staging:
             if reference is not None:
                 name = self._save_reference(staging, reference, settings)
                 manifest = {**manifest, "tts": {**manifest.get("tts", {}), "voice": name}}
             path = staging / f"{stem}.json"
             path.write_text(json.dumps(manifest, ensure_ascii=False))
-            result = submit(settings, jobs, path)
+            result = submit(settings, jobs, path, named=named)
         if isinstance(result, list):
             raise Rejected(422, result)
         return result

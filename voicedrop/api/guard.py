@@ -1,4 +1,5 @@
-"""ASGI middleware in front of every route: the bearer token, the body limit, a log line."""
+"""ASGI middleware in front of every route (the bearer token, the body limit, a log line),
+and reading a JSON body whatever it holds."""
 
 from __future__ import annotations
 
@@ -8,15 +9,38 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import structlog
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from voicedrop.api.desk import Rejected
+from voicedrop.api.speech import SpeechError
 
 log = structlog.get_logger(__name__)
 OPEN = frozenset({"/health", "/", "/ui/dashboard.js", "/ui/dashboard.css"})  # no data in them
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+async def read_json(request: Request) -> Any:
+    """A request's JSON body; Rejected(422) for anything that is not JSON, however broken."""
+    try:
+        return await request.json()
+    except RecursionError:
+        raise Rejected(422, ["body: JSON nested too deeply"]) from None
+    except ValueError:  # malformed, not UTF-8, a number past the digit limit
+        raise Rejected(422, ["body: not JSON"]) from None
+
+
+def refusal(path: str, exc: Rejected, headers: dict[str, str] | None = None) -> Response:
+    """A refused request's answer: in OpenAI's error shape under /v1 (its clients read
+    that), as `{"detail": [problems]}` elsewhere."""
+    if path.startswith("/v1/"):
+        param = exc.problems[0].split(":")[0] if ":" in exc.problems[0] else None
+        code = "invalid_api_key" if exc.status == 401 else None
+        error = SpeechError(param, "; ".join(exc.problems), exc.status, code)
+        return JSONResponse(error.body(), exc.status, headers=headers)
+    return JSONResponse({"detail": exc.problems}, exc.status, headers=headers)
 
 
 class Guard:
@@ -41,15 +65,15 @@ class Guard:
 
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.token and scope["path"] not in OPEN and not self._authorised(headers):
-            response: Response = JSONResponse(
-                {"detail": ["authorization: a valid bearer token is required"]},
-                401,
-                headers={"WWW-Authenticate": "Bearer"},
+            response = refusal(
+                scope["path"],
+                Rejected(401, ["authorization: a valid bearer token is required"]),
+                {"WWW-Authenticate": "Bearer"},
             )
             await response(scope, receive, sending)
         elif int(headers.get("content-length") or 0) > self.body_limit:
-            response = JSONResponse({"detail": [f"body: larger than {self.body_limit} bytes"]}, 413)
-            await response(scope, receive, sending)
+            limit = Rejected(413, [f"body: larger than {self.body_limit} bytes"])
+            await refusal(scope["path"], limit)(scope, receive, sending)
         else:
             await self.app(scope, self._limited(receive), sending)
         log.info(

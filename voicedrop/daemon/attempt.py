@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -27,10 +27,12 @@ from voicedrop.errors import ManifestError, PermanentError, job_error
 from voicedrop.intake import read_manifest
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
-from voicedrop.report import ErrorInfo, JobReport
+from voicedrop.pipeline.stages import Paused, Take
+from voicedrop.report import ErrorInfo, JobReport, ModelEvent, PauseRecord, StageRecord
 from voicedrop.script import Script, parse_script, with_cues
 from voicedrop.spool.deaths import MAX_INTERRUPTED, Witness, verdict
 from voicedrop.spool.jobs import SUBMIT_REFS, ClaimedJob, Spool
+from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +49,20 @@ class Attempt:
     duplicate_of: str | None = None
 
 
+@dataclass(frozen=True)
+class SteppedAside:
+    """What a job that stepped aside has done so far: its segments, the model events and
+    stages of its runs, and when it last went (and first went: the bound on its waits)."""
+
+    job_id: str
+    made: tuple[Take, ...]
+    events: tuple[ModelEvent, ...]
+    stages: tuple[StageRecord, ...]
+    pauses: tuple[PauseRecord, ...]
+    at: float  # when it last stepped aside
+    since: float  # when it first did
+
+
 @dataclass
 class Attempts:
     limits: Limits
@@ -58,22 +74,81 @@ class Attempts:
     clock: Callable[[], float] = time.monotonic
     witness: Witness = field(default_factory=Witness)  # why a daemon died mid-job
     ran: dict[str, int] = field(default_factory=dict)  # reports committed, by status
+    aside: dict[str, SteppedAside] = field(default_factory=dict)  # jobs paused mid-job
 
     def reconfigure(self, limits: Limits, runner: JobRunner) -> None:
         """A reload: the new limits (retries included), and a runner on the new engines."""
         self.limits = self.retries.limits = limits
         self.runner = runner
 
-    def run(self, job: ClaimedJob) -> JobReport:
-        """The whole attempt, in this process."""
+    def run(self, job: ClaimedJob) -> JobReport | SteppedAside:
+        """The whole attempt, in this process: its report, or what it made before it
+        stepped aside for a job of a higher priority (it comes back later)."""
         attempt = self.begin(job)
         with structlog.contextvars.bound_contextvars(job_id=attempt.job.job_id):
             prepared = self.prepare(attempt)
             if isinstance(prepared, JobInput):
-                with self.witness.watching(attempt.job.dir):
-                    progress = self._progress(attempt.job)
-                    prepared = self.runner.run(prepared, progress, self.queue.upcoming)
-            return self.end(attempt, prepared)
+                stream = StreamWriter(attempt.job.dir)
+                try:
+                    with self.witness.watching(attempt.job.dir):
+                        progress = self._progress(attempt.job)
+                        live = self._live(prepared, stream)
+                        prepared = self.runner.run(live, progress, self.queue.upcoming)
+                finally:
+                    stream.close()
+                if prepared.paused is not None:
+                    return self._step_aside(attempt, prepared, prepared.paused)
+            return self.end(attempt, self._rejoined(attempt.job.job_id, prepared))
+
+    def _live(self, job: JobInput, stream: StreamWriter) -> JobInput:
+        """The job as it runs here: streamed, free to step aside between its segments for
+        a job of a higher priority, and going on from where it last did."""
+        earlier = self.aside.get(job.job_id)
+        priority = job.manifest.priority
+        since = earlier.since if earlier else None
+        return replace(
+            job,
+            stream=stream,
+            preempt=lambda: self.queue.urgent(priority, since),
+            made=earlier.made if earlier else (),
+        )
+
+    def _step_aside(self, attempt: Attempt, out: Outcome, paused: Paused) -> SteppedAside:
+        """Keep what the job made and let the higher priority go first; this attempt is
+        not counted (the job did not fail: it yielded)."""
+        job, now, manifest = attempt.job, self.clock(), attempt.manifest
+        assert manifest is not None  # it ran
+        earlier = self.aside.get(job.job_id)
+        record = PauseRecord(after=len(paused.takes), of=paused.total, seconds=0.0)
+        aside = SteppedAside(
+            job.job_id,
+            tuple(paused.takes),
+            (*(earlier.events if earlier else ()), *out.events),
+            (*(earlier.stages if earlier else ()), *out.stages),
+            (*(earlier.pauses if earlier else ()), record),
+            now,
+            earlier.since if earlier else now,
+        )
+        self.aside[job.job_id] = aside
+        self.queue.pause(self.spool.set_aside(job), manifest.priority, aside.since)
+        where = f"{len(paused.takes)}/{paused.total}"
+        log.info("job.stepped_aside", after=where, reason="a job of a higher priority is ready")
+        self.events.paused(job.job_id, where)
+        return aside
+
+    def _rejoined(self, job_id: str, out: Outcome) -> Outcome:
+        """A job that stepped aside before: its earlier runs' events and stages, and how
+        long each pause lasted, go into its report."""
+        earlier = self.aside.pop(job_id, None)
+        if earlier is None:
+            return out
+        out.events = [*earlier.events, *out.events]
+        out.stages = [*earlier.stages, *out.stages]
+        last = earlier.pauses[-1].model_copy(
+            update={"seconds": round(self.clock() - earlier.at, 3)}
+        )
+        out.pauses = [*earlier.pauses[:-1], last]
+        return out
 
     def begin(self, job: ClaimedJob) -> Attempt:
         """Count the attempt (and how the last one died, if it died) and say the job runs."""

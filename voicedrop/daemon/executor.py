@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voicedrop.daemon.attempt import Attempts
+from voicedrop.daemon.attempt import Attempts, SteppedAside
 from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.daemon.wakeup import Waker
@@ -32,8 +32,9 @@ class Dispatch(Protocol):
     def start(self) -> None:
         """Before the first job (a cluster connects to its workers)."""
 
-    def step(self) -> JobReport | None:
-        """Start what can start; return a report of a job that ended, if one did."""
+    def step(self) -> JobReport | SteppedAside | None:
+        """Start what can start; return a report of a job that ended, if one did (or what
+        a job that stepped aside for a higher priority made so far)."""
 
     def busy(self) -> bool:
         """Jobs under way that the loop must wait for (a local job ends inside step)."""
@@ -59,7 +60,7 @@ class Inline:
     def start(self) -> None:
         return None
 
-    def step(self) -> JobReport | None:
+    def step(self) -> JobReport | SteppedAside | None:
         job = self.queue.next()
         return None if job is None else self.attempts.run(job)
 
@@ -91,8 +92,9 @@ class Executor:
     def scan(self) -> int:
         return self.queue.scan()
 
-    def step(self) -> JobReport | None:
-        """Run the next job, if any is ready; return its report."""
+    def step(self) -> JobReport | SteppedAside | None:
+        """Run the next job, if any is ready; return its report (or, for a job that stepped
+        aside between its segments, what it made so far)."""
         return self.dispatch.step()
 
     def run(

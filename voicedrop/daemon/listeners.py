@@ -1,8 +1,8 @@
 """One observation surface for a job: named events, heard by a list of listeners.
 
-The attempt (attempt.py) and the cluster dispatch say what happens to a job as four
-events — `started`, `stage` (progress within the job, or where it runs), `retrying` and
-`finished` — and know nothing of who listens. The status file, systemd's STATUS=, the
+The attempt (attempt.py) and the cluster dispatch say what happens to a job as five
+events — `started`, `stage` (progress within the job, or where it runs), `retrying`,
+`paused` and `finished` — and know nothing of who listens. The status file, systemd's STATUS=, the
 Prometheus registry, the metrics textfile and the heap trimmer are each one listener
 (as huey's `emit_task` signals). A listener that fails is logged and the others still
 hear: watching the daemon must never stop a job.
@@ -33,6 +33,10 @@ class Listener:
     def retrying(self, job_id: str, delay_s: float, error: ErrorInfo) -> None:
         """The attempt failed transiently: the job waits `delay_s` in work/ for another."""
 
+    def paused(self, job_id: str, where: str) -> None:
+        """The job stepped aside between its segments ('12/100') for a job of a higher
+        priority; it starts again (`started`) when none is left."""
+
     def finished(self, report: JobReport) -> None:
         """The job ended for good (done, failed or duplicate): its report is committed."""
 
@@ -60,6 +64,11 @@ class Listeners(Listener):
         for listener in self.all:
             with _guard(listener, "retrying"):
                 listener.retrying(job_id, delay_s, error)
+
+    def paused(self, job_id: str, where: str) -> None:
+        for listener in self.all:
+            with _guard(listener, "paused"):
+                listener.paused(job_id, where)
 
     def finished(self, report: JobReport) -> None:
         for listener in self.all:

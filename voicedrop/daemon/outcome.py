@@ -44,6 +44,7 @@ def build_report(
         script=None if error else out.script,
         versions=out.versions,
         worker=out.worker,
+        paused=out.pauses,
     )
 
 

@@ -1,7 +1,7 @@
 """What the queue learns of a manifest before claiming it, without claiming it.
 
 The model keys its engines would use (for affinity: a job whose models are loaded may
-go first) and the files it names — its reference recording, its subtitle script — (a
+go first), its priority, and the files it names — its reference recording, its subtitle script — (a
 manifest whose files have not arrived yet waits in the inbox). Parsed once per file
 version (path, mtime).
 """
@@ -32,6 +32,7 @@ class Peeked:
     keys: set[str]
     files: tuple[str, ...]  # inbox-relative paths of the files it names
     first: tuple[ModelSpec, ...] = ()  # its first stage's models (from its plan): prefetch
+    priority: int = 0
 
 
 class ManifestPeek:
@@ -48,6 +49,9 @@ class ManifestPeek:
 
     def keys(self, item: InboxFile) -> set[str]:
         return self.of(item).keys
+
+    def priority(self, item: InboxFile) -> int:
+        return self.of(item).priority
 
     def awaits_files(self, item: InboxFile, now: float, wall_now: float) -> bool:
         """A manifest whose reference recording or script is not there yet, or not
@@ -77,10 +81,10 @@ class ManifestPeek:
                 manifest = read_manifest(item.path, self.settings.limits)
                 named = (manifest.tts.reference_path, manifest.script)
                 files = tuple(f for f in named if f is not None)
-                peeked = Peeked(set(), files)
+                peeked = Peeked(set(), files, priority=manifest.priority)
                 ref = manifest.tts.reference_path
                 plan = self.planner.plan(manifest, Path(ref) if ref else None)
-                peeked = Peeked(plan.keys, files, tuple(plan.first))
+                peeked = Peeked(plan.keys, files, tuple(plan.first), manifest.priority)
             except (ManifestError, EngineUnavailableError):
                 pass  # it fails with a report when its turn comes
             except Exception:  # input no check foresaw: the same, and the log says so

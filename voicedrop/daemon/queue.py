@@ -1,11 +1,13 @@
 """The queue: which job runs next, and the one after it.
 
 In order: jobs recovered from work/ (a daemon died with them), then transient failures
-whose retry is due, then the inbox — the files the stability gate calls complete whose
-named files (reference, script) have arrived, in arrival order, bent by the scheduler's
-affinity for jobs whose models are already in memory. Claiming is the spool's (an
-atomic rename); an entry that cannot be claimed is said once and left alone until it
-changes. While the spool is in trouble nothing is claimed (retries.SpoolBackoff).
+whose retry is due, then a job that stepped aside between its segments for a job of a
+higher priority (once none is ready), then the inbox — the files the stability gate
+calls complete whose named files (reference, script) have arrived, by priority and
+arrival, bent by the scheduler's affinity for jobs whose models are already in memory.
+Claiming is the spool's (an atomic rename); an entry that cannot be claimed is said once
+and left alone until it changes. While the spool is in trouble nothing is claimed
+(retries.SpoolBackoff).
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ AFFINITY_WINDOW = 16
 LOOKAHEAD = CACHED // 2  # ready files whose named files are checked per scan
 
 
+@dataclass(frozen=True)
+class PausedJob:
+    job: ClaimedJob
+    priority: int
+    since: float  # when it first stepped aside
+
+
 @dataclass
 class JobQueue:
     spool: Spool
@@ -48,6 +57,7 @@ class JobQueue:
     _ready: list[InboxFile] = field(default_factory=list)
     _unclaimable: dict[str, tuple[int, int]] = field(default_factory=dict)  # said once
     _passed: dict[str, int] = field(default_factory=dict)  # job id -> jobs that went ahead
+    _paused: list[PausedJob] = field(default_factory=list)  # stepped aside, oldest first
 
     def reconfigure(self, scheduler: Scheduler, peek: ManifestPeek) -> None:
         """A reload: the new scheduling bounds, and a peek that plans under the new engines."""
@@ -109,6 +119,8 @@ class JobQueue:
             return self._recovered.pop(0)
         if self._deferred and self._deferred[0][0] <= self.clock():
             return self._deferred.pop(0)[1]
+        if self._paused and not self.urgent(self._paused[0].priority, self._paused[0].since):
+            return self._paused.pop(0).job
         while True:
             if not self._ready or self.rescan:
                 self.scan()
@@ -116,7 +128,12 @@ class JobQueue:
                 return None
             held = self.in_memory() if resident is None else resident
             item = self.scheduler.pick(
-                self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, held, elsewhere
+                self._ready[:AFFINITY_WINDOW],
+                _name,
+                self.peek.keys,
+                held,
+                elsewhere,
+                self.peek.priority,
             )
             assert item is not None
             self._ready.remove(item)
@@ -138,9 +155,32 @@ class JobQueue:
         if self._recovered or (self._deferred and self._deferred[0][0] <= self.clock()):
             return ()
         item = self.scheduler.preview(
-            self._ready[:AFFINITY_WINDOW], _name, self.peek.keys, self.in_memory()
+            self._ready[:AFFINITY_WINDOW],
+            _name,
+            self.peek.keys,
+            self.in_memory(),
+            self.peek.priority,
         )
         return () if item is None else self.peek.of(item).first
+
+    def urgent(self, priority: int, since: float | None = None) -> bool:
+        """A job of a higher priority than `priority` is ready in the inbox: a job that
+        runs (or stepped aside at `since`) lets it go first — but no longer than
+        `scheduler.max_wait_s` in all, so nothing starves. Asked between a running job's
+        segments: it looks at the inbox's index, which the watcher keeps current."""
+        if since is not None and self.clock() - since >= self.scheduler.max_wait_s:
+            return False
+        self.scan()
+        return any(self.peek.priority(item) > priority for item in self._ready)
+
+    def pause(self, job: ClaimedJob, priority: int, since: float | None) -> None:
+        """A job stepped aside between its segments: it comes back as soon as nothing of
+        a higher priority is ready (`since`: when it first stepped aside, for the bound)."""
+        when = self.clock() if since is None else since
+        self._paused.append(PausedJob(job, priority, when))
+
+    def paused_since(self, job_id: str) -> float | None:
+        return next((p.since for p in self._paused if p.job.job_id == job_id), None)
 
     def scan(self) -> int:
         """Look at the inbox (its index: a listing only when one is due) and note which
@@ -172,7 +212,9 @@ class JobQueue:
 
     def waiting(self) -> bool:
         """Something will come without a new file: a file settling, a retry, a recovery."""
-        return bool(self.gate.waiting() or self._deferred or self.backoff.due is not None)
+        return bool(
+            self.gate.waiting() or self._deferred or self._paused or self.backoff.due is not None
+        )
 
     def due(self) -> float | None:
         """The earliest moment the queue has something to do without being woken."""

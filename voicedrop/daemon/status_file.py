@@ -53,6 +53,9 @@ class _Told(Listener):
     def retrying(self, job_id: str, delay_s: float, error: ErrorInfo) -> None:
         self.change({"state": "idle", "job_id": None, "stage": None})
 
+    def paused(self, job_id: str, where: str) -> None:
+        self.change({"state": "idle", "job_id": None, "stage": None})
+
     def finished(self, report: JobReport) -> None:
         self.change({"state": "idle", "job_id": None, "stage": None})
 

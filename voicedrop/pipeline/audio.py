@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,16 +13,9 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from voicedrop.manifest import CODEC_RATES
+from voicedrop.codecs import CODECS
 
 PEAK_CEILING_DBFS = -1.0
-# format -> (libsndfile container, subtype, the sample rates the codec takes; None: any)
-CODECS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
-    "wav": ("WAV", "PCM_16", None),
-    "flac": ("FLAC", "PCM_16", None),
-    "mp3": ("MP3", "MPEG_LAYER_III", CODEC_RATES["mp3"]),
-    "opus": ("OGG", "OPUS", CODEC_RATES["opus"]),
-}
 MIN_LOUDNESS_SECONDS = 0.4  # BS.1770 gating needs one 400 ms block
 
 
@@ -37,6 +31,23 @@ class Audio:
 
 def from_int16(data: npt.NDArray[np.int16], sample_rate: int) -> Audio:
     return Audio((data.astype(np.float32) / 32768.0), sample_rate)
+
+
+def to_int16(samples: npt.NDArray[np.float32]) -> bytes:
+    """Samples as 16-bit little-endian PCM, clipped: what a live stream carries."""
+    scaled = np.clip(samples, -1.0, 1.0) * 32767.0
+    return np.round(scaled).astype("<i2").tobytes()
+
+
+def join(pieces: Iterable[Audio]) -> Audio:
+    """The pieces an engine made, one after the other, as one take (all at one rate)."""
+    parts = list(pieces)
+    if not parts:
+        return Audio(np.zeros(0, np.float32), 22050)
+    rate = parts[0].sample_rate
+    if any(p.sample_rate != rate for p in parts):
+        raise ValueError("pieces of one take at different sample rates")
+    return Audio(np.concatenate([p.samples for p in parts]).astype(np.float32), rate)
 
 
 def resample(audio: Audio, rate: int) -> Audio:
@@ -98,19 +109,11 @@ def _limit(x: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
     return np.asarray(x * np.minimum(gain, need), dtype=np.float32)
 
 
-def codec_rate(fmt: str, rate: int) -> int:
-    """The rate to encode `fmt` at: `rate` where the codec takes it, else the next one up
-    (MP3 and Opus take a few fixed rates; RVC's 40 kHz becomes 44.1 or 48 kHz)."""
-    rates = CODECS[fmt][2]
-    if rates is None or rate in rates:
-        return rate
-    return next((r for r in rates if r > rate), rates[-1])
-
-
 def encode(audio: Audio, fmt: str) -> bytes:
     """The audio as a file of `fmt` (16-bit WAV/FLAC, MP3, Ogg Opus), in memory; the rate
     must be one the codec takes (`codec_rate`)."""
-    container, subtype, _ = CODECS[fmt]
+    codec = CODECS[fmt]
+    container, subtype = codec.container, codec.subtype
     encoded = io.BytesIO()
     clipped = np.clip(audio.samples, -1.0, 1.0)
     sf.write(encoded, clipped, audio.sample_rate, format=container, subtype=subtype)

@@ -22,15 +22,25 @@ from voicedrop.errors import OutOfMemoryError, VoicedropError, job_error
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import Progress
+from voicedrop.pipeline.live import LiveAudio, PcmSink
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.plan import Planner
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
-from voicedrop.pipeline.stages import JobContext, Stage, default_stages, stages_of
+from voicedrop.pipeline.stages import (
+    JobContext,
+    Paused,
+    Stage,
+    Take,
+    default_stages,
+    never,
+    stages_of,
+)
 from voicedrop.report import (
     ModelEvent,
     ModelView,
     OutputRecord,
+    PauseRecord,
     ScriptRecord,
     StageRecord,
     VramStats,
@@ -48,6 +58,9 @@ class JobInput:
     reference: Path | None  # the reference recording, copied next to the job
     out_dir: Path
     script: Script | None = None  # a script job's cues (its manifest's segments are they)
+    stream: PcmSink | None = None  # where its audio goes as it is made (live.py), if anywhere
+    preempt: Callable[[], bool] = never  # between segments: step aside for another job?
+    made: tuple[Take, ...] = ()  # segments made before it last stepped aside
 
 
 @dataclass
@@ -64,6 +77,8 @@ class Outcome:
     versions: dict[str, str] = field(default_factory=dict)
     error: VoicedropError | None = None
     worker: WorkerRecord | None = None  # a cluster worker's: who ran it
+    paused: Paused | None = None  # it stepped aside for a job of a higher priority
+    pauses: list[PauseRecord] = field(default_factory=list)  # each time it did, for the report
 
 
 class JobRunner:
@@ -95,6 +110,7 @@ class JobRunner:
         with self.manager.recording() as events:
             try:
                 voice = self.planner.plan(job.manifest, job.reference).voice
+                output = job.manifest.output
                 ctx = JobContext(
                     job.job_id,
                     job.manifest,
@@ -105,6 +121,9 @@ class JobRunner:
                     job.out_dir,
                     progress,
                     script=job.script,
+                    live=LiveAudio(job.stream, output.format, output.sample_rate),
+                    preempt=job.preempt,
+                    made=job.made,
                 )
                 stages = stages_of(job.manifest, self.stages)
                 wanted = [list(stage.models(ctx).values()) for stage in stages]
@@ -114,6 +133,8 @@ class JobRunner:
                     out.stages.append(self._run_stage(stage, ctx))
                 out.outputs = ctx.outputs
                 out.script = ctx.script_record
+            except Paused as paused:
+                out.paused = paused
             except Exception as exc:
                 out.error = job_error(exc)
                 if out.error.code == "internal_error":

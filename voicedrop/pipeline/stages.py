@@ -9,19 +9,21 @@ out-of-memory error without duplicating takes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from voicedrop.codecs import codec_rate
 from voicedrop.config import Settings
 from voicedrop.errors import StageError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline import audio as au
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
+from voicedrop.pipeline.live import LiveAudio
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
@@ -33,6 +35,21 @@ from voicedrop.script import Script
 class Take:
     segment: str
     audio: au.Audio
+
+
+def never() -> bool:
+    """A job nothing may interrupt (the default; and a cluster worker's)."""
+    return False
+
+
+class Paused(Exception):
+    """A job with several segments (a script's cues) stepped aside between two of them for
+    a job of a higher priority; `takes` are the segments it has made, kept for its return."""
+
+    def __init__(self, takes: list[Take], total: int) -> None:
+        super().__init__(f"paused after {len(takes)} of {total}")
+        self.takes = takes
+        self.total = total
 
 
 @dataclass
@@ -50,6 +67,9 @@ class JobContext:
     script: Script | None = None  # a script job's cues: its takes are their clips
     script_record: ScriptRecord | None = None
     then: Sequence[ModelSpec] = ()  # the models wanted after this stage (prefetched meanwhile)
+    live: LiveAudio | None = None  # the job's live stream (live.py), fed by its last audio stage
+    preempt: Callable[[], bool] = never  # asked between segments: step aside now?
+    made: Sequence[Take] = ()  # the segments made before the job last stepped aside
 
     def tts_request(self) -> TTSRequest:
         tts = self.manifest.tts
@@ -73,9 +93,9 @@ class Stage(Protocol):
     def run(self, ctx: JobContext) -> None: ...
 
 
-def _checked(audio: au.Audio, engine: str) -> au.Audio:
+def _checked(audio: au.Audio, engine: str, *, allow_empty: bool = False) -> au.Audio:
     """An engine's audio is finite and not empty; a broken model is a clear error."""
-    if audio.samples.size == 0:
+    if audio.samples.size == 0 and not allow_empty:
         raise StageError(f"the {engine} engine produced no audio", code="empty_audio")
     if not np.all(np.isfinite(audio.samples)):
         raise StageError(f"the {engine} engine produced NaN or infinite samples", code="bad_audio")
@@ -95,12 +115,28 @@ class TTSStage:
         engine = ctx.engines.tts[ctx.manifest.tts.engine]
         request = ctx.tts_request()
         items = ctx.manifest.items()
-        takes = []
+        live = ctx.live if ctx.manifest.convert is None else None  # else the conversion streams
+        if live is not None:
+            live.restart()
+        takes = list(ctx.made)
+        if live is not None:
+            for take in takes:  # what a listener has heard already: skipped by the stream
+                live.write(take.audio)
         with ctx.manager.acquire_all(engine.models(request), then=ctx.then) as models:
             for i, (segment, text) in enumerate(items, 1):
+                if i <= len(ctx.made):
+                    continue
+                if len(takes) > len(ctx.made) and ctx.preempt():  # one made since it came back
+                    raise Paused(takes, len(items))
                 ctx.progress(f"tts {i}/{len(items)}")
-                audio = engine.synthesize(models, text, request, ctx.progress)
-                takes.append(Take(segment, _checked(audio, engine.name)))
+                pieces = []
+                for piece in engine.stream(models, text, request, ctx.progress):
+                    pieces.append(_checked(piece, engine.name, allow_empty=True))
+                    if live is not None:
+                        live.write(piece)
+                takes.append(Take(segment, _checked(au.join(pieces), engine.name)))
+        if live is not None:
+            live.end()
         ctx.takes = takes
 
 
@@ -118,11 +154,17 @@ class ConvertStage:
         request = ctx.convert_request()
         engine = ctx.engines.convert[request.spec.engine]
         converted = []
+        if ctx.live is not None:
+            ctx.live.restart()
         with ctx.manager.acquire_all(engine.models(request), then=ctx.then) as models:
             for i, take in enumerate(ctx.takes, 1):
                 ctx.progress(f"convert {i}/{len(ctx.takes)}")
-                audio = engine.convert(models, take.audio, request)
-                converted.append(Take(take.segment, _checked(audio, engine.name)))
+                audio = _checked(engine.convert(models, take.audio, request), engine.name)
+                converted.append(Take(take.segment, audio))
+                if ctx.live is not None:
+                    ctx.live.write(audio)
+        if ctx.live is not None:
+            ctx.live.end()
         ctx.takes = converted
 
 
@@ -144,7 +186,7 @@ class PostStage:
         ctx.outputs = []
         written: list[au.Audio] = []
         for take in ctx.takes:
-            rate = au.codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
+            rate = codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
             audio = au.resample(take.audio, rate)
             if out.loudness_lufs is not None:
                 audio = au.normalize_loudness(audio, out.loudness_lufs)

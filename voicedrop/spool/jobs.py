@@ -33,6 +33,7 @@ from voicedrop.spool.ids import ClientIds
 from voicedrop.spool.inbox import InboxFile, list_candidates
 from voicedrop.spool.leases import LEASE, Leases, hold_inbox_file
 from voicedrop.spool.references import check_opened, checked_reference, open_beneath
+from voicedrop.spool.stream import stream_folder
 
 log = structlog.get_logger(__name__)
 SUBMIT_REFS = "refs/"  # where `voicedrop submit` puts a job's reference, under a unique name
@@ -217,6 +218,13 @@ class Spool:
         self._write_meta(started)
         return started
 
+    def set_aside(self, job: ClaimedJob) -> ClaimedJob:
+        """A job that stepped aside between its segments for one of a higher priority:
+        the attempt it began is not counted (it did not fail; it yielded)."""
+        back = replace(job, attempts=max(0, job.attempts - 1))
+        self._write_meta(back)
+        return back
+
     def _job_dirs(self) -> list[Path]:
         return [d for d in self.work.iterdir() if d.is_dir() and not d.name.startswith(".")]
 
@@ -315,6 +323,7 @@ class Spool:
     def _move_failed(self, job: ClaimedJob) -> Path:
         final = self.failed / job.job_id
         (job.dir / "job.json").unlink(missing_ok=True)
+        shutil.rmtree(stream_folder(job.dir), ignore_errors=True)  # its readers keep theirs
         os.rename(job.dir, final)  # the lease goes along, still held: no peer can take it
         fsync_dir(self.failed)
         (final / LEASE).unlink(missing_ok=True)

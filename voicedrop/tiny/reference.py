@@ -7,7 +7,7 @@ from pathlib import Path
 import soundfile as sf
 
 from voicedrop.config import load_settings
-from voicedrop.pipeline.engines.base import EngineContext, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import EngineContext, TTSRequest, VoiceChoice, synthesize
 from voicedrop.pipeline.engines.espeak import EspeakConfig, EspeakEngine, EspeakSynth
 
 TEXT = "This is the reference voice, recorded for a test."
@@ -18,7 +18,7 @@ def build_reference(path: Path, text: str = TEXT) -> tuple[Path, str]:
     engine = EspeakEngine(EspeakConfig.model_validate({}), EngineContext.of(settings))
     synth = EspeakSynth(engine._library, engine._data)
     request = TTSRequest("reference", VoiceChoice(engine_voice="en-us"), "en")
-    audio = engine.synthesize({"synth": synth}, text, request, lambda _m: None)
+    audio = synthesize(engine, {"synth": synth}, text, request, lambda _m: None)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), audio.samples, audio.sample_rate, subtype="PCM_16")
     return path, text

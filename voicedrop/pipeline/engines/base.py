@@ -13,7 +13,7 @@ start-up, and names the pip extra that installs its libraries.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -25,7 +25,7 @@ from voicedrop.config import ConvertModel, Settings, Voice
 from voicedrop.errors import ConfigError, EngineUnavailableError, ManifestError
 from voicedrop.manifest import ConvertSpec, OptionValue, TTSSpec
 from voicedrop.modelfiles import ModelFile
-from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.audio import Audio, join
 from voicedrop.pipeline.modelspec import ModelSpec
 
 
@@ -87,9 +87,24 @@ class TTSEngine(Protocol):
 
     def models(self, request: TTSRequest) -> dict[str, ModelSpec]: ...
 
-    def synthesize(
+    def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
-    ) -> Audio: ...
+    ) -> Iterator[Audio]:
+        """The speech for `text` in pieces, each as soon as it is made (a sentence, a
+        batch): a listener hears the first while the rest is made. Joined, the pieces are
+        the take; an engine that can only make the whole yields it once."""
+        ...
+
+
+def synthesize(
+    engine: TTSEngine,
+    models: Mapping[str, Any],
+    text: str,
+    request: TTSRequest,
+    progress: Progress,
+) -> Audio:
+    """The whole take of `text`: the engine's pieces joined."""
+    return join(engine.stream(models, text, request, progress))
 
 
 class ConvertEngine(Protocol):

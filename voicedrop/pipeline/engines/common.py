@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +16,6 @@ from voicedrop.errors import ManifestError, ModelFileError
 from voicedrop.modelfiles import confine, confine_tree
 from voicedrop.pipeline.audio import Audio, resample
 from voicedrop.pipeline.engines.base import EngineContext
-
-SENTENCE_END = re.compile(r"(?<=[.!?…;:\u3002\uff01\uff1f\uff1b\uff1a])\s+")  # also CJK stops
 
 
 def model_path(context: EngineContext, key: str, value: Path | None) -> Path | None:
@@ -63,26 +59,6 @@ def read_reference(path: Path, rate: int, max_seconds: float | None = None) -> A
             field="tts.voice",
         )
     return resample(Audio(mono, int(source_rate)), rate)
-
-
-def split_text(text: str, limit: int) -> list[str]:
-    """Sentences packed into chunks of at most `limit` characters (no spacy needed); a
-    sentence longer than the limit is wrapped at word boundaries."""
-    chunks: list[str] = []
-    for sentence in (s.strip() for s in SENTENCE_END.split(text.strip())):
-        if not sentence:
-            continue
-        pieces = (
-            textwrap.wrap(sentence, limit, break_on_hyphens=False)
-            if len(sentence) > limit
-            else [sentence]
-        )
-        for piece in pieces:
-            if chunks and len(chunks[-1]) + 1 + len(piece) <= limit:
-                chunks[-1] = f"{chunks[-1]} {piece}"
-            else:
-                chunks.append(piece)
-    return chunks
 
 
 class _QuietStdout:

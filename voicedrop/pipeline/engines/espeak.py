@@ -10,7 +10,7 @@ tree of its data), variants included (`en-us+f3`); it cannot clone a voice.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +32,7 @@ from voicedrop.pipeline.engines.base import (
     option_ranges,
 )
 from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.text import sentences
 
 _SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
@@ -199,9 +200,11 @@ class EspeakEngine:
     def models(self, request: TTSRequest) -> dict[str, ModelSpec]:
         return {"synth": ModelSpec("espeak", lambda _d: EspeakSynth(self._library, self._data), 0)}
 
-    def synthesize(
+    def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
-    ) -> Audio:
+    ) -> Iterator[Audio]:
+        """A sentence at a time: espeak-ng pauses at a sentence's end either way, and a
+        listener hears the first sentence after its own synthesis time, not the text's."""
         opts = {
             "rate": float(self.config.rate),
             "pitch": float(self.config.pitch),
@@ -213,4 +216,5 @@ class EspeakEngine:
                 f"espeak-ng has no voice for '{request.language}'", field="tts.language"
             )
         synth: EspeakSynth = models["synth"]
-        return synth.speak(text, voice_id, int(opts["rate"]), int(opts["pitch"]))
+        for sentence in sentences(text):
+            yield synth.speak(sentence, voice_id, int(opts["rate"]), int(opts["pitch"]))

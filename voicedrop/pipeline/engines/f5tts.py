@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import Field
 
 from voicedrop.config import GB, Voice
@@ -45,6 +46,7 @@ from voicedrop.pipeline.engines.common import (
 from voicedrop.pipeline.modelspec import ModelSpec, Placement
 
 BACKBONES = ("DiT", "UNetT", "MMDiT")
+CROSS_FADE_S = 0.15  # infer_batch_process's default cross_fade_duration
 
 
 class F5Settings(EngineConfig):
@@ -241,9 +243,12 @@ class F5Engine:
 
     # ---- speech ----------------------------------------------------------------------------
 
-    def synthesize(
+    def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
-    ) -> Audio:
+    ) -> Iterator[Audio]:
+        """A batch of sentences at a time, cross-faded into the next as the library's
+        `infer_batch_process` joins its batches (the tail of each batch is held back until
+        the next one is made)."""
         import torch
         from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
 
@@ -269,28 +274,72 @@ class F5Engine:
         if seed is not None:
             torch.manual_seed(int(seed))
         batches = chunk_text(text, max_chars=batch_chars(ref, ref_text, float(opts["speed"])))
+        if not batches:
+            raise ManifestError("nothing to say: the text is empty after splitting", field="text")
         audio = torch.from_numpy(ref.samples)  # at its own rate: the library resamples
         dit = models["dit"]
-        with quiet_stdout():
-            wave, rate, _ = next(
-                infer_batch_process(
-                    (audio, ref.rate),
-                    ref_text,
-                    batches,
-                    dit,
-                    models["vocoder"],
-                    mel_spec_type="vocos",
-                    progress=_Progress(progress, len(batches)),
-                    nfe_step=int(opts["nfe_step"]),
-                    cfg_strength=self.config.cfg_strength,
-                    sway_sampling_coef=self.config.sway_sampling_coef,
-                    speed=float(opts["speed"]),
-                    device=module_device(dit),
+        fade = CrossFade()
+        for i, batch in enumerate(batches, 1):
+            progress(f"tts: f5tts batch {i}/{len(batches)}")
+            with quiet_stdout():
+                wave, rate, _ = next(
+                    infer_batch_process(
+                        (audio, ref.rate),
+                        ref_text,
+                        [batch],
+                        dit,
+                        models["vocoder"],
+                        mel_spec_type="vocos",
+                        progress=None,
+                        nfe_step=int(opts["nfe_step"]),
+                        cfg_strength=self.config.cfg_strength,
+                        sway_sampling_coef=self.config.sway_sampling_coef,
+                        speed=float(opts["speed"]),
+                        device=module_device(dit),
+                    )
                 )
-            )
-        if wave is None:
-            raise ManifestError("nothing to say: the text is empty after splitting", field="text")
-        return Audio(np.asarray(wave, dtype=np.float32).reshape(-1), int(rate))
+            ready = fade.add(np.asarray(wave, dtype=np.float32).reshape(-1), int(rate))
+            if ready.size:
+                yield Audio(ready, int(rate))
+        tail = fade.tail()
+        if tail.size:
+            yield Audio(tail, fade.rate)
+
+
+class CrossFade:
+    """Batches joined as `infer_batch_process` joins them: each next batch fades in over
+    the last CROSS_FADE_S of what came before (linear), so the tail of each batch is
+    held back until the next arrives."""
+
+    def __init__(self, seconds: float = CROSS_FADE_S) -> None:
+        self.seconds = seconds
+        self.rate = 24000
+        self._held = np.zeros(0, np.float32)
+        self._emitted = 0  # samples already given out
+
+    def add(self, wave: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
+        """Take the next batch; return what can be given out now."""
+        self.rate = rate
+        fade = int(self.seconds * rate)
+        if self._emitted == 0 and not self._held.size:
+            joined = wave
+        else:
+            n = min(fade, self._emitted + len(self._held), len(wave))
+            n = min(n, len(self._held))
+            if n <= 0:
+                joined = np.concatenate([self._held, wave])
+            else:
+                blended = self._held[-n:] * np.linspace(1, 0, n) + wave[:n] * np.linspace(0, 1, n)
+                joined = np.concatenate([self._held[:-n], blended, wave[n:]])
+        keep = min(fade, len(joined))
+        out, self._held = joined[: len(joined) - keep], joined[len(joined) - keep :]
+        self._emitted += len(out)
+        return np.asarray(out, dtype=np.float32)
+
+    def tail(self) -> npt.NDArray[np.float32]:
+        """What is left once the last batch is in."""
+        out, self._held = self._held, np.zeros(0, np.float32)
+        return np.asarray(out, dtype=np.float32)
 
 
 class _Progress:

@@ -1,15 +1,16 @@
 """Small offline engines with no weights.
 
-`noop` makes `seconds` of silence, optionally spending `work_s` of wall time
-as a slow engine would: for benchmarks, smoke tests and drills (does a stop
-let the job finish? does a kill -9 lose it?). `tape` is a voice 'conversion'
-that shifts pitch like a tape speed change, so the convert stage runs offline.
+`noop` makes `seconds` of silence per sentence, optionally spending `work_s` of wall time
+in all as a slow engine would (its share before each sentence's piece): for benchmarks,
+smoke tests and drills (does a stop let the job finish? does a kill -9 lose it? does a
+stream start before the job ends?). `tape` is a voice 'conversion' that shifts pitch like
+a tape speed change, so the convert stage runs offline.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +32,7 @@ from voicedrop.pipeline.engines.base import (
     option_ranges,
 )
 from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.text import sentences
 
 
 class _Nothing:
@@ -72,13 +74,17 @@ class NoopEngine:
     def models(self, request: TTSRequest) -> dict[str, ModelSpec]:
         return {"model": ModelSpec("noop", lambda _device: _Nothing(), 0)}
 
-    def synthesize(
+    def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
-    ) -> Audio:
+    ) -> Iterator[Audio]:
+        """`seconds` of silence per sentence, after its share of `work_s`: one piece per
+        sentence, as the real engines stream."""
         opts = check_options(request.options, NOOP_OPTIONS, "tts.options")
-        time.sleep(opts.get("work_s", self.work_s))
+        parts = sentences(text) or [text]
         seconds = opts.get("seconds", self.seconds)
-        return Audio(np.zeros(int(seconds * self.sample_rate), np.float32), self.sample_rate)
+        for _ in parts:
+            time.sleep(opts.get("work_s", self.work_s) / len(parts))
+            yield Audio(np.zeros(int(seconds * self.sample_rate), np.float32), self.sample_rate)
 
 
 class TapeConfig(EngineConfig):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,9 +47,9 @@ from voicedrop.pipeline.engines.common import (
     loadable,
     model_path,
     quiet_stdout,
-    split_text,
 )
 from voicedrop.pipeline.modelspec import ModelSpec, Placement
+from voicedrop.pipeline.text import split_text
 
 FILES = ("config.json", "model.pth", "vocab.json")
 
@@ -70,6 +70,13 @@ class XttsSettings(EngineConfig):
         None, ge=0, le=2**31, description="fixed seed: the same text gives the same audio"
     )
     working_gb: float = Field(0.8, ge=0, description="working memory estimate until measured")
+    stream_tokens: int | None = Field(
+        None,
+        ge=4,
+        le=400,
+        description="stream within a sentence: audio every this many GPT tokens, through "
+        "the library's inference_stream (first audio sooner; unset: a sentence at a time)",
+    )
 
 
 OPTIONS = option_ranges(  # what a job may set
@@ -208,9 +215,9 @@ class XttsEngine:
 
     # ---- speech ----------------------------------------------------------------------------
 
-    def synthesize(
+    def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
-    ) -> Audio:
+    ) -> Iterator[Audio]:
         import torch
 
         model = models["model"]
@@ -219,18 +226,35 @@ class XttsEngine:
         opts = self._options(request)
         seed = opts.pop("seed", None)
         chunks = split_text(text, model.tokenizer.char_limits.get(lang.split("-")[0], 250))
-        pieces = []
-        autocast = self.config.fp16 and model.device.type == "cuda"
-        for i, chunk in enumerate(chunks, 1):
-            progress(f"tts: xtts sentence {i}/{len(chunks)}")
-            if seed is not None:
-                torch.manual_seed(int(seed) + i)
-            with torch.autocast("cuda", torch.float16, enabled=autocast), quiet_stdout():
-                out = model.inference(chunk, lang, cond, speaker, **opts)
-            pieces.append(np.asarray(out["wav"], dtype=np.float32).reshape(-1))
-        drop_scratch(model)  # the GPT's cached conditioning: it must not stay on a device
         rate = int(model.config.model_args.output_sample_rate)
-        return Audio(np.concatenate(pieces), rate)
+        autocast = self.config.fp16 and model.device.type == "cuda"
+        try:
+            for i, chunk in enumerate(chunks, 1):
+                progress(f"tts: xtts sentence {i}/{len(chunks)}")
+                if seed is not None:
+                    torch.manual_seed(int(seed) + i)
+                pieces = self._speak(model, chunk, lang, cond, speaker, opts)
+                while True:  # the library runs inside the contexts; we yield outside them
+                    with torch.autocast("cuda", torch.float16, enabled=autocast), quiet_stdout():
+                        wav = next(pieces, None)
+                    if wav is None:
+                        break
+                    yield Audio(np.asarray(wav, dtype=np.float32).reshape(-1), rate)
+        finally:
+            drop_scratch(model)  # the GPT's cached conditioning: it must not stay on a device
+
+    def _speak(
+        self, model: Any, text: str, lang: str, cond: Any, speaker: Any, opts: dict[str, Any]
+    ) -> Iterator[Any]:
+        """One sentence: whole (`inference`), or in pieces of `stream_tokens` GPT tokens
+        (`inference_stream`, the library's own streaming)."""
+        if self.config.stream_tokens is None:
+            yield model.inference(text, lang, cond, speaker, **opts)["wav"]
+            return
+        for piece in model.inference_stream(
+            text, lang, cond, speaker, stream_chunk_size=self.config.stream_tokens, **opts
+        ):
+            yield piece.detach().float().cpu().numpy()
 
     def _options(self, request: TTSRequest) -> dict[str, Any]:
         c = self.config

@@ -1,0 +1,175 @@
+"""A job's audio as the HTTP side follows it: the live stream while the job is made, its
+finished outputs once it is done.
+
+A streaming request (`/v1/audio/speech`, `GET /jobs/{id}/stream`) waits until its job's
+audio can be read, then hands it on chunk by chunk. While the job is queued, a client that
+goes away, or a wait past `[http] max_wait_s`, withdraws it (it is reported `cancelled`):
+nobody is left to hear it, and the client's retry must not find it still queued. Once the
+job runs it is followed to its end. The live file (spool/stream.py) is read as it grows;
+a job that finished before it was followed is read from its outputs (the clips of a
+script job one after another, as its stream has them). A job that fails after its audio
+began raises JobFailed: the response is cut off, so the client sees it incomplete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+from fastapi.concurrency import run_in_threadpool
+
+from voicedrop.api.desk import Desk, Rejected
+from voicedrop.spool.state import JobState
+from voicedrop.spool.stream import StreamHeader, open_stream, read_header, stream_folder
+
+POLL_S = 0.005  # how often an idle follower looks for more: a small part of a sentence
+CHUNK = 64 * 1024
+DECODE_S = 2.0  # a finished job's outputs are read and sent this many seconds at a time
+
+
+class JobFailed(Exception):
+    """The job failed after its audio began."""
+
+    def __init__(self, state: JobState) -> None:
+        error = (state.report or {}).get("error") or {}
+        super().__init__(str(error.get("message") or "the job failed"))
+        self.state = state
+
+
+@dataclass(frozen=True)
+class Source:
+    """A job's audio: 16-bit little-endian mono PCM at `sample_rate`, chunk by chunk."""
+
+    job_id: str
+    sample_rate: int
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """The job was withdrawn while queued: the client went away, or it waited too long."""
+
+    job_id: str
+    waited_s: float
+    client_gone: bool
+
+
+async def audio_of(
+    desk: Desk,
+    job_id: str,
+    *,
+    gone: Callable[[], Awaitable[bool]],
+    start_within_s: float | None = None,
+    withdraw: bool = True,
+    poll_s: float = POLL_S,
+) -> Source | JobState | Withdrawn:
+    """The job's audio as soon as it can be read; its final state if it ended with none
+    (failed, or cancelled elsewhere); Withdrawn if the client went away or the job did not
+    start within `start_within_s` — and then, with `withdraw` (the client's own job), the
+    job is cancelled too."""
+    began = time.monotonic()
+    while True:
+        state = desk.state(job_id)
+        if state is None:
+            return JobState(job_id, "failed")
+        if state.status == "queued":
+            waited = time.monotonic() - began
+            client_gone = await gone()
+            if client_gone or (start_within_s is not None and waited > start_within_s):
+                if not withdraw:
+                    return Withdrawn(job_id, waited, client_gone)
+                try:
+                    await run_in_threadpool(desk.cancel, job_id)
+                    return Withdrawn(job_id, waited, client_gone)
+                except Rejected:
+                    continue  # it has just started: follow it
+        elif state.status == "running":
+            opened = open_stream(desk.spool.work / job_id)
+            if opened is not None:
+                header, audio = opened
+                return Source(
+                    job_id, header.sample_rate, _live(desk, job_id, header, audio, poll_s)
+                )
+        elif state.status in ("done", "duplicate") and state.outputs:
+            return await _finished(desk, state)
+        else:
+            return state
+        await asyncio.sleep(poll_s)
+
+
+async def _live(
+    desk: Desk, job_id: str, header: StreamHeader, audio: BinaryIO, poll_s: float
+) -> AsyncIterator[bytes]:
+    """The live file, read as it grows, to its end; JobFailed if the job fails first."""
+    folder = stream_folder(desk.spool.work / job_id)
+    read, carry = 0, b""
+    try:
+        while True:
+            data = audio.read(CHUNK)
+            if data:
+                read += len(data)
+                data, carry = _whole_samples(carry + data)
+                if data:
+                    yield data
+                continue
+            now = read_header(folder)
+            if now is not None:
+                if now.complete and now.bytes is not None and read >= now.bytes:
+                    return
+                if now.sample_rate != header.sample_rate:  # restarted anew: not ours to join
+                    raise JobFailed(JobState(job_id, "failed"))
+            else:  # the folder is gone: the job was committed, or is being failed
+                state = desk.state(job_id)
+                if state is not None and state.status == "failed":
+                    raise JobFailed(state)
+                if state is None or state.final:
+                    rest = audio.read()  # its writer closed it before the commit
+                    rest, _ = _whole_samples(carry + rest)
+                    if rest:
+                        yield rest
+                    return
+            await asyncio.sleep(poll_s)
+    finally:
+        audio.close()
+
+
+def _whole_samples(data: bytes) -> tuple[bytes, bytes]:
+    cut = len(data) - len(data) % 2
+    return data[:cut], data[cut:]
+
+
+async def _finished(desk: Desk, state: JobState) -> Source:
+    """A done job's audio from its outputs: every clip but a script's dub track, in order."""
+    assert state.folder is not None
+    records = (state.report or {}).get("outputs") or []
+    names = [str(o["file"]) for o in records if o.get("segment") != "dub"] or state.outputs[:1]
+    paths = [state.folder / name for name in names]
+    rate = (await run_in_threadpool(sf.info, str(paths[0]))).samplerate
+    return Source(state.job_id, rate, _decoded(paths, rate))
+
+
+async def _decoded(paths: list[Path], rate: int) -> AsyncIterator[bytes]:
+    for path in paths:
+        with sf.SoundFile(str(path)) as audio:
+            block = int(DECODE_S * audio.samplerate)
+            while True:
+                samples = await run_in_threadpool(audio.read, block, "float32")
+                if not len(samples):
+                    break
+                yield await run_in_threadpool(_pcm, samples, audio.samplerate, rate)
+
+
+def _pcm(samples: npt.NDArray[np.float32], source_rate: int, rate: int) -> bytes:
+    mono = samples.mean(axis=1) if samples.ndim > 1 else samples
+    if source_rate != rate:
+        import soxr
+
+        mono = soxr.resample(mono, source_rate, rate)
+    return np.round(np.clip(mono, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()

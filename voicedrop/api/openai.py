@@ -1,0 +1,113 @@
+"""OpenAI's audio API as OpenAI clients use it: `/v1/audio/speech` streamed, `/v1/models`,
+`/v1/audio/voices`, and every error in OpenAI's shape.
+
+A speech request is a job like any other (a manifest dropped into the spool, run by the
+daemon's single executor), at `[http] priority` so it goes before queued drop-folder
+work. Its audio streams as it is made (api/follow.py, api/respond.py). It fails fast and
+honestly, because clients retry: no live daemon is a 503 at once with nothing queued; a
+full queue a 429; a client that goes away before its job starts withdraws the job; an
+`Idempotency-Key` sent again finds its first job instead of making a second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from voicedrop.api.desk import Desk
+from voicedrop.api.follow import Withdrawn, audio_of
+from voicedrop.api.guard import read_json
+from voicedrop.api.respond import audio_response
+from voicedrop.api.speech import (
+    SpeechError,
+    SpeechRequest,
+    model_names,
+    speech_manifest,
+    voices,
+)
+from voicedrop.spool.state import JobState
+
+NO_DAEMON_RETRY_S = 5
+
+
+def openai_error(exc: SpeechError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(exc.body(), exc.status, headers=headers)
+
+
+def router(desk: Desk) -> APIRouter:
+    api = APIRouter(prefix="/v1")
+
+    @api.post("/audio/speech")
+    async def speech(request: Request) -> Response:
+        """OpenAI's speech endpoint: the audio streams as it is made (chunked), or as
+        server-sent events with `stream_format: "sse"`."""
+        settings, jobs = desk.current()
+        try:
+            body = SpeechRequest.model_validate(await read_json(request))
+            manifest = speech_manifest(body, settings, jobs.engine_names)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first["loc"]) or None
+            return openai_error(SpeechError(param, f"{param}: {first['msg']}"))
+        except SpeechError as exc:
+            return openai_error(exc)
+        if desk.daemon() is None:
+            error = SpeechError(
+                None,
+                "no voicedrop daemon is running on this spool: nothing was queued",
+                503,
+                "daemon_unavailable",
+            )
+            return openai_error(error, {"Retry-After": str(NO_DAEMON_RETRY_S)})
+        key = request.headers.get("idempotency-key")
+        job_id = await run_in_threadpool(desk.submit, manifest, None, "speech", key)
+        found = await audio_of(
+            desk, job_id, gone=request.is_disconnected, start_within_s=settings.http.max_wait_s
+        )
+        if isinstance(found, Withdrawn):
+            return _withdrawn(found)
+        if isinstance(found, JobState):
+            return _failed(found)
+        sse = body.stream_format == "sse"
+        return audio_response(found, body.response_format, sse=sse, text_chars=len(body.input))
+
+    @api.get("/models")
+    async def models() -> dict[str, Any]:
+        """The model names `/v1/audio/speech` takes, in OpenAI's list shape."""
+        settings, jobs = desk.current()
+        names = model_names(settings, jobs.engine_names)
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "voicedrop"} for n in names]
+        return {"object": "list", "data": data}
+
+    @api.get("/audio/voices")
+    async def audio_voices() -> dict[str, Any]:
+        """The voice names `/v1/audio/speech` takes, per engine, and the voice each is."""
+        settings, jobs = desk.current()
+        return {"voices": voices(settings, jobs.engine_names)}
+
+    return api
+
+
+def _withdrawn(found: Withdrawn) -> JSONResponse:
+    why = (
+        "the client went away"
+        if found.client_gone
+        else f"it waited {found.waited_s:.0f} s in the queue ([http] max_wait_s)"
+    )
+    error = SpeechError(None, f"job {found.job_id} was withdrawn before it started: {why}", 503)
+    return openai_error(error, {"Retry-After": "30", "X-Job-Id": found.job_id})
+
+
+def _failed(state: JobState) -> JSONResponse:
+    error = (state.report or {}).get("error") or {}
+    permanent = error.get("kind") == "permanent"
+    message = str(error.get("message") or f"job {state.job_id} ended {state.status}")
+    status = 400 if permanent else 503
+    headers = {"X-Job-Id": state.job_id, **({} if permanent else {"Retry-After": "30"})}
+    return openai_error(
+        SpeechError(error.get("field"), message, status, error.get("code")), headers
+    )
