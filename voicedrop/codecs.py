@@ -1,4 +1,4 @@
-"""The audio formats voicedrop writes and serves: one table for both.
+"""The audio formats voicedrop writes and serves: one table for both, and 16-bit PCM.
 
 A job writes its outputs as files (pipeline/audio.py: wav, flac, mp3, opus through
 libsndfile); the HTTP side encodes the same formats as streams while a job is made, plus
@@ -9,6 +9,9 @@ another rate is encoded at the next rate up.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,10 @@ def codec_rate(fmt: str, rate: int) -> int:
     if rates is None or rate in rates:
         return rate
     return next((r for r in rates if r > rate), rates[-1])
+
+
+def to_int16(samples: np.ndarray[Any, Any]) -> bytes:
+    """Float samples (-1..1) as 16-bit little-endian PCM, exactly as libsndfile writes
+    them into a 16-bit file: a live stream and the job's WAV output hold the same bytes."""
+    scaled = np.floor(np.asarray(samples, dtype=np.float32) * np.float32(32768.0))
+    return bytes(np.clip(scaled, -32768, 32767).astype("<i2").tobytes())

@@ -263,14 +263,18 @@ def test_a_queued_job_can_be_cancelled_and_a_started_one_cannot(server: Server):
     assert not (spool / "outbox" / second).exists()
 
 
-def test_serve_alone_queues_until_full_and_is_not_ready_without_a_daemon(tmp_path: Path):
+def test_serve_alone_queues_until_full_refuses_a_wait_and_is_not_ready_without_daemon(
+    tmp_path: Path,
+):
     srv = Server(tmp_path / "spool", "serve", VOICEDROP_HTTP__MAX_QUEUE="2")
     try:
         job = {"text": "waits", "tts": {"engine": "espeak"}}
         ids = [srv.http.post("/tts/synthesize", json=job).json()["id"] for _ in range(2)]
         assert all(srv.http.get(f"/jobs/{i}").json()["status"] == "queued" for i in ids)
         full = srv.http.post("/tts/synthesize", json=job)
-        assert full.status_code == 503 and full.headers["retry-after"] == "30"
+        assert full.status_code == 429 and full.headers["retry-after"] == "30"
+        waited = srv.http.post("/tts/synthesize?wait=30", json=job)  # nobody would run it
+        assert waited.status_code == 503 and "daemon" in waited.json()["detail"][0]
         health = srv.http.get("/health")
         assert health.status_code == 503 and health.json()["daemon"] == "not running"
         assert 'voicedrop_queue_jobs{folder="inbox"} 2.0' in srv.http.get("/metrics").text

@@ -57,7 +57,7 @@ def test_the_stream_is_the_outputs_audio_a_sentence_at_a_time(settings, tmp_path
     streamed = np.frombuffer(bytes(sink.data), "<i2")
     assert sink.writes >= 3 and sink.ended and sink.rate == rate == 24000  # a write a sentence
     assert len(streamed) == len(written)
-    assert np.abs(streamed.astype(int) - written.astype(int)).max() <= 4  # resampler rounding
+    assert np.abs(streamed.astype(int) - written.astype(int)).max() <= 4  # resampled in pieces
 
 
 def test_with_a_conversion_the_converted_takes_stream(settings, tmp_path):

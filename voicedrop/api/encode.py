@@ -6,10 +6,12 @@ the first sentence leaves before the second is made:
 
 - `pcm` is the samples themselves; `wav` a header that says "length unknown" (sizes of
   0xFFFFFFFF, as streaming WAV writers do) and then the samples;
-- `mp3`, `opus`, `flac` and `aac` go through PyAV (FFmpeg's encoders, in the wheel: no
-  system FFmpeg) into a buffer emptied after every chunk. libsndfile, which writes the
-  job's files, cannot stream MP3 (it seeks back at the end to fill in a frame count that
-  decoders trust) and has no AAC encoder.
+- `mp3`, `opus` and `aac` go through PyAV (FFmpeg's encoders, in the wheel: no system
+  FFmpeg) into a buffer emptied after every chunk. libsndfile, which writes the job's
+  files, cannot stream MP3 (it seeks back at the end to fill in a frame count that
+  decoders trust) and has no AAC encoder;
+- `flac` is sent whole at the end: a FLAC header holds the stream's length, and a FLAC
+  streamed without it cannot be read by libsndfile (Python's soundfile).
 
 MP3, Opus and AAC take a few sample rates: a stream at another rate is resampled, chunk
 by chunk, to the next rate up.
@@ -22,6 +24,7 @@ import struct
 from typing import Any, Protocol
 
 import numpy as np
+import soundfile as sf
 
 from voicedrop.codecs import CODECS, codec_rate
 
@@ -46,6 +49,8 @@ def encoder(fmt: str, sample_rate: int) -> Encoder:
         return Pcm()
     if fmt == "wav":
         return Wav(sample_rate)
+    if fmt == "flac":
+        return WholeFlac(sample_rate)
     if fmt in Av.FORMATS:
         return Av(fmt, sample_rate)
     raise ValueError(f"no streaming encoder for '{fmt}'")
@@ -86,6 +91,27 @@ def wav_header(sample_rate: int, data_bytes: int) -> bytes:
     )
 
 
+class WholeFlac:
+    """FLAC, sent whole when the stream ends: its header holds the length, and libsndfile
+    (Python's soundfile, among others) cannot read a FLAC streamed without one."""
+
+    media_type = CODECS["flac"].media_type
+
+    def __init__(self, sample_rate: int) -> None:
+        self.rate = sample_rate
+        self._pcm = bytearray()
+
+    def add(self, pcm: bytes) -> bytes:
+        self._pcm += pcm
+        return b""
+
+    def finish(self) -> bytes:
+        out = io.BytesIO()
+        samples = np.frombuffer(bytes(self._pcm), dtype="<i2")
+        sf.write(out, samples, self.rate, format="FLAC", subtype="PCM_16")
+        return out.getvalue()
+
+
 class _Outbox(io.RawIOBase):
     """A write-only, unseekable file that holds what was written until it is taken."""
 
@@ -106,15 +132,13 @@ class _Outbox(io.RawIOBase):
 
 
 class Av:
-    """MP3, Ogg Opus, FLAC and AAC (ADTS) through PyAV (FFmpeg's encoders), into an
-    unseekable output: nothing is written that would need a seek back (MP3 without the
-    Xing frame; FLAC, as any streamed FLAC, without the sample count in its header)."""
+    """MP3, Ogg Opus and AAC (ADTS) through PyAV (FFmpeg's encoders), into an unseekable
+    output: nothing is written that would need a seek back (MP3 without the Xing frame)."""
 
     # format -> (FFmpeg muxer, encoder, muxer options)
     FORMATS: dict[str, tuple[str, str, dict[str, str]]] = {
         "mp3": ("mp3", "libmp3lame", {"write_xing": "0"}),
         "opus": ("ogg", "libopus", {"page_duration": "20000"}),  # a page every 20 ms
-        "flac": ("flac", "flac", {}),
         "aac": ("adts", "aac", {}),
     }
 

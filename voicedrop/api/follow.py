@@ -7,8 +7,10 @@ goes away, or a wait past `[http] max_wait_s`, withdraws it (it is reported `can
 nobody is left to hear it, and the client's retry must not find it still queued. Once the
 job runs it is followed to its end. The live file (spool/stream.py) is read as it grows;
 a job that finished before it was followed is read from its outputs (the clips of a
-script job one after another, as its stream has them). A job that fails after its audio
-began raises JobFailed: the response is cut off, so the client sees it incomplete.
+script job one after another, as its stream has them). A followed job ends when its
+report is published, not when its last sample is made: a client that has the whole
+response finds the job done. A job that fails after its audio began raises JobFailed:
+the response is cut off, so the client sees it incomplete.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import soundfile as sf
 from fastapi.concurrency import run_in_threadpool
 
 from voicedrop.api.desk import Desk, Rejected
+from voicedrop.codecs import to_int16
 from voicedrop.spool.state import JobState
 from voicedrop.spool.stream import StreamHeader, open_stream, read_header, stream_folder
 
@@ -120,9 +123,7 @@ async def _live(
                     yield data
                 continue
             now = read_header(folder)
-            if now is not None:
-                if now.complete and now.bytes is not None and read >= now.bytes:
-                    return
+            if now is not None:  # still being made, or written out (the post stage)
                 if now.sample_rate != header.sample_rate:  # restarted anew: not ours to join
                     raise JobFailed(JobState(job_id, "failed"))
             else:  # the folder is gone: the job was committed, or is being failed
@@ -172,4 +173,4 @@ def _pcm(samples: npt.NDArray[np.float32], source_rate: int, rate: int) -> bytes
         import soxr
 
         mono = soxr.resample(mono, source_rate, rate)
-    return np.round(np.clip(mono, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return to_int16(mono)

@@ -33,12 +33,6 @@ def from_int16(data: npt.NDArray[np.int16], sample_rate: int) -> Audio:
     return Audio((data.astype(np.float32) / 32768.0), sample_rate)
 
 
-def to_int16(samples: npt.NDArray[np.float32]) -> bytes:
-    """Samples as 16-bit little-endian PCM, clipped: what a live stream carries."""
-    scaled = np.clip(samples, -1.0, 1.0) * 32767.0
-    return np.round(scaled).astype("<i2").tobytes()
-
-
 def join(pieces: Iterable[Audio]) -> Audio:
     """The pieces an engine made, one after the other, as one take (all at one rate)."""
     parts = list(pieces)

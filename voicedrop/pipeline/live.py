@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from voicedrop.codecs import codec_rate
+from voicedrop.codecs import codec_rate, to_int16
 from voicedrop.pipeline import audio as au
 
 
@@ -91,7 +91,7 @@ class LiveAudio:
         return self._resampler.resample_chunk(piece.samples, last=last)  # type: ignore[no-any-return]
 
     def _put(self, samples: np.ndarray[Any, Any]) -> None:
-        data = au.to_int16(np.asarray(samples, dtype=np.float32))
+        data = to_int16(samples)
         start, self._sent = self._sent, self._sent + len(data)
         if self._sent <= self._held or self.sink is None:
             return  # the sink has these bytes from an earlier run
