@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -207,3 +208,47 @@ def test_a_followed_job_streams_as_it_is_made_and_after_it_is_done(speech: Serve
         samples, rate = sf.read(io.BytesIO(response.content))
         assert len(samples) / rate == pytest.approx(total, abs=0.01)
         assert np.abs(samples).max() > 0.01
+
+
+def srt(cues: int, seconds: float) -> str:
+    def at(t: float) -> str:
+        return f"00:{int(t // 60):02d}:{t % 60:06.3f}".replace(".", ",")
+
+    return "\n".join(
+        f"{i}\n{at(i * seconds)} --> {at(i * seconds + seconds * 0.9)}\nLine {i}.\n"
+        for i in range(1, cues + 1)
+    )
+
+
+def test_a_request_behind_a_long_script_job_is_heard_within_one_cue(tmp_path: Path):
+    """A 100-cue script job is running; a speech request arrives: the script steps aside
+    after the cue it is making, the request runs, and the script then goes on."""
+    spool = tmp_path / "spool"
+    srv = Server(spool)
+    try:
+        (spool / "inbox" / "episode.srt").write_text(srt(100, 1.0))
+        script = {"script": "episode.srt", "tts": {"engine": "noop", "options": {"work_s": 0.1}}}
+        (tmp_path / "episode.json").write_text(json.dumps(script))
+        (tmp_path / "episode.json").rename(spool / "inbox" / "episode.json")  # the drop folder
+        job_id = "episode"
+        deadline, made = time.monotonic() + 60, 0
+        while made < 5:  # it is well under way (its stage is told at most every 0.25 s)
+            assert time.monotonic() < deadline, srv.log.read_text()[-2000:]
+            stage = re.match(r"tts (\d+)/", srv.http.get(f"/jobs/{job_id}").json()["stage"] or "")
+            made = int(stage.group(1)) if stage else 0
+            time.sleep(0.02)
+        body = {"model": "tts-1", "voice": "alloy", "input": "Me first.", "response_format": "pcm"}
+        with srv.http.stream("POST", "/v1/audio/speech", json=body) as response:
+            chunks = response.iter_raw()
+            first = next(chunks)
+            behind = srv.http.get(f"/jobs/{job_id}").json()
+            b"".join(chunks)
+        assert first and behind["status"] == "running"
+        report = srv.wait_done(job_id, timeout=120)["report"]
+        assert report["status"] == "done" and report["attempt"] == 1
+        [pause] = report["paused"]
+        assert made <= pause["after"] < 100 and pause["of"] == 100  # mid-job (the unit tests
+        # show it steps aside right after the cue it is making: tests/unit/test_priority.py)
+        assert len(report["outputs"]) == 101  # every clip, and the dub track
+    finally:
+        assert srv.stop() == 0
