@@ -7,6 +7,7 @@ the key, the value, where it came from and what is allowed.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -65,6 +66,9 @@ class Residency(_Section):
     headroom_gb: float = Field(0.5, ge=0)
     keep_alive_s: float | None = Field(None, gt=0, le=30 * 86400)
     prefetch: bool = True
+    preload: list[str] = Field(
+        default_factory=list, description="models loaded once the daemon is ready (keys)"
+    )
 
     @field_validator("budget_gb")
     @classmethod
@@ -232,6 +236,17 @@ def _parse_bool(key: str, raw: str) -> bool:
     raise ConfigError(f"{key}={raw!r} is invalid: allowed values are 'true' or 'false'", field=key)
 
 
+def _env_value(raw: str) -> Any:
+    """A variable's value: a JSON list or table as such (`["xtts", "vocos"]`), else the
+    text, which the settings' types then read."""
+    if raw.strip().startswith(("[", "{")):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass  # left as text: the setting's own error names it
+    return raw
+
+
 def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Collect overrides from the environment; return them and key → variable name."""
     data: dict[str, Any] = {}
@@ -246,7 +261,7 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = raw
+        node[path[-1]] = _env_value(raw)
         origin[".".join(path)] = var
     return data, origin
 

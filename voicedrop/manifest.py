@@ -9,6 +9,7 @@ registries and the config (pipeline), since this module imports nothing else.
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from pathlib import PurePosixPath
@@ -170,6 +171,34 @@ class Manifest(_Strict):
         description="higher runs sooner, and may pause a running script job between cues; "
         "requests someone waits for over HTTP come at [http] priority",
     )
+    keep_alive: float | None = Field(
+        None,
+        description="how long its models stay on the GPU once idle, whatever the policy: "
+        'seconds or "30s", "5m", "2h"; 0 leaves at once, -1 stays (as Ollama\'s keep_alive)',
+    )
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        return duration_s(v) if isinstance(v, str) else v
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _forever_is_minus_one(cls, v: float | None) -> float | None:
+        if v is not None and ((v < 0 and v != -1) or v > 30 * 86400):
+            raise ValueError("seconds from 0 to 30 days, or -1 to stay")
+        return v
+
+    @property
+    def keep_alive_s(self) -> float | None:
+        """The keep-alive in seconds, infinite for -1; None: the configured behaviour."""
+        return (
+            None
+            if self.keep_alive is None
+            else math.inf
+            if self.keep_alive < 0
+            else self.keep_alive
+        )
 
     @field_validator("text")
     @classmethod
@@ -203,6 +232,18 @@ class Manifest(_Strict):
         if self.segments is not None:
             return [(s.id, s.text) for s in self.segments]
         return [(self.output.name, self.text or "")]
+
+
+DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def duration_s(text: str) -> float:
+    """'5m' -> 300.0, '30s', '1.5h', '250ms', '-1' (Ollama's forms)."""
+    found = DURATION.match(text)
+    if found is None:
+        raise ValueError(f"'{text}' is not a duration: seconds, or a number with ms, s, m or h")
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[found.group(2) or "s"]
+    return float(found.group(1)) * unit
 
 
 def schema() -> dict[str, Any]:

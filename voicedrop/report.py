@@ -60,6 +60,7 @@ class ModelView(_Model):
     last_peak_bytes: int | None
     pinned: bool = False
     leaves_in_s: float | None = None  # keep-alive: seconds until an idle model leaves the GPU
+    keep_alive_s: float | None = None  # the last job's own keep-alive (-1: forever)
 
 
 class ErrorInfo(_Model):

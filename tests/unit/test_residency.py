@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -345,3 +346,45 @@ def test_a_model_is_placed_while_another_thread_is_still_importing_torch(monkeyp
     device = CPUDevice()
     placed = device.to_device(object())  # the espeak engine's model: no tensors
     assert device.memory().allocated == 0 and placed is not None
+
+
+def test_a_jobs_own_keep_alive_overrides_the_policy_both_ways():
+    """Ollama's keep_alive per request: 0 leaves at once under NORMAL, -1 stays under LOW,
+    N seconds stays N seconds idle; a job that names none goes back to the policy."""
+    manager, device, clock = make(NormalPolicy(), warm_tier=True)
+    xtts = spec("xtts", 2)
+    manager.keep_alive_for([xtts], 0.0)
+    with manager.acquire(xtts):
+        pass
+    assert manager.models()["xtts"].tier == "host" and device.memory().allocated == 0
+    manager.keep_alive_for([xtts], 60.0)
+    with manager.acquire(xtts):
+        pass
+    assert manager.models()["xtts"].leaves_in_s == 60.0
+    clock.now += 59.0
+    assert manager.expire() == []
+    clock.now += 1.0
+    assert manager.expire() == ["xtts"] and manager.models()["xtts"].tier == "host"
+
+    low, _, clock = make(LowPolicy(), warm_tier=True, keep_alive=30.0)
+    f5 = spec("f5tts", 1)
+    low.keep_alive_for([f5], math.inf)
+    with low.acquire(f5):
+        pass
+    clock.now += 3600
+    assert low.expire() == [] and low.models()["f5tts"].tier == "device"
+    assert low.models()["f5tts"].keep_alive_s == -1.0 and low.models()["f5tts"].leaves_in_s is None
+    low.keep_alive_for([f5], None)  # the next job names none: LOW's own rule again
+    with low.acquire(f5):
+        pass
+    assert low.models()["f5tts"].tier == "host"
+
+
+def test_load_puts_a_model_on_the_device_ahead_of_its_jobs_and_unload_frees_it():
+    manager, device, _ = make(LowPolicy(), warm_tier=True)
+    manager.load(spec("xtts", 2))
+    assert manager.models()["xtts"].tier == "device" and device.memory().allocated == 2 * GB
+    assert manager.unload("xtts") and manager.models()["xtts"].tier == "disk"
+    assert device.memory().allocated == 0 and not manager.unload("xtts")
+    manager.load(spec("xtts", 2), keep_alive=0.0)  # read into memory, not onto the device
+    assert manager.models()["xtts"].tier == "host"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -25,7 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import voicedrop
-from voicedrop.api import board, openai
+from voicedrop.api import board, models, openai
 from voicedrop.api.desk import Desk, Rejected, job_json
 from voicedrop.api.follow import Source, Withdrawn, audio_of
 from voicedrop.api.guard import Guard, read_json, refusal
@@ -37,7 +38,8 @@ from voicedrop.spool.state import FINAL, JobState
 log = structlog.get_logger(__name__)
 FORM_FIELDS = {
     "text", "tts_engine", "voice", "language", "rvc_model", "pitch", "format",
-    "reference", "reference_text", "convert_engine",
+    "reference", "reference_text", "convert_engine", "method", "convert_options",
+    "keep_alive", "priority",
 }  # fmt: skip
 UI_FILES = {
     "dashboard.js": "text/javascript; charset=utf-8",
@@ -79,6 +81,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
         return refusal(request.url.path, Rejected(exc.status_code, [problem]), headers)
 
     app.include_router(openai.router(desk))
+    app.include_router(models.router(desk))
 
     @app.post("/tts/synthesize", status_code=202)
     async def synthesize(request: Request, wait: float | None = None) -> Response:
@@ -137,12 +140,6 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     async def vram() -> dict[str, Any]:
         """The original design's `get_vram_usage()`: exactly its seven keys."""
         return desk.vram()
-
-    @app.get("/models")
-    async def models() -> dict[str, Any]:
-        """Each model the daemon knows: its tier, bytes, loads and promotes."""
-        daemon = desk.daemon()
-        return {k: v.model_dump() for k, v in daemon.models.items()} if daemon else {}
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -239,16 +236,43 @@ def form_manifest(fields: dict[str, str]) -> dict[str, Any]:
         engine = fields.get("convert_engine", "rvc")
         convert: dict[str, Any] = {"engine": engine, "model": fields["rvc_model"]}
         if "pitch" in fields:
-            try:
-                convert["pitch"] = float(fields["pitch"])
-            except ValueError:
-                raise Rejected(422, ["pitch: not a number"]) from None
+            convert["pitch"] = _number(fields, "pitch")
+        if "method" in fields:
+            convert["method"] = fields["method"]
+        if "convert_options" in fields:
+            convert["options"] = _json_object(fields, "convert_options")
         manifest["convert"] = convert
-    elif "pitch" in fields or "convert_engine" in fields:
-        raise Rejected(422, ["pitch, convert_engine: only with rvc_model"])
+    else:
+        stray = sorted({"pitch", "convert_engine", "method", "convert_options"} & set(fields))
+        if stray:
+            raise Rejected(422, [f"{', '.join(stray)}: only with rvc_model"])
     if "format" in fields:
         manifest["output"] = {"format": fields["format"]}
+    if "keep_alive" in fields:
+        keep = fields["keep_alive"]
+        manifest["keep_alive"] = (
+            keep if not keep.lstrip("-").replace(".", "").isdigit() else float(keep)
+        )
+    if "priority" in fields:
+        manifest["priority"] = _number(fields, "priority")
     return manifest
+
+
+def _number(fields: dict[str, str], name: str) -> float:
+    try:
+        return float(fields[name])
+    except ValueError:
+        raise Rejected(422, [f"{name}: not a number"]) from None
+
+
+def _json_object(fields: dict[str, str], name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(fields[name])
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise Rejected(422, [f'{name}: a JSON object, such as {{"index_rate": 0.5}}'])
+    return value
 
 
 async def _wait(

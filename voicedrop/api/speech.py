@@ -41,6 +41,7 @@ class SpeechRequest(BaseModel):
     response_format: Format = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
     stream_format: Literal["audio", "sse"] = "audio"
+    keep_alive: float | str | None = None  # Ollama's: how long its models stay once idle
 
 
 class SpeechError(Exception):
@@ -126,12 +127,15 @@ def speech_manifest(
     voice = voice_of(request.voice, engine, settings)
     if voice is not None:
         tts["voice"] = voice
-    return {
+    manifest = {
         "text": request.input,
         "tts": tts,
         "output": {"format": "wav", "sample_rate": SAMPLE_RATE},  # encoded as it streams
         "priority": settings.http.priority,
     }
+    if request.keep_alive is not None:
+        manifest["keep_alive"] = request.keep_alive
+    return manifest
 
 
 def speed_options(request: SpeechRequest, engine: str, settings: Settings) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import voicedrop
 from voicedrop.config import Settings
 from voicedrop.daemon.attempt import Attempts
 from voicedrop.daemon.cluster import Cluster
+from voicedrop.daemon.control import Controls, check_preload
 from voicedrop.daemon.executor import Dispatch, Executor, Inline
 from voicedrop.daemon.heap import Heap
 from voicedrop.daemon.index import InboxIndex
@@ -41,8 +42,10 @@ from voicedrop.metrics import Metrics
 from voicedrop.pipeline.device import CPUDevice, Device
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import Engines, build_engines
+from voicedrop.pipeline.plan import Planner
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobRunner
+from voicedrop.spool.control import control_folder
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.status import status_path
 
@@ -83,6 +86,8 @@ class Service:
         self.wake = Wakeup()
         self.engines = engines or build_engines(settings)
         self.runner = JobRunner(settings, self.engines, self.manager)
+        check_preload(settings, self.runner.planner)
+        self.controls = Controls(self.spool.state)
         self.queue = JobQueue(
             self.spool,
             self.gate,
@@ -95,7 +100,9 @@ class Service:
             SpoolBackoff(clock),
         )
         self.metrics = metrics or Metrics()
-        self.watcher = Watcher(self.inbox, settings.watcher, self.gate, self.wake)
+        self.watcher = Watcher(
+            self.inbox, settings.watcher, self.gate, self.wake, control_folder(self.spool.state)
+        )
         self.heap = Heap()
         self.status_file = StatusFile(status_path(self.spool.state), self._snapshot, clock)
         self.systemd = SystemdStatus(self.notifier, clock)
@@ -191,6 +198,9 @@ class Service:
             self.notifier.notify(
                 ready="1", status=f"watching {self.spool.inbox}: {ready} job(s) ready"
             )
+            self.controls.preload(
+                self.settings.residency.preload, self.runner.planner, self.manager
+            )
             self.executor.run(
                 stop,
                 self.wake,
@@ -210,6 +220,8 @@ class Service:
             self.reload()
         if self.manager.expire():  # keep-alive: idle models leave the GPU
             self.status_file.dirty = True
+        if self.controls.handle(self.runner.planner, self.manager):  # load / unload
+            self.status_file.set_state("idle")
         self._tick()
 
     def reload(self) -> None:
@@ -234,6 +246,7 @@ class Service:
             if moved:
                 raise ConfigError(f"{', '.join(moved)} cannot change on reload: restart instead")
             engines = build_engines(settings)
+            check_preload(settings, Planner(settings, engines))
         except ConfigError as exc:
             log.error("service.reload_refused", error=exc.message)
             self.notifier.notify(status=f"reload refused: {exc.message.splitlines()[-1]}")

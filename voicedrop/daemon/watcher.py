@@ -181,6 +181,17 @@ class _Handler(FileSystemEventHandler):
             self.wake.set()
 
 
+class _Wake(FileSystemEventHandler):
+    """Any change in a folder of requests wakes the loop."""
+
+    def __init__(self, wake: Waker) -> None:
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("closed", "moved", "created"):
+            self.wake.set()
+
+
 class _OverflowAlarm(logging.Handler):
     """watchdog only logs an inotify queue overflow (events were lost): rescan on it."""
 
@@ -205,9 +216,11 @@ class Watcher:
         settings: WatcherSettings,
         gate: StabilityGate,
         wake: Waker,
+        control: Path | None = None,
         inotify_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.index = index
+        self.control = control  # requests to the daemon (spool/control.py): they wake it too
         self.inbox = index.inbox
         self.settings = settings
         self.gate = gate
@@ -254,6 +267,9 @@ class Watcher:
         handler = _Handler(self.gate, self.wake, self.index, folders)
         for watched in folders:
             observer.schedule(handler, watched, recursive=False)
+        if self.control is not None:
+            self.control.mkdir(parents=True, exist_ok=True)
+            observer.schedule(_Wake(self.wake), str(self.control), recursive=False)
         observer.start()
         return observer
 

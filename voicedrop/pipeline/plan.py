@@ -9,14 +9,15 @@ the HTTP side (through `voicedrop.intake.JobCheck`, without importing the engine
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from voicedrop.config import Settings
 from voicedrop.errors import EngineUnavailableError, ManifestError
-from voicedrop.manifest import Manifest
+from voicedrop.manifest import ConvertSpec, Manifest
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import (
     ConvertRequest,
@@ -54,6 +55,7 @@ class Planner:
     def __init__(self, settings: Settings, engines: Engines) -> None:
         self.settings = settings
         self.engines = engines
+        self._specs: dict[str, ModelSpec] | None = None
 
     @property
     def engine_names(self) -> list[str]:
@@ -78,6 +80,42 @@ class Planner:
 
     def check(self, manifest: Manifest, reference: Path | None) -> None:
         self.plan(manifest, reference)
+
+    def model_specs(self) -> dict[str, ModelSpec]:
+        """Every model this configuration can load, by residency key: what `[residency]
+        preload`, `POST /models/{key}/load` and the list of models name. (A model whose
+        engine cannot plan it — no model file configured — is not among them.)"""
+        if self._specs is None:
+            specs: dict[str, ModelSpec] = {}
+            for engine, request in self._tts_requests():
+                with contextlib.suppress(Exception):  # this engine cannot plan this voice
+                    specs.update(_by_key(self.engines.tts[engine].models(request)))
+            for name, convert_request in self._convert_requests():
+                with contextlib.suppress(Exception):
+                    specs.update(_by_key(self.engines.convert[name].models(convert_request)))
+            self._specs = specs
+        return self._specs
+
+    def _tts_requests(self) -> Iterator[tuple[str, TTSRequest]]:
+        """A request of each TTS engine with no voice, and with each voice configured."""
+        for engine in self.engines.tts:
+            yield engine, TTSRequest("models", VoiceChoice(), "en")
+            for name, v in self.settings.voices.items():
+                if v.engine == engine:
+                    refs = tuple(self.settings.resolve(r) for r in v.references)
+                    voice = VoiceChoice(name, v.engine_voice, refs, v.reference_text)
+                    yield engine, TTSRequest("models", voice, "en")
+
+    def _convert_requests(self) -> Iterator[tuple[str, ConvertRequest]]:
+        """A request of each conversion model, with each pitch method that loads models."""
+        for name, model in self.settings.models.items():
+            if model.engine in self.engines.convert:
+                for method in ("rmvpe", "pm"):
+                    spec = ConvertSpec(engine=model.engine, model=name, method=method, pitch=0)
+                    yield model.engine, ConvertRequest("models", name, model, spec)
+
+    def model_keys(self) -> list[str]:
+        return sorted(self.model_specs())
 
     def keys(self, manifest: Manifest) -> set[str]:
         """The residency keys a job would use (affinity, the dashboard); none for a job
@@ -147,3 +185,7 @@ def _engine_known(
     if name not in built:
         known = ", ".join(sorted([*built, *missing]))
         raise ManifestError(f"unknown engine '{name}' (known: {known})", field=field)
+
+
+def _by_key(specs: Mapping[str, ModelSpec]) -> dict[str, ModelSpec]:
+    return {spec.key: spec for spec in specs.values()}

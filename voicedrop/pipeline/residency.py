@@ -23,9 +23,10 @@ that read.
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,10 +128,9 @@ class ResidencyManager:
                 if block is not None:
                     self._admission.close_block(block)
                 for e in reversed(fresh):
-                    if e.tier == "device" and not e.in_use and not self.policy.keeps_after_use():
-                        self._tiers.leave_device(
-                            e, "demote" if self.warm_tier else "drop", "policy low"
-                        )
+                    if e.tier == "device" and not e.in_use and not self._stays(e):
+                        why = "keep_alive 0" if e.keep_alive == 0 else "policy low"
+                        self._tiers.leave_device(e, "demote" if self.warm_tier else "drop", why)
 
     def warm(self, spec: ModelSpec, keep: frozenset[str] = frozenset()) -> bool:
         """Prefetch: read `spec` from disk into the warm tier, if it is on disk, unused, and
@@ -168,6 +168,25 @@ class ResidencyManager:
                     loading.set()
         return kept
 
+    def load(self, spec: ModelSpec, keep_alive: float | None = None) -> None:
+        """Put a model on the device ahead of its jobs (`[residency] preload`, a client's
+        load request) and keep it there, once idle, for `keep_alive` seconds (inf when
+        None: until room is needed); with keep_alive 0 it is read into memory only."""
+        self.keep_alive_for([spec], math.inf if keep_alive is None else keep_alive)
+        with self.acquire_all({spec.key: spec}):
+            pass
+
+    def unload(self, key: str) -> bool:
+        """Give a model's memory back (device and warm tier); False: not loaded, or in use."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.tier == "disk" or entry.in_use:
+                return False
+            entry.keep_alive = None
+            self._tiers.drop(entry, "drop", "unloaded on request")
+            self.device.release_cached()
+            return True
+
     def get_vram_usage(self) -> VramStats:
         """The original LOW_VRAM design's stats: exactly its seven fields (dumped to a dict
         only at the JSON edges: reports, status.json, `GET /vram`)."""
@@ -193,32 +212,51 @@ class ResidencyManager:
 
     def _views(self) -> dict[str, ModelView]:
         views = self._tiers.views()
-        if self.keep_alive is not None:
-            now = self.clock()
-            for key, e in self._entries.items():
-                if e.tier == "device" and not e.in_use and not e.spec.pinned:
-                    left = max(0.0, self.keep_alive - (now - e.last_used))
-                    views[key] = views[key].model_copy(update={"leaves_in_s": round(left, 1)})
+        now = self.clock()
+        for key, e in self._entries.items():
+            timeout = self._timeout(e)
+            if e.tier == "device" and not e.in_use and timeout is not None:
+                left = max(0.0, timeout - (now - e.last_used))
+                views[key] = views[key].model_copy(update={"leaves_in_s": round(left, 1)})
         return views
 
+    def keep_alive_for(self, specs: Iterable[ModelSpec], seconds: float | None) -> None:
+        """A job's own keep-alive for its models (Ollama's `keep_alive`): 0 leaves the
+        device right after use, inf stays (until room is needed), N seconds stays that long
+        idle, whatever the policy; None goes back to the configured behaviour."""
+        with self._lock:
+            for spec in specs:
+                self._tiers.entry(spec).keep_alive = seconds
+
+    def _stays(self, e: Entry) -> bool:
+        """Whether a model stays on the device after its use."""
+        if e.keep_alive is not None:
+            return e.keep_alive > 0
+        return self.policy.keeps_after_use()
+
+    def _timeout(self, e: Entry) -> float | None:
+        """How long an idle model may stay on the device; None: as long as it fits."""
+        if e.spec.pinned:
+            return None
+        if e.keep_alive is not None:
+            return None if e.keep_alive == float("inf") else e.keep_alive
+        return self.keep_alive
+
     def expire(self) -> list[str]:
-        """Keep-alive (like Ollama's): models idle on the device for `keep_alive` seconds
-        leave it, whatever the policy, so an idle machine gets its GPU back. Between jobs."""
-        if self.keep_alive is None:
-            return []
+        """Keep-alive (like Ollama's): models idle on the device past their keep-alive leave
+        it, whatever the policy, so an idle machine gets its GPU back. Between jobs."""
         with self._lock:
             return self._expire()
 
     def _expire(self) -> list[str]:
-        assert self.keep_alive is not None
         now = self.clock()
         idle = [
             e
             for e in self._entries.values()
             if e.tier == "device"
             and not e.in_use
-            and not e.spec.pinned
-            and now - e.last_used >= self.keep_alive
+            and (timeout := self._timeout(e)) is not None
+            and now - e.last_used >= timeout
         ]
         for e in idle:
             self._tiers.leave_device(e, "demote" if self.warm_tier else "drop", "keep_alive")

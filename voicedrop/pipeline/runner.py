@@ -109,7 +109,10 @@ class JobRunner:
         out = Outcome(vram_before=self.manager.get_vram_usage())
         with self.manager.recording() as events:
             try:
-                voice = self.planner.plan(job.manifest, job.reference).voice
+                plan = self.planner.plan(job.manifest, job.reference)
+                voice = plan.voice
+                specs = [*plan.tts.values(), *plan.convert.values()]
+                self.manager.keep_alive_for(specs, job.manifest.keep_alive_s)
                 output = job.manifest.output
                 ctx = JobContext(
                     job.job_id,

@@ -39,6 +39,7 @@ class Entry:
     in_use: int = 0
     loading: threading.Event | None = None  # set while the prefetch thread reads it from disk
     host_copy: bool = False  # on the device with its host tensors kept (demote: no copy)
+    keep_alive: float | None = None  # the last job's own keep-alive (s; inf: forever; 0: none)
 
 
 @dataclass
@@ -69,6 +70,11 @@ class TierTable:
                 last_load_s=e.last_load_s,
                 last_peak_bytes=e.last_peak,
                 pinned=e.spec.pinned,
+                keep_alive_s=None
+                if e.keep_alive is None
+                else -1.0
+                if e.keep_alive == float("inf")
+                else e.keep_alive,
             )
             for key, e in self.entries.items()
         }
