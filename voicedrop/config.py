@@ -123,6 +123,22 @@ class OpenAI(_Section):
     )
 
 
+class Keep(_Section):
+    """How long finished jobs of one origin are kept (outbox and failed alike)."""
+
+    max_age_s: float | None = Field(None, gt=0, description="removed this long after they end")
+    max_jobs: int | None = Field(None, ge=1, description="at most this many, the oldest go")
+
+
+class Retention(_Section):
+    """`[retention]`: finished jobs removed by age and count, per origin. Jobs made through
+    the HTTP API go after a day by default; drop-folder jobs are kept."""
+
+    interval_s: float = Field(300.0, gt=0, le=86400, description="how often the daemon looks")
+    http: Keep = Field(default_factory=lambda: Keep(max_age_s=86400.0, max_jobs=None))
+    drop: Keep = Field(default_factory=Keep)  # type: ignore[arg-type]
+
+
 class MetricsSettings(_Section):
     """`[metrics]`: Prometheus metrics in a file, for node_exporter's textfile collector."""
 
@@ -193,6 +209,7 @@ class Settings(_Section):
     http: Http = Field(default_factory=Http)  # type: ignore[arg-type]
     openai: OpenAI = Field(default_factory=OpenAI)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    retention: Retention = Field(default_factory=Retention)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     voices: dict[str, Voice] = Field(default_factory=dict)
     models: dict[str, ConvertModel] = Field(default_factory=dict)

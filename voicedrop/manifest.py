@@ -171,6 +171,10 @@ class Manifest(_Strict):
         description="higher runs sooner, and may pause a running script job between cues; "
         "requests someone waits for over HTTP come at [http] priority",
     )
+    origin: Literal["drop", "http"] = Field(
+        "drop",
+        description="where the job came from, for [retention]: the HTTP API sets 'http'",
+    )
     keep_alive: float | None = Field(
         None,
         description="how long its models stay on the GPU once idle, whatever the policy: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -22,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,6 +35,7 @@ from voicedrop.api.guard import Guard, read_json, refusal
 from voicedrop.api.respond import audio_response
 from voicedrop.codecs import CODECS
 from voicedrop.metrics import Metrics
+from voicedrop.spool.ledger import hold
 from voicedrop.spool.state import FINAL, JobState
 
 log = structlog.get_logger(__name__)
@@ -316,11 +319,20 @@ def _file(desk: Desk, job_id: str, name: str | None) -> FileResponse:
     if state.status not in ("done", "duplicate"):
         raise Rejected(409, [f"job '{job_id}' is {state.status}: no audio"])
     path = desk.output(job_id, name)
-    if path is None:
+    held = None if path is None else hold(path.parent)  # retention waits until it is sent
+    if path is None or held is None:
         raise Rejected(404, [f"job '{job_id}' has no output '{name}'"])
     codec = CODECS.get(path.suffix.lstrip("."))
     media = codec.media_type if codec else "application/octet-stream"
-    return FileResponse(path, media_type=media, headers={"X-Job-Id": job_id})
+    headers = {"X-Job-Id": job_id}
+    return FileResponse(path, media_type=media, headers=headers, background=_Close(held))
+
+
+class _Close(BackgroundTask):
+    """Lets go of a held job once its response is sent."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(os.close, fd)
 
 
 def _ui(name: str) -> bytes:

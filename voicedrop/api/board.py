@@ -5,8 +5,8 @@ tier), the waiting jobs in order (with a hint when affinity may run one first), 
 running (here, or on cluster workers), the latest finished jobs, and a timeline of device
 memory over the last hour with every model move of the reports finished in it. The page
 polls it with If-None-Match while it is visible: an unchanged snapshot is a 304 without a
-body, but it is built each time (listings, and the reports of the last hour, at most
-MAX_REPORTS): work done only while someone watches.
+body, but it is built each time (the inbox's listing, and the reports of the last hour
+found in the spool's ledger, at most MAX_REPORTS): work done only while someone watches.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from voicedrop.client import vram_view
 from voicedrop.errors import ManifestError
 from voicedrop.intake import read_manifest
 from voicedrop.spool.inbox import list_candidates
+from voicedrop.spool.state import read_report
 
 RECENT = 20  # finished jobs listed
 WAITING = 50  # waiting jobs listed
@@ -110,28 +111,16 @@ def _describe(manifest: dict[str, Any] | None) -> dict[str, Any]:
 
 def _finished(desk: Desk, now: float) -> list[dict[str, Any]]:
     """The reports of finished jobs, newest first: the latest RECENT, and those of the
-    timeline's window (at most MAX_REPORTS)."""
-    found = []
-    for folder in (desk.spool.outbox, desk.spool.failed):
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                found.append((entry.stat(follow_symlinks=False).st_mtime, Path(entry.path)))
-            except OSError:
-                continue
-    found.sort(reverse=True)
+    timeline's window (at most MAX_REPORTS), found in the spool's ledger — what a poll
+    costs does not grow with the outbox."""
     reports = []
-    for i, (mtime, path) in enumerate(found[:MAX_REPORTS]):
-        if i >= RECENT and mtime < now - WINDOW_S:
+    for i, entry in enumerate(desk.spool.ledger.recent(MAX_REPORTS)):
+        if i >= RECENT and entry.finished < now - WINDOW_S:
             break
-        try:
-            report = json.loads((path / "report.json").read_text())
-        except (OSError, ValueError):
-            continue
-        reports.append(report)
+        base = desk.spool.outbox if entry.folder == "outbox" else desk.spool.failed
+        report = read_report(base / entry.job_id)
+        if report is not None:
+            reports.append(report)
     return reports
 
 

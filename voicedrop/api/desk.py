@@ -114,6 +114,7 @@ class Desk:
                 name = self._save_reference(staging, reference, settings)
                 manifest = {**manifest, "tts": {**manifest.get("tts", {}), "voice": name}}
             path = staging / f"{stem}.json"
+            manifest = {**manifest, "origin": "http"}  # [retention] keeps these for less
             path.write_text(json.dumps(manifest, ensure_ascii=False))
             result = submit(settings, jobs, path, named=named)
         if isinstance(result, list):

@@ -16,6 +16,7 @@ the response is cut off, so the client sees it incomplete.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from voicedrop.api.desk import Desk, Rejected
 from voicedrop.codecs import to_int16
+from voicedrop.spool.ledger import hold
 from voicedrop.spool.state import JobState
 from voicedrop.spool.stream import StreamHeader, open_stream, read_header, stream_folder
 
@@ -152,19 +154,29 @@ async def _finished(desk: Desk, state: JobState) -> Source:
     records = (state.report or {}).get("outputs") or []
     names = [str(o["file"]) for o in records if o.get("segment") != "dub"] or state.outputs[:1]
     paths = [state.folder / name for name in names]
-    rate = (await run_in_threadpool(sf.info, str(paths[0]))).samplerate
-    return Source(state.job_id, rate, _decoded(paths, rate))
+    held = hold(state.folder)  # retention waits until it is sent
+    try:
+        rate = (await run_in_threadpool(sf.info, str(paths[0]))).samplerate
+    except BaseException:
+        if held is not None:
+            os.close(held)
+        raise
+    return Source(state.job_id, rate, _decoded(paths, rate, held))
 
 
-async def _decoded(paths: list[Path], rate: int) -> AsyncIterator[bytes]:
-    for path in paths:
-        with sf.SoundFile(str(path)) as audio:
-            block = int(DECODE_S * audio.samplerate)
-            while True:
-                samples = await run_in_threadpool(audio.read, block, "float32")
-                if not len(samples):
-                    break
-                yield await run_in_threadpool(_pcm, samples, audio.samplerate, rate)
+async def _decoded(paths: list[Path], rate: int, held: int | None) -> AsyncIterator[bytes]:
+    try:
+        for path in paths:
+            with sf.SoundFile(str(path)) as audio:
+                block = int(DECODE_S * audio.samplerate)
+                while True:
+                    samples = await run_in_threadpool(audio.read, block, "float32")
+                    if not len(samples):
+                        break
+                    yield await run_in_threadpool(_pcm, samples, audio.samplerate, rate)
+    finally:
+        if held is not None:
+            os.close(held)
 
 
 def _pcm(samples: npt.NDArray[np.float32], source_rate: int, rate: int) -> bytes:

@@ -31,6 +31,7 @@ from voicedrop.daemon.listeners import Listeners, Prometheus
 from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.queue import JobQueue
+from voicedrop.daemon.retention import Retention
 from voicedrop.daemon.retries import RetryPolicy, SpoolBackoff
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.sdnotify import Notifier
@@ -104,6 +105,7 @@ class Service:
             self.inbox, settings.watcher, self.gate, self.wake, control_folder(self.spool.state)
         )
         self.heap = Heap()
+        self.retention = Retention(settings.retention, self.spool, clock, wall)
         self.status_file = StatusFile(status_path(self.spool.state), self._snapshot, clock)
         self.systemd = SystemdStatus(self.notifier, clock)
         self.textfile = MetricsTextfile(
@@ -143,6 +145,7 @@ class Service:
         daemon has it) and start the dispatch; on any failure, what was started closes."""
         try:
             self.spool.ensure()
+            self.spool.ledger.ensure(self.spool.outbox, self.spool.failed)
         except OSError as exc:
             raise ConfigError(f"the spool {self.spool.root} cannot be prepared: {exc}") from None
         lock = DaemonLock(self.spool.state / LOCK_FILE)
@@ -222,6 +225,11 @@ class Service:
             self.status_file.dirty = True
         if self.controls.handle(self.runner.planner, self.manager):  # load / unload
             self.status_file.set_state("idle")
+        if self.retention.due():
+            try:
+                self.retention.sweep()
+            except OSError as exc:  # the spool's trouble: the next sweep tries again
+                log.warning("retention.failed", error=str(exc))
         self._tick()
 
     def reload(self) -> None:
@@ -257,6 +265,7 @@ class Service:
         self.runner = JobRunner(settings, engines, self.manager)
         self.attempts.reconfigure(settings.limits, self.runner)
         self.queue.reconfigure(scheduler_for(settings), self._peek(settings))
+        self.retention.settings = settings.retention
         log.info("service.reloaded", policy=settings.policy)
         self.status_file.set_state("idle")
 

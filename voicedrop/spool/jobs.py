@@ -18,20 +18,23 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.fsutil import fsync_dir, write_atomic
+from voicedrop.fsutil import StateWrites, fsync_dir, write_atomic
 from voicedrop.spool.deaths import Death
 from voicedrop.spool.ids import ClientIds
 from voicedrop.spool.inbox import InboxFile, list_candidates
 from voicedrop.spool.leases import LEASE, Leases, hold_inbox_file
+from voicedrop.spool.ledger import Finished, Ledger
 from voicedrop.spool.references import check_opened, checked_reference, open_beneath
 from voicedrop.spool.stream import stream_folder
 
@@ -94,6 +97,8 @@ class Spool:
         self.state = state if state is not None else root / "state"
         self.ids = ClientIds(root / ".ids", self.outbox, self.work)  # shared by every daemon
         self.leases = Leases()  # the jobs this daemon runs (see leases.py)
+        self.ledger = Ledger(root)  # the jobs that ended, newest last (ledger.py)
+        self._ledger_writes = StateWrites("ledger of finished jobs")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Spool:
@@ -318,6 +323,7 @@ class Spool:
         fsync_dir(self.outbox)
         shutil.rmtree(job.dir)
         self.leases.release(job.job_id)
+        self._record(final, "outbox")
         return final
 
     def _move_failed(self, job: ClaimedJob) -> Path:
@@ -328,7 +334,25 @@ class Spool:
         fsync_dir(self.failed)
         (final / LEASE).unlink(missing_ok=True)
         self.leases.release(job.job_id)
+        self._record(final, "failed")
         return final
+
+    def _record(self, final: Path, folder: Literal["outbox", "failed"]) -> None:
+        """The ledger's line for a job that ended. The job is committed already: a line
+        that cannot be written is said once per episode, never a failure."""
+        try:
+            report = json.loads((final / "report.json").read_text())
+            manifest = report.get("manifest") or {}
+            entry = Finished(
+                job_id=final.name,
+                status=str(report.get("status", "failed")),
+                folder=folder,
+                finished=time.time(),
+                origin="http" if manifest.get("origin") == "http" else "drop",
+            )
+        except (OSError, ValueError, AttributeError):
+            return
+        self._ledger_writes.attempt(self.ledger.path, lambda: self.ledger.add(entry))
 
     def withdraw(self, name: str, report: Callable[[str], str]) -> Path | None:
         """Fail an inbox manifest before any daemon claims it (a cancel): it is taken by
@@ -346,6 +370,7 @@ class Spool:
         final = self.failed / job_id
         os.rename(staging, final)
         fsync_dir(self.failed)
+        self._record(final, "failed")
         return final
 
     # ---- counts ---------------------------------------------------------------------
