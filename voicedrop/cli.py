@@ -148,7 +148,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         from voicedrop.api.server import HttpServer, listen_address
 
         host, port = listen_address(settings, args.http)
-        desk = Desk(lambda: (service.settings, service.runner.planner))
+        desk = Desk(lambda: (service.settings, service.runner.planner), lambda: not stop.is_set())
         http = HttpServer(create_app(desk, service.metrics), host, port)
         http.start()
     try:

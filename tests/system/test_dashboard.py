@@ -186,3 +186,40 @@ def test_with_a_token_configured_the_page_asks_for_it_and_sends_it(browser: Any,
         assert focused in {"A", "BUTTON", "INPUT", "TEXTAREA", "SELECT", "DIV"}
     finally:
         d.stop()
+
+
+def test_a_waiting_job_is_cancelled_and_retried_from_the_page(
+    browser: Any, daemon: Server, artefacts: Path, tmp_path: Path
+):
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(daemon.url + "/")
+    page.wait_for_selector("#f-engine option[value=noop]", state="attached")
+    assert "host RAM" in page.inner_text("#h-memory")  # this daemon has no GPU
+    voices = page.inner_text("#voices")
+    assert "narrator" in voices and "shimmer" in voices  # OpenAI's names, mapped
+    busy = {"text": "Busy.", "tts": {"engine": "noop"}}  # 2 s: the next one waits
+    (tmp_path / "spool" / "inbox" / "busy.json").write_text(json.dumps(busy))
+    page.wait_for_selector("#running li[data-job=busy]", timeout=60_000)
+    page.fill("textarea[name=text]", "Wait for me. " * 20)
+    page.select_option("#f-engine", "noop")
+    assert page.locator("#f-convert-more").is_hidden()
+    page.select_option("#f-convert", "chipmunk")
+    page.select_option("select[name=method]", "pm")  # a pitch method only with a conversion
+    page.click("#job-form button[type=submit]")
+    page.wait_for_selector("#submit-result:has-text('queued as')")
+    job_id = page.inner_text("#submit-result").split("queued as ")[1].strip()
+    waiting = page.locator(f"#waiting li[data-job='{job_id}']")
+    waiting.wait_for(timeout=60_000)
+    assert "…" in waiting.inner_text() and "Wait for me. Wait" in waiting.inner_text()
+    waiting.locator("button:has-text('cancel')").click()
+    failed = page.locator(f"#jobs li[data-job='{job_id}'][data-status=failed]")
+    failed.wait_for(timeout=60_000)
+    assert "cancelled" in failed.inner_text()
+    failed.locator("button:has-text('retry')").click()
+    page.wait_for_selector(f"#submit-result:has-text('{job_id} again as')")
+    again = page.inner_text("#submit-result").split(" again as ")[1].strip()
+    page.wait_for_selector(f"#jobs li[data-job='{again}'][data-status=done]", timeout=60_000)
+    assert report(tmp_path, again)["manifest"]["convert"]["method"] == "pm"
+    page.screenshot(path=str(artefacts / "dashboard-phone-cancel-retry.png"), full_page=True)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the phone-width page scrolls sideways ({width} px)"

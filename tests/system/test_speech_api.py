@@ -226,6 +226,7 @@ def test_a_request_behind_a_long_script_job_is_heard_within_one_cue(tmp_path: Pa
     spool = tmp_path / "spool"
     srv = Server(spool)
     try:
+        (spool / "inbox").mkdir(parents=True, exist_ok=True)
         (spool / "inbox" / "episode.srt").write_text(srt(100, 1.0))
         script = {"script": "episode.srt", "tts": {"engine": "noop", "options": {"work_s": 0.1}}}
         (tmp_path / "episode.json").write_text(json.dumps(script))

@@ -93,7 +93,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
         manifest, reference = await _read_job_request(request)
         settings = desk.current()[0]
         if wait:  # someone waits: it goes first, or is refused at once when nothing runs it
-            if desk.daemon() is None:
+            if not desk.daemon_runs():
                 raise Rejected(503, ["no voicedrop daemon is running on this spool: not queued"])
             manifest.setdefault("priority", settings.http.priority)
         job_id = await run_in_threadpool(desk.submit, manifest, reference)
@@ -132,6 +132,13 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     async def job_file(job_id: str, name: str) -> FileResponse:
         """One output file, by the name its report gives."""
         return _file(desk, job_id, name)
+
+    @app.post("/jobs/{job_id}/retry", status_code=202)
+    async def retry(job_id: str) -> JSONResponse:
+        """Drop a failed job again, as it was: 202 with the new job's id."""
+        new_id = await run_in_threadpool(desk.retry, job_id)
+        log.info("http.job_retried", job_id=new_id, retried=job_id)
+        return _accepted(new_id)
 
     @app.delete("/jobs/{job_id}")
     async def cancel(job_id: str) -> dict[str, Any]:

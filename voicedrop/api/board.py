@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from voicedrop.api.desk import Desk
+from voicedrop.api.speech import voices
 from voicedrop.client import vram_view
 from voicedrop.errors import ManifestError
 from voicedrop.intake import read_manifest
@@ -30,6 +31,7 @@ WAITING = 50  # waiting jobs listed
 WINDOW_S = 3600.0  # the timeline's span
 MAX_EVENTS = 3000  # timeline marks, newest kept
 MAX_REPORTS = 400  # reports read for the timeline
+TEXT_CHARS = 120  # a job's text as listed
 
 
 def snapshot(desk: Desk, now: float) -> dict[str, Any]:
@@ -54,6 +56,7 @@ def snapshot(desk: Desk, now: float) -> dict[str, Any]:
         "running": sorted(p.name for p in _dirs(desk.spool.work)),
         "recent": [_summary(r) for r in finished[:RECENT]],
         "timeline": _timeline(finished, now),
+        "voices": voices(settings, jobs.engine_names),
         "choices": {
             "engines": jobs.engine_names,
             "voices": {n: v.engine for n, v in sorted(settings.voices.items())},
@@ -105,8 +108,17 @@ def _describe(manifest: dict[str, Any] | None) -> dict[str, Any]:
         "engine": tts.get("engine"),
         "voice": tts.get("voice"),
         "convert": convert.get("model"),
-        "text": (text or manifest.get("script") or "")[:120],
+        "text": shortened(text or manifest.get("script") or "", TEXT_CHARS),
     }
+
+
+def shortened(text: str, limit: int) -> str:
+    """`text` cut at a word within `limit` characters, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:.") + "…"
 
 
 def _finished(desk: Desk, now: float) -> list[dict[str, Any]]:

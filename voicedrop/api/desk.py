@@ -14,7 +14,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import soundfile as sf
@@ -22,6 +22,7 @@ import soundfile as sf
 from voicedrop.client import submit, vram_view
 from voicedrop.config import Settings
 from voicedrop.intake import JobCheck
+from voicedrop.manifest import AUDIO_SUFFIXES
 from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
 from voicedrop.spool.inbox import list_candidates
 from voicedrop.spool.jobs import SUBMIT_REFS, Spool
@@ -55,9 +56,16 @@ class Desk:
     """The spool as the HTTP side sees it. `current()` gives the settings and the job check in
     force (the daemon's, which a SIGHUP may replace)."""
 
-    def __init__(self, current: Callable[[], tuple[Settings, JobCheck]]) -> None:
+    def __init__(
+        self,
+        current: Callable[[], tuple[Settings, JobCheck]],
+        beside: Callable[[], bool] | None = None,
+    ) -> None:
+        """`beside`: the HTTP side runs in the daemon's own process (`run --http`): whether
+        that daemon still runs (its status file may not be written yet at start-up)."""
         self.current = current
         self.spool = Spool.from_settings(current()[0])
+        self.beside = beside
 
     def queue_depth(self) -> int:
         return len(list_candidates(self.spool.inbox) or [])
@@ -65,6 +73,11 @@ class Desk:
     def daemon(self) -> DaemonStatus | None:
         """The status of the spool's daemon if one runs (status.json; no listing)."""
         return live_status(self.spool.state)
+
+    def daemon_runs(self) -> bool:
+        """A daemon will run what is queued now: the one beside us, or one whose status
+        says it runs. Requests someone waits for are refused at once when none does."""
+        return self.beside() if self.beside is not None else self.daemon() is not None
 
     def vram(self) -> dict[str, Any]:
         return vram_view(self.current()[0], self.daemon())
@@ -169,6 +182,32 @@ class Desk:
         if name is None:
             name = state.outputs[0]
         return state.folder / name if name in state.outputs else None
+
+    def retry(self, job_id: str) -> str:
+        """A failed job dropped again, as it was (its reference recording too): the new
+        job's id. Rejected(409) for a job that did not fail or cannot be dropped again."""
+        state = self.state(job_id)
+        if state is None:
+            raise Rejected(404, [f"no job '{job_id}'"])
+        if state.status != "failed" or state.folder is None:
+            raise Rejected(409, [f"job '{job_id}' is {state.status}: only a failed job is retried"])
+        try:
+            manifest = json.loads((state.folder / "manifest.json").read_text())
+            if not isinstance(manifest, dict):
+                raise ValueError("not a manifest")
+        except (OSError, ValueError, RecursionError):
+            raise Rejected(409, [f"job '{job_id}' has no manifest that can be read"]) from None
+        if manifest.get("script") is not None:
+            raise Rejected(409, ["a script job is retried by dropping it again, with its script"])
+        reference = None
+        voice = str((manifest.get("tts") or {}).get("voice") or "")
+        if voice.lower().endswith(AUDIO_SUFFIXES):
+            try:
+                reference = (state.folder / "inputs" / PurePosixPath(voice).name).read_bytes()
+            except OSError:
+                raise Rejected(409, [f"job '{job_id}' kept no copy of its reference"]) from None
+        manifest.pop("id", None)  # a new job: the client id, if any, is the old one's
+        return self.submit(manifest, reference, "retry")
 
     # ---- cancelling -------------------------------------------------------------------------
 

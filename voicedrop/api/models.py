@@ -62,13 +62,13 @@ def router(desk: Desk) -> APIRouter:
 
 async def _ask(desk: Desk, request: control.ControlRequest) -> JSONResponse:
     """Send a request to the daemon and wait for its answer (it comes between jobs)."""
-    if desk.daemon() is None:
+    if not desk.daemon_runs():
         raise Rejected(503, ["no voicedrop daemon is running on this spool"])
     state = desk.spool.state
     request_id = await run_in_threadpool(control.send, state, request)
     deadline = time.monotonic() + desk.current()[0].http.max_wait_s
     while (answer := control.read_answer(state, request_id)) is None:
-        if time.monotonic() > deadline or desk.daemon() is None:
+        if time.monotonic() > deadline or not desk.daemon_runs():
             control.withdraw(state, request_id)
             raise Rejected(503, ["the daemon did not answer in time (it answers between jobs)"])
         await asyncio.sleep(POLL_S)

@@ -55,7 +55,7 @@ def router(desk: Desk) -> APIRouter:
             return openai_error(SpeechError(param, f"{param}: {first['msg']}"))
         except SpeechError as exc:
             return openai_error(exc)
-        if desk.daemon() is None:
+        if not desk.daemon_runs():
             error = SpeechError(
                 None,
                 "no voicedrop daemon is running on this spool: nothing was queued",

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from voicedrop.config import Settings
 from voicedrop.errors import ConfigError
+from voicedrop.warmup import ENCODERS, Warmup
 
 log = structlog.get_logger(__name__)
 LOOPBACK = ("localhost",)
@@ -59,8 +60,10 @@ class HttpServer:
         self.server = uvicorn.Server(config)
         self.address = f"{host}:{port}"
         self._thread = threading.Thread(target=self.server.run, name="http", daemon=True)
+        self._warmup = Warmup(ENCODERS)  # the first streamed MP3 as quick as the next
 
     def start(self) -> None:
+        self._warmup.start()
         self._thread.start()
         deadline = time.monotonic() + STARTUP_S
         while not self.server.started:
@@ -72,6 +75,7 @@ class HttpServer:
     def close(self) -> None:
         self.server.should_exit = True
         self._thread.join(timeout=10)
+        self._warmup.close()
 
     def __enter__(self) -> HttpServer:
         self.start()

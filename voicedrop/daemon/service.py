@@ -49,6 +49,7 @@ from voicedrop.pipeline.runner import JobRunner
 from voicedrop.spool.control import control_folder
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.status import status_path
+from voicedrop.warmup import POST_STAGE, Warmup
 
 log = structlog.get_logger(__name__)
 LOCK_FILE = ".voicedrop.lock"  # in the state directory: one daemon per state directory
@@ -194,6 +195,14 @@ class Service:
             policy=self.settings.policy,
             once=once,
         )
+        warmup = Warmup(POST_STAGE)  # the first job as quick as the next
+        warmup.start()
+        try:
+            self._serve(stop, once)
+        finally:
+            warmup.close()
+
+    def _serve(self, stop: threading.Event, once: bool) -> None:
         with self.watcher:
             self.executor.start()
             ready = self.executor.scan()  # READY=1 comes after the first scan

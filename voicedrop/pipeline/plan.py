@@ -56,10 +56,14 @@ class Planner:
         self.settings = settings
         self.engines = engines
         self._specs: dict[str, ModelSpec] | None = None
+        self._ready: set[str] = set()  # TTS engines that could plan a request
 
     @property
     def engine_names(self) -> list[str]:
-        return sorted(self.engines.tts)
+        """The TTS engines this configuration can run: installed, and with their model
+        files configured (an installed XTTS without `model_dir` is not offered)."""
+        self.model_specs()
+        return sorted(self._ready)
 
     def plan(self, manifest: Manifest, reference: Path | None) -> JobPlan:
         """The job's plan, or the ManifestError / EngineUnavailableError that stops it;
@@ -90,6 +94,7 @@ class Planner:
             for engine, request in self._tts_requests():
                 with contextlib.suppress(Exception):  # this engine cannot plan this voice
                     specs.update(_by_key(self.engines.tts[engine].models(request)))
+                    self._ready.add(engine)
             for name, convert_request in self._convert_requests():
                 with contextlib.suppress(Exception):
                     specs.update(_by_key(self.engines.convert[name].models(convert_request)))

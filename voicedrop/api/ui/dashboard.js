@@ -103,10 +103,14 @@
     renderQueue(d);
     renderJobs(d.recent);
     renderChoices(d.choices);
+    renderVoicesList(d.voices || []);
   }
 
   function renderMemory(d) {
     const v = d.vram;
+    const device = d.daemon.device || "";
+    $("h-memory").textContent = device.startsWith("cuda") ? `GPU memory (${device})`
+      : device ? "Memory: host RAM (this daemon runs its models on the CPU)" : "Memory";
     const share = v.total_gb > 0 ? v.allocated_gb / v.total_gb : 0;
     $("gauge").firstElementChild.style.width = `${Math.min(100, share * 100).toFixed(1)}%`;
     $("gauge").setAttribute("aria-valuenow", share.toFixed(3));
@@ -190,7 +194,8 @@
           w.text ? el("div", { class: "text" }, w.text) : null,
           w.problem ? el("div", { class: "error" }, w.problem) : null,
           w.affinity ? el("div", { class: "meta" },
-            "its models are loaded: it may run before older jobs (affinity, bounded)") : null))
+            "its models are loaded: it may run before older jobs (affinity, bounded)") : null,
+          action("cancel", () => cancel(w.job_id))))
       : [el("li", { class: "meta" }, "empty")]));
   }
 
@@ -217,14 +222,16 @@
         .filter(Boolean).join(" · ")));
     if (job.text) li.append(el("div", { class: "text" }, job.text));
     const stages = Object.entries(job.stages).map(([k, s]) => `${k} ${s.toFixed(2)} s`).join(", ");
+    const seconds = (s) => (typeof s === "number" ? `${s.toFixed(2)} s` : "? s");
     li.append(el("div", { class: "meta" },
-      `${job.total_s ?? "?"} s` + (stages ? ` (${stages})` : "") +
-      (job.audio_s ? ` · ${job.audio_s.toFixed(1)} s of audio` : "") +
+      seconds(job.total_s) + (stages ? ` (${stages})` : "") +
+      (job.audio_s ? ` · ${job.audio_s.toFixed(2)} s of audio` : "") +
       ` · ${job.events} model moves` +
       (job.finished_at ? ` · ${new Date(job.finished_at).toLocaleTimeString()}` : "")));
     if (job.error) {
       li.append(el("div", { class: "error" },
         `${job.error.code}` + (job.error.field ? ` (${job.error.field})` : "") + `: ${job.error.message}`));
+      li.append(action("retry", () => retry(job.job_id)));
     }
     for (const name of job.outputs) {
       const audio = el("audio", { controls: "", preload: "none", "aria-label": `${job.job_id}: ${name}` });
@@ -261,11 +268,52 @@
       button.nextSibling);
   }
 
+  function action(label, run) {
+    const button = el("button", { type: "button", class: "small" }, label);
+    button.addEventListener("click", run);
+    return button;
+  }
+
+  async function cancel(id) {
+    const response = await fetch(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE", headers: headers() });
+    const answer = await response.json().catch(() => ({}));
+    $("submit-result").textContent = response.ok ? `${id} cancelled`
+      : `${id} not cancelled: ${(answer.detail || [response.statusText]).join("; ")}`;
+    etag = null;
+    poll();
+  }
+
+  async function retry(id) {
+    const response = await fetch(`/jobs/${encodeURIComponent(id)}/retry`, { method: "POST", headers: headers() });
+    const answer = await response.json().catch(() => ({}));
+    $("submit-result").textContent = response.status === 202 ? `${id} again as ${answer.id}`
+      : `${id} not retried: ${(answer.detail || [response.statusText]).join("; ")}`;
+    etag = null;
+    poll();
+  }
+
+  function renderVoicesList(voices) {
+    const byEngine = new Map();
+    for (const v of voices) {
+      if (!byEngine.has(v.engine)) byEngine.set(v.engine, new Map());
+      const names = byEngine.get(v.engine);
+      const target = v.voice || "(the engine's own)";
+      names.set(target, [...(names.get(target) || []), v.id]);
+    }
+    $("voices").replaceChildren(...[...byEngine].map(([engine, names]) => el("li", {},
+      el("strong", {}, engine), " ",
+      ...[...names].map(([target, ids]) => el("div", { class: "meta" },
+        `${target}: ${ids.join(", ")}`)))));
+  }
+
   function renderChoices(choices) {
     const engine = $("f-engine");
     if (!engine.options.length) {
       engine.replaceChildren(...choices.engines.map((n) => el("option", { value: n }, n)));
       engine.addEventListener("change", () => renderVoices(data.choices));
+      $("f-convert").addEventListener("change", () => {
+        $("f-convert-more").hidden = !$("f-convert").value;
+      });
       $("f-convert").append(...Object.entries(choices.models)
         .map(([n, e]) => el("option", { value: n, "data-engine": e }, `${n} (${e})`)));
     }
@@ -312,6 +360,7 @@
     }
     const convert = $("f-convert").selectedOptions[0];
     if (convert && convert.value) form.set("convert_engine", convert.dataset.engine);
+    else for (const k of ["method", "pitch", "convert_options"]) form.delete(k);
     submit(form, null);
   });
 
