@@ -44,12 +44,18 @@ RUN python3 -m venv /opt/voicedrop/venv \
  && rm -rf /opt/voicedrop/wheels /root/.cache
 
 COPY deploy/container-config.toml /etc/voicedrop/config.toml
-RUN useradd --system --uid 10001 --home-dir /var/lib/voicedrop --shell /usr/sbin/nologin voicedrop \
+RUN groupadd --system --gid 10001 voicedrop \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/voicedrop \
+      --shell /usr/sbin/nologin voicedrop \
  && mkdir -p /spool /models /var/lib/voicedrop \
  && chown voicedrop:voicedrop /spool /var/lib/voicedrop
 VOLUME ["/spool", "/models", "/var/lib/voicedrop"]
 USER voicedrop
 WORKDIR /var/lib/voicedrop
 EXPOSE 8000
+# healthy while the daemon runs and its heartbeat (state/status.json) is recent; the
+# compose file checks the HTTP API's /health where a service serves it
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+  CMD ["voicedrop", "status", "--health"]
 ENTRYPOINT ["voicedrop"]
 CMD ["run"]

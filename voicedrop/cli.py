@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
     status = sub.add_parser("status", help="queue, current job and VRAM")
     status.add_argument("--json", action="store_true", help="machine-readable")
+    status.add_argument(
+        "--health",
+        action="store_true",
+        help="only whether the daemon runs and its heartbeat is recent: exit 0, else 1 "
+        "(a container's HEALTHCHECK)",
+    )
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", type=Path, nargs="+", help="manifest files")
     sub.add_parser("schema", help="print the manifest JSON Schema")
@@ -149,7 +155,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
         host, port = listen_address(settings, args.http)
         desk = Desk(lambda: (service.settings, service.runner.planner), lambda: not stop.is_set())
-        http = HttpServer(create_app(desk, service.metrics), host, port)
+        http = HttpServer(create_app(desk, service.metrics), host, port, settings.http.token)
         http.start()
     try:
         code = service.run(stop, once=args.once)
@@ -191,7 +197,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with HttpServer(create_app(Desk(lambda: (settings, jobs))), host, port):
+    with HttpServer(create_app(Desk(lambda: (settings, jobs))), host, port, settings.http.token):
         stop.wait()
     return 0
 
@@ -211,6 +217,13 @@ def _submit(settings: Settings, args: argparse.Namespace) -> int:
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     from voicedrop.client import render_status, status_report
 
+    if args.health:
+        from voicedrop.spool.status import live_status
+
+        daemon = live_status(settings.state_path)
+        ready = daemon is not None and daemon.ready
+        print("ready" if ready else "not ready: " + ("no daemon" if daemon is None else "stale"))
+        return 0 if ready else 1
     out = status_report(settings)
     print(json.dumps(out, indent=2) if args.json else render_status(out, settings.spool))
     return 0

@@ -8,29 +8,37 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
-POST_STAGE = ("soxr", "pyloudnorm", "scipy.ndimage", "voicedrop.pipeline.dub")
+POST_STAGE = ("soxr", "pyloudnorm", "scipy.ndimage", "voicedrop.pipeline.dub")  # soonest first
 ENCODERS = ("av", "soxr")
 
 
 class Warmup:
-    """start() imports `modules` on a thread of its own; close() waits for it."""
+    """start() imports `modules` on a thread of its own, then calls `done`; close() waits
+    for it. A job that needs a module still being imported waits for that import."""
 
-    def __init__(self, modules: Sequence[str]) -> None:
+    def __init__(self, modules: Sequence[str], done: Callable[[], None] = lambda: None) -> None:
         self.modules = modules
+        self.done = done
+        self.finished = False
         self._thread = threading.Thread(target=self._run, name="voicedrop-warmup", daemon=True)
 
     def _run(self) -> None:
+        started = time.monotonic()
         for name in self.modules:
             try:
                 importlib.import_module(name)
             except Exception as exc:  # its real use reports it, where it matters
                 log.debug("warmup.import_failed", module=name, error=str(exc))
+        self.finished = True
+        log.debug("warmup.done", seconds=round(time.monotonic() - started, 3))
+        self.done()
 
     def start(self) -> None:
         self._thread.start()

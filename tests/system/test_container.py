@@ -90,7 +90,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     work = tmp_path_factory.mktemp("container")
     base_image(work)
     context = build_context(work)
-    sh("buildah", "bud", "--isolation", "chroot", "--quiet", "-t", IMAGE,
+    sh("buildah", "bud", "--isolation", "chroot", "--quiet", "--format", "docker", "-t", IMAGE,
        "--build-arg", f"BASE={BASE}", "--build-arg", "EXTRAS=",
        "--build-arg", "PIP_OPTIONS=--no-index", str(context))  # fmt: skip
     yield IMAGE
@@ -114,11 +114,22 @@ def test_the_image_runs_the_demo_job_as_a_non_root_user(image: str, tmp_path: Pa
         # mounts (CI once saw the copy on top of ours). Docker's `-v` has no such ambiguity.
         ran = sh("buildah", "run", "--isolation", "chroot", "--volume", f"{spool}:/drop",
                  container, "--", "voicedrop", "--spool", "/drop", "run", "--once")  # fmt: skip
+        locked = tmp_path / "root-owned"  # a host folder the container's user cannot write
+        (locked / "inbox").mkdir(parents=True)
+        refused = subprocess.run(
+            ["buildah", "run", "--isolation", "chroot", "--volume", f"{locked}:/drop",
+             container, "--", "voicedrop", "--spool", "/drop", "run", "--once"],
+            capture_output=True, text=True,
+        )  # fmt: skip
         version = sh("buildah", "run", "--isolation", "chroot", container, "--",
                      "python", "-c", "import torch; print(torch.__version__)")  # fmt: skip
+        inspected = json.loads(sh("buildah", "inspect", "--type", "image", image).stdout)
     finally:
         sh("buildah", "rm", container)
     assert "+cpu" in version.stdout
+    assert refused.returncode == 2 and "chown -R 10001:10001" in refused.stderr, refused.stderr
+    health = inspected["Docker"]["config"]["Healthcheck"]["Test"]
+    assert health[-3:] == ["voicedrop", "status", "--health"]
     said = f"{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}"
     assert (spool / "outbox").is_dir(), f"the daemon did not see the mounted spool:\n{said}"
     done = sorted(p.name for p in (spool / "outbox").iterdir())
@@ -133,6 +144,8 @@ def test_the_compose_file_is_valid_for_a_compose_implementation(tmp_path: Path):
     env = {**os.environ, "VOICEDROP_HTTP_TOKEN": "a-token-of-sixteen-chars"}
     config = sh("docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", env=env)
     assert 'LOW_VRAM: "true"' in config.stdout and 'LOW_VRAM: "false"' in config.stdout
+    assert "audio-voice-low-vram:" in config.stdout and "audio-voice-high-perf:" in config.stdout
+    assert "/etc/voicedrop/config.toml" in config.stdout and "/health" in config.stdout
     assert config.stdout.count("driver: nvidia") == 2
     missing = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],

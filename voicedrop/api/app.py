@@ -54,7 +54,6 @@ DOCS_FILES = {  # Swagger UI, as fastapi-offline ships it
     "favicon.png": "image/png",
 }
 POLL_S = 0.1
-HEARTBEAT_STALE_S = 30.0  # three of the daemon's heartbeats
 
 
 def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
@@ -67,7 +66,8 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
         docs_url=None,  # /docs below: Swagger UI without a CDN
         redoc_url=None,
     )
-    settings = desk.current()[0]
+    settings, jobs = desk.current()
+    jobs.model_keys()  # the models this configuration can load: worked out once, now
     body_limit = settings.limits.max_reference_bytes + settings.limits.max_manifest_bytes + 65536
     app.add_middleware(Guard, token=settings.http.token, body_limit=body_limit)
 
@@ -156,12 +156,13 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
         """Live (this answer) and ready (the daemon's heartbeat is recent): 200, else 503."""
         daemon = desk.daemon()
         age = daemon.heartbeat_age_s() if daemon else None
-        ready = daemon is not None and age is not None and age < HEARTBEAT_STALE_S
+        ready = daemon is not None and daemon.ready
         body = {
             "live": True,
             "ready": ready,
             "daemon": daemon.state if daemon else "not running",
             "heartbeat_age_s": None if age is None else round(age, 1),
+            "warming": bool(daemon and daemon.warming),
         }
         return JSONResponse(body, 200 if ready else 503)
 

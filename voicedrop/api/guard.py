@@ -16,6 +16,7 @@ from voicedrop.api.desk import Rejected
 from voicedrop.api.speech import SpeechError
 
 log = structlog.get_logger(__name__)
+WARMUP_HEADER = "X-Voicedrop-Warmup"
 OPEN = frozenset({"/health", "/", "/ui/dashboard.js", "/ui/dashboard.css"})  # no data in them
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -76,6 +77,8 @@ class Guard:
             await refusal(scope["path"], limit)(scope, receive, sending)
         else:
             await self.app(scope, self._limited(receive), sending)
+        if WARMUP_HEADER.lower() in headers:  # the server's own first walk (server.py)
+            return
         log.info(
             "http.request",
             method=scope["method"],

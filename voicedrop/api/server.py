@@ -4,6 +4,7 @@ or alone (`serve`). The executor never waits for it: requests only read and drop
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import threading
 import time
@@ -12,6 +13,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
+from voicedrop.api.guard import WARMUP_HEADER
 from voicedrop.config import Settings
 from voicedrop.errors import ConfigError
 from voicedrop.warmup import ENCODERS, Warmup
@@ -53,14 +55,15 @@ def _loopback(host: str) -> bool:
 class HttpServer:
     """uvicorn on its own thread and event loop; `close()` stops it and joins the thread."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, token: str | None = None) -> None:
         config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
         )
         self.server = uvicorn.Server(config)
         self.address = f"{host}:{port}"
         self._thread = threading.Thread(target=self.server.run, name="http", daemon=True)
-        self._warmup = Warmup(ENCODERS)  # the first streamed MP3 as quick as the next
+        self._warmup = Warmup(ENCODERS, self._touch)  # the first request as quick as the next
+        self._token = token
 
     def start(self) -> None:
         self._warmup.start()
@@ -71,6 +74,33 @@ class HttpServer:
                 raise ConfigError(f"the HTTP server could not listen on {self.address}")
             time.sleep(0.02)
         log.info("http.listening", address=self.address)
+
+    def _touch(self) -> None:
+        """Once listening, walk the speech routes once (a list, a request refused before any
+        job, a cancel of no job): FastAPI, pydantic and the worker threads do their
+        first-time work now, not in a client's first request. Marked, so the log does not
+        show them."""
+        deadline = time.monotonic() + STARTUP_S
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        host = self.server.config.host
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+        headers = {WARMUP_HEADER: "1", "Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        for method, path, body in (
+            ("GET", "/v1/models", None),
+            ("POST", "/v1/audio/speech", b"{}"),
+            ("DELETE", "/jobs/no-such-job", None),  # the worker threads requests run on
+        ):
+            connection = http.client.HTTPConnection(host, self.server.config.port, timeout=10)
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                connection.getresponse().read()
+            except OSError as exc:
+                log.debug("http.warmup_failed", error=str(exc))
+            finally:
+                connection.close()
 
     def close(self) -> None:
         self.server.should_exit = True

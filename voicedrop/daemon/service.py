@@ -12,6 +12,7 @@ from the loop and STOPPING=1.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.errors import ConfigError
 from voicedrop.metrics import Metrics
+from voicedrop.pipeline.audio import warm as warm_post_stage
 from voicedrop.pipeline.device import CPUDevice, Device
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import Engines, build_engines
@@ -138,6 +140,7 @@ class Service:
             clock,
         )
         self._lock: DaemonLock | None = None
+        self.warmup: Warmup | None = None  # serve() starts it
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -147,6 +150,14 @@ class Service:
         try:
             self.spool.ensure()
             self.spool.ledger.ensure(self.spool.outbox, self.spool.failed)
+        except PermissionError as exc:
+            where, root = exc.filename or self.spool.root, self.spool.root
+            uid, gid = os.getuid(), os.getgid()
+            raise ConfigError(
+                f"the spool cannot be prepared: {where} is not writable by this user "
+                f"(uid {uid}): run `chown -R {uid}:{gid} {root}` (in a container: on the host "
+                f"folder mounted at {root})"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"the spool {self.spool.root} cannot be prepared: {exc}") from None
         lock = DaemonLock(self.spool.state / LOCK_FILE)
@@ -195,12 +206,22 @@ class Service:
             policy=self.settings.policy,
             once=once,
         )
-        warmup = Warmup(POST_STAGE)  # the first job as quick as the next
+        warmup = self.warmup = Warmup(POST_STAGE, self._warm)  # the first job as quick as the next
         warmup.start()
         try:
             self._serve(stop, once)
         finally:
             warmup.close()
+
+    def _warm(self) -> None:
+        """On the warm-up's thread, once its imports are done: the post stage's work run
+        once, then status.json says so at the loop's next turn."""
+        try:
+            warm_post_stage()
+        except Exception as exc:  # its real use reports it, where it matters
+            log.debug("warmup.post_stage_failed", error=str(exc))
+        self.status_file.dirty = True
+        self.wake.set()
 
     def _serve(self, stop: threading.Event, once: bool) -> None:
         with self.watcher:
@@ -313,6 +334,7 @@ class Service:
     def _snapshot(self) -> dict[str, object]:
         """What status.json says besides the job: where, on what, and what is resident."""
         return {
+            "warming": self.warmup is not None and not self.warmup.finished,
             "watcher": self.watcher.mode,
             "device": self.device.name,
             "policy": self.settings.policy,

@@ -133,3 +133,11 @@ def write_audio(audio: Audio, path: Path, fmt: str) -> None:
     except OSError:
         path.unlink(missing_ok=True)  # no partial file is left behind
         raise
+
+
+def warm() -> None:
+    """Run the post stage's work once on a second of silence (resample, loudness, encode):
+    its libraries do their first-time work at start-up, not in a client's first job."""
+    audio = Audio(np.zeros(22050, np.float32), 22050)
+    loudness_lufs(resample(audio, 24000))
+    encode(resample(audio, 24000), "wav")

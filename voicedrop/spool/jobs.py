@@ -376,8 +376,15 @@ class Spool:
     # ---- counts ---------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
+        """Jobs per folder. A folder of job folders is counted by its link count where the
+        filesystem keeps one (ext4, xfs, tmpfs: 2 + its subfolders): no listing of an
+        outbox of thousands on every dashboard poll or metrics scrape."""
+
         def count(d: Path) -> int:
             try:
+                links = os.stat(d).st_nlink
+                if links >= 2:
+                    return links - 2
                 return sum(1 for e in os.scandir(d) if not e.name.startswith("."))
             except FileNotFoundError:
                 return 0

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from voicedrop.report import ModelView, VramStats
 
 STATUS_FILE = "status.json"
+STALE_S = 30.0  # three of the daemon's heartbeats: older, it is not ready
 State = Literal["starting", "idle", "running", "stopped"]
 
 
@@ -35,6 +36,7 @@ class DaemonStatus(BaseModel):
     vram: VramStats | None = None
     models: dict[str, ModelView] = Field(default_factory=dict)
     workers: list[dict[str, Any]] = Field(default_factory=list)  # `run --ray`: the pool's view
+    warming: bool = False  # its libraries still load in the background: a first job waits
 
     @property
     def alive(self) -> bool:
@@ -48,6 +50,13 @@ class DaemonStatus(BaseModel):
         except OSError:
             return False
         return True
+
+    @property
+    def ready(self) -> bool:
+        """Alive and beating: its last heartbeat is recent (what `/health` and `voicedrop
+        status --health` call ready)."""
+        age = self.heartbeat_age_s()
+        return self.alive and age is not None and age < STALE_S
 
     def heartbeat_age_s(self, now: datetime | None = None) -> float | None:
         if self.updated is None:
