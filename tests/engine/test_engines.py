@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from voicedrop.manifest import Manifest
+from voicedrop.pipeline.engines.base import TTSRequest
 from voicedrop.tiny.build import F5_VOICE, RVC_MODEL, XTTS_VOICE
 from voicedrop.tiny.xtts import SPEAKER
 
@@ -191,3 +193,21 @@ def test_a_reference_that_is_not_audio_fails_naming_the_voice(make_runner, tmp_p
     outcome = make_runner().run({"text": TEXT, "tts": {"engine": "xtts", "voice": "ref.wav"}}, ref)
     assert outcome.error is not None and outcome.error.field == "tts.voice"
     assert "not readable audio" in outcome.error.message
+
+
+@pytest.mark.parametrize("tokens", [None, 8])
+def test_xtts_streams_a_sentence_at_a_time_or_within_one(make_runner, tokens):
+    """Text over the model's per-language limit (250 characters) is two pieces at least, as
+    the library splits it; with stream_tokens its inference_stream cuts each into more."""
+    overrides = {"engines": {"xtts": {"stream_tokens": tokens}}} if tokens else {}
+    runner = make_runner(**overrides)
+    manifest = Manifest.model_validate({"text": TEXT, **JOBS["xtts"][0]})
+    plan = runner.runner.planner.plan(manifest, None)
+    engine = runner.runner.engines.tts["xtts"]
+    request = TTSRequest("stream", plan.voice, "en", {"seed": 3})
+    long_text = " ".join([TEXT] * 6)  # 263 characters
+    with runner.manager.acquire_all(plan.tts) as models:
+        pieces = list(engine.stream(models, long_text, request, lambda _m: None))
+    assert len(pieces) >= (3 if tokens else 2)
+    assert all(p.sample_rate == 24000 and np.all(np.isfinite(p.samples)) for p in pieces)
+    assert sum(p.samples.size for p in pieces) / 24000 > 0.3
