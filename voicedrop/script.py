@@ -1,24 +1,35 @@
 """Subtitle scripts (SRT, WebVTT) as cues to dub: what an editing suite hands off.
 
-Parsed with maintained parsers (`srt`, `webvtt-py`); every problem is a ManifestError on
-the `script` field naming the cue (its number and start time): text that is not UTF-8,
-a cue that cannot be parsed, one that ends before it starts, lasts longer than
-`limits.max_cue_s`, or overlaps the one before. Formatting tags are removed; a cue left
-without words (a music note, say) is skipped and counted.
+Read exactly, because a lenient reader speaks what nobody wrote: the `srt` and
+`webvtt-py` parsers fold a cue that lost its timing line into the one before (its
+number is then read aloud), speak a timing line that follows a non-numeric index, and
+take `00:14,000` for fourteen minutes. So the reader here is strict and says why, in
+words an editor recognises, naming the cue and its line: text that is not UTF-8, a cue
+without its number or its timing line, a timing that is not `HH:MM:SS,mmm -->
+HH:MM:SS,mmm` (a one-dash arrow, a time without hours, four-digit milliseconds, 75
+minutes), a cue number used twice, a cue that ends before it starts, lasts longer than
+`limits.max_cue_s`, or overlaps the one before (a cue without words included). Formatting
+tags are removed; a cue left without words — empty, or only music notes and punctuation
+(`♪ ♪`) — is skipped and counted.
 """
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
+from typing import NoReturn
 
 from voicedrop.errors import ManifestError
 from voicedrop.manifest import Manifest, Segment, speakable
 
 SUFFIXES = (".srt", ".vtt")
 TAG = re.compile(r"<[^>]*>|\{\\[^}]*\}")
-VTT_TIME = re.compile(r"^\s*((\d+:)?\d{2}:\d{2}\.\d{3})\s+-->\s+((\d+:)?\d{2}:\d{2}\.\d{3})(\s|$)")
+STAMP = {
+    "srt": re.compile(r"^(\d{2,}):([0-5]\d):([0-5]\d)[,.](\d{3})$"),
+    "vtt": re.compile(r"^(?:(\d{2,}):)?([0-5]\d):([0-5]\d)\.(\d{3})$"),
+}
+FORM = {"srt": "00:00:01,000 --> 00:00:03,500", "vtt": "00:00:01.000 --> 00:00:03.500"}
+LOOSE = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?[,.](\d+)$")
 
 
 @dataclass(frozen=True)
@@ -47,86 +58,163 @@ class Script:
         return max(c.end_s for c in self.cues)
 
 
+@dataclass(frozen=True)
+class _Timed:
+    number: int
+    line: int  # of its timing line, 1-based
+    start: float
+    end: float
+    body: str
+
+
 def parse_script(raw: bytes, name: str, *, max_cue_s: float, max_chars: int) -> Script:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ManifestError(f"not UTF-8 (byte {exc.start})", field="script") from None
-    suffix = name.lower().rsplit(".", 1)[-1]
-    timed = _srt(text) if suffix == "srt" else _vtt(text)
+    kind = "srt" if name.lower().endswith(".srt") else "vtt"
+    timed = _srt(text) if kind == "srt" else _vtt(text)
     cues: list[Cue] = []
     skipped = 0
-    for number, start, end, body in timed:
-        words = " ".join(TAG.sub("", body).split())
-        where = f"cue {number} (at {_clock(start)})"
-        if end <= start:
-            raise ManifestError(f"{where} ends at {_clock(end)}, before it starts", field="script")
-        if end - start > max_cue_s:
-            raise ManifestError(
-                f"{where} lasts {end - start:.1f} s; the limit is {max_cue_s:g} s "
-                "(limits.max_cue_s)",
-                field="script",
+    before: _Timed | None = None
+    for cue in timed:
+        where = f"cue {cue.number} (at {_clock(cue.start)}, line {cue.line})"
+        if cue.end <= cue.start:
+            _refuse(f"{where} ends at {_clock(cue.end)}, before it starts")
+        if cue.end - cue.start > max_cue_s:
+            _refuse(
+                f"{where} lasts {cue.end - cue.start:.1f} s; the limit is {max_cue_s:g} s "
+                "(limits.max_cue_s)"
             )
-        if cues and start < cues[-1].end_s:
-            raise ManifestError(
-                f"{where} overlaps {cues[-1].label()}, which ends at {_clock(cues[-1].end_s)}",
-                field="script",
+        if before is not None and cue.start < before.end:
+            _refuse(
+                f"{where} overlaps cue {before.number} (at {_clock(before.start)}), which "
+                f"ends at {_clock(before.end)}"
             )
-        if not words:
+        before = cue
+        words = " ".join(TAG.sub("", cue.body).split())
+        if not any(ch.isalnum() for ch in words):  # nothing to say: empty, ♪ ♪, "…"
             skipped += 1
             continue
         try:
             speakable(words)
         except ValueError as exc:
-            raise ManifestError(f"{where}: {exc}", field="script") from None
-        cues.append(Cue(f"cue{number:04}", number, start, end, words))
+            _refuse(f"{where}: {exc}")
+        cues.append(Cue(f"cue{cue.number:04}", cue.number, cue.start, cue.end, words))
     if not cues:
-        raise ManifestError("the script has no cue with words to say", field="script")
+        _refuse("the script has no cue with words to say")
     total = sum(len(c.text) for c in cues)
     if total > max_chars:
-        raise ManifestError(
-            f"the script's cues hold {total} characters; the limit is {max_chars}", field="script"
-        )
+        _refuse(f"the script's cues hold {total} characters; the limit is {max_chars}")
     return Script(cues, skipped)
 
 
-def _srt(text: str) -> list[tuple[int, float, float, str]]:
-    import srt
+def _refuse(message: str) -> NoReturn:
+    raise ManifestError(message, field="script")
 
-    out: list[tuple[int, float, float, str]] = []
-    try:
-        for cue in srt.parse(text):
-            out.append((cue.index, cue.start.total_seconds(), cue.end.total_seconds(), cue.content))
-    except srt.SRTParseError as exc:
-        after = f"after cue {out[-1][0]}" if out else "at the start"
-        bad = (exc.unmatched_content or "").strip().splitlines()
-        shown = " / ".join(bad[:2])[:120]
-        raise ManifestError(f"cannot parse the cue {after}: '{shown}'", field="script") from None
+
+def _blocks(text: str) -> list[tuple[int, list[str]]]:
+    """Blocks of lines separated by blank ones, each with its first line's number."""
+    blocks: list[tuple[int, list[str]]] = []
+    current: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            if not current:
+                blocks.append((number, current))
+            current.append(line.rstrip())
+        else:
+            current = []
+    return blocks
+
+
+def _srt(text: str) -> list[_Timed]:
+    out: list[_Timed] = []
+    seen: set[int] = set()
+    for line, lines in _blocks(text):
+        after = f"after cue {out[-1].number}" if out else "at the start"
+        first = lines[0].strip()
+        if "-->" in first:
+            _refuse(f"line {line} ({after}): a cue without its number: '{first[:80]}'")
+        if not first.isdigit():
+            _refuse(
+                f"line {line} ({after}): a cue starts with its number, found '{first[:80]}' "
+                "(a blank line inside a cue's text ends the cue)"
+            )
+        number = int(first)
+        if number in seen:
+            _refuse(f"line {line}: cue {number} again (each cue has its own number)")
+        seen.add(number)
+        if len(lines) < 2:
+            _refuse(f"cue {number} (line {line}): no timing line after its number")
+        start, end = _timing(lines[1], "srt", f"cue {number} (line {line + 1})")
+        out.append(_Timed(number, line + 1, start, end, "\n".join(lines[2:])))
     return out
 
 
-def _vtt(text: str) -> list[tuple[int, float, float, str]]:
-    import webvtt
-
-    timings = [line for line in text.splitlines() if "-->" in line]
-    for number, line in enumerate(timings, 1):  # webvtt-py skips a malformed cue silently
-        if not VTT_TIME.match(line):
-            raise ManifestError(
-                f"cue {number}: malformed timing '{line.strip()[:80]}'", field="script"
+def _vtt(text: str) -> list[_Timed]:
+    blocks = _blocks(text)
+    if not blocks or not blocks[0][1][0].startswith("WEBVTT"):
+        _refuse("not a WebVTT file: its first line must be 'WEBVTT'")
+    out: list[_Timed] = []
+    for line, lines in blocks[1:]:
+        head = lines[0].split(maxsplit=1)[0] if lines[0].split() else ""
+        if head in ("NOTE", "STYLE", "REGION"):
+            continue
+        number = len(out) + 1
+        at = next((i for i, text in enumerate(lines[:2]) if "-->" in text or "->" in text), None)
+        if at is None:
+            _refuse(
+                f"cue {number} (line {line}): no timing line ('{FORM['vtt']}'), "
+                f"found '{lines[0].strip()[:80]}'"
             )
-    try:
-        captions = list(webvtt.from_buffer(io.StringIO(text)).captions)
-    except Exception as exc:  # the parser's own errors (MalformedFileError, …)
-        raise ManifestError(f"not a WebVTT file: {exc}", field="script") from None
-    return [
-        (i, c.start_in_seconds + _ms(c.start), c.end_in_seconds + _ms(c.end), c.text)
-        for i, c in enumerate(captions, 1)
-    ]
+        start, end = _timing(lines[at], "vtt", f"cue {number} (line {line + at})")
+        out.append(_Timed(number, line + at, start, end, "\n".join(lines[at + 1 :])))
+    return out
 
 
-def _ms(stamp: str) -> float:
-    """webvtt-py's *_in_seconds are whole seconds: add the milliseconds."""
-    return int(stamp.rsplit(".", 1)[-1]) / 1000 if "." in stamp else 0.0
+def _timing(line: str, kind: str, where: str) -> tuple[float, float]:
+    """A timing line's start and end; else why not, in an editor's words."""
+    found = line.strip()
+    left, arrow, right = found.partition("-->")
+    if not arrow:
+        if "->" in found or "=>" in found:
+            _refuse(f"{where}: timing '{found[:80]}': the arrow between the times is '-->'")
+        _refuse(f"{where}: found '{found[:80]}' where its timing belongs, like '{FORM[kind]}'")
+    right = right.split()[0] if right.split() else ""  # WebVTT settings may follow
+    times = []
+    for stamp in (left.strip(), right):
+        if not STAMP[kind].match(stamp):
+            _refuse(f"{where}: timing '{found[:80]}': {_stamp_problem(stamp, kind)}")
+        times.append(_seconds(stamp))
+    return times[0], times[1]
+
+
+def _stamp_problem(stamp: str, kind: str) -> str:
+    loose = LOOSE.match(stamp)
+    sep = "," if kind == "srt" else "."
+    if not stamp:
+        return "a time is missing"
+    if loose is None:
+        return f"'{stamp}' is not a time like 00:01:02{sep}500"
+    parts = [p for p in loose.groups()[:3] if p is not None]
+    ms = loose.group(4)
+    if len(parts) == 2 and kind == "srt":
+        return f"'{stamp}' has no hours: write 00:{parts[0]}:{parts[1]}{sep}{ms}"
+    if len(parts) < 2:
+        return f"'{stamp}' needs minutes and seconds: 00:00:{parts[0].zfill(2)}{sep}{ms}"
+    if len(ms) != 3:
+        return f"'{stamp}': milliseconds take three digits ({sep}{ms[:3].ljust(3, '0')})"
+    if any(int(p) > 59 for p in parts[-2:]):
+        return f"'{stamp}': minutes and seconds run from 00 to 59"
+    return f"'{stamp}' is not a time like 00:01:02{sep}500 (two digits each)"
+
+
+def _seconds(stamp: str) -> float:
+    *hms, ms = re.split(r"[:,.]", stamp)
+    value = 0.0
+    for part in hms:
+        value = value * 60 + int(part)
+    return value + int(ms) / 1000
 
 
 def _clock(seconds: float) -> str:
