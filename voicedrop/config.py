@@ -212,6 +212,9 @@ class Settings(_Section):
     retention: Retention = Field(default_factory=Retention)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     voices: dict[str, Voice] = Field(default_factory=dict)
+    pronunciations: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="language -> word -> how to say it"
+    )
     models: dict[str, ConvertModel] = Field(default_factory=dict)
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -171,6 +171,12 @@ class Manifest(_Strict):
         description="higher runs sooner, and may pause a running script job between cues; "
         "requests someone waits for over HTTP come at [http] priority",
     )
+    pronunciations: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=500,
+        description="word -> how to say it, whole words (a lower-case word matches any "
+        "case, one with a capital only as written); over [pronunciations.<language>]",
+    )
     origin: Literal["drop", "http"] = Field(
         "drop",
         description="where the job came from, for [retention]: the HTTP API sets 'http'",
@@ -180,6 +186,17 @@ class Manifest(_Strict):
         description="how long its models stay on the GPU once idle, whatever the policy: "
         'seconds or "30s", "5m", "2h"; 0 leaves at once, -1 stays (as Ollama\'s keep_alive)',
     )
+
+    @field_validator("pronunciations")
+    @classmethod
+    def _words(cls, v: dict[str, str]) -> dict[str, str]:
+        for word, said in v.items():
+            if not word.strip() or len(word) > 100 or word != word.strip():
+                raise ValueError(f"'{word[:40]}': a word of 1 to 100 characters, no spaces around")
+            if len(said) > 300:
+                raise ValueError(f"'{word}': its respelling is over 300 characters")
+            speakable(said)
+        return v
 
     @field_validator("keep_alive", mode="before")
     @classmethod

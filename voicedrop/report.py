@@ -115,6 +115,16 @@ class PauseRecord(_Model):
     seconds: float  # how long it was away
 
 
+class Pronunciation(_Model):
+    """A lexicon entry the job used: the word, what was said, how often."""
+
+    word: str
+    as_: str = Field(alias="as")
+    count: int
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 class VramSnapshot(_Model):
     before: VramStats
     after: VramStats
@@ -148,6 +158,7 @@ class JobReport(_Model):
     script: ScriptRecord | None = None
     passed_by: int = 0  # jobs that went ahead of this one because their models were loaded
     paused: list[PauseRecord] = Field(default_factory=list)  # stepped aside mid-job
+    pronunciations: list[Pronunciation] = Field(default_factory=list)  # the lexicon, as used
     worker: WorkerRecord | None = None  # set when a cluster worker ran it
     timings: dict[str, float | str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)

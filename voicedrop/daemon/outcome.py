@@ -7,7 +7,7 @@ from typing import Literal
 from voicedrop.errors import VoicedropError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import Outcome
-from voicedrop.report import ErrorInfo, JobReport, VramSnapshot, VramStats
+from voicedrop.report import ErrorInfo, JobReport, Pronunciation, VramSnapshot, VramStats
 from voicedrop.spool.jobs import ClaimedJob, display_name
 
 
@@ -45,6 +45,10 @@ def build_report(
         versions=out.versions,
         worker=out.worker,
         paused=out.pauses,
+        pronunciations=[
+            Pronunciation.model_validate({"word": w, "as": said, "count": n})
+            for w, said, n in out.pronunciations
+        ],
     )
 
 

@@ -36,6 +36,7 @@ from voicedrop.pipeline.stages import (
     never,
     stages_of,
 )
+from voicedrop.pipeline.text import Lexicon
 from voicedrop.report import (
     ModelEvent,
     ModelView,
@@ -79,6 +80,7 @@ class Outcome:
     worker: WorkerRecord | None = None  # a cluster worker's: who ran it
     paused: Paused | None = None  # it stepped aside for a job of a higher priority
     pauses: list[PauseRecord] = field(default_factory=list)  # each time it did, for the report
+    pronunciations: list[tuple[str, str, int]] = field(default_factory=list)  # lexicon used
 
 
 class JobRunner:
@@ -114,6 +116,11 @@ class JobRunner:
                 specs = [*plan.tts.values(), *plan.convert.values()]
                 self.manager.keep_alive_for(specs, job.manifest.keep_alive_s)
                 output = job.manifest.output
+                lexicon = Lexicon.of(
+                    self.settings.pronunciations,
+                    job.manifest.tts.language,
+                    job.manifest.pronunciations,
+                )
                 ctx = JobContext(
                     job.job_id,
                     job.manifest,
@@ -127,7 +134,9 @@ class JobRunner:
                     live=LiveAudio(job.stream, output.format, output.sample_rate),
                     preempt=job.preempt,
                     made=job.made,
+                    spoken=[(seg, lexicon.apply(text)) for seg, text in job.manifest.items()],
                 )
+                out.pronunciations = lexicon.used()
                 stages = stages_of(job.manifest, self.stages)
                 wanted = [list(stage.models(ctx).values()) for stage in stages]
                 for i, stage in enumerate(stages):

@@ -70,6 +70,7 @@ class JobContext:
     live: LiveAudio | None = None  # the job's live stream (live.py), fed by its last audio stage
     preempt: Callable[[], bool] = never  # asked between segments: step aside now?
     made: Sequence[Take] = ()  # the segments made before the job last stepped aside
+    spoken: list[tuple[str, str]] = field(default_factory=list)  # (segment, text said)
 
     def tts_request(self) -> TTSRequest:
         tts = self.manifest.tts
@@ -114,7 +115,7 @@ class TTSStage:
     def run(self, ctx: JobContext) -> None:
         engine = ctx.engines.tts[ctx.manifest.tts.engine]
         request = ctx.tts_request()
-        items = ctx.manifest.items()
+        items = ctx.spoken or ctx.manifest.items()
         live = ctx.live if ctx.manifest.convert is None else None  # else the conversion streams
         if live is not None:
             live.restart()

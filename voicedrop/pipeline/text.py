@@ -1,4 +1,5 @@
-"""Text as the engines take it: split into sentences, or sentences packed up to a limit.
+"""Text as the engines take it: words said another way (a lexicon), split into sentences,
+or sentences packed up to a limit.
 
 Engines stream a sentence at a time (a listener hears the first while the rest is
 made), and XTTS takes at most a model-defined number of characters per call. Splitting
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 SENTENCE_END = re.compile(r"(?<=[.!?…;:\u3002\uff01\uff1f\uff1b\uff1a])\s+")
 
@@ -35,3 +38,55 @@ def split_text(text: str, limit: int) -> list[str]:
             else:
                 chunks.append(piece)
     return chunks
+
+
+@dataclass
+class Lexicon:
+    """Words said another way (names, acronyms, brands): word → respelling, whole words.
+
+    An entry written in lower case matches the word in any case ("voicedrop" also
+    "Voicedrop"); one with a capital letter matches only as written ("NAS", not "nas").
+    Longer entries go first, and what was put in is never replaced again. `counts` says
+    how often each entry was used, for the report.
+    """
+
+    entries: Mapping[str, str]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        words = sorted(self.entries, key=len, reverse=True)
+        alternatives = [f"(?i:{re.escape(w)})" if w == w.lower() else re.escape(w) for w in words]
+        self._pattern = (
+            re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)") if words else None
+        )
+        self._folded = {w.lower(): w for w in words if w == w.lower()}
+
+    @classmethod
+    def of(
+        cls, tables: Mapping[str, Mapping[str, str]], language: str, own: Mapping[str, str]
+    ) -> Lexicon:
+        """The configuration's tables for `language` (its base language's, then its own:
+        `en`, then `en-us`), then the job's own entries, which win."""
+        tag = language.lower().replace("_", "-")
+        merged: dict[str, str] = {}
+        for key in (tag.split("-")[0], tag):
+            for name, table in tables.items():
+                if name.lower().replace("_", "-") == key:
+                    merged.update(table)
+        merged.update(own)
+        return cls(merged)
+
+    def apply(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(self._say, text)
+
+    def _say(self, found: re.Match[str]) -> str:
+        word = found.group(0)
+        entry = word if word in self.entries else self._folded[word.lower()]
+        self.counts[entry] = self.counts.get(entry, 0) + 1
+        return self.entries[entry]
+
+    def used(self) -> list[tuple[str, str, int]]:
+        """(word, respelling, count) of the entries used, in the order of the table."""
+        return [(w, self.entries[w], self.counts[w]) for w in self.entries if w in self.counts]
