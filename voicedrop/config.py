@@ -139,6 +139,12 @@ class Retention(_Section):
     drop: Keep = Field(default_factory=Keep)  # type: ignore[arg-type]
 
 
+class Cache(_Section):
+    """`[cache]`: clips rendered before (a script's cues), kept to be used again."""
+
+    clips_gb: float = Field(2.0, ge=0, description="the clip cache's size; 0: off")
+
+
 class MetricsSettings(_Section):
     """`[metrics]`: Prometheus metrics in a file, for node_exporter's textfile collector."""
 
@@ -210,6 +216,7 @@ class Settings(_Section):
     openai: OpenAI = Field(default_factory=OpenAI)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     retention: Retention = Field(default_factory=Retention)  # type: ignore[arg-type]
+    cache: Cache = Field(default_factory=Cache)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     voices: dict[str, Voice] = Field(default_factory=dict)
     pronunciations: dict[str, dict[str, str]] = Field(

@@ -84,6 +84,7 @@ class OutputRecord(_Model):
     duration_s: float
     peak_dbfs: float
     loudness_lufs: float | None
+    cache: Literal["hit", "miss"] | None = None  # a clip from the clip cache, or made anew
 
 
 class Overrun(_Model):
@@ -159,6 +160,7 @@ class JobReport(_Model):
     passed_by: int = 0  # jobs that went ahead of this one because their models were loaded
     paused: list[PauseRecord] = Field(default_factory=list)  # stepped aside mid-job
     pronunciations: list[Pronunciation] = Field(default_factory=list)  # the lexicon, as used
+    cache: dict[str, int] = Field(default_factory=dict)  # clips from the cache: hit, miss
     worker: WorkerRecord | None = None  # set when a cluster worker ran it
     timings: dict[str, float | str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)

@@ -262,6 +262,9 @@ class HungryEngine:
     def models(self, request) -> dict[str, ModelSpec]:
         return {"model": ModelSpec("hungry", lambda _d: FakeModel(GB), GB)}
 
+    def deterministic(self, request) -> bool:
+        return False  # every attempt renders: the test counts out-of-memory errors
+
     def stream(self, models, text, request, progress) -> Iterator[Audio]:
         if self.ooms:
             self.ooms -= 1

@@ -7,7 +7,14 @@ from typing import Literal
 from voicedrop.errors import VoicedropError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import Outcome
-from voicedrop.report import ErrorInfo, JobReport, Pronunciation, VramSnapshot, VramStats
+from voicedrop.report import (
+    ErrorInfo,
+    JobReport,
+    OutputRecord,
+    Pronunciation,
+    VramSnapshot,
+    VramStats,
+)
 from voicedrop.spool.jobs import ClaimedJob, display_name
 
 
@@ -45,6 +52,7 @@ def build_report(
         versions=out.versions,
         worker=out.worker,
         paused=out.pauses,
+        cache=_cache_counts(out.outputs) if not error else {},
         pronunciations=[
             Pronunciation.model_validate({"word": w, "as": said, "count": n})
             for w, said, n in out.pronunciations
@@ -70,3 +78,12 @@ def minimal_report(
         previous_errors=previous,
         vram=VramSnapshot(before=vram, after=vram),
     )
+
+
+def _cache_counts(outputs: list[OutputRecord]) -> dict[str, int]:
+    """How many clips came from the clip cache and how many were made anew."""
+    counts = {"hit": 0, "miss": 0}
+    for output in outputs:
+        if output.cache is not None:
+            counts[output.cache] += 1
+    return counts if any(counts.values()) else {}

@@ -17,9 +17,10 @@ from pathlib import Path
 import structlog
 
 import voicedrop
-from voicedrop.config import Settings
+from voicedrop.config import GB, Settings
 from voicedrop.errors import OutOfMemoryError, VoicedropError, job_error
 from voicedrop.manifest import Manifest
+from voicedrop.pipeline.clips import ClipCache, clip_keys
 from voicedrop.pipeline.engines import Engines
 from voicedrop.pipeline.engines.base import Progress
 from voicedrop.pipeline.live import LiveAudio, PcmSink
@@ -99,6 +100,7 @@ class JobRunner:
         self.manager = manager
         self.stages = stages or default_stages()
         self.clock = clock
+        self.clips = ClipCache(settings.state_path / "clips", int(settings.cache.clips_gb * GB))
 
     def run(
         self,
@@ -135,6 +137,10 @@ class JobRunner:
                     preempt=job.preempt,
                     made=job.made,
                     spoken=[(seg, lexicon.apply(text)) for seg, text in job.manifest.items()],
+                    clips=self.clips,
+                )
+                ctx.clip_keys = clip_keys(
+                    self.clips, self.settings, self.engines, job.manifest, voice, ctx.spoken
                 )
                 out.pronunciations = lexicon.used()
                 stages = stages_of(job.manifest, self.stages)

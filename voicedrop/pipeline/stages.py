@@ -9,10 +9,11 @@ out-of-memory error without duplicating takes.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -21,8 +22,15 @@ from voicedrop.config import Settings
 from voicedrop.errors import StageError
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline import audio as au
+from voicedrop.pipeline.clips import ClipCache
 from voicedrop.pipeline.engines import Engines
-from voicedrop.pipeline.engines.base import ConvertRequest, Progress, TTSRequest, VoiceChoice
+from voicedrop.pipeline.engines.base import (
+    ConvertRequest,
+    Progress,
+    TTSEngine,
+    TTSRequest,
+    VoiceChoice,
+)
 from voicedrop.pipeline.live import LiveAudio
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.registry import Registry
@@ -35,6 +43,7 @@ from voicedrop.script import Script
 class Take:
     segment: str
     audio: au.Audio
+    cache: Literal["hit", "miss"] | None = None  # from the clip cache; None: not cacheable
 
 
 def never() -> bool:
@@ -71,6 +80,23 @@ class JobContext:
     preempt: Callable[[], bool] = never  # asked between segments: step aside now?
     made: Sequence[Take] = ()  # the segments made before the job last stepped aside
     spoken: list[tuple[str, str]] = field(default_factory=list)  # (segment, text said)
+    clips: ClipCache | None = None  # renders made before (clips.py)
+    clip_keys: list[str | None] = field(default_factory=list)  # per segment; None: not cached
+
+    def cached(self, index: int) -> au.Audio | None:
+        key = self.clip_keys[index] if index < len(self.clip_keys) else None
+        return None if key is None or self.clips is None else self.clips.get(key)
+
+    def miss(self, index: int) -> Literal["miss"] | None:
+        return "miss" if index < len(self.clip_keys) and self.clip_keys[index] else None
+
+    def keep_clips(self) -> None:
+        """The job's last audio stage is done: its new renders go into the cache."""
+        if self.clips is None:
+            return
+        for take, key in zip(self.takes, self.clip_keys, strict=False):
+            if take.cache == "miss" and key is not None:
+                self.clips.put(key, take.audio)
 
     def tts_request(self) -> TTSRequest:
         tts = self.manifest.tts
@@ -123,22 +149,43 @@ class TTSStage:
         if live is not None:
             for take in takes:  # what a listener has heard already: skipped by the stream
                 live.write(take.audio)
-        with ctx.manager.acquire_all(engine.models(request), then=ctx.then) as models:
-            for i, (segment, text) in enumerate(items, 1):
-                if i <= len(ctx.made):
-                    continue
+        hits = {i: ctx.cached(i) for i in range(len(takes), len(items))}
+        todo = [i for i, audio in hits.items() if audio is None]
+        models = ctx.manager.acquire_all(engine.models(request), then=ctx.then) if todo else None
+        with models or contextlib.nullcontext({}) as placed:
+            for i in range(len(ctx.made), len(items)):
+                segment, text = items[i]
                 if len(takes) > len(ctx.made) and ctx.preempt():  # one made since it came back
                     raise Paused(takes, len(items))
-                ctx.progress(f"tts {i}/{len(items)}")
-                pieces = []
-                for piece in engine.stream(models, text, request, ctx.progress):
-                    pieces.append(_checked(piece, engine.name, allow_empty=True))
+                ctx.progress(f"tts {i + 1}/{len(items)}")
+                cached = hits[i]
+                if cached is not None:
+                    take = Take(segment, cached, "hit")
                     if live is not None:
-                        live.write(piece)
-                takes.append(Take(segment, _checked(au.join(pieces), engine.name)))
+                        live.write(cached)
+                else:
+                    take = Take(segment, self._say(ctx, engine, placed, text, live), ctx.miss(i))
+                takes.append(take)
         if live is not None:
             live.end()
         ctx.takes = takes
+        if ctx.manifest.convert is None:
+            ctx.keep_clips()
+
+    @staticmethod
+    def _say(
+        ctx: JobContext,
+        engine: TTSEngine,
+        models: Mapping[str, Any],
+        text: str,
+        live: LiveAudio | None,
+    ) -> au.Audio:
+        pieces = []
+        for piece in engine.stream(models, text, ctx.tts_request(), ctx.progress):
+            pieces.append(_checked(piece, engine.name, allow_empty=True))
+            if live is not None:
+                live.write(piece)
+        return _checked(au.join(pieces), engine.name)
 
 
 class ConvertStage:
@@ -157,16 +204,21 @@ class ConvertStage:
         converted = []
         if ctx.live is not None:
             ctx.live.restart()
-        with ctx.manager.acquire_all(engine.models(request), then=ctx.then) as models:
+        todo = [t for t in ctx.takes if t.cache != "hit"]  # a hit is a converted take already
+        models = ctx.manager.acquire_all(engine.models(request), then=ctx.then) if todo else None
+        with models or contextlib.nullcontext({}) as placed:
             for i, take in enumerate(ctx.takes, 1):
                 ctx.progress(f"convert {i}/{len(ctx.takes)}")
-                audio = _checked(engine.convert(models, take.audio, request), engine.name)
-                converted.append(Take(take.segment, audio))
+                audio = take.audio
+                if take.cache != "hit":
+                    audio = _checked(engine.convert(placed, take.audio, request), engine.name)
+                converted.append(Take(take.segment, audio, take.cache))
                 if ctx.live is not None:
                     ctx.live.write(audio)
         if ctx.live is not None:
             ctx.live.end()
         ctx.takes = converted
+        ctx.keep_clips()
 
 
 class PostStage:
@@ -192,13 +244,19 @@ class PostStage:
             if out.loudness_lufs is not None:
                 audio = au.normalize_loudness(audio, out.loudness_lufs)
             stem = out.name if ctx.manifest.segments is None else f"{out.name}-{take.segment}"
-            self._write(ctx, audio, stem, take.segment)
+            self._write(ctx, audio, stem, take.segment, take.cache)
             written.append(audio)
         if ctx.script is not None:
             self._dub(ctx, written)
 
     @staticmethod
-    def _write(ctx: JobContext, audio: au.Audio, stem: str, segment: str) -> None:
+    def _write(
+        ctx: JobContext,
+        audio: au.Audio,
+        stem: str,
+        segment: str,
+        cache: Literal["hit", "miss"] | None = None,
+    ) -> None:
         out = ctx.manifest.output
         path = ctx.out_dir / f"{stem}.{out.format}"
         path.unlink(missing_ok=True)  # a retried attempt replaces its own partial output
@@ -212,6 +270,7 @@ class PostStage:
                 duration_s=round(audio.duration_s, 3),
                 peak_dbfs=au.peak_dbfs(audio),
                 loudness_lufs=au.loudness_lufs(audio),
+                cache=cache,
             )
         )
 

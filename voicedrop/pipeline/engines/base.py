@@ -87,6 +87,11 @@ class TTSEngine(Protocol):
 
     def models(self, request: TTSRequest) -> dict[str, ModelSpec]: ...
 
+    def deterministic(self, request: TTSRequest) -> bool:
+        """Whether this request comes out the same every time (rule-based, or seeded): only
+        then may a clip of it be cached (pipeline/clips.py)."""
+        ...
+
     def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Iterator[Audio]:
@@ -119,6 +124,8 @@ class ConvertEngine(Protocol):
     def check(self, request: ConvertRequest) -> None: ...
 
     def models(self, request: ConvertRequest) -> dict[str, ModelSpec]: ...
+
+    def deterministic(self, request: ConvertRequest) -> bool: ...
 
     def convert(
         self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest

@@ -200,6 +200,9 @@ class EspeakEngine:
     def models(self, request: TTSRequest) -> dict[str, ModelSpec]:
         return {"synth": ModelSpec("espeak", lambda _d: EspeakSynth(self._library, self._data), 0)}
 
+    def deterministic(self, request: TTSRequest) -> bool:
+        return True  # rules, not sampling: the same words and voice every time
+
     def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Iterator[Audio]:

@@ -243,6 +243,10 @@ class F5Engine:
 
     # ---- speech ----------------------------------------------------------------------------
 
+    def deterministic(self, request: TTSRequest) -> bool:
+        seed = check_options(request.options, OPTIONS, "tts.options").get("seed", self.config.seed)
+        return seed is not None  # flow matching starts from noise: seeded only
+
     def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Iterator[Audio]:

@@ -74,6 +74,9 @@ class NoopEngine:
     def models(self, request: TTSRequest) -> dict[str, ModelSpec]:
         return {"model": ModelSpec("noop", lambda _device: _Nothing(), 0)}
 
+    def deterministic(self, request: TTSRequest) -> bool:
+        return True
+
     def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Iterator[Audio]:
@@ -123,6 +126,9 @@ class TapeEngine:
 
     def models(self, request: ConvertRequest) -> dict[str, ModelSpec]:
         return {"model": ModelSpec(f"tape:{request.name}", lambda _device: _Nothing(), 0)}
+
+    def deterministic(self, request: ConvertRequest) -> bool:
+        return True
 
     def convert(self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest) -> Audio:
         factor = 2 ** (request.spec.pitch / 12)

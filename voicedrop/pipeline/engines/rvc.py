@@ -43,10 +43,13 @@ class RvcSettings(EngineConfig):
     filter_radius: int = Field(3, ge=0, le=7)
     rms_mix_rate: float = Field(0.25, ge=0, le=1)
     protect: float = Field(0.33, ge=0, le=0.5)
+    seed: int | None = Field(
+        None, ge=0, le=2**31, description="fixed seed: the same take converts the same"
+    )
 
 
 OPTIONS = option_ranges(  # what a job may set
-    RvcSettings, "index_rate", "filter_radius", "rms_mix_rate", "protect"
+    RvcSettings, "index_rate", "filter_radius", "rms_mix_rate", "protect", "seed"
 )
 
 
@@ -202,15 +205,28 @@ class RvcEngine:
 
     # ---- conversion --------------------------------------------------------------------------
 
-    def convert(self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest) -> Audio:
-        opts = {
+    def _options(self, request: ConvertRequest) -> dict[str, float]:
+        seed = self.config.seed
+        return {
             "index_rate": self.config.index_rate,
             "filter_radius": float(self.config.filter_radius),
             "rms_mix_rate": self.config.rms_mix_rate,
             "protect": self.config.protect,
+            **({} if seed is None else {"seed": float(seed)}),
             **{k: float(v) for k, v in request.model.options.items()},
             **check_options(request.spec.options, OPTIONS, "convert.options"),
         }
+
+    def deterministic(self, request: ConvertRequest) -> bool:
+        return "seed" in self._options(request)  # its decoder adds noise: seeded only
+
+    def convert(self, models: Mapping[str, Any], audio: Audio, request: ConvertRequest) -> Audio:
+        opts = self._options(request)
+        seed = opts.pop("seed", None)
+        if seed is not None:
+            import torch
+
+            torch.manual_seed(int(seed))
         from voicedrop.pipeline.engines.rvc_infer import convert
 
         return convert(models, audio, request, opts)

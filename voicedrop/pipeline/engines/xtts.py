@@ -215,6 +215,9 @@ class XttsEngine:
 
     # ---- speech ----------------------------------------------------------------------------
 
+    def deterministic(self, request: TTSRequest) -> bool:
+        return self._options(request).get("seed") is not None  # it samples: seeded only
+
     def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Iterator[Audio]:

@@ -1,0 +1,99 @@
+"""The clip cache: a segment rendered before is used again — only when nothing that decides
+its audio changed, and only for renders that would come out the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from tests.conftest import drop, hello, make_settings, read_report, unit_service
+from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.clips import ClipCache
+
+LINES = ["The first line.", "The second line.", "The third line."]
+
+
+def job(lines=LINES, **extra):
+    manifest = hello(segments=[{"id": f"s{i}", "text": t} for i, t in enumerate(lines, 1)])
+    del manifest["text"]
+    return {**manifest, **extra}
+
+
+def run(service, name: str, manifest: dict) -> dict:
+    drop(service.spool.inbox, f"{name}.json", manifest)
+    service.executor.step()
+    return read_report(service.spool.outbox / name)
+
+
+def caches(report: dict) -> list[str | None]:
+    return [o.get("cache") for o in report["outputs"]]
+
+
+def test_only_the_changed_line_is_rendered_again_and_the_rest_is_the_same_audio(settings):
+    service = unit_service(settings)
+    first = run(service, "first", job())
+    assert caches(first) == ["miss", "miss", "miss"] and first["cache"] == {"hit": 0, "miss": 3}
+    edited = run(service, "second", job([LINES[0], "A changed second line.", LINES[2]]))
+    assert caches(edited) == ["hit", "miss", "hit"] and edited["cache"] == {"hit": 2, "miss": 1}
+    for segment in ("s1", "s3"):
+        a = sf.read(str(service.spool.outbox / "first" / f"speech-{segment}.wav"))[0]
+        b = sf.read(str(service.spool.outbox / "second" / f"speech-{segment}.wav"))[0]
+        assert (a == b).all()
+
+
+def test_anything_that_decides_the_audio_is_part_of_the_key(settings):
+    service = unit_service(settings)
+    run(service, "base", job())
+    changed = {
+        "options": job(tts={"engine": "espeak", "language": "en", "options": {"rate": 200}}),
+        "voice": job(tts={"engine": "espeak", "voice": "narrator"}),
+        "language": job(tts={"engine": "espeak", "language": "pt"}),
+        "lexicon": job(pronunciations={"line": "row"}),
+        "conversion": job(convert={"engine": "tape", "model": "chipmunk", "pitch": 3}),
+    }
+    for name, manifest in changed.items():
+        assert "hit" not in caches(run(service, name, manifest)), name
+    # the output format is not: the post stage runs again on the same takes
+    assert caches(run(service, "flac", job(output={"format": "flac"}))) == ["hit"] * 3
+
+
+def test_the_cache_survives_a_restart_and_a_broken_clip_is_made_again(tmp_path: Path):
+    settings = make_settings(tmp_path)
+    run(unit_service(settings), "before", job())
+    clips = sorted((settings.state_path / "clips").rglob("*.wav"))
+    assert len(clips) == 3
+    clips[0].write_bytes(b"not a wav file")
+    again = run(unit_service(settings), "after", job())
+    assert sorted(caches(again)) == ["hit", "hit", "miss"]
+
+
+def test_renders_that_would_not_come_out_the_same_are_not_cached(tmp_path: Path):
+    settings = make_settings(tmp_path)
+    service = unit_service(settings)
+    engine = service.engines.tts["espeak"]
+    engine.deterministic = lambda request: False  # as XTTS without a seed
+    report = run(service, "free", job())
+    assert caches(report) == [None, None, None] and report["cache"] == {}
+    assert not (settings.state_path / "clips").exists()
+
+
+def test_off_when_its_size_is_zero(tmp_path: Path):
+    settings = make_settings(tmp_path, cache={"clips_gb": 0})
+    service = unit_service(settings)
+    assert caches(run(service, "a", job())) == [None] * 3
+
+
+def test_the_least_recently_used_clips_go_past_the_budget(tmp_path: Path):
+    cache = ClipCache(tmp_path / "clips", max_bytes=10**9)
+    second = Audio(np.zeros(44100, np.float32), 44100)
+    cache.put("a" * 64, second)
+    size = next((tmp_path / "clips").rglob("*.wav")).stat().st_size
+    cache.max_bytes = int(3.5 * size)  # room for three
+    for key in ("b" * 64, "c" * 64):
+        cache.put(key, second)
+    assert cache.get("a" * 64) is not None  # used: now the most recent
+    cache.put("d" * 64, second)
+    kept = {p.stem[0] for p in (tmp_path / "clips").rglob("*.wav")}
+    assert "b" not in kept and {"a", "d"} <= kept
