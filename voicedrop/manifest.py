@@ -124,6 +124,10 @@ class ConvertSpec(_Strict):
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
 
+TEMPLATE_FIELDS = ("job", "segment", "cue", "voice", "take", "date")
+TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
 class OutputSpec(_Strict):
     format: Literal["wav", "flac", "mp3", "opus"] = "wav"
     sample_rate: int | None = Field(
@@ -134,6 +138,42 @@ class OutputSpec(_Strict):
     fit: bool = Field(
         False, description="script jobs: time-stretch a clip that overruns its cue (pitch kept)"
     )
+    template: str | None = Field(
+        None,
+        max_length=200,
+        description="the clips' file names: {job}, {segment}, {cue}, {voice}, {take}, {date} "
+        "(e.g. '{job}_{cue}_{voice}_take{take}'); default: name, or name-segment",
+    )
+    bit_depth: Literal[16, 24] = Field(16, description="wav and flac: 16- or 24-bit")
+    bext: bool = Field(
+        False,
+        description="wav: a broadcast WAV bext chunk (the line, voicedrop, the cue's start) "
+        "so each clip lands at its place when imported",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _known_fields(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        used = set(TEMPLATE_FIELD.findall(v))
+        unknown = sorted(used - set(TEMPLATE_FIELDS))
+        if unknown:
+            known = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+            raise ValueError(f"unknown field {{{unknown[0]}}} (known: {known})")
+        if not used & {"segment", "cue"}:
+            raise ValueError("a template names each clip: use {segment} or {cue}")
+        if "/" in v or "\\" in v or ".." in v:
+            raise ValueError("a template is a file name: no '/', '\\' or '..'")
+        return v
+
+    @model_validator(mode="after")
+    def _depth_and_bext_fit_the_format(self) -> OutputSpec:
+        if self.bit_depth == 24 and self.format not in ("wav", "flac"):
+            raise ValueError(f"bit_depth 24 is for wav and flac, not {self.format}")
+        if self.bext and self.format != "wav":
+            raise ValueError(f"bext is a chunk of WAV files, not {self.format}")
+        return self
 
     @model_validator(mode="after")
     def _rate_fits_codec(self) -> OutputSpec:

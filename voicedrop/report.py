@@ -106,6 +106,8 @@ class ScriptRecord(_Model):
     dub: str  # the dub track's file name
     duration_s: float
     overruns: list[Overrun] = Field(default_factory=list)
+    subtitles: str | None = None  # what was spoken, with the clips' real timings
+    cue_sheet: str | None = None  # CSV: cue, start, end, file, take
 
 
 class PauseRecord(_Model):

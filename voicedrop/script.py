@@ -52,6 +52,7 @@ class Cue:
 class Script:
     cues: list[Cue]
     skipped: int  # cues without words
+    kind: str = "srt"  # "srt" or "vtt": what it was written as
 
     @property
     def end_s(self) -> float:
@@ -106,7 +107,7 @@ def parse_script(raw: bytes, name: str, *, max_cue_s: float, max_chars: int) -> 
     total = sum(len(c.text) for c in cues)
     if total > max_chars:
         _refuse(f"the script's cues hold {total} characters; the limit is {max_chars}")
-    return Script(cues, skipped)
+    return Script(cues, skipped, kind)
 
 
 def _refuse(message: str) -> NoReturn:

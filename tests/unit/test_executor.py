@@ -543,7 +543,7 @@ def test_disk_full_while_counting_an_attempt_backs_off_and_keeps_the_retry_sched
 def test_a_failed_attempt_leaves_no_partial_output(settings, monkeypatch):
     import errno
 
-    def full(audio, path, fmt):
+    def full(audio, path, fmt, *_more):
         path.write_bytes(b"RIFF partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 

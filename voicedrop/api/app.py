@@ -54,6 +54,11 @@ DOCS_FILES = {  # Swagger UI, as fastapi-offline ships it
     "favicon.png": "image/png",
 }
 POLL_S = 0.1
+TEXT_FILES = {  # a script job's subtitles as spoken and its cue sheet
+    ".srt": "application/x-subrip; charset=utf-8",
+    ".vtt": "text/vtt; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+}
 
 
 def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
@@ -331,7 +336,7 @@ def _file(desk: Desk, job_id: str, name: str | None) -> FileResponse:
     if path is None or held is None:
         raise Rejected(404, [f"job '{job_id}' has no output '{name}'"])
     codec = CODECS.get(path.suffix.lstrip("."))
-    media = codec.media_type if codec else "application/octet-stream"
+    media = codec.media_type if codec else TEXT_FILES.get(path.suffix, "application/octet-stream")
     headers = {"X-Job-Id": job_id}
     return FileResponse(path, media_type=media, headers=headers, background=_Close(held))
 

@@ -103,18 +103,22 @@ def _limit(x: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
     return np.asarray(x * np.minimum(gain, need), dtype=np.float32)
 
 
-def encode(audio: Audio, fmt: str) -> bytes:
-    """The audio as a file of `fmt` (16-bit WAV/FLAC, MP3, Ogg Opus), in memory; the rate
-    must be one the codec takes (`codec_rate`)."""
+def encode(audio: Audio, fmt: str, bit_depth: int = 16) -> bytes:
+    """The audio as a file of `fmt` (16- or 24-bit WAV/FLAC, MP3, Ogg Opus), in memory; the
+    rate must be one the codec takes (`codec_rate`)."""
     codec = CODECS[fmt]
     container, subtype = codec.container, codec.subtype
+    if bit_depth == 24 and fmt in ("wav", "flac"):
+        subtype = "PCM_24"
     encoded = io.BytesIO()
     clipped = np.clip(audio.samples, -1.0, 1.0)
     sf.write(encoded, clipped, audio.sample_rate, format=container, subtype=subtype)
     return encoded.getvalue()
 
 
-def write_audio(audio: Audio, path: Path, fmt: str) -> None:
+def write_audio(
+    audio: Audio, path: Path, fmt: str, bit_depth: int = 16, chunk: bytes | None = None
+) -> None:
     """Write the audio encoded as `fmt` and fsync it; never overwrite.
 
     Outputs are written into the job's private staging folder, which is
@@ -124,7 +128,11 @@ def write_audio(audio: Audio, path: Path, fmt: str) -> None:
     inside a cffi callback, where the error is printed (not JSON) and lost;
     a plain write raises OSError, which the job reports as transient.
     """
-    encoded = encode(audio, fmt)
+    encoded = encode(audio, fmt, bit_depth)
+    if chunk is not None:  # a broadcast WAV's bext (deliverables.py)
+        from voicedrop.pipeline.deliverables import with_bext
+
+        encoded = with_bext(encoded, chunk)
     try:
         with path.open("xb") as fh:
             fh.write(encoded)

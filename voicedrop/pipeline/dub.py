@@ -8,6 +8,8 @@ speech is summed, then limited to full scale).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from voicedrop.errors import EngineUnavailableError
@@ -18,11 +20,17 @@ from voicedrop.script import Cue
 TOLERANCE_S = 0.005
 
 
+@dataclass(frozen=True)
+class Dub:
+    track: Audio  # as long as the script, or longer where the last clip runs on
+    overruns: list[Overrun]  # the cues whose speech overran their slot
+    spoken_s: list[float]  # how long each clip lasts in the track (after any stretch)
+
+
 def dub_track(
     clips: list[tuple[Cue, Audio]], end_s: float, *, fit: bool, max_stretch: float
-) -> tuple[Audio, list[Overrun]]:
-    """The track (as long as the script, or longer where the last clip runs on) and the
-    cues whose speech overran their slot. All clips share one sample rate."""
+) -> Dub:
+    """The dub track of `clips`, which all share one sample rate."""
     rate = clips[0][1].sample_rate
     placed: list[tuple[int, np.ndarray]] = []
     overruns: list[Overrun] = []
@@ -49,7 +57,8 @@ def dub_track(
     track = np.zeros(length, np.float32)
     for start, samples in placed:
         track[start : start + len(samples)] += samples
-    return Audio(np.clip(track, -1.0, 1.0), rate), overruns
+    spoken = [len(samples) / rate for _, samples in placed]
+    return Dub(Audio(np.clip(track, -1.0, 1.0), rate), overruns, spoken)
 
 
 def _time_stretch(samples: np.ndarray, ratio: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Stages: tts → convert (when asked) → post, each a Stage in a registry keyed by name.
+"""Stages: tts → convert (when asked) → post (post.py), each a Stage in a registry by name.
 
 A stage acquires the set of models its engine declares for the request
 through the residency manager, for exactly as long as it computes, so the
@@ -17,7 +17,6 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from voicedrop.codecs import codec_rate
 from voicedrop.config import Settings
 from voicedrop.errors import StageError
 from voicedrop.manifest import Manifest
@@ -221,84 +220,9 @@ class ConvertStage:
         ctx.keep_clips()
 
 
-class PostStage:
-    """Resample, reach the loudness target, encode; measure what was written; for a script
-    job, also the dub track."""
-
-    name = "post"
-
-    def engine(self, ctx: JobContext) -> str | None:
-        return None
-
-    def models(self, ctx: JobContext) -> Mapping[str, ModelSpec]:
-        return {}
-
-    def run(self, ctx: JobContext) -> None:
-        out = ctx.manifest.output
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        ctx.outputs = []
-        written: list[au.Audio] = []
-        for take in ctx.takes:
-            rate = codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
-            audio = au.resample(take.audio, rate)
-            if out.loudness_lufs is not None:
-                audio = au.normalize_loudness(audio, out.loudness_lufs)
-            stem = out.name if ctx.manifest.segments is None else f"{out.name}-{take.segment}"
-            self._write(ctx, audio, stem, take.segment, take.cache)
-            written.append(audio)
-        if ctx.script is not None:
-            self._dub(ctx, written)
-
-    @staticmethod
-    def _write(
-        ctx: JobContext,
-        audio: au.Audio,
-        stem: str,
-        segment: str,
-        cache: Literal["hit", "miss"] | None = None,
-    ) -> None:
-        out = ctx.manifest.output
-        path = ctx.out_dir / f"{stem}.{out.format}"
-        path.unlink(missing_ok=True)  # a retried attempt replaces its own partial output
-        au.write_audio(audio, path, out.format)
-        ctx.outputs.append(
-            OutputRecord(
-                file=path.name,
-                segment=segment,
-                format=out.format,
-                sample_rate=audio.sample_rate,
-                duration_s=round(audio.duration_s, 3),
-                peak_dbfs=au.peak_dbfs(audio),
-                loudness_lufs=au.loudness_lufs(audio),
-                cache=cache,
-            )
-        )
-
-    @staticmethod
-    def _dub(ctx: JobContext, clips: list[au.Audio]) -> None:
-        """The dub track: every cue's clip at its start time; overruns reported."""
-        from voicedrop.pipeline.dub import dub_track
-
-        script, out = ctx.script, ctx.manifest.output
-        assert script is not None
-        ctx.progress("post: dub track")
-        track, overruns = dub_track(
-            list(zip(script.cues, clips, strict=True)),
-            script.end_s,
-            fit=out.fit,
-            max_stretch=ctx.settings.limits.max_stretch,
-        )
-        PostStage._write(ctx, track, f"{out.name}-dub", "dub")
-        ctx.script_record = ScriptRecord(
-            cues=len(script.cues),
-            skipped_cues=script.skipped,
-            dub=ctx.outputs[-1].file,
-            duration_s=round(track.duration_s, 3),
-            overruns=overruns,
-        )
-
-
 def default_stages() -> Registry[Stage]:
+    from voicedrop.pipeline.post import PostStage
+
     stages: Registry[Stage] = Registry("stage")
     for stage in (TTSStage(), ConvertStage(), PostStage()):
         stages.register(stage.name, stage)

@@ -55,6 +55,8 @@ def job_state(spool: Spool, job_id: str, daemon: DaemonStatus | None) -> JobStat
         report = read_report(folder / job_id)
         if report is not None:
             outputs = [str(o["file"]) for o in report.get("outputs", [])]
+            script = report.get("script") or {}  # a script job's subtitles and cue sheet too
+            outputs += [str(script[k]) for k in ("subtitles", "cue_sheet") if script.get(k)]
             status = str(report.get("status", "failed"))
             return JobState(job_id, status, None, 0, report, folder / job_id, outputs)
     work = spool.work / job_id

@@ -1,0 +1,127 @@
+"""The post stage: resample, reach the loudness target, encode, name and write each clip;
+measure what was written; for a script job, the dub track and what an editor takes with
+it (the subtitles as spoken, a cue sheet: deliverables.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Literal
+
+from voicedrop.codecs import codec_rate
+from voicedrop.pipeline import audio as au
+from voicedrop.pipeline.deliverables import Spoken, bext_chunk, cue_sheet, file_stem, subtitles
+from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.stages import JobContext
+from voicedrop.report import OutputRecord, ScriptRecord
+
+
+class PostStage:
+    name = "post"
+
+    def engine(self, ctx: JobContext) -> str | None:
+        return None
+
+    def models(self, ctx: JobContext) -> Mapping[str, ModelSpec]:
+        return {}
+
+    def run(self, ctx: JobContext) -> None:
+        out = ctx.manifest.output
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        ctx.outputs = []
+        when = datetime.now(UTC)
+        texts = dict(ctx.spoken or ctx.manifest.items())
+        starts = {c.id: c.start_s for c in ctx.script.cues} if ctx.script else {}
+        written: list[au.Audio] = []
+        for take in ctx.takes:
+            rate = codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
+            audio = au.resample(take.audio, rate)
+            if out.loudness_lufs is not None:
+                audio = au.normalize_loudness(audio, out.loudness_lufs)
+            chunk = None
+            if out.bext:
+                start = round(starts.get(take.segment, 0.0) * rate)
+                chunk = bext_chunk(texts.get(take.segment, ""), ctx.job_id, start, when)
+            self._write(ctx, audio, self._stem(ctx, take.segment, when), take.segment,
+                        take.cache, chunk)  # fmt: skip
+            written.append(audio)
+        if ctx.script is not None:
+            self._dub(ctx, written)
+
+    @staticmethod
+    def _stem(ctx: JobContext, segment: str, when: datetime) -> str:
+        out, manifest = ctx.manifest.output, ctx.manifest
+        if out.template is None:
+            return out.name if manifest.segments is None else f"{out.name}-{segment}"
+        cue = segment.removeprefix("cue") if ctx.script is not None else segment
+        return file_stem(
+            out.template,
+            job=ctx.job_id,
+            segment=segment,
+            cue=cue,
+            voice=manifest.tts.voice or manifest.tts.engine,
+            take=1,
+            date=when.strftime("%Y-%m-%d"),
+        )
+
+    @staticmethod
+    def _write(
+        ctx: JobContext,
+        audio: au.Audio,
+        stem: str,
+        segment: str,
+        cache: Literal["hit", "miss"] | None = None,
+        chunk: bytes | None = None,
+    ) -> None:
+        out = ctx.manifest.output
+        path = ctx.out_dir / f"{stem}.{out.format}"
+        path.unlink(missing_ok=True)  # a retried attempt replaces its own partial output
+        au.write_audio(audio, path, out.format, out.bit_depth, chunk)
+        ctx.outputs.append(
+            OutputRecord(
+                file=path.name,
+                segment=segment,
+                format=out.format,
+                sample_rate=audio.sample_rate,
+                duration_s=round(audio.duration_s, 3),
+                peak_dbfs=au.peak_dbfs(audio),
+                loudness_lufs=au.loudness_lufs(audio),
+                cache=cache,
+            )
+        )
+
+    @staticmethod
+    def _dub(ctx: JobContext, clips: list[au.Audio]) -> None:
+        """The dub track: every cue's clip at its start time; overruns reported; the
+        subtitles as spoken and the cue sheet beside it."""
+        from voicedrop.pipeline.dub import dub_track
+
+        script, out = ctx.script, ctx.manifest.output
+        assert script is not None
+        ctx.progress("post: dub track")
+        files = [o.file for o in ctx.outputs]
+        dub = dub_track(
+            list(zip(script.cues, clips, strict=True)),
+            script.end_s,
+            fit=out.fit,
+            max_stretch=ctx.settings.limits.max_stretch,
+        )
+        PostStage._write(ctx, dub.track, f"{out.name}-dub", "dub")
+        spoken = [
+            Spoken(c.number, c.start_s, c.start_s + length, c.text, file)
+            for c, length, file in zip(script.cues, dub.spoken_s, files, strict=True)
+        ]
+        subtitle_file = f"{out.name}-spoken.{script.kind}"
+        sheet_file = f"{out.name}-cues.csv"
+        (ctx.out_dir / subtitle_file).write_text(subtitles(spoken, script.kind))
+        (ctx.out_dir / sheet_file).write_text(cue_sheet(spoken))
+        ctx.script_record = ScriptRecord(
+            cues=len(script.cues),
+            skipped_cues=script.skipped,
+            dub=ctx.outputs[-1].file,
+            duration_s=round(dub.track.duration_s, 3),
+            overruns=dub.overruns,
+            subtitles=subtitle_file,
+            cue_sheet=sheet_file,
+        )
