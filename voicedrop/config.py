@@ -145,6 +145,17 @@ class Cache(_Section):
     clips_gb: float = Field(2.0, ge=0, description="the clip cache's size; 0: off")
 
 
+class Notify(_Section):
+    """`[notify]`: each finished job's report POSTed to a URL, signed (HMAC-SHA256)."""
+
+    webhook: str | None = Field(
+        None, pattern=r"^https?://\S+$", description="http(s) URL; off when unset"
+    )
+    secret: str | None = Field(None, min_length=16, description="signs each delivery")
+    max_attempts: int = Field(8, ge=1, le=100, description="tries, with backoff, per job")
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
 class MetricsSettings(_Section):
     """`[metrics]`: Prometheus metrics in a file, for node_exporter's textfile collector."""
 
@@ -217,6 +228,7 @@ class Settings(_Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     retention: Retention = Field(default_factory=Retention)  # type: ignore[arg-type]
     cache: Cache = Field(default_factory=Cache)  # type: ignore[arg-type]
+    notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     voices: dict[str, Voice] = Field(default_factory=dict)
     pronunciations: dict[str, dict[str, str]] = Field(

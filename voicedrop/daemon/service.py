@@ -39,6 +39,7 @@ from voicedrop.daemon.sdnotify import Notifier
 from voicedrop.daemon.status_file import HEARTBEAT_S, MetricsTextfile, StatusFile, SystemdStatus
 from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
+from voicedrop.daemon.webhook import Webhook
 from voicedrop.errors import ConfigError
 from voicedrop.metrics import Metrics
 from voicedrop.pipeline.audio import warm as warm_post_stage
@@ -119,8 +120,16 @@ class Service:
             lambda: self.status_file.told,
             clock,
         )
+        self.webhook = Webhook(settings.notify, self.spool.state)
         self.events = Listeners(
-            [self.status_file, self.systemd, Prometheus(self.metrics), self.textfile, self.heap]
+            [
+                self.status_file,
+                self.systemd,
+                Prometheus(self.metrics),
+                self.textfile,
+                self.heap,
+                self.webhook,
+            ]
         )
         limits = settings.limits
         self.attempts = Attempts(
@@ -165,6 +174,7 @@ class Service:
         self._lock = lock  # held: close() gives it back
         try:
             self.dispatch.start()
+            self.webhook.start()
         except BaseException:
             self.close()
             raise
@@ -183,6 +193,7 @@ class Service:
         try:
             self.dispatch.close()
         finally:
+            self.webhook.close()
             self.manager.close()
             if self._lock is not None:
                 self._lock.release()

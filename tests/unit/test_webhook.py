@@ -1,0 +1,106 @@
+"""Told when it is done: each finished job's report POSTed to a loopback receiver, signed,
+retried with backoff, kept across a restart — and never a reason for a job to fail."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from tests.conftest import drop, hello, make_settings, read_report, unit_service
+
+SECRET = "a-webhook-secret-of-length"
+
+
+class Receiver:
+    """An HTTP server on loopback that answers each POST with the next status given."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.got = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                receiver.received.append((dict(self.headers), body))
+                self.send_response(status)
+                self.end_headers()
+                if status < 300:
+                    receiver.got.set()
+
+            def log_message(self, *_args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver([])
+    yield r
+    r.close()
+
+
+def service_for(tmp_path: Path, url: str, **notify: object):
+    return unit_service(
+        make_settings(tmp_path, notify={"webhook": url, "secret": SECRET, **notify})
+    )
+
+
+def test_the_report_is_posted_signed_when_the_job_ends(tmp_path, receiver):
+    receiver.statuses[:] = [500, 503]  # the receiver fails twice, then takes it
+    service = service_for(tmp_path, receiver.url)
+    with service:
+        drop(service.spool.inbox, "a.json", hello())
+        assert service.executor.step().status == "done"
+        assert receiver.got.wait(60), "no delivery"
+    headers, body = receiver.received[-1]
+    assert len(receiver.received) == 3 and headers["X-Voicedrop-Attempt"] == "3"
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Voicedrop-Signature-256"], expected)
+    assert json.loads(body) == read_report(service.spool.outbox / "a")
+    assert not list((service.spool.state / "notify").glob("*.json"))
+
+
+def test_a_delivery_that_fails_for_good_never_fails_the_job(tmp_path):
+    service = service_for(tmp_path, "http://127.0.0.1:9/nobody", max_attempts=2)
+    with capture_logs() as logs, service:
+        drop(service.spool.inbox, "a.json", hello())
+        assert service.executor.step().status == "done"
+        deadline = time.monotonic() + 60
+        while not any(e["event"] == "webhook.gave_up" for e in logs):  # after 2 tries
+            assert time.monotonic() < deadline, "the delivery never gave up"
+            time.sleep(0.05)
+    assert read_report(service.spool.outbox / "a")["status"] == "done"
+    assert next(e for e in logs if e["event"] == "webhook.gave_up")["attempts"] == 2
+
+
+def test_a_delivery_pending_at_stop_is_sent_at_the_next_start(tmp_path, receiver):
+    settings = make_settings(tmp_path, notify={"webhook": receiver.url, "secret": SECRET})
+    first = unit_service(settings)
+    drop(first.spool.inbox, "a.json", hello())
+    first.executor.step()  # never entered: its delivery thread never ran
+    assert list((first.spool.state / "notify").glob("*.json"))
+    second = unit_service(settings)
+    with second:
+        assert receiver.got.wait(60)
+    assert json.loads(receiver.received[0][1])["job_id"] == "a"
