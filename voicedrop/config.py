@@ -231,6 +231,9 @@ class Settings(_Section):
     notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     voices: dict[str, Voice] = Field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="hot folder inbox/<name>/ -> the rest of a manifest"
+    )
     pronunciations: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="language -> word -> how to say it"
     )

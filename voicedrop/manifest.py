@@ -31,7 +31,7 @@ from voicedrop.errors import ManifestError
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 LANGUAGE = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-SCRIPT_SUFFIXES = (".srt", ".vtt")
+SCRIPT_SUFFIXES = (".srt", ".vtt", ".txt")
 PATTERN_WORDS = {
     SAFE_NAME: "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
     LANGUAGE: "must be a language tag such as 'en', 'pt' or 'pt-BR'",
@@ -199,7 +199,8 @@ class Manifest(_Strict):
         min_length=5,
         max_length=255,
         description="a subtitle file (.srt or .vtt) next to the manifest: one clip per cue "
-        "and a dub track with each clip at its cue's start",
+        "and a dub track with each clip at its cue's start; or plain text (.txt): one clip "
+        "per paragraph",
     )
     tts: TTSSpec
     convert: ConvertSpec | None = None
@@ -270,7 +271,7 @@ class Manifest(_Strict):
     @classmethod
     def _script_file(cls, v: str | None) -> str | None:
         if v is not None and not v.lower().endswith(SCRIPT_SUFFIXES):
-            raise ValueError("a script is a subtitle file: .srt or .vtt")
+            raise ValueError("a script is a subtitle file (.srt, .vtt) or plain text (.txt)")
         return None if v is None else relative_path(v, "a script path")
 
     @model_validator(mode="after")

@@ -52,7 +52,12 @@ class Cue:
 class Script:
     cues: list[Cue]
     skipped: int  # cues without words
-    kind: str = "srt"  # "srt" or "vtt": what it was written as
+    kind: str = "srt"  # "srt", "vtt" or "txt": what it was written as
+
+    @property
+    def timed(self) -> bool:
+        """Subtitles have times (a dub track, subtitles as spoken); plain text has none."""
+        return self.kind != "txt"
 
     @property
     def end_s(self) -> float:
@@ -73,7 +78,9 @@ def parse_script(raw: bytes, name: str, *, max_cue_s: float, max_chars: int) -> 
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ManifestError(f"not UTF-8 (byte {exc.start})", field="script") from None
-    kind = "srt" if name.lower().endswith(".srt") else "vtt"
+    kind = name.lower().rsplit(".", 1)[-1]
+    if kind == "txt":
+        return _paragraphs(text, max_chars)
     timed = _srt(text) if kind == "srt" else _vtt(text)
     cues: list[Cue] = []
     skipped = 0
@@ -108,6 +115,24 @@ def parse_script(raw: bytes, name: str, *, max_cue_s: float, max_chars: int) -> 
     if total > max_chars:
         _refuse(f"the script's cues hold {total} characters; the limit is {max_chars}")
     return Script(cues, skipped, kind)
+
+
+def _paragraphs(text: str, max_chars: int) -> Script:
+    """Plain text: each paragraph (lines up to a blank one) one clip, `para0001` …"""
+    cues = []
+    for number, (line, lines) in enumerate(_blocks(text), 1):
+        words = " ".join(" ".join(lines).split())
+        try:
+            speakable(words)
+        except ValueError as exc:
+            _refuse(f"paragraph {number} (line {line}): {exc}")
+        cues.append(Cue(f"para{number:04}", number, 0.0, 0.0, words))
+    if not cues:
+        _refuse("the text has no words to say")
+    total = sum(len(c.text) for c in cues)
+    if total > max_chars:
+        _refuse(f"the text holds {total} characters; the limit is {max_chars}")
+    return Script(cues, 0, "txt")
 
 
 def _refuse(message: str) -> NoReturn:

@@ -67,5 +67,22 @@ def test_a_malformed_script_fails_naming_the_cue(tmp_path: Path):
         assert daemon.stop() == 0
     error = json.loads((spool / "failed" / "bad" / "report.json").read_text())["error"]
     assert error["field"] == "script" and error["message"].startswith(
-        "cue 3 (at 00:00:03.700) overlaps cue 2"
+        "cue 3 (at 00:00:03.700, line 10) overlaps cue 2"
     )
+
+
+def test_a_script_saved_into_a_preset_folder_is_dubbed_with_no_manifest(tmp_path: Path):
+    """The hot folder, as an editing suite's watch folder uses it: a real daemon with its
+    real watcher; the file is written in place and closed (an export), then taken."""
+    spool = tmp_path / "spool"
+    preset = '{"tts": {"engine": "espeak"}, "output": {"name": "ep", "bext": true}}'
+    daemon = Daemon(spool, VOICEDROP_PRESETS=f'{{"dub": {preset}}}')
+    try:
+        with (spool / "inbox" / "dub" / "episode.srt").open("w") as export:
+            export.write(SRT)
+        daemon.wait_for(lambda: done(spool, "episode"), "the preset's job", 60)
+    finally:
+        assert daemon.stop() == 0
+    data = report(spool, "outbox", "episode")
+    assert data["script"]["dub"] == "ep-dub.wav" and data["script"]["subtitles"] == "ep-spoken.srt"
+    assert (spool / "outbox" / "episode" / "ep-cues.csv").exists()

@@ -142,3 +142,13 @@ def test_a_file_that_is_not_utf8_or_has_no_words():
     assert problem("1\n00:00:01,000 --> 00:00:02,000\n<b></b>\n") == (
         "the script has no cue with words to say"
     )
+
+
+def test_plain_text_is_a_cue_per_paragraph_without_times():
+    script = parse("Line one\nstill one.\n\n\nTwo.\n", "s.txt")
+    assert [(c.id, c.text) for c in script.cues] == [
+        ("para0001", "Line one still one."),
+        ("para0002", "Two."),
+    ]
+    assert not script.timed and script.kind == "txt"
+    assert "paragraph 2 (line 3)" in problem("One.\n\nbad\x00text\n", "s.txt")

@@ -31,6 +31,7 @@ from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.listeners import Listeners, Prometheus
 from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.peek import ManifestPeek
+from voicedrop.daemon.presets import Presets, check_presets
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.daemon.retention import Retention
 from voicedrop.daemon.retries import RetryPolicy, SpoolBackoff
@@ -92,6 +93,8 @@ class Service:
         self.engines = engines or build_engines(settings)
         self.runner = JobRunner(settings, self.engines, self.manager)
         check_preload(settings, self.runner.planner)
+        check_presets(settings)
+        self.presets = Presets(settings, self.spool, self.gate, clock, wall)
         self.controls = Controls(self.spool.state)
         self.queue = JobQueue(
             self.spool,
@@ -106,7 +109,12 @@ class Service:
         )
         self.metrics = metrics or Metrics()
         self.watcher = Watcher(
-            self.inbox, settings.watcher, self.gate, self.wake, control_folder(self.spool.state)
+            self.inbox,
+            settings.watcher,
+            self.gate,
+            self.wake,
+            control_folder(self.spool.state),
+            self.presets.folders,
         )
         self.heap = Heap()
         self.retention = Retention(settings.retention, self.spool, clock, wall)
@@ -159,6 +167,7 @@ class Service:
         try:
             self.spool.ensure()
             self.spool.ledger.ensure(self.spool.outbox, self.spool.failed)
+            self.presets.ensure()
         except PermissionError as exc:
             where, root = exc.filename or self.spool.root, self.spool.root
             uid, gid = os.getuid(), os.getgid()
@@ -264,6 +273,7 @@ class Service:
             self.reload()
         if self.manager.expire():  # keep-alive: idle models leave the GPU
             self.status_file.dirty = True
+        self.presets.collect()  # hot folders: files dropped in become manifests
         if self.controls.handle(self.runner.planner, self.manager):  # load / unload
             self.status_file.set_state("idle")
         if self.retention.due():
@@ -296,6 +306,7 @@ class Service:
                 raise ConfigError(f"{', '.join(moved)} cannot change on reload: restart instead")
             engines = build_engines(settings)
             check_preload(settings, Planner(settings, engines))
+            check_presets(settings)
         except ConfigError as exc:
             log.error("service.reload_refused", error=exc.message)
             self.notifier.notify(status=f"reload refused: {exc.message.splitlines()[-1]}")

@@ -217,10 +217,12 @@ class Watcher:
         gate: StabilityGate,
         wake: Waker,
         control: Path | None = None,
+        hot: list[Path] | None = None,
         inotify_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.index = index
         self.control = control  # requests to the daemon (spool/control.py): they wake it too
+        self.hot = hot or []  # preset folders (presets.py): a file closed there is hinted
         self.inbox = index.inbox
         self.settings = settings
         self.gate = gate
@@ -262,8 +264,9 @@ class Watcher:
     def _start(self, observer: Any) -> Any:
         folders = {os.path.realpath(self.inbox): str(self.inbox)}
         refs = self.inbox / "refs"  # where `voicedrop submit` renames references in
-        if refs.is_dir() and not refs.is_symlink():
-            folders[os.path.realpath(refs)] = str(refs)
+        for folder in (refs, *self.hot):
+            if folder.is_dir() and not folder.is_symlink():
+                folders[os.path.realpath(folder)] = str(folder)
         handler = _Handler(self.gate, self.wake, self.index, folders)
         for watched in folders:
             observer.schedule(handler, watched, recursive=False)

@@ -32,7 +32,8 @@ class PostStage:
         ctx.outputs = []
         when = datetime.now(UTC)
         texts = dict(ctx.spoken or ctx.manifest.items())
-        starts = {c.id: c.start_s for c in ctx.script.cues} if ctx.script else {}
+        script = ctx.script
+        starts = {c.id: c.start_s for c in script.cues} if script and script.timed else {}
         written: list[au.Audio] = []
         for take in ctx.takes:
             rate = codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
@@ -46,7 +47,7 @@ class PostStage:
             self._write(ctx, audio, self._stem(ctx, take.segment, when), take.segment,
                         take.cache, chunk)  # fmt: skip
             written.append(audio)
-        if ctx.script is not None:
+        if ctx.script is not None and ctx.script.timed:
             self._dub(ctx, written)
 
     @staticmethod
@@ -54,7 +55,7 @@ class PostStage:
         out, manifest = ctx.manifest.output, ctx.manifest
         if out.template is None:
             return out.name if manifest.segments is None else f"{out.name}-{segment}"
-        cue = segment.removeprefix("cue") if ctx.script is not None else segment
+        cue = segment.removeprefix("cue").removeprefix("para") if ctx.script else segment
         return file_stem(
             out.template,
             job=ctx.job_id,
