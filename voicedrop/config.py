@@ -145,6 +145,16 @@ class Cache(_Section):
     clips_gb: float = Field(2.0, ge=0, description="the clip cache's size; 0: off")
 
 
+class QC(_Section):
+    """`[qc]`: what a job's `qc` block checks with."""
+
+    asr_dir: Path | None = Field(
+        None,
+        description="a local Whisper (transformers layout) for the word error rate; "
+        "default: [engines.f5tts] asr_dir",
+    )
+
+
 class Notify(_Section):
     """`[notify]`: each finished job's report POSTed to a URL, signed (HMAC-SHA256)."""
 
@@ -229,6 +239,7 @@ class Settings(_Section):
     retention: Retention = Field(default_factory=Retention)  # type: ignore[arg-type]
     cache: Cache = Field(default_factory=Cache)  # type: ignore[arg-type]
     notify: Notify = Field(default_factory=Notify)  # type: ignore[arg-type]
+    qc: QC = Field(default_factory=QC)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     voices: dict[str, Voice] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(

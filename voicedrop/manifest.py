@@ -124,6 +124,21 @@ class ConvertSpec(_Strict):
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
 
+class QCSpec(_Strict):
+    """Takes that are checked: each clip measured, and made again (a new seed, where the
+    engine takes one) while it fails, up to `takes` times; the best take is kept."""
+
+    takes: int = Field(3, ge=1, le=10, description="renders per clip at most")
+    wer_max: float | None = Field(
+        None, ge=0, le=1, description="word error rate against the text, by the local ASR"
+    )
+    clipping: bool = Field(True, description="a clip must not clip")
+    lead_max_s: float | None = Field(1.0, ge=0, le=60, description="silence before speech")
+    trail_max_s: float | None = Field(1.0, ge=0, le=60, description="silence after speech")
+    gap_max_s: float | None = Field(2.0, ge=0, le=60, description="silence within speech")
+    fit_slot: bool = Field(True, description="script jobs: a clip fits its cue (after fit)")
+
+
 TEMPLATE_FIELDS = ("job", "segment", "cue", "voice", "take", "date")
 TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 
@@ -218,6 +233,7 @@ class Manifest(_Strict):
         description="word -> how to say it, whole words (a lower-case word matches any "
         "case, one with a capital only as written); over [pronunciations.<language>]",
     )
+    qc: QCSpec | None = Field(None, description="check each take, and make it again")
     origin: Literal["drop", "http"] = Field(
         "drop",
         description="where the job came from, for [retention]: the HTTP API sets 'http'",

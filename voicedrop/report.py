@@ -128,6 +128,30 @@ class Pronunciation(_Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class TakeScore(_Model):
+    """One render of a clip, as a `qc` block measured it."""
+
+    take: int
+    passed: bool
+    problems: list[str] = Field(default_factory=list)
+    wer: float | None = None  # word error rate against the text (with an ASR model)
+    heard: str | None = None  # what the ASR model heard
+    duration_s: float
+    clipped: float  # the share of samples at full scale
+    lead_s: float
+    trail_s: float
+    gap_s: float  # the longest silence within the speech
+
+
+class QCRecord(_Model):
+    """A clip's takes, and which one was kept and why."""
+
+    segment: str
+    kept: int
+    why: str
+    takes: list[TakeScore]
+
+
 class VramSnapshot(_Model):
     before: VramStats
     after: VramStats
@@ -163,6 +187,7 @@ class JobReport(_Model):
     paused: list[PauseRecord] = Field(default_factory=list)  # stepped aside mid-job
     pronunciations: list[Pronunciation] = Field(default_factory=list)  # the lexicon, as used
     cache: dict[str, int] = Field(default_factory=dict)  # clips from the cache: hit, miss
+    qc: list[QCRecord] = Field(default_factory=list)  # each clip's takes, checked
     worker: WorkerRecord | None = None  # set when a cluster worker ran it
     timings: dict[str, float | str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)

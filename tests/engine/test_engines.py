@@ -211,3 +211,20 @@ def test_xtts_streams_a_sentence_at_a_time_or_within_one(make_runner, tokens):
     assert len(pieces) >= (3 if tokens else 2)
     assert all(p.sample_rate == 24000 and np.all(np.isfinite(p.samples)) for p in pieces)
     assert sum(p.samples.size for p in pieces) / 24000 > 0.3
+
+
+def test_qc_transcribes_each_take_with_the_local_asr_through_the_manager(make_runner):
+    """The mechanics on the tiny Whisper (its words are noise, so every take fails the word
+    error rate): each take transcribed and scored, `takes` renders, the ASR moved by the
+    residency manager like any model."""
+    runner = make_runner(low_vram=True)
+    qc = {"takes": 2, "wer_max": 0.5}
+    outcome = runner.run({"text": TEXT, "tts": ESPEAK, "qc": qc})
+    assert outcome.error is None, outcome.error.message
+    [record] = outcome.qc
+    assert [t.take for t in record.takes] == [1, 2]
+    assert all(t.wer is not None and t.heard is not None for t in record.takes)
+    assert record.why.startswith("no take passed") or record.why.endswith("passed")
+    moves = [(e.event, e.key) for e in outcome.events]
+    assert {("prefetch", "asr"), ("load", "asr")} & set(moves)  # read ahead while TTS ran
+    assert ("demote", "asr") in moves and runner.manager.resident_keys("device") == set()

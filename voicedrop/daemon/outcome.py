@@ -53,6 +53,7 @@ def build_report(
         worker=out.worker,
         paused=out.pauses,
         cache=_cache_counts(out.outputs) if not error else {},
+        qc=out.qc,
         pronunciations=[
             Pronunciation.model_validate({"word": w, "as": said, "count": n})
             for w, said, n in out.pronunciations

@@ -139,7 +139,7 @@ def clip_keys(
     tts = manifest.tts
     engine = engines.tts[tts.engine]
     request = TTSRequest("key", voice, tts.language, tts.options)
-    if not cache.enabled or not engine.deterministic(request):
+    if not cache.enabled or manifest.qc is not None or not engine.deterministic(request):
         return [None] * len(spoken)
     parts: dict[str, Any] = {
         "tts": {

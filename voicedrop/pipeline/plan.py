@@ -147,6 +147,10 @@ def resolve_voice(manifest: Manifest, settings: Settings, reference: Path | None
 
 def check_job(manifest: Manifest, settings: Settings, engines: Engines, voice: VoiceChoice) -> None:
     """Check names against the registries and config before any model is loaded."""
+    if manifest.qc is not None:
+        from voicedrop.pipeline.qc import asr_of, check_qc
+
+        check_qc(manifest.qc, asr_of(settings))
     tts = manifest.tts
     _engine_known(tts.engine, engines.tts, engines.missing_tts, "tts.engine")
     engines.tts[tts.engine].check(tts, voice)

@@ -62,7 +62,7 @@ class PostStage:
             segment=segment,
             cue=cue,
             voice=manifest.tts.voice or manifest.tts.engine,
-            take=1,
+            take=_kept(ctx).get(segment, 1),
             date=when.strftime("%Y-%m-%d"),
         )
 
@@ -109,8 +109,9 @@ class PostStage:
             max_stretch=ctx.settings.limits.max_stretch,
         )
         PostStage._write(ctx, dub.track, f"{out.name}-dub", "dub")
+        kept = _kept(ctx)
         spoken = [
-            Spoken(c.number, c.start_s, c.start_s + length, c.text, file)
+            Spoken(c.number, c.start_s, c.start_s + length, c.text, file, kept.get(c.id, 1))
             for c, length, file in zip(script.cues, dub.spoken_s, files, strict=True)
         ]
         subtitle_file = f"{out.name}-spoken.{script.kind}"
@@ -126,3 +127,8 @@ class PostStage:
             subtitles=subtitle_file,
             cue_sheet=sheet_file,
         )
+
+
+def _kept(ctx: JobContext) -> dict[str, int]:
+    """Which take of each clip was kept (a `qc` block's choice; else the first)."""
+    return {record.segment: record.kept for record in ctx.qc}

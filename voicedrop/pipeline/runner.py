@@ -43,6 +43,7 @@ from voicedrop.report import (
     ModelView,
     OutputRecord,
     PauseRecord,
+    QCRecord,
     ScriptRecord,
     StageRecord,
     VramStats,
@@ -82,6 +83,7 @@ class Outcome:
     paused: Paused | None = None  # it stepped aside for a job of a higher priority
     pauses: list[PauseRecord] = field(default_factory=list)  # each time it did, for the report
     pronunciations: list[tuple[str, str, int]] = field(default_factory=list)  # lexicon used
+    qc: list[QCRecord] = field(default_factory=list)  # each clip's takes, checked
 
 
 class JobRunner:
@@ -151,6 +153,7 @@ class JobRunner:
                     out.stages.append(self._run_stage(stage, ctx))
                 out.outputs = ctx.outputs
                 out.script = ctx.script_record
+                out.qc = ctx.qc
             except Paused as paused:
                 out.paused = paused
             except Exception as exc:

@@ -34,7 +34,7 @@ from voicedrop.pipeline.live import LiveAudio
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.registry import Registry
 from voicedrop.pipeline.residency import ResidencyManager
-from voicedrop.report import OutputRecord, ScriptRecord
+from voicedrop.report import OutputRecord, QCRecord, ScriptRecord
 from voicedrop.script import Script
 
 
@@ -81,6 +81,7 @@ class JobContext:
     spoken: list[tuple[str, str]] = field(default_factory=list)  # (segment, text said)
     clips: ClipCache | None = None  # renders made before (clips.py)
     clip_keys: list[str | None] = field(default_factory=list)  # per segment; None: not cached
+    qc: list[QCRecord] = field(default_factory=list)  # the takes checked, per segment (qc.py)
 
     def cached(self, index: int) -> au.Audio | None:
         key = self.clip_keys[index] if index < len(self.clip_keys) else None
@@ -163,7 +164,7 @@ class TTSStage:
                     if live is not None:
                         live.write(cached)
                 else:
-                    take = Take(segment, self._say(ctx, engine, placed, text, live), ctx.miss(i))
+                    take = Take(segment, self.say(ctx, engine, placed, text, live), ctx.miss(i))
                 takes.append(take)
         if live is not None:
             live.end()
@@ -172,15 +173,17 @@ class TTSStage:
             ctx.keep_clips()
 
     @staticmethod
-    def _say(
+    def say(
         ctx: JobContext,
         engine: TTSEngine,
         models: Mapping[str, Any],
         text: str,
         live: LiveAudio | None,
+        request: TTSRequest | None = None,
     ) -> au.Audio:
+        """One segment's take, streamed to `live` as it is made."""
         pieces = []
-        for piece in engine.stream(models, text, ctx.tts_request(), ctx.progress):
+        for piece in engine.stream(models, text, request or ctx.tts_request(), ctx.progress):
             pieces.append(_checked(piece, engine.name, allow_empty=True))
             if live is not None:
                 live.write(piece)
@@ -222,13 +225,15 @@ class ConvertStage:
 
 def default_stages() -> Registry[Stage]:
     from voicedrop.pipeline.post import PostStage
+    from voicedrop.pipeline.qc import QCStage
 
     stages: Registry[Stage] = Registry("stage")
-    for stage in (TTSStage(), ConvertStage(), PostStage()):
+    for stage in (TTSStage(), ConvertStage(), QCStage(), PostStage()):
         stages.register(stage.name, stage)
     return stages
 
 
 def stages_of(manifest: Manifest, stages: Registry[Stage]) -> list[Stage]:
-    names = ["tts", *(["convert"] if manifest.convert else []), "post"]
+    names = ["tts", *(["convert"] if manifest.convert else []), *(["qc"] if manifest.qc else []),
+             "post"]  # fmt: skip
     return [stages.get(n) for n in names]

@@ -76,6 +76,7 @@ class F5Engine:
     extra: ClassVar[str | None] = "f5"
     requires: ClassVar[tuple[str, ...]] = ("f5_tts", "vocos", "torch")
     Config: ClassVar[type[EngineConfig]] = F5Settings
+    seeds: ClassVar[bool] = True  # a `seed` option: qc retakes use new ones
 
     def __init__(self, config: F5Settings, context: EngineContext) -> None:
         self.config = config

@@ -58,6 +58,7 @@ class RvcEngine:
     extra: ClassVar[str | None] = "rvc"
     requires: ClassVar[tuple[str, ...]] = ("infer_rvc_python", "faiss", "pyworld", "torch")
     Config: ClassVar[type[EngineConfig]] = RvcSettings
+    seeds: ClassVar[bool] = True  # a `seed` option: qc retakes use new ones
 
     def __init__(self, config: RvcSettings, context: EngineContext) -> None:
         self.config = config

@@ -89,6 +89,7 @@ class XttsEngine:
     extra: ClassVar[str | None] = "xtts"
     requires: ClassVar[tuple[str, ...]] = ("TTS", "torch")
     Config: ClassVar[type[EngineConfig]] = XttsSettings
+    seeds: ClassVar[bool] = True  # a `seed` option: qc retakes use new ones
 
     def __init__(self, config: XttsSettings, context: EngineContext) -> None:
         self.config = config
