@@ -162,6 +162,7 @@ class WorkerRecord(_Model):
 
     actor: str
     node: str
+    address: str | None = None  # the node's IP address, as Ray knows it
     gpu: str | None = None  # CUDA_VISIBLE_DEVICES as Ray set it for the actor
     device: str
     policy: str

@@ -74,6 +74,7 @@ class Worker:
         self.record = WorkerRecord(
             actor=f"worker-{index}",
             node=_node_name(),
+            address=_node_address(),
             gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
             device=self.device.name,
             policy=settings.policy,
@@ -118,6 +119,14 @@ class Worker:
     def close(self) -> None:
         self.manager.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _node_address() -> str | None:
+    """The node's IP address as Ray knows it (a host's own, not loopback)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return str(ray.util.get_node_ip_address())
+    return None
 
 
 def _node_name() -> str:
