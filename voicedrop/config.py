@@ -270,6 +270,27 @@ class Settings(_Section):
             field=key,
         )
 
+    def overlaid(self, path: Path, keys: frozenset[str]) -> Settings:
+        """These settings with the top-level `keys` a TOML file sets replaced (merged
+        table by table); its relative paths are relative to it. A key not in `keys`, or a
+        bad value, is a ConfigError naming the file."""
+        data = _read_toml(path)
+        extra = sorted(set(data) - keys)
+        if extra:
+            raise ConfigError(
+                f"{path}: {extra[0]} cannot be set here (only {', '.join(sorted(keys))})",
+                field=extra[0],
+            )
+        merged = _merge(self.model_dump(mode="python"), data)
+        try:
+            overlaid = Settings.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, dict.fromkeys(_flatten(data), str(path)), merged),
+                              field="config") from None  # fmt: skip
+        overlaid._sources = {**self._sources, **dict.fromkeys(_flatten(data), str(path))}
+        overlaid._base = path.parent.absolute()
+        return overlaid
+
     @property
     def state_path(self) -> Path:
         return self.state_dir if self.state_dir is not None else self.spool / "state"

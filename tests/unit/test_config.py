@@ -134,3 +134,23 @@ def test_an_environment_error_names_the_variable_not_the_validators_internals():
     assert "'auto'" in message and ".float" not in message and "literal[" not in message
     with pytest.raises(ConfigError, match=r"foo = '1' \(from VOICEDROP_FOO\).*not a voicedrop"):
         load_settings(env={"VOICEDROP_FOO": "1"})
+
+
+def test_a_node_sets_its_own_model_paths_and_nothing_else(tmp_path, monkeypatch):
+    """A Ray worker host whose model folders are elsewhere than the head's."""
+    from voicedrop.cluster.worker import on_this_node
+
+    head = load_settings(env={}, overrides={"model_roots": ["/srv/models"],
+                                             "engines": {"xtts": {"model_dir": "/srv/models/x"},
+                                                         "espeak": {"rate": 170}}})  # fmt: skip
+    node = tmp_path / "node.toml"
+    node.write_text('model_roots = ["models"]\n[engines.xtts]\nmodel_dir = "/data/xtts"\n')
+    monkeypatch.setenv("VOICEDROP_NODE_CONFIG", str(node))
+    here = on_this_node(head)
+    assert here.model_roots == [tmp_path / "models"]
+    assert here.engines["xtts"]["model_dir"] == "/data/xtts"
+    assert here.engines["espeak"]["rate"] == 170  # what the node does not set is the head's
+    node.write_text('spool = "/elsewhere"\n')
+    with pytest.raises(ConfigError) as err:
+        on_this_node(head)
+    assert "spool cannot be set here" in err.value.message

@@ -60,10 +60,23 @@ def with_policy(settings: Settings, policy: str | None) -> Settings:
     return settings.model_copy(update={"residency": residency})
 
 
+NODE_CONFIG = "VOICEDROP_NODE_CONFIG"
+NODE_KEYS = frozenset({"model_roots", "engines", "voices", "models", "device"})
+
+
+def on_this_node(settings: Settings) -> Settings:
+    """The head's settings, with what this node sets for itself: `$VOICEDROP_NODE_CONFIG`
+    (in the environment `ray start` ran in, on this node) names a TOML file that may set
+    `model_roots`, `[engines.*]`, `[voices.*]`, `[models.*]` and `device` — where the
+    head's model paths do not exist on this host."""
+    path = os.environ.get(NODE_CONFIG)
+    return settings if not path else settings.overlaid(Path(path), NODE_KEYS)
+
+
 class Worker:
     def __init__(self, settings: Settings, index: int, policy: str | None = None) -> None:
         self.scratch = Path(tempfile.mkdtemp(prefix=f"voicedrop-worker{index}-"))
-        settings = with_policy(settings, policy).model_copy(
+        settings = with_policy(on_this_node(settings), policy).model_copy(
             update={"state_dir": self.scratch / "state"}  # footprints: this worker's own
         )
         logs.configure(settings.log_format, settings.log_level)
