@@ -11,7 +11,13 @@ cluster's start-up is not counted. Printed per set-up: jobs per second, the scal
 efficiency throughput(N) ÷ (N x throughput(1)), and the voice models loaded (actor,
 model pairs) with routing by resident model and, for the largest N, with round-robin.
 `--json` prints one JSON object on the last line; `efficiency` is the largest N's.
-Goal (issue 11): efficiency >= 0.9 at N = 4, and fewer loads than round-robin.
+
+What the figures mean: a job's "work" here is a wait, not compute, so N actors on a
+2-core machine overlap perfectly and an efficiency near 1 is expected — it checks that
+the head's dispatch does not serialise the workers, not that GPUs scale. The result that
+matters is routing: the voice models loaded with routing by resident model against
+round-robin (each load is seconds of a real GPU's time). Goals: efficiency >= 0.9 at
+N = 4, and fewer loads than round-robin.
 """
 
 from __future__ import annotations
@@ -131,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"scale-out, {args.jobs} jobs of {args.work_s:g} s device time + tape conversion "
-        f"(6 voices), local Ray cluster, {summary['machine']}, {time.strftime('%Y-%m-%d')}"
+        f"(6 voices), local Ray cluster, {summary['machine']}, {time.strftime('%Y-%m-%d')}\n"
+        "the jobs' work is a wait, so efficiency near 1 is expected (the dispatch does not "
+        "serialise the workers); the result that matters is the voice loads against "
+        "round-robin"
     )
     print("| actors | routing | jobs/s | efficiency | voice loads | jobs per actor |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -141,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['actors']} | {r['routing']} | {r['jobs_per_s']:.2f} | {eff} | "
             f"{r['voice_loads']} | {r['per_actor']} |"
         )
+    print(
+        f"routing by resident model: {summary['voice_loads']} voice loads at {largest} actors "
+        f"against {summary['voice_loads_round_robin']} round-robin (efficiency "
+        f"{summary['efficiency']}: waits, not compute)"
+    )
     if args.json:
         print(json.dumps(summary))
     return 0
