@@ -97,3 +97,13 @@ def test_the_least_recently_used_clips_go_past_the_budget(tmp_path: Path):
     cache.put("d" * 64, second)
     kept = {p.stem[0] for p in (tmp_path / "clips").rglob("*.wav")}
     assert "b" not in kept and {"a", "d"} <= kept
+
+
+def test_the_cache_never_takes_the_last_of_its_disk(tmp_path: Path, monkeypatch):
+    cache = ClipCache(tmp_path / "clips", max_bytes=10**9)
+    usage = __import__("shutil").disk_usage(tmp_path)
+    nearly_full = type(usage)(total=10 * 1024**3, used=10 * 1024**3 - 900 * 1024**2,
+                              free=900 * 1024**2)  # fmt: skip
+    monkeypatch.setattr("voicedrop.pipeline.clips.shutil.disk_usage", lambda _p: nearly_full)
+    cache.put("e" * 64, Audio(np.zeros(1000, np.float32), 8000))
+    assert cache.get("e" * 64) is None

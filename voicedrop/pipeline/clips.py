@@ -13,7 +13,7 @@ to any of them is a new key: a stale clip is never served.
 Only renders that would come out the same are cached: the engine says so
 (`deterministic(request)`): espeak and the offline engines always; XTTS, F5-TTS and RVC
 only with a `seed`. The cache has a byte budget (`[cache] clips_gb`): the least recently
-used clips go first. It survives restarts; a clip that cannot be read is a miss.
+used clips go first; and it never takes the last GiB (5 % of a large disk) of its disk. It survives restarts; a clip that cannot be read is a miss.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +42,7 @@ from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceCho
 
 log = structlog.get_logger(__name__)
 SUFFIX = ".wav"
+MIN_FREE = 1024**3  # the cache leaves at least this much of its disk free
 
 
 class ClipCache:
@@ -51,6 +53,7 @@ class ClipCache:
         self._writes = StateWrites("clip cache")
         self._size: int | None = None  # bytes on disk, counted once, then kept
         self._now = 0  # the last use given to a clip (ns)
+        self._said_full = False
 
     @property
     def enabled(self) -> bool:
@@ -79,8 +82,12 @@ class ClipCache:
         return Audio(np.asarray(samples, dtype=np.float32), int(rate))
 
     def put(self, key: str, audio: Audio) -> None:
-        """Keep a clip (a full disk only means it is made again next time)."""
+        """Keep a clip (a full disk only means it is made again next time). The cache never
+        takes the last GiB of its disk (5 % of a large one, up to 5 GiB): outputs and the
+        spool come first."""
         path = self._path(key)
+        if not self._room(audio.samples.nbytes):
+            return
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +99,20 @@ class ClipCache:
         written = self._writes.attempt(path, write)
         if written and self._size is not None and self._size > self.max_bytes:
             self._evict()
+
+    def _room(self, nbytes: int) -> bool:
+        where = self.folder
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            usage = shutil.disk_usage(where)
+        except OSError:
+            return False
+        room = usage.free - nbytes >= max(MIN_FREE, min(usage.total // 20, 5 * MIN_FREE))
+        if not room and not self._said_full:
+            log.info("clips.not_kept", reason="its disk is nearly full", free=usage.free)
+        self._said_full = not room
+        return room
 
     def _touch(self, path: Path) -> None:
         """Mark a clip used now; times strictly increase (a filesystem's clock ticks
