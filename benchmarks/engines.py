@@ -49,7 +49,12 @@ def run_mode(root: Path, out: Path, engine: str, device: str, low: bool) -> dict
     settings = load_settings(
         root / "config.toml",
         env={},
-        overrides={"device": device, "low_vram": low, "spool": out / "spool"},
+        overrides={
+            "device": device,
+            "low_vram": low,
+            "spool": out / "spool",
+            "cache": {"clips_gb": 0},  # time the engine, not a kept clip of the last run
+        },
     )
     tracker = PeakTracker(make_device(device))
     manager = ResidencyManager.from_settings(settings, tracker)  # type: ignore[arg-type]

@@ -115,7 +115,7 @@ def tiny(names: list[str], where: Path) -> Any:
     from voicedrop.tiny.build import build_tiny
 
     build_tiny(where, names, rmvpe="rvc" in names)
-    return load_settings(where / "config.toml", env={})
+    return load_settings(where / "config.toml", env={}, overrides={"cache": {"clips_gb": 0}})
 
 
 def dtypes(device_name: str, names: list[str]) -> dict[str, Any]:

@@ -13,8 +13,7 @@ A queue of jobs runs (the offline `noop` engine, whose compute is a wait, and a 
 conversion per voice): half of them first, until both hosts have run some; then two long
 ones and the rest. When both actors are busy with a long job, the worker node is removed
 (every process of its namespace killed, as a host losing its power) while its job is in
-flight. The
-daemon retries that job, counted (`worker_lost`), on the head's actor. The run ends when
+flight. The daemon retries that job, counted (`worker_lost`), on the head's actor. The run ends when
 every job is done; the namespaces and every process are removed whatever happens.
 
 Prints one JSON line (`--json`): the spool (kept, to be read), the jobs, the jobs per

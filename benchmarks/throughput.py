@@ -281,6 +281,7 @@ def settings_for(models: Path, spool: Path, setup: dict[str, Any], device: str) 
             "device": device,
             "low_vram": setup["policy"] == "low",
             "watcher": {"stable_delay_s": 0.0},
+            "cache": {"clips_gb": 0},  # every job reaches its engine: no clip is reused
             "voices": voices,
             "models": {"rvc-alice": rvc, "rvc-bob": rvc} if (models / "rvc").exists() else {},
             "residency": {

@@ -58,7 +58,12 @@ def run_selftest(
         for name in ready:
             modes = {}
             for mode, low in (("low", True), ("normal", False)):
-                overrides = {"device": settings.device, "low_vram": low, "spool": root / "spool"}
+                overrides = {
+                    "device": settings.device,
+                    "low_vram": low,
+                    "spool": root / "spool",
+                    "cache": {"clips_gb": 0},  # each run must reach the engine, not a kept clip
+                }
                 tiny = load_settings(root / "config.toml", env={}, overrides=overrides)
                 manager = ResidencyManager.from_settings(tiny, make_device(tiny.device))
                 runner = JobRunner(tiny, build_engines(tiny), manager)

@@ -135,7 +135,14 @@ def test_a_job_killed_from_outside_more_than_max_attempts_times_is_not_blamed(tm
     running = spool / "work" / "unlucky" / ".running"
     for i in range(5):
         daemon = Daemon(spool, log=f"daemon-{i}.log")
-        daemon.wait_for(running.exists, "the job's stages under way")
+        def this_attempt_runs(pid: int = daemon.proc.pid) -> bool:
+            # the last attempt's marker stays until this daemon takes the job back
+            try:
+                return json.loads(running.read_text())["pid"] == pid
+            except (OSError, ValueError):
+                return False
+
+        daemon.wait_for(this_attempt_runs, "this daemon's attempt under way")
         if i == 2:  # once as systemd does it: a stop first, the kill at its timeout
             daemon.proc.send_signal(signal.SIGTERM)
             daemon.wait_for((running.parent / ".stopping").exists, "the stop noted")

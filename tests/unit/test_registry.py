@@ -22,7 +22,7 @@ def test_an_unknown_name_lists_the_known_ones():
 
 
 def test_the_built_in_registries_belong_to_their_instance():
-    assert list(default_stages()) == ["convert", "post", "tts"]
+    assert list(default_stages()) == ["convert", "post", "qc", "tts"]
     tts, convert = default_registries()
     assert set(tts) == {"espeak", "noop", "xtts", "f5tts"}
     assert set(convert) == {"tape", "rvc"}

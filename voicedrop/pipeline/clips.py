@@ -13,7 +13,8 @@ to any of them is a new key: a stale clip is never served.
 Only renders that would come out the same are cached: the engine says so
 (`deterministic(request)`): espeak and the offline engines always; XTTS, F5-TTS and RVC
 only with a `seed`. The cache has a byte budget (`[cache] clips_gb`): the least recently
-used clips go first; and it never takes the last GiB (5 % of a large disk) of its disk. It survives restarts; a clip that cannot be read is a miss.
+used clips go first; and it never takes the last GiB (5 % of a large disk) of its disk.
+It survives restarts; a clip that cannot be read is a miss.
 """
 
 from __future__ import annotations
