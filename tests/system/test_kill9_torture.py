@@ -135,6 +135,7 @@ def test_a_job_killed_from_outside_more_than_max_attempts_times_is_not_blamed(tm
     running = spool / "work" / "unlucky" / ".running"
     for i in range(5):
         daemon = Daemon(spool, log=f"daemon-{i}.log")
+
         def this_attempt_runs(pid: int = daemon.proc.pid) -> bool:
             # the last attempt's marker stays until this daemon takes the job back
             try:
