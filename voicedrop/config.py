@@ -7,9 +7,7 @@ the key, the value, where it came from and what is allowed.
 
 from __future__ import annotations
 
-import json
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -23,10 +21,10 @@ from pydantic import (
     field_validator,
 )
 
+from voicedrop.config_layers import ENV_PREFIX, describe, env_overrides, flatten, merge, read_toml
 from voicedrop.errors import ConfigError
 
 GB = 1024**3
-ENV_PREFIX = "VOICEDROP_"
 
 
 class _Section(BaseModel):
@@ -274,20 +272,20 @@ class Settings(_Section):
         """These settings with the top-level `keys` a TOML file sets replaced (merged
         table by table); its relative paths are relative to it. A key not in `keys`, or a
         bad value, is a ConfigError naming the file."""
-        data = _read_toml(path)
+        data = read_toml(path)
         extra = sorted(set(data) - keys)
         if extra:
             raise ConfigError(
                 f"{path}: {extra[0]} cannot be set here (only {', '.join(sorted(keys))})",
                 field=extra[0],
             )
-        merged = _merge(self.model_dump(mode="python"), data)
+        merged = merge(self.model_dump(mode="python"), data)
         try:
             overlaid = Settings.model_validate(merged)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, dict.fromkeys(_flatten(data), str(path)), merged),
+            raise ConfigError(describe(exc, dict.fromkeys(flatten(data), str(path)), merged),
                               field="config") from None  # fmt: skip
-        overlaid._sources = {**self._sources, **dict.fromkeys(_flatten(data), str(path))}
+        overlaid._sources = {**self._sources, **dict.fromkeys(flatten(data), str(path))}
         overlaid._base = path.parent.absolute()
         return overlaid
 
@@ -303,84 +301,6 @@ class Settings(_Section):
         return "low" if self.low_vram else "normal"
 
 
-def _parse_bool(key: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("true", "false"):
-        return value == "true"
-    raise ConfigError(f"{key}={raw!r} is invalid: allowed values are 'true' or 'false'", field=key)
-
-
-def _env_value(raw: str) -> Any:
-    """A variable's value: a JSON list or table as such (`["xtts", "vocos"]`), else the
-    text, which the settings' types then read."""
-    if raw.strip().startswith(("[", "{")):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            pass  # left as text: the setting's own error names it
-    return raw
-
-
-def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Collect overrides from the environment; return them and key → variable name."""
-    data: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    if "LOW_VRAM" in env:
-        data["low_vram"] = _parse_bool("LOW_VRAM", env["LOW_VRAM"])
-        origin["low_vram"] = "LOW_VRAM"
-    for var, raw in env.items():
-        if not var.startswith(ENV_PREFIX) or var == ENV_PREFIX + "CONFIG":
-            continue
-        path = var[len(ENV_PREFIX) :].lower().split("__")
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = _env_value(raw)
-        origin[".".join(path)] = var
-    return data, origin
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist", field="config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}", field="config") from None
-    # Relative paths in a config file are relative to that file, not to the CWD
-    # (those in [voices], [models] and [engines] too: Settings.resolve).
-    for key in ("spool", "state_dir"):
-        if isinstance(data.get(key), str):
-            data[key] = str(path.parent / data[key])
-    metrics = data.get("metrics")
-    if isinstance(metrics, dict) and isinstance(metrics.get("textfile"), str):
-        metrics["textfile"] = str(path.parent / metrics["textfile"])
-    if isinstance(data.get("model_roots"), list):
-        data["model_roots"] = [str(path.parent / r) for r in data["model_roots"]]
-    return data
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        keys.append(dotted)
-        if isinstance(value, Mapping):
-            keys.extend(_flatten(value, dotted + "."))
-    return keys
-
-
 def load_settings(
     config_path: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -390,59 +310,14 @@ def load_settings(
     env = os.environ if env is None else env
     if config_path is None and env.get(ENV_PREFIX + "CONFIG"):
         config_path = Path(env[ENV_PREFIX + "CONFIG"])
-    data: dict[str, Any] = _read_toml(config_path) if config_path else {}
-    env_data, env_origin = _env_overrides(env)
-    origin = dict.fromkeys(_flatten(data), str(config_path)) | env_origin
-    data = _merge(_merge(data, env_data), dict(overrides or {}))
+    data: dict[str, Any] = read_toml(config_path) if config_path else {}
+    env_data, env_origin = env_overrides(env)
+    origin = dict.fromkeys(flatten(data), str(config_path)) | env_origin
+    data = merge(merge(data, env_data), dict(overrides or {}))
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin, data), field="config") from None
+        raise ConfigError(describe(exc, origin, data), field="config") from None
     settings._sources = origin
     settings._base = config_path.parent.absolute() if config_path else Path.cwd()
     return settings
-
-
-def _describe(exc: ValidationError, origin: Mapping[str, str], data: Mapping[str, Any]) -> str:
-    why: dict[str, list[str]] = {}  # one line per key; a union's members joined by "or"
-    for err in exc.errors():
-        why.setdefault(_key(err["loc"], data), []).append(_allowed(err))
-    lines = [
-        f"{key} = {_value_at(key, data)!r} (from {origin.get(key, 'defaults')}) is invalid: "
-        + "; or ".join(reasons)
-        for key, reasons in why.items()
-    ]
-    return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
-def _key(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
-    """The dotted key a validation error is about, without pydantic's union-member tags
-    (`residency.budget_gb.float` is `residency.budget_gb`)."""
-    parts: list[str] = []
-    node: Any = data
-    for part in loc:
-        if isinstance(node, Mapping) and part in node:
-            parts.append(str(part))
-            node = node[part]
-        elif not parts or isinstance(node, Mapping):
-            parts.append(str(part))
-            node = None
-    return ".".join(parts)
-
-
-def _value_at(key: str, data: Mapping[str, Any]) -> object:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _allowed(err: Any) -> str:
-    """What is allowed, in words: for a union, each member's condition."""
-    if err["type"] == "literal_error":
-        return str(err["msg"]).replace("Input should be", "allowed:")
-    if err["type"] == "extra_forbidden":
-        return "unknown key: not a voicedrop setting (see config.toml for them all)"
-    return str(err["msg"])
