@@ -36,7 +36,7 @@ FRAME_S = 0.01
 SILENT = 10 ** (-40 / 20)  # a 10 ms frame under -40 dBFS RMS is silence
 CLIPPED = 0.999  # a sample at full scale
 CLIPPED_SHARE = 0.001  # more than 0.1 % of samples at full scale: clipping
-SEED_STEP = 1000  # take n renders with the seed + n x SEED_STEP
+SEED_STEP = 1000  # take n renders with `seed` + n x SEED_STEP
 WORD = re.compile(r"\w+")
 
 
