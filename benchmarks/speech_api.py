@@ -1,6 +1,6 @@
 """The speech API's benchmark: how soon a listener hears the first audio, through the spool.
 
-    .venv/bin/python benchmarks/http.py [--repeat 5] [--json]
+    .venv/bin/python benchmarks/speech_api.py [--repeat 5] [--json]
 
 Runs a real `voicedrop run --http` (the shipped config.toml: espeak, CPU) and measures,
 each figure the median of `--repeat` runs, side by side in one process:
