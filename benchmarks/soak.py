@@ -10,7 +10,10 @@ Every `--every` jobs it prints the daemon's RSS (VmRSS of the process) and the d
 bytes the last report counts (its models' `device_bytes`); after each job it checks that
 under LOW nothing stays on the device. Goals: RSS growth after the first 200 jobs ≤ 5 %;
 under LOW the device bytes back at the baseline (0) after every job. On a GPU the same
-figure is the CUDA allocator's, not measured here.
+figure is the CUDA allocator's, not measured here. Ctrl-C stops feeding jobs and prints
+the figures of the jobs done so far. RSS swings by several per cent between samples
+(allocator arenas, the models' working memory), so beside the last ÷ first growth it
+prints the least-squares trend after the warm-up, in MB per 1,000 jobs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,9 +94,9 @@ def soak(policy: str, models: Path, n: int, every: int) -> dict[str, Any]:
         left_on_device = []
         failed = 0
         started = time.monotonic()
+        done = 0
         try:
             queue = jobs(n)
-            done = 0
             while done < n:
                 batch = queue[done : done + BATCH]
                 for j, manifest in enumerate(batch):
@@ -122,18 +126,27 @@ def soak(policy: str, models: Path, n: int, every: int) -> dict[str, Any]:
                     shutil.rmtree(spool / "outbox" / name, ignore_errors=True)
                     shutil.rmtree(spool / "failed" / name, ignore_errors=True)
                 done += len(batch)
+        except KeyboardInterrupt:
+            print(f"  {policy}: stopped after {done} jobs", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
             log.close()
-    after_warmup = [r["rss_mb"] for r in rows if r["jobs"] >= WARMUP]
-    growth = (after_warmup[-1] / after_warmup[0] - 1) if len(after_warmup) > 1 else 0.0
+    after = [r for r in rows if r["jobs"] >= WARMUP]
+    growth = (after[-1]["rss_mb"] / after[0]["rss_mb"] - 1) if len(after) > 1 else 0.0
+    trend = (
+        statistics.linear_regression([r["jobs"] for r in after], [r["rss_mb"] for r in after])
+        if len(after) > 1
+        else None
+    )
     return {
         "policy": policy,
-        "jobs": n,
+        "jobs": done,
+        "stopped": done < n,
         "failed": failed,
         "rss_mb": rows,
         "rss_growth_after_warmup": round(growth, 4),
+        "rss_trend_mb_per_1000_jobs": round(1000 * trend.slope, 1) if trend else None,
         "low_left_on_device": left_on_device[:10],
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -164,11 +177,18 @@ def main() -> None:
         for policy in args.policies.split(","):
             print(f"{policy}: {args.jobs} jobs", flush=True)
             results.append(soak(policy, models, args.jobs, args.every))
+            if results[-1]["stopped"]:
+                break
     for r in results:
         print(
             f"{r['policy']:6s} {r['jobs']} jobs ({r['failed']} failed) in {r['seconds']:.0f} s: "
             f"RSS growth after {WARMUP} jobs {100 * r['rss_growth_after_warmup']:+.1f} % "
-            f"(goal ≤ 5 %)"
+            f"(goal ≤ 5 %), trend "
+            + (
+                f"{r['rss_trend_mb_per_1000_jobs']:+.1f} MB per 1,000 jobs"
+                if r["rss_trend_mb_per_1000_jobs"] is not None
+                else f"unknown (fewer than two samples after job {WARMUP})"
+            )
             + (
                 f"; left on the device after a LOW job: {len(r['low_left_on_device'])} jobs"
                 if r["policy"] == "low"
