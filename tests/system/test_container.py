@@ -25,8 +25,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.system, pytest.mark.timeout(1500)]
-BASE = "localhost/voicedrop-base:bookworm"
-IMAGE = "localhost/voicedrop:test"
+# Named for this run: two copies of the suite on one machine (benchmarks/beside.py) share
+# buildah's storage, and one copy's clean-up must not remove the other's images.
+BASE = f"localhost/voicedrop-base:bookworm-{os.getpid()}"
+IMAGE = f"localhost/voicedrop:test-{os.getpid()}"
 CONTEXT = ("Dockerfile", "pyproject.toml", "README.md", "requirements", "voicedrop", "deploy")
 
 
