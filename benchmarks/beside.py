@@ -55,7 +55,12 @@ def main() -> int:
                 print(f"round {round_} copy {copy}: rc={rc} {summary.strip('= ')}", flush=True)
                 if rc != 0:
                     ok = False
-                    print("\n".join(ln for ln in lines if ln.startswith("FAILED")), flush=True)
+                    # The log is removed with the round: print the failures' details.
+                    failures = next(
+                        (i for i, ln in enumerate(lines) if "= FAILURES =" in ln),
+                        max(0, len(lines) - 50),
+                    )
+                    print("\n".join(lines[failures:][-400:]), flush=True)
             print(
                 f"round {round_}: {'green' if ok else 'RED'} in {time.monotonic() - started:.0f} s"
             )
