@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.system.test_daemon import Daemon
 from tests.system.test_http import Server
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -29,9 +30,10 @@ pytestmark = [
 TOKEN = "a-dashboard-token-0123456789"
 
 
-def dashboard_daemon(root: Path, **env: str) -> Server:
-    """`voicedrop run --http` on `root/spool`, LOW_VRAM, with a slow noop engine (each job
-    runs long enough to be seen running) and a tape conversion model."""
+def dashboard_daemon(root: Path, command: str = "run", **env: str) -> Server:
+    """`voicedrop run --http` (or `serve --http`: the page, no daemon) on `root/spool`,
+    LOW_VRAM, with a slow noop engine (each job runs long enough to be seen running) and a
+    tape conversion model."""
     lines = [
         "low_vram = true",
         "[watcher]",
@@ -43,7 +45,23 @@ def dashboard_daemon(root: Path, **env: str) -> Server:
     ]
     (root / "config.toml").write_text("\n".join(lines) + "\n")
     (root / "spool" / "inbox").mkdir(parents=True)
-    return Server(root / "spool", VOICEDROP_CONFIG=str(root / "config.toml"), **env)
+    return Server(root / "spool", command, VOICEDROP_CONFIG=str(root / "config.toml"), **env)
+
+
+@pytest.fixture
+def page_only(tmp_path: Path) -> Iterator[Server]:
+    """The page without a daemon: what is submitted waits, for certain, until `daemon_for`
+    starts one (a busy job ahead of it would be a guess of how long each takes)."""
+    srv = dashboard_daemon(tmp_path, "serve")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def daemon_for(root: Path) -> Daemon:
+    """The daemon that runs what the page queued: `voicedrop run`, the same configuration."""
+    return Daemon(root / "spool", VOICEDROP_CONFIG=str(root / "config.toml"))
 
 
 def report(root: Path, job_id: str) -> dict[str, Any]:
@@ -97,31 +115,33 @@ WATCH = """() => {
 
 
 def test_a_job_from_the_form_goes_waiting_running_done_without_a_reload(
-    browser: Any, daemon: Server, artefacts: Path, tmp_path: Path
+    browser: Any, page_only: Server, artefacts: Path, tmp_path: Path
 ):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
-    page.goto(daemon.url + "/")
+    page.goto(page_only.url + "/")
     page.wait_for_selector("#f-engine option[value=noop]", state="attached")
     page.evaluate(WATCH)
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
-    # a first job keeps the daemon busy, so the form's job is seen waiting
-    first = {"text": "First.", "tts": {"engine": "noop"}}
-    (tmp_path / "spool" / "inbox" / "first.json").write_text(json.dumps(first))
     page.fill("textarea[name=text]", "Hello from the dashboard.")
     page.select_option("#f-engine", "noop")
     page.select_option("#f-convert", "chipmunk")
     page.click("#job-form button[type=submit]")
     page.wait_for_selector("#submit-result:has-text('queued as')")
     job_id = page.inner_text("#submit-result").split("queued as ")[1].strip()
-    page.wait_for_selector(f"#jobs li[data-job='{job_id}'][data-status=done]", timeout=60_000)
+    page.wait_for_selector(f"#waiting li[data-job='{job_id}']")
+    daemon = daemon_for(tmp_path)  # now the page's job runs
+    try:
+        page.wait_for_selector(f"#jobs li[data-job='{job_id}'][data-status=done]", timeout=60_000)
+    finally:
+        assert daemon.stop() == 0
     assert states_of(page, job_id) == ["waiting", "running", "done"]
     assert navigations == [], "the page reloaded"
 
     item = page.locator(f"#jobs li[data-job='{job_id}']")
     src = item.locator("audio").first.get_attribute("src")
     assert src and src.endswith(".wav")
-    answer = page.request.get(daemon.url + src)
+    answer = page.request.get(page_only.url + src)
     assert answer.status == 200 and answer.headers["content-type"].startswith("audio/")
     assert answer.body()[:4] == b"RIFF"
 
@@ -189,17 +209,13 @@ def test_with_a_token_configured_the_page_asks_for_it_and_sends_it(browser: Any,
 
 
 def test_a_waiting_job_is_cancelled_and_retried_from_the_page(
-    browser: Any, daemon: Server, artefacts: Path, tmp_path: Path
+    browser: Any, page_only: Server, artefacts: Path, tmp_path: Path
 ):
     page = browser.new_page(viewport={"width": 390, "height": 844})
-    page.goto(daemon.url + "/")
+    page.goto(page_only.url + "/")
     page.wait_for_selector("#f-engine option[value=noop]", state="attached")
-    assert "host RAM" in page.inner_text("#h-memory")  # this daemon has no GPU
     voices = page.inner_text("#voices")
     assert "narrator" in voices and "shimmer" in voices  # OpenAI's names, mapped
-    busy = {"text": "Busy.", "tts": {"engine": "noop"}}  # 2 s: the next one waits
-    (tmp_path / "spool" / "inbox" / "busy.json").write_text(json.dumps(busy))
-    page.wait_for_selector("#running li[data-job=busy]", timeout=60_000)
     page.fill("textarea[name=text]", "Wait for me. " * 20)
     page.select_option("#f-engine", "noop")
     assert page.locator("#f-convert-more").is_hidden()
@@ -218,7 +234,12 @@ def test_a_waiting_job_is_cancelled_and_retried_from_the_page(
     failed.locator("button:has-text('retry')").click()
     page.wait_for_selector(f"#submit-result:has-text('{job_id} again as')")
     again = page.inner_text("#submit-result").split(" again as ")[1].strip()
-    page.wait_for_selector(f"#jobs li[data-job='{again}'][data-status=done]", timeout=60_000)
+    daemon = daemon_for(tmp_path)
+    try:
+        page.wait_for_selector(f"#jobs li[data-job='{again}'][data-status=done]", timeout=60_000)
+        page.wait_for_selector("#h-memory:has-text('host RAM')")  # this daemon has no GPU
+    finally:
+        assert daemon.stop() == 0
     assert report(tmp_path, again)["manifest"]["convert"]["method"] == "pm"
     page.screenshot(path=str(artefacts / "dashboard-phone-cancel-retry.png"), full_page=True)
     width = page.evaluate("document.documentElement.scrollWidth")

@@ -125,7 +125,8 @@ def test_a_request_sent_again_with_its_idempotency_key_is_one_job(speech: Server
 def test_a_client_that_gives_up_before_its_job_starts_withdraws_it(tmp_path: Path):
     srv = Server(tmp_path / "spool")
     try:
-        slow = {"text": "Busy.", "tts": {"engine": "noop", "options": {"work_s": 5}}}
+        # long enough to outlast the client's 1 s and its withdrawal on a busy machine
+        slow = {"text": "Busy.", "tts": {"engine": "noop", "options": {"work_s": 15}}}
         busy = srv.http.post("/tts/synthesize", json=slow).json()["id"]
         deadline = time.monotonic() + 30
         while srv.http.get(f"/jobs/{busy}").json()["status"] != "running":
@@ -141,7 +142,7 @@ def test_a_client_that_gives_up_before_its_job_starts_withdraws_it(tmp_path: Pat
             time.sleep(0.05)
         report = json.loads(next((spool / "failed").glob("speech-*/report.json")).read_text())
         assert report["error"]["code"] == "cancelled"
-        assert srv.wait_done(busy)["status"] == "done"
+        assert srv.wait_done(busy, timeout=120)["status"] == "done"
         assert not list((spool / "outbox").glob("speech-*"))  # it never ran for nobody
     finally:
         assert srv.stop() == 0
