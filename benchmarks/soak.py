@@ -1,19 +1,28 @@
 """Soak: thousands of jobs through one real daemon, watching for memory that creeps.
 
-    python benchmarks/soak.py [--jobs 2000] [--policies low,normal] [--every 100] [--json]
+    python benchmarks/soak.py [--jobs 2000] [--policies low,normal] [--kinds ...]
+                              [--warmup 200] [--every 100] [--json]
 
 Memory creep over many generations is the failure long-running TTS servers are known for
 (a cache that grows, tensors a demote leaves behind). One `voicedrop run` process per
 policy gets `--jobs` jobs, fed in batches: espeak, XTTS, F5-TTS and RVC conversions (pm,
-harvest and rmvpe) mixed, all on the tiny models (`voicedrop.tiny`), on the CPU device.
-Every `--every` jobs it prints the daemon's RSS (VmRSS of the process) and the device
-bytes the last report counts (its models' `device_bytes`); after each job it checks that
-under LOW nothing stays on the device. Goals: RSS growth after the first 200 jobs ≤ 5 %;
-under LOW the device bytes back at the baseline (0) after every job. On a GPU the same
-figure is the CUDA allocator's, not measured here. Ctrl-C stops feeding jobs and prints
-the figures of the jobs done so far. RSS swings by several per cent between samples
-(allocator arenas, the models' working memory), so beside the last ÷ first growth it
-prints the least-squares trend after the warm-up, in MB per 1,000 jobs.
+harvest and rmvpe) mixed (`--kinds` picks some), all on the tiny models
+(`voicedrop.tiny`), on the CPU device. After every job it samples the daemon's memory:
+VmRSS, and the anonymous part (RssAnon), whose floor over a window is what the process
+keeps for itself once the models' working memory is freed (file-backed pages are the
+mapped weights and libraries, which the kernel may drop at will). Every `--every` jobs
+it prints those and the device bytes the last report counts (its models'
+`device_bytes`); after each job it checks that under LOW nothing stays on the device.
+
+Goals: growth after the first `--warmup` jobs ≤ 5 %; under LOW the device bytes back at
+the baseline (0) after every job. On a GPU the device figure is the CUDA allocator's, not
+measured here. RSS swings by several per cent between samples (allocator arenas, the
+models' working memory), so beside the last ÷ first growth it prints the least-squares
+trend after the warm-up, in MB per 1,000 jobs, for VmRSS and for the anonymous floor.
+A creep this benchmark found under LOW was oneDNN's kernel cache (one compiled
+convolution per input shape, every job a new length), now capped by
+`voicedrop.pipeline.device_choice.cap_kernel_cache`. Ctrl-C stops feeding jobs and
+prints the figures of the jobs done so far.
 """
 
 from __future__ import annotations
@@ -36,15 +45,19 @@ sys.path.insert(0, str(ROOT))
 from voicedrop.tiny.build import F5_VOICE, RVC_MODEL, XTTS_VOICE, build_tiny  # noqa: E402
 
 BATCH = 20
-WARMUP = 200
 
 
-def jobs(n: int) -> list[dict[str, Any]]:
-    """A repeating mix: each engine, each pitch method, texts of varying length."""
+KINDS = ("espeak", "xtts", "f5tts", "pm", "harvest", "rmvpe")
+
+
+def jobs(n: int, kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
+    """A repeating mix: each engine, each pitch method, texts of varying length (`kinds`:
+    only these of the six, to find which one a creep comes with)."""
     out = []
+    chosen = [KINDS.index(k) for k in kinds]
     for i in range(n):
         text = " ".join(["Soak test sentence number", str(i), "of the long run."] * (1 + i % 3))
-        kind = i % 6
+        kind = chosen[i % len(chosen)]
         if kind == 0:
             manifest = {"text": text, "tts": {"engine": "espeak", "language": "en"}}
         elif kind == 1:
@@ -62,18 +75,30 @@ def jobs(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def rss_mb(pid: int) -> float:
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS, and its anonymous part: RssAnon is what a leak or the heap's fragmentation
+    grows; RssFile is the checkpoints' mapped pages (page cache, given back under pressure)
+    and swings with whichever model a LOW daemon has mapped at that moment."""
+    fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
 
 
 def device_bytes(report: dict[str, Any]) -> int:
     return sum(int(v.get("device_bytes", 0)) for v in (report.get("models") or {}).values())
 
 
-def soak(policy: str, models: Path, n: int, every: int) -> dict[str, Any]:
+def soak(
+    policy: str,
+    models: Path,
+    n: int,
+    every: int,
+    kinds: tuple[str, ...] = KINDS,
+    warmup: int = 200,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         spool = Path(tmp) / "spool"
         (spool / "inbox" / ".incoming").mkdir(parents=True)
@@ -95,8 +120,9 @@ def soak(policy: str, models: Path, n: int, every: int) -> dict[str, Any]:
         failed = 0
         started = time.monotonic()
         done = 0
+        floor = float("inf")  # the least anonymous memory seen after a job, this window
         try:
-            queue = jobs(n)
+            queue = jobs(n, kinds)
             while done < n:
                 batch = queue[done : done + BATCH]
                 for j, manifest in enumerate(batch):
@@ -115,11 +141,20 @@ def soak(policy: str, models: Path, n: int, every: int) -> dict[str, Any]:
                     if policy == "low" and held:
                         left_on_device.append((name, held))
                     count = done + j + 1
+                    memory = memory_mb(proc.pid)
+                    floor = min(floor, memory["RssAnon"])
                     if count % every == 0:
-                        row = {"jobs": count, "rss_mb": round(rss_mb(proc.pid), 1), "device": held}
+                        row = {
+                            "jobs": count,
+                            "rss_mb": round(memory["VmRSS"], 1),
+                            "anon_floor_mb": round(floor, 1),
+                            "device": held,
+                        }
                         rows.append(row)
+                        floor = float("inf")
                         print(
                             f"  {policy:6s} {count:5d} jobs  RSS {row['rss_mb']:7.1f} MB  "
+                            f"anonymous floor {row['anon_floor_mb']:7.1f} MB  "
                             f"device {held:>12,d} B  ({time.monotonic() - started:5.0f} s)",
                             flush=True,
                         )
@@ -132,24 +167,41 @@ def soak(policy: str, models: Path, n: int, every: int) -> dict[str, Any]:
             proc.terminate()
             proc.wait(timeout=60)
             log.close()
-    after = [r for r in rows if r["jobs"] >= WARMUP]
-    growth = (after[-1]["rss_mb"] / after[0]["rss_mb"] - 1) if len(after) > 1 else 0.0
-    trend = (
-        statistics.linear_regression([r["jobs"] for r in after], [r["rss_mb"] for r in after])
-        if len(after) > 1
-        else None
-    )
+    after = [r for r in rows if r["jobs"] >= warmup]
     return {
         "policy": policy,
         "jobs": done,
         "stopped": done < n,
         "failed": failed,
+        "kinds": list(kinds),
+        "warmup": warmup,
         "rss_mb": rows,
-        "rss_growth_after_warmup": round(growth, 4),
-        "rss_trend_mb_per_1000_jobs": round(1000 * trend.slope, 1) if trend else None,
+        **{f"rss_{k}": v for k, v in growth(after, "rss_mb").items()},
+        **{f"anon_floor_{k}": v for k, v in growth(after, "anon_floor_mb").items()},
         "low_left_on_device": left_on_device[:10],
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def growth(after: list[dict[str, Any]], key: str) -> dict[str, float | None]:
+    """Last ÷ first after the warm-up, and the least-squares trend in MB per 1,000 jobs."""
+    if len(after) < 2:
+        return {"growth_after_warmup": None, "trend_mb_per_1000_jobs": None}
+    xs, ys = [r["jobs"] for r in after], [r[key] for r in after]
+    return {
+        "growth_after_warmup": round(ys[-1] / ys[0] - 1, 4),
+        "trend_mb_per_1000_jobs": round(1000 * statistics.linear_regression(xs, ys).slope, 1),
+    }
+
+
+def described(figures: dict[str, Any], prefix: str) -> str:
+    change, trend = (
+        figures[f"{prefix}growth_after_warmup"],
+        figures[f"{prefix}trend_mb_per_1000_jobs"],
+    )
+    if change is None:
+        return f"unknown (fewer than two samples after job {figures['warmup']})"
+    return f"{100 * change:+.1f} % (trend {trend:+.1f} MB per 1,000 jobs)"
 
 
 def wait_report(spool: Path, name: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -168,27 +220,27 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--policies", default="low,normal")
     parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="of " + ",".join(KINDS))
+    parser.add_argument("--warmup", type=int, default=200, help="jobs before growth counts")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    kinds = tuple(args.kinds.split(","))
+    if not set(kinds) <= set(KINDS):
+        parser.error(f"--kinds: of {', '.join(KINDS)}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         build_tiny(models, ["xtts", "f5tts", "rvc"], rmvpe=True)
         for policy in args.policies.split(","):
             print(f"{policy}: {args.jobs} jobs", flush=True)
-            results.append(soak(policy, models, args.jobs, args.every))
+            results.append(soak(policy, models, args.jobs, args.every, kinds, args.warmup))
             if results[-1]["stopped"]:
                 break
     for r in results:
         print(
-            f"{r['policy']:6s} {r['jobs']} jobs ({r['failed']} failed) in {r['seconds']:.0f} s: "
-            f"RSS growth after {WARMUP} jobs {100 * r['rss_growth_after_warmup']:+.1f} % "
-            f"(goal ≤ 5 %), trend "
-            + (
-                f"{r['rss_trend_mb_per_1000_jobs']:+.1f} MB per 1,000 jobs"
-                if r["rss_trend_mb_per_1000_jobs"] is not None
-                else f"unknown (fewer than two samples after job {WARMUP})"
-            )
+            f"{r['policy']:6s} {r['jobs']} jobs ({r['failed']} failed) in {r['seconds']:.0f} s, "
+            f"after job {r['warmup']}: RSS {described(r, 'rss_')}; anonymous memory's floor "
+            f"{described(r, 'anon_floor_')} (goal ≤ 5 %)"
             + (
                 f"; left on the device after a LOW job: {len(r['low_left_on_device'])} jobs"
                 if r["policy"] == "low"

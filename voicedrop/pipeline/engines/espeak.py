@@ -83,7 +83,10 @@ class _Libespeak:
 
     def _collect(self, wav: Any, count: int, _events: Any) -> int:
         if wav and count > 0:
-            self.sink.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            # a copy of the bytes: numpy's as_array would make (and ctypes keep forever) a
+            # new array type for every distinct count, a few thousand per hundred jobs
+            samples = ctypes.string_at(wav, count * 2)
+            self.sink.append(np.frombuffer(samples, dtype=np.int16).copy())
         return 0
 
 
