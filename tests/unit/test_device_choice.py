@@ -12,7 +12,8 @@ from voicedrop.pipeline.device_choice import KERNEL_CACHE_ENTRIES, KERNEL_CACHE_
 
 
 def test_the_daemon_caps_the_kernel_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(KERNEL_CACHE_ENV, raising=False)
+    monkeypatch.setenv(KERNEL_CACHE_ENV, "unset")  # so that the test's end restores the real state
+    monkeypatch.delenv(KERNEL_CACHE_ENV)
     assert isinstance(make_device("cpu"), CPUDevice)
     assert os.environ[KERNEL_CACHE_ENV] == str(KERNEL_CACHE_ENTRIES)
 
