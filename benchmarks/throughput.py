@@ -31,7 +31,7 @@ each keeps its best run: a busy spell of a shared machine must not decide the ra
 Printed: jobs per minute and peak device memory per set-up,
 the largest single stage, and the ratios LOW ÷ NORMAL and voicedrop-LOW ÷ naive-LOW;
 `--json` prints the same as one JSON object on the last line (`low_over_normal`).
-Goal (issue 10): LOW ÷ NORMAL ≥ 0.95, LOW's peak within 5 % of the largest stage.
+Goal: LOW ÷ NORMAL ≥ 0.95, LOW's peak within 5 % of the largest stage.
 """
 
 from __future__ import annotations
