@@ -11,8 +11,9 @@ harvest and rmvpe) mixed (`--kinds` picks some), all on the tiny models
 VmRSS, and the anonymous part (RssAnon), whose floor over a window is what the process
 keeps for itself once the models' working memory is freed (file-backed pages are the
 mapped weights and libraries, which the kernel may drop at will). Every `--every` jobs
-it prints those and the device bytes the last report counts (its models'
-`device_bytes`); after each job it checks that under LOW nothing stays on the device.
+it prints those, the device bytes the last report counts (its models'
+`device_bytes`) and the window's mean seconds of audio per job (the same mix throughout,
+so a flat line); after each job it checks that under LOW nothing stays on the device.
 
 Goals: growth after the first `--warmup` jobs ≤ 5 %; under LOW the device bytes back at
 the baseline (0) after every job. On a GPU the device figure is the CUDA allocator's, not
@@ -52,11 +53,20 @@ KINDS = ("espeak", "xtts", "f5tts", "pm", "harvest", "rmvpe")
 
 def jobs(n: int, kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
     """A repeating mix: each engine, each pitch method, texts of varying length (`kinds`:
-    only these of the six, to find which one a creep comes with)."""
+    only these of the six, to find which one a creep comes with).
+
+    The mix is stationary: job 1,900 is drawn from the same lengths as job 300, so that
+    memory that grows is the daemon's and not the work's. (A text that said the job's
+    own number grew by two spoken words from job 100 to job 1,000, and the audio with
+    it.) Lengths still differ from job to job, as users' do: the sentence's number comes
+    from a fixed set of 900 three-digit numbers in a scrambled order, and each engine
+    gets one, two and three sentences in turn."""
     out = []
     chosen = [KINDS.index(k) for k in kinds]
     for i in range(n):
-        text = " ".join(["Soak test sentence number", str(i), "of the long run."] * (1 + i % 3))
+        number = 100 + (i * 7919) % 900
+        sentences = 1 + (i // len(chosen)) % 3
+        text = " ".join(["Soak test sentence number", str(number), "of the long run."] * sentences)
         kind = chosen[i % len(chosen)]
         if kind == 0:
             manifest = {"text": text, "tts": {"engine": "espeak", "language": "en"}}
@@ -121,6 +131,7 @@ def soak(
         started = time.monotonic()
         done = 0
         floor = float("inf")  # the least anonymous memory seen after a job, this window
+        audio_s = 0.0  # seconds of audio made, this window: the work must not drift
         try:
             queue = jobs(n, kinds)
             while done < n:
@@ -138,6 +149,7 @@ def soak(
                         if failed <= 3:
                             print(f"  {name} failed: {report['error']}", flush=True)
                     held = device_bytes(report)
+                    audio_s += sum(float(o["duration_s"]) for o in report.get("outputs") or [])
                     if policy == "low" and held:
                         left_on_device.append((name, held))
                     count = done + j + 1
@@ -149,13 +161,16 @@ def soak(
                             "rss_mb": round(memory["VmRSS"], 1),
                             "anon_floor_mb": round(floor, 1),
                             "device": held,
+                            "audio_s_per_job": round(audio_s / every, 2),
                         }
                         rows.append(row)
                         floor = float("inf")
+                        audio_s = 0.0
                         print(
                             f"  {policy:6s} {count:5d} jobs  RSS {row['rss_mb']:7.1f} MB  "
                             f"anonymous floor {row['anon_floor_mb']:7.1f} MB  "
-                            f"device {held:>12,d} B  ({time.monotonic() - started:5.0f} s)",
+                            f"device {held:>12,d} B  audio {row['audio_s_per_job']:5.2f} s/job  "
+                            f"({time.monotonic() - started:5.0f} s)",
                             flush=True,
                         )
                     shutil.rmtree(spool / "outbox" / name, ignore_errors=True)
