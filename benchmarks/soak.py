@@ -11,15 +11,17 @@ harvest and rmvpe) mixed (`--kinds` picks some), all on the tiny models
 VmRSS, and the anonymous part (RssAnon), whose floor over a window is what the process
 keeps for itself once the models' working memory is freed (file-backed pages are the
 mapped weights and libraries, which the kernel may drop at will). Every `--every` jobs
-it prints those, the device bytes the last report counts (its models'
-`device_bytes`) and the window's mean seconds of audio per job (the same mix throughout,
-so a flat line); after each job it checks that under LOW nothing stays on the device.
+it prints the window's median VmRSS, its anonymous floor, the device bytes the last
+report counts (its models' `device_bytes`) and the window's mean seconds of audio per job
+(the same mix throughout, so a flat line); after each job it checks that under LOW
+nothing stays on the device.
 
 Goals: growth after the first `--warmup` jobs ≤ 5 %; under LOW the device bytes back at
 the baseline (0) after every job. On a GPU the device figure is the CUDA allocator's, not
-measured here. RSS swings by several per cent between samples (allocator arenas, the
-models' working memory), so beside the last ÷ first growth it prints the least-squares
-trend after the warm-up, in MB per 1,000 jobs, for VmRSS and for the anonymous floor.
+measured here. One VmRSS sample swings by up to 20 % with whichever model a LOW daemon
+has mapped at that moment, so a window's figure is its median; beside the last ÷ first
+growth it prints the least-squares trend after the warm-up, in MB per 1,000 jobs, for
+the median VmRSS and for the anonymous floor.
 A creep this benchmark found under LOW was oneDNN's kernel cache (one compiled
 convolution per input shape, every job a new length), now capped by
 `voicedrop.pipeline.device_choice.cap_kernel_cache`. Ctrl-C stops feeding jobs and
@@ -131,6 +133,7 @@ def soak(
         started = time.monotonic()
         done = 0
         floor = float("inf")  # the least anonymous memory seen after a job, this window
+        window: list[float] = []  # VmRSS after each job, this window
         audio_s = 0.0  # seconds of audio made, this window: the work must not drift
         try:
             queue = jobs(n, kinds)
@@ -155,19 +158,21 @@ def soak(
                     count = done + j + 1
                     memory = memory_mb(proc.pid)
                     floor = min(floor, memory["RssAnon"])
+                    window.append(memory["VmRSS"])
                     if count % every == 0:
                         row = {
                             "jobs": count,
-                            "rss_mb": round(memory["VmRSS"], 1),
+                            "rss_mb": round(statistics.median(window), 1),
                             "anon_floor_mb": round(floor, 1),
                             "device": held,
                             "audio_s_per_job": round(audio_s / every, 2),
                         }
                         rows.append(row)
                         floor = float("inf")
+                        window = []
                         audio_s = 0.0
                         print(
-                            f"  {policy:6s} {count:5d} jobs  RSS {row['rss_mb']:7.1f} MB  "
+                            f"  {policy:6s} {count:5d} jobs  RSS (median) {row['rss_mb']:7.1f} MB  "
                             f"anonymous floor {row['anon_floor_mb']:7.1f} MB  "
                             f"device {held:>12,d} B  audio {row['audio_s_per_job']:5.2f} s/job  "
                             f"({time.monotonic() - started:5.0f} s)",
