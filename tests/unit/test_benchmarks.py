@@ -5,7 +5,9 @@ module from every import in the run, torch's own included."""
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -16,3 +18,22 @@ def test_no_benchmark_hides_a_standard_module():
     }
     assert len(names) > 5  # the folder was found
     assert names & sys.stdlib_module_names == set()
+
+
+def test_the_soak_gives_its_last_jobs_the_same_work_as_its_first():
+    """Memory that grows over a soak must be the daemon's, not the work's: each engine gets
+    texts of the same lengths late in the run as early, though not the same texts."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import soak
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    mix = soak.jobs(2000)
+
+    def work(window: list[dict[str, Any]]) -> Counter[tuple[str, bool, int]]:
+        return Counter((j["tts"]["engine"], "convert" in j, len(j["text"])) for j in window)
+
+    early, late = mix[200:560], mix[1640:2000]
+    assert work(early) == work(late)
+    assert len({j["text"] for j in early} & {j["text"] for j in late}) < 100
+    assert len({len(j["text"]) for j in mix[:100]}) > 1
