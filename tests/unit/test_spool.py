@@ -6,6 +6,7 @@ import pytest
 from voicedrop.errors import ManifestError
 from voicedrop.spool.inbox import InboxFile, is_candidate
 from voicedrop.spool.jobs import Spool
+from voicedrop.spool.state import job_state
 
 
 @pytest.fixture
@@ -284,3 +285,36 @@ def test_a_symlink_swapped_in_after_the_check_is_not_followed(spool, tmp_path, m
     with pytest.raises(ManifestError, match="changed while it was being taken"):
         spool.copy_input(job, "refs/alice.wav", 100)
     assert not (job.dir / "inputs").exists()
+
+
+class MovesWhileLookedFor:
+    """The spool, with a job moved (by the real claim or commit) the moment the lookup
+    first reaches for folder `when`: the interleaving a busy machine gives."""
+
+    def __init__(self, spool, when, move):
+        self._spool, self._when, self._move = spool, when, move
+
+    def __getattr__(self, name):
+        if name == self._when and self._move is not None:
+            move, self._move = self._move, None
+            move()
+        return getattr(self._spool, name)
+
+
+def test_a_job_claimed_while_it_is_looked_for_is_running_not_unknown(spool):
+    put(spool, "race.json")
+    moving = MovesWhileLookedFor(spool, "inbox", lambda: claim(spool, "race.json"))
+    state = job_state(moving, "race", None)
+    assert state is not None and state.status == "running"
+
+
+def test_a_job_committed_while_it_is_looked_for_is_done_not_unknown(spool):
+    put(spool, "race.json")
+    job = claim(spool, "race.json")
+    commit = lambda: spool.commit_done(job, '{"status": "done", "outputs": []}')  # noqa: E731
+    state = job_state(MovesWhileLookedFor(spool, "work", commit), "race", None)
+    assert state is not None and state.status == "done" and state.report is not None
+
+
+def test_a_job_that_never_was_is_unknown(spool):
+    assert job_state(spool, "nothing", None) is None

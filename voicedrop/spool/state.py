@@ -48,9 +48,21 @@ def read_report(folder: Path) -> dict[str, Any] | None:
 
 def job_state(spool: Spool, job_id: str, daemon: DaemonStatus | None) -> JobState | None:
     """The state of `job_id` (None: no such job, or not a job id); `daemon`: this state
-    directory's live daemon, if any (for the stage of the job it runs)."""
+    directory's live daemon, if any (for the stage of the job it runs).
+
+    A job moves while it is looked for: claimed from the inbox into work/ just after
+    work/ was looked in, or committed to the outbox just after the outbox was. One pass
+    can then miss a job that exists (a client told "no such job", or "failed", for a job
+    that is running or done), so a miss is looked for once more: a job moves forward by
+    one rename at a time, and the second pass finds where it went. Ended jobs are looked
+    for first: a manifest dropped again under an ended job's name is a new job, which its
+    claim will name `<name>-2`."""
     if not JOB_ID.match(job_id):
         return None
+    return _look(spool, job_id, daemon) or _look(spool, job_id, daemon)
+
+
+def _look(spool: Spool, job_id: str, daemon: DaemonStatus | None) -> JobState | None:
     for folder in (spool.outbox, spool.failed):
         report = read_report(folder / job_id)
         if report is not None:
