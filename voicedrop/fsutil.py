@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import structlog
@@ -57,6 +57,34 @@ def write_atomic(
         raise
     if durable:
         fsync_dir(final.parent)
+
+
+def remove_orphan_temps(temps: Iterable[Path]) -> int:
+    """Remove the temp files `write_atomic` left when its process was killed mid-write
+    (`.<name>.<pid>.tmp`, whose pid no longer runs on this machine); a live writer's are
+    kept. Nothing else ever removes them: a folder that is only written to would keep
+    one per kill. The number removed."""
+    removed = 0
+    for temp in temps:
+        pid = temp.name.rsplit(".", 2)[-2] if temp.name.count(".") >= 3 else ""
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        try:
+            temp.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class StateWrites:

@@ -3,6 +3,9 @@ its audio changed, and only for renders that would come out the same."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +110,18 @@ def test_the_cache_never_takes_the_last_of_its_disk(tmp_path: Path, monkeypatch)
     monkeypatch.setattr("voicedrop.pipeline.clips.shutil.disk_usage", lambda _p: nearly_full)
     cache.put("e" * 64, Audio(np.zeros(1000, np.float32), 8000))
     assert cache.get("e" * 64) is None
+
+
+def test_a_killed_daemons_half_written_clip_is_removed_when_the_next_starts(tmp_path: Path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    folder = tmp_path / "clips"
+    ClipCache(folder, max_bytes=10**9).put("f" * 64, Audio(np.zeros(800, np.float32), 8000))
+    shard = folder / "ff"
+    orphan = shard / f".{'a' * 64}.wav.{gone.pid}.tmp"  # as write_atomic names it
+    live = shard / f".{'b' * 64}.wav.{os.getpid()}.tmp"  # a writer that still runs
+    orphan.write_bytes(b"RIFF half a clip")
+    live.write_bytes(b"RIFF being written")
+    cache = ClipCache(folder, max_bytes=10**9)
+    assert not orphan.exists() and live.exists()
+    assert cache.get("f" * 64) is not None

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -318,3 +320,18 @@ def test_a_job_committed_while_it_is_looked_for_is_done_not_unknown(spool):
 
 def test_a_job_that_never_was_is_unknown(spool):
     assert job_state(spool, "nothing", None) is None
+
+
+def test_recovery_removes_the_temp_files_of_a_writer_killed_mid_write(spool):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    spool.ids.folder.mkdir(exist_ok=True)
+    orphans = [
+        spool.root / f".ledger.jsonl.{gone.pid}.tmp",
+        spool.ids.folder / f".{'c' * 64}.json.{gone.pid}.tmp",
+    ]
+    live = spool.ids.folder / f".{'d' * 64}.json.{os.getpid()}.tmp"
+    for temp in [*orphans, live]:
+        temp.write_text("{")
+    spool.recover()
+    assert [t.exists() for t in orphans] == [False, False] and live.exists()

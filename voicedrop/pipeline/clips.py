@@ -14,7 +14,8 @@ Only renders that would come out the same are cached: the engine says so
 (`deterministic(request)`): espeak and the offline engines always; XTTS, F5-TTS and RVC
 only with a `seed`. The cache has a byte budget (`[cache] clips_gb`): the least recently
 used clips go first; and it never takes the last GiB (5 % of a large disk) of its disk.
-It survives restarts; a clip that cannot be read is a miss.
+It survives restarts (and a kill: the half-written clip of a killed daemon is removed when
+the next one starts); a clip that cannot be read is a miss.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import structlog
 
 import voicedrop
 from voicedrop.config import Settings
-from voicedrop.fsutil import StateWrites, write_atomic
+from voicedrop.fsutil import StateWrites, remove_orphan_temps, write_atomic
 from voicedrop.manifest import Manifest
 from voicedrop.modelfiles import HashCheck
 from voicedrop.pipeline.audio import Audio
@@ -55,6 +56,10 @@ class ClipCache:
         self._size: int | None = None  # bytes on disk, counted once, then kept
         self._now = 0  # the last use given to a clip (ns)
         self._said_full = False
+        # a daemon killed while it wrote a clip left its temp file, out of the budget's sight
+        orphans = remove_orphan_temps(folder.glob("*/.*.tmp"))
+        if orphans:
+            log.info("clips.orphans_removed", files=orphans)
 
     @property
     def enabled(self) -> bool:

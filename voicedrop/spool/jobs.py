@@ -29,7 +29,7 @@ from typing import Literal
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.fsutil import StateWrites, fsync_dir, write_atomic
+from voicedrop.fsutil import StateWrites, fsync_dir, remove_orphan_temps, write_atomic
 from voicedrop.spool.deaths import Death
 from voicedrop.spool.ids import ClientIds
 from voicedrop.spool.inbox import InboxFile, list_candidates
@@ -259,6 +259,8 @@ class Spool:
         """After a crash (ours or another daemon's): finish half-done commits, clear empty
         claims, return the jobs to rerun. Only jobs whose lease we hold or can take: a job
         another live daemon owns is left alone."""
+        # the spool-wide files' temp files (ledger, client ids) of a writer killed mid-write
+        remove_orphan_temps([*self.root.glob(".*.tmp"), *self.ids.folder.glob(".*.tmp")])
         for job_dir in sorted(self._job_dirs()):
             if not self.leases.take(job_dir):
                 continue
