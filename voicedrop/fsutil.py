@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+# Who writes a temp file: its pid and a tag of its host, so that a spool shared by daemons
+# on several hosts (a NAS) never has one host remove another's temp file as a dead pid's.
+HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
 def fsync_dir(path: Path) -> None:
@@ -19,6 +25,12 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def temp_path(final: Path, pid: int | None = None, host: str = HOST_TAG) -> Path:
+    """Where `write_atomic` writes `final` before renaming it into place: hidden, ending
+    in .tmp (the watcher and the spool skip such names), named after its writer."""
+    return final.with_name(f".{final.name}.{os.getpid() if pid is None else pid}-{host}.tmp")
 
 
 def write_atomic(
@@ -39,8 +51,7 @@ def write_atomic(
     if not overwrite and final.exists():
         raise FileExistsError(f"refusing to overwrite {final}")
     payload = data.encode() if isinstance(data, str) else data
-    suffix = "tmp" if sole_writer else f"{os.getpid()}.tmp"
-    tmp = final.with_name(f".{final.name}.{suffix}")
+    tmp = final.with_name(f".{final.name}.tmp") if sole_writer else temp_path(final)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
@@ -61,14 +72,15 @@ def write_atomic(
 
 def remove_orphan_temps(temps: Iterable[Path]) -> int:
     """Remove the temp files `write_atomic` left when its process was killed mid-write
-    (`.<name>.<pid>.tmp`, whose pid no longer runs on this machine); a live writer's are
-    kept. Nothing else ever removes them: a folder that is only written to would keep
-    one per kill. The number removed."""
+    (`.<name>.<pid>-<host tag>.tmp`, written on this host by a pid that no longer runs);
+    a live writer's are kept, and so are another host's. Nothing else ever removes them:
+    a folder that is only written to would keep one per kill. The number removed."""
     removed = 0
     for temp in temps:
-        pid = temp.name.rsplit(".", 2)[-2] if temp.name.count(".") >= 3 else ""
-        if not pid.isdigit() or _running(int(pid)):
-            continue
+        writer = temp.name.rsplit(".", 2)[-2] if temp.name.count(".") >= 3 else ""
+        pid, _, host = writer.partition("-")
+        if not pid.isdigit() or host not in ("", HOST_TAG) or _running(int(pid)):
+            continue  # not write_atomic's, another host's, or its writer still runs
         try:
             temp.unlink()
             removed += 1

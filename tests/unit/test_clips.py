@@ -3,7 +3,6 @@ its audio changed, and only for renders that would come out the same."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from tests.conftest import drop, hello, make_settings, read_report, unit_service
+from voicedrop.fsutil import temp_path
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.clips import ClipCache
 
@@ -118,10 +118,12 @@ def test_a_killed_daemons_half_written_clip_is_removed_when_the_next_starts(tmp_
     folder = tmp_path / "clips"
     ClipCache(folder, max_bytes=10**9).put("f" * 64, Audio(np.zeros(800, np.float32), 8000))
     shard = folder / "ff"
-    orphan = shard / f".{'a' * 64}.wav.{gone.pid}.tmp"  # as write_atomic names it
-    live = shard / f".{'b' * 64}.wav.{os.getpid()}.tmp"  # a writer that still runs
-    orphan.write_bytes(b"RIFF half a clip")
-    live.write_bytes(b"RIFF being written")
+    orphan = temp_path(shard / f"{'a' * 64}.wav", pid=gone.pid)
+    live = temp_path(shard / f"{'b' * 64}.wav")  # a writer that still runs
+    elsewhere = temp_path(shard / f"{'c' * 64}.wav", pid=gone.pid, host="0123abcd")
+    for temp in (orphan, live, elsewhere):
+        temp.write_bytes(b"RIFF half a clip")
     cache = ClipCache(folder, max_bytes=10**9)
     assert not orphan.exists() and live.exists()
+    assert elsewhere.exists(), "a temp file of a daemon on another host sharing the folder"
     assert cache.get("f" * 64) is not None

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from voicedrop.errors import ManifestError
+from voicedrop.fsutil import temp_path
 from voicedrop.spool.inbox import InboxFile, is_candidate
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.state import job_state
@@ -327,11 +328,13 @@ def test_recovery_removes_the_temp_files_of_a_writer_killed_mid_write(spool):
     gone.wait()
     spool.ids.folder.mkdir(exist_ok=True)
     orphans = [
-        spool.root / f".ledger.jsonl.{gone.pid}.tmp",
-        spool.ids.folder / f".{'c' * 64}.json.{gone.pid}.tmp",
+        temp_path(spool.root / "ledger.jsonl", pid=gone.pid),
+        temp_path(spool.ids.folder / f"{'c' * 64}.json", pid=gone.pid),
     ]
-    live = spool.ids.folder / f".{'d' * 64}.json.{os.getpid()}.tmp"
-    for temp in [*orphans, live]:
+    live = temp_path(spool.ids.folder / f"{'d' * 64}.json")
+    elsewhere = temp_path(spool.root / "ledger.jsonl", pid=gone.pid, host="0123abcd")
+    for temp in [*orphans, live, elsewhere]:
         temp.write_text("{")
     spool.recover()
     assert [t.exists() for t in orphans] == [False, False] and live.exists()
+    assert elsewhere.exists(), "a temp file of a daemon on another host sharing the spool"
