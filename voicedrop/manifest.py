@@ -333,7 +333,7 @@ def parse_manifest(raw: bytes, *, max_bytes: int, max_text_chars: int) -> Manife
     if len(raw) > max_bytes:
         raise ManifestError(f"manifest is {len(raw)} bytes; the limit is {max_bytes}")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is fine
     except UnicodeDecodeError as exc:
         raise ManifestError(f"manifest is not UTF-8 text (byte {exc.start})") from None
     data = _json(text)
@@ -349,17 +349,28 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object naming a key twice is refused: the decoder would keep the last value
+    without a word, and a manifest edited by hand would run with the text it did not mean."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"the key '{key[:80]}' appears twice in one object")
+        found[key] = value
+    return found
+
+
 def _json(text: str) -> Any:
     """JSON as the standard defines it, whatever the input: every way the decoder can fail
     (a syntax error, nesting too deep, an integer literal past Python's 4,300-digit limit,
-    NaN or Infinity) is a ManifestError, never another exception."""
+    NaN or Infinity, a key given twice) is a ManifestError, never another exception."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_one_value_per_key)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"malformed JSON: {exc.msg} at line {exc.lineno}") from None
     except RecursionError:
         raise ManifestError("malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # int-string digit limit, NaN/Infinity
+    except ValueError as exc:  # int-string digit limit, NaN/Infinity, a key given twice
         reason = str(exc).split(";")[0]
         if "integer string conversion" in reason:
             reason = "a number has too many digits"

@@ -157,6 +157,21 @@ def test_non_utf8_file():
     bad('{"text": "caf\u00e9", "tts": {"engine": "espeak"}}'.encode("latin-1"), None, "not UTF-8")
 
 
+def test_a_manifest_saved_with_a_byte_order_mark_is_read():
+    raw = "\ufeff".encode() + json.dumps(GOOD).encode()  # Notepad's "UTF-8 with BOM"
+    assert parse_manifest(raw, max_bytes=len(raw), max_text_chars=100).text == GOOD["text"]
+
+
+def test_a_key_given_twice_is_refused_not_silently_the_last():
+    bad(
+        b'{"text": "Meant.", "text": "Left over.", "tts": {"engine": "espeak"}}',
+        None,
+        "'text' appears twice",
+    )
+    bad(b'{"text": "x", "tts": {"engine": "espeak", "voice": "a", "voice": "b"}}', None,
+        "'voice' appears twice")  # fmt: skip
+
+
 def test_manifest_over_64_kib():
     big = json.dumps({**GOOD, "text": "x" * (64 * 1024)}).encode()
     bad(big, None, "the limit is 65536")
