@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from tests.conftest import VRAM_KEYS, drop, hello, make_settings, read_report, u
 from voicedrop.config import GB
 from voicedrop.daemon.listeners import Listener
 from voicedrop.daemon.service import Service
+from voicedrop.fsutil import temp_path
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.modelspec import ModelSpec
@@ -701,6 +704,24 @@ def test_freed_memory_goes_back_to_the_system_when_the_queue_runs_dry(service):
     now[0] += TRIM_EVERY_S
     heap.finished(report)
     assert len(trims) == 2  # busy for a while: at most every TRIM_EVERY_S
+
+
+def test_a_starting_service_removes_the_temp_files_killed_writers_left_in_its_state(settings):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    svc = Service(settings, device=FakeDevice(GB))
+    state = svc.spool.state
+    (state / "control").mkdir(parents=True, exist_ok=True)
+    (state / "notify").mkdir(parents=True, exist_ok=True)
+    orphans = [
+        temp_path(state / "control" / "0123.json", pid=gone.pid),  # a killed `voicedrop load`
+        temp_path(state / "notify" / "j.json", pid=gone.pid),  # a killed daemon's delivery
+    ]
+    live = temp_path(state / "control" / "4567.json")  # a writer that still runs
+    for temp in [*orphans, live]:
+        temp.write_text("{")
+    with svc:
+        assert [t.exists() for t in orphans] == [False, False] and live.exists()
 
 
 def test_a_service_holds_its_state_directory_while_entered_and_closes_everything(settings):

@@ -42,6 +42,7 @@ from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.daemon.webhook import Webhook
 from voicedrop.errors import ConfigError
+from voicedrop.fsutil import remove_orphan_temps
 from voicedrop.metrics import Metrics
 from voicedrop.pipeline.audio import warm as warm_post_stage
 from voicedrop.pipeline.device import CPUDevice, Device
@@ -181,6 +182,9 @@ class Service:
         lock = DaemonLock(self.spool.state / LOCK_FILE)
         lock.acquire()
         self._lock = lock  # held: close() gives it back
+        # temp files a killed writer left in the state directory's folders (control
+        # requests and answers, webhook deliveries); the clip cache sweeps its own
+        remove_orphan_temps(self.spool.state.glob("*/.*.tmp"))
         try:
             self.dispatch.start()
             self.webhook.start()
