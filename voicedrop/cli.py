@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
         if args.command != "status":
-            print(f"voicedrop: {exc.message}", file=sys.stderr)
-            return 2
+            return _refused(args.command, exc.message, 2)
         # status must answer even when the configuration is broken: say so, look at the
         # spool that the environment or the command line names, and still exit 2
         print(f"voicedrop: warning: {exc.message}", file=sys.stderr)
@@ -113,8 +112,26 @@ def main(argv: list[str] | None = None) -> int:
         code = handler[args.command](settings, args)
         return 2 if broken else code
     except ConfigError as exc:
-        print(f"voicedrop: {exc.message}", file=sys.stderr)
-        return 2
+        return _refused(args.command, exc.message, 2)
+
+
+def _refused(command: str, message: str, code: int) -> int:
+    """Say why a command stops before it starts; its exit code. The daemon's commands
+    (`run`, `serve`), when not on a terminal (journald, a container's log collector), say
+    it as one JSON log event like every other line they write; anything else, one plain
+    line."""
+    if command in ("run", "serve") and not sys.stderr.isatty():
+        import structlog
+
+        from voicedrop import logs
+
+        if not structlog.is_configured():  # the configuration that names the format failed
+            logs.configure()
+        log = structlog.get_logger("voicedrop.cli")
+        log.error("service.refused", error=message, exit_code=code)
+    else:
+        print(f"voicedrop: {message}", file=sys.stderr)
+    return code
 
 
 def planner(settings: Settings) -> Any:
@@ -160,8 +177,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         code = service.run(stop, once=args.once)
     except AlreadyRunningError as exc:
-        print(f"voicedrop: {exc.message}", file=sys.stderr)
-        return 4
+        return _refused("run", exc.message, 4)
     finally:
         if http is not None:
             http.close()

@@ -269,10 +269,21 @@ def test_validate_and_schema(spool):
     assert "tts" in schema["properties"]
 
 
-def test_invalid_setting_stops_start_up_with_a_clear_message(spool):
+def test_invalid_setting_stops_start_up_with_a_clear_message(spool, tmp_path):
+    """Off a terminal (systemd, a container) the reason is a JSON event like every line."""
     result = voicedrop("run", "--once", spool=spool, LOW_VRAM="maybe")
     assert result.returncode == 2
-    assert "LOW_VRAM='maybe' is invalid" in result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["event"] for e in events] == ["service.refused"]
+    assert "LOW_VRAM='maybe' is invalid" in events[0]["error"] and events[0]["level"] == "error"
+    (tmp_path / "broken.toml").write_text("[tts\n")
+    result = voicedrop("--config", str(tmp_path / "broken.toml"), "serve", spool=spool)
+    assert result.returncode == 2
+    (event,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert "is not valid TOML" in event["error"]
+    result = voicedrop("validate", str(tmp_path / "x.json"), spool=spool, LOW_VRAM="maybe")
+    assert result.returncode == 2  # a command a person types: one plain line
+    assert result.stderr.startswith("voicedrop: ") and "LOW_VRAM='maybe'" in result.stderr
 
 
 def test_the_daemon_runs_jobs_and_answers_status_without_importing_torch(spool):
