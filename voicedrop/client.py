@@ -21,7 +21,8 @@ from voicedrop.intake import JobCheck, read_manifest
 from voicedrop.manifest import Manifest
 from voicedrop.report import VramStats
 from voicedrop.script import parse_script
-from voicedrop.spool.jobs import SUBMIT_REFS, Spool, job_stem
+from voicedrop.spool.claimed import job_stem
+from voicedrop.spool.jobs import SUBMIT_REFS, Spool
 from voicedrop.spool.references import checked_reference
 from voicedrop.spool.state import JobState, job_state
 from voicedrop.spool.status import DaemonStatus, live_status

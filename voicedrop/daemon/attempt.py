@@ -30,8 +30,9 @@ from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.pipeline.stages import Paused, Take
 from voicedrop.report import ErrorInfo, JobReport, ModelEvent, PauseRecord, StageRecord
 from voicedrop.script import Script, parse_script, with_cues
+from voicedrop.spool.claimed import ClaimedJob
 from voicedrop.spool.deaths import MAX_INTERRUPTED, Witness, verdict
-from voicedrop.spool.jobs import SUBMIT_REFS, ClaimedJob, Spool
+from voicedrop.spool.jobs import SUBMIT_REFS, Spool
 from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)

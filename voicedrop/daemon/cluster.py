@@ -32,7 +32,7 @@ from voicedrop.daemon.queue import JobQueue
 from voicedrop.errors import TransientError
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.report import JobReport
-from voicedrop.spool.jobs import ClaimedJob
+from voicedrop.spool.claimed import ClaimedJob
 
 if TYPE_CHECKING:  # the pool imports Ray: only `run --ray` loads it (Cluster.start)
     from voicedrop.cluster.pool import Pool, Slot

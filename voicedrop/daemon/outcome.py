@@ -15,7 +15,7 @@ from voicedrop.report import (
     VramSnapshot,
     VramStats,
 )
-from voicedrop.spool.jobs import ClaimedJob, display_name
+from voicedrop.spool.claimed import ClaimedJob, display_name
 
 
 def error_info(error: VoicedropError) -> ErrorInfo:

@@ -20,8 +20,8 @@ from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.intake import read_manifest
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.plan import Planner
+from voicedrop.spool.claimed import display_name
 from voicedrop.spool.inbox import InboxFile
-from voicedrop.spool.jobs import display_name
 
 log = structlog.get_logger(__name__)
 CACHED = 256

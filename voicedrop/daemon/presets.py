@@ -29,7 +29,8 @@ from voicedrop.daemon.watcher import TEMPORARY, StabilityGate
 from voicedrop.errors import ManifestError
 from voicedrop.fsutil import write_atomic
 from voicedrop.manifest import SAFE_NAME, SCRIPT_SUFFIXES, parse_manifest
-from voicedrop.spool.jobs import SUBMIT_REFS, Spool, job_stem
+from voicedrop.spool.claimed import job_stem
+from voicedrop.spool.jobs import SUBMIT_REFS, Spool
 
 log = structlog.get_logger(__name__)
 RESERVED = {SUBMIT_REFS.rstrip("/"), ".incoming"}

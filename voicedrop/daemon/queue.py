@@ -25,8 +25,9 @@ from voicedrop.daemon.retries import SpoolBackoff
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.spool.claimed import ClaimedJob, Unclaimable, display_name
 from voicedrop.spool.inbox import InboxFile
-from voicedrop.spool.jobs import ClaimedJob, Spool, Unclaimable, display_name
+from voicedrop.spool.jobs import Spool
 
 log = structlog.get_logger(__name__)
 AFFINITY_WINDOW = 16

@@ -18,7 +18,7 @@ import structlog
 
 from voicedrop.config import Limits
 from voicedrop.report import ErrorInfo
-from voicedrop.spool.jobs import ClaimedJob
+from voicedrop.spool.claimed import ClaimedJob
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF_S = 60.0
