@@ -388,6 +388,35 @@ def test_a_spool_write_error_is_survived_and_the_job_retried(service):
     assert list(service.spool.work.iterdir()) == []
 
 
+def test_spool_folders_removed_under_a_running_daemon_are_made_again(service):
+    """A clean-up script's `rm -r work outbox failed`: the daemon used to back off for
+    good, every claim failing, until it was restarted."""
+    import shutil
+    import threading
+
+    service.queue.backoff.retry_s = 0.0
+    service.queue.start()
+    for folder in (service.spool.work, service.spool.outbox, service.spool.failed):
+        shutil.rmtree(folder)
+    drop(service.spool.inbox, "good.json", hello())
+    drop(service.spool.inbox, "bad.json", {"text": "x", "tts": {"engine": "nope"}})
+    with capture_logs() as logs:
+        service.executor.run(threading.Event(), threading.Event(), once=True)
+    restored = [e for e in logs if e["event"] == "spool.folders_restored"]
+    assert restored and restored[0]["folders"] == ["work", "outbox", "failed"]
+    assert read_report(service.spool.outbox / "good")["status"] == "done"
+    assert read_report(service.spool.failed / "bad")["error"]["field"] == "tts.engine"
+
+
+def test_a_spool_whose_inbox_is_gone_is_not_made_again_in_its_place(service):
+    """An unmounted share: empty local folders would take jobs that vanish on remount."""
+    import shutil
+
+    shutil.rmtree(service.spool.root)
+    assert service.spool.restore() == []
+    assert not service.spool.root.exists()
+
+
 def test_an_io_error_during_a_job_is_reported_as_transient(tmp_path, monkeypatch):
     import errno
 

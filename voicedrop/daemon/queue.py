@@ -90,6 +90,9 @@ class JobQueue:
         schedule. While a commit still fails, try again later."""
         waiting = {job.job_id for _, job in self._deferred}
         try:
+            restored = self.spool.restore()
+            if restored:
+                log.warning("spool.folders_restored", folders=restored)
             self._recovered = [j for j in self.spool.recover() if j.job_id not in waiting]
             stuck = self.spool.uncommitted()
         except OSError as exc:

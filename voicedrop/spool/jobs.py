@@ -76,6 +76,22 @@ class Spool:
         ):
             d.mkdir(parents=True, exist_ok=True)
 
+    def restore(self) -> list[str]:
+        """Make again the spool's own folders that vanished while it ran (a clean-up
+        script, an operator's `rm -r`); the names made. Only while its inbox is there: a
+        spool whose share is unmounted must not be papered over with empty local folders
+        (jobs written there would vanish again when the share comes back)."""
+        if not self.inbox.is_dir():
+            return []
+        made = []
+        for d in (self.work, self.outbox, self.failed, self.ids.folder):
+            try:
+                d.mkdir()
+                made.append(d.name)
+            except FileExistsError:
+                pass
+        return made
+
     # ---- inbox ---------------------------------------------------------------------
 
     def scan_inbox(self) -> list[InboxFile]:
