@@ -348,6 +348,28 @@ def test_systemd_notifications_ready_status_watchdog_stopping(spool, tmp_path):
             messages.append(server.recv(4096).decode())
 
 
+def test_a_removed_state_directory_is_not_taken_for_a_replaced_inbox(spool: Path):
+    """Its control folder is watched too: removing it re-arms that watch, says so, and
+    requests to the daemon are answered again (it was reported as a replaced inbox)."""
+    from voicedrop.spool.control import ControlRequest, read_answer, send
+
+    daemon = Daemon(spool, VOICEDROP_WATCHER__SCAN_INTERVAL_S="3600")
+    try:
+        shutil.rmtree(daemon.state / "control")
+        daemon.wait_for(lambda: "watcher.control_replaced" in daemon.logs(), "the re-arm", 10)
+        assert "watcher.inbox_replaced" not in daemon.logs()
+        request = send(daemon.state, ControlRequest(op="load", key="noop"))
+        answer: dict = {}
+        daemon.wait_for(
+            lambda: answer.update(read_answer(daemon.state, request) or {}) or answer,
+            "the answer to a load request",
+            30,
+        )
+        assert answer.get("ok") is True, answer
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_an_inbox_deleted_and_created_again_is_watched_again(spool: Path):
     """An inotify watch dies silently with its directory: the daemon must notice and re-arm,
     not wait for the periodic rescan (set beyond the test's patience here)."""

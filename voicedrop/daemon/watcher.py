@@ -295,13 +295,17 @@ class Watcher:
         rescans anyway. Costs one stat per loop turn."""
         if self._observer is None:
             return
+        dead = [e.watch.path for e in self._observer.emitters if not e.is_alive()]
+        control = str(self.control) if self.control is not None else None
         if not self._observer.is_alive():
             log.warning("watcher.observer_died", mode=self.mode)
-        elif not all(e.is_alive() for e in self._observer.emitters) or (
+        elif any(path != control for path in dead) or (
             _identity(self.inbox) != self._identity  # inode numbers are reused: not enough alone
         ):
             log.warning("watcher.inbox_replaced", inbox=str(self.inbox), action="re-arm")
             (self.inbox / ".incoming").mkdir(parents=True, exist_ok=True)
+        elif dead:  # the state directory's request folder, removed with the state directory
+            log.warning("watcher.control_replaced", folder=str(self.control), action="re-arm")
         else:
             return
         self.stop()
