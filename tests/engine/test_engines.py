@@ -195,6 +195,50 @@ def test_a_reference_that_is_not_audio_fails_naming_the_voice(make_runner, tmp_p
     assert "not readable audio" in outcome.error.message
 
 
+def hours_of_reference(tiny, target):
+    """The tiny voice's recording followed by 3 hours of silence: under 1 MB of FLAC,
+    about 700 MB once decoded to float32 (a decompression bomb within the byte limit)."""
+    speech, rate = sf.read(tiny / "voices" / "reference.wav", dtype="int16")
+    with sf.SoundFile(target, "w", samplerate=rate, channels=1, format="FLAC") as out:
+        out.write(speech)
+        silence = np.zeros(rate * 600, np.int16)
+        for _ in range(18):
+            out.write(silence)
+    assert target.stat().st_size < 2 * 1024 * 1024
+    return rate
+
+
+def test_a_reference_holding_hours_is_decoded_only_as_far_as_an_engine_reads(tiny, tmp_path):
+    import tracemalloc
+
+    from voicedrop.pipeline.engines.common import REFERENCE_READ_S, read_reference
+    from voicedrop.pipeline.engines.f5tts_ref import prepare_audio
+
+    ref = tmp_path / "ref.flac"
+    rate = hours_of_reference(tiny, ref)
+    tracemalloc.start()
+    try:
+        clip = read_reference(ref, rate)
+        prepared = prepare_audio(ref)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert clip.samples.size == int(REFERENCE_READ_S * rate)
+    assert 0.33 < prepared.seconds <= 12.1
+    assert peak < 100 * 1024**2, f"{peak / 1024**2:.0f} MB decoded for one reference"
+
+
+@pytest.mark.parametrize("engine", ["xtts", "f5tts"])
+def test_a_job_whose_reference_holds_hours_of_silence_speaks(make_runner, tiny, tmp_path, engine):
+    ref = tmp_path / "ref.flac"
+    hours_of_reference(tiny, ref)
+    tts = {"engine": engine, "voice": "ref.flac"}
+    if engine == "f5tts":
+        tts["reference_text"] = "Hello."
+    outcome = make_runner().run({"text": TEXT, "tts": tts}, ref)
+    assert outcome.error is None, outcome.error.message
+
+
 @pytest.mark.parametrize("tokens", [None, 8])
 def test_xtts_streams_a_sentence_at_a_time_or_within_one(make_runner, tokens):
     """Text over the model's per-language limit (250 characters) is two pieces at least, as

@@ -41,17 +41,37 @@ def loadable(context: EngineContext, path: Path) -> Path:
     return resolved
 
 
-def read_reference(path: Path, rate: int, max_seconds: float | None = None) -> Audio:
-    """A reference recording as mono float32 at `rate` (soundfile: no torchaudio, no ffmpeg)."""
+# The most of a reference recording any engine decodes: XTTS conditions on its first
+# `max_ref_len` s (30), F5-TTS clips it to 12 s at its silences. The byte limit alone does
+# not bound the decoded size: an hour of silence is half a megabyte of FLAC, so 50 MB of
+# it would decode to tens of gigabytes and take the host's memory with the daemon.
+REFERENCE_READ_S = 120.0
+REFERENCE_READ_SAMPLES = int(REFERENCE_READ_S * 48_000 * 2)  # all channels together
+
+
+def decode_reference(
+    path: Path, dtype: str, max_seconds: float = REFERENCE_READ_S
+) -> tuple[np.ndarray[Any, Any], int]:
+    """The first `max_seconds` of a reference recording as (frames, channels) samples, and
+    its rate; never more than REFERENCE_READ_SAMPLES samples in all, whatever its header
+    claims (many channels at a high rate get fewer seconds)."""
     try:
-        data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as audio:
+            channels = max(1, audio.channels)
+            frames = min(int(max_seconds * audio.samplerate), REFERENCE_READ_SAMPLES // channels)
+            data = audio.read(frames, dtype=dtype, always_2d=True)
+            return data, int(audio.samplerate)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise ManifestError(
             f"reference {path.name} is not readable audio: {exc}", field="tts.voice"
         ) from None
+
+
+def read_reference(path: Path, rate: int, max_seconds: float = REFERENCE_READ_S) -> Audio:
+    """A reference recording's first `max_seconds` as mono float32 at `rate` (soundfile:
+    no torchaudio, no ffmpeg)."""
+    data, source_rate = decode_reference(path, "float32", max_seconds)
     mono = data.mean(axis=1).astype(np.float32)
-    if max_seconds is not None:
-        mono = mono[: int(max_seconds * source_rate)]
     if mono.size < source_rate // 3:
         raise ManifestError(
             f"reference {path.name} is too short "

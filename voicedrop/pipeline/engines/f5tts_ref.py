@@ -11,7 +11,9 @@ resamples it with torchaudio, as for the library's own callers.
 
 Deviations, each for a reason: any format libsndfile reads is decoded by soundfile (the
 library hands non-WAV files to ffmpeg, which the daemon does not need), to 16-bit samples
-as the library's WAV export holds them; a batch size the library's formula makes zero or
+as the library's WAV export holds them; only the recording's first two minutes are
+decoded (`common.REFERENCE_READ_S`: the 12 s clip is made from its first pieces, and a
+compressed file may hold hours); a batch size the library's formula makes zero or
 negative (a reference near 22 s, impossible after the 12 s clip) is one character.
 """
 
@@ -22,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from voicedrop.errors import ManifestError
+from voicedrop.pipeline.engines.common import decode_reference
 
 CLIP_MS = 12000
 
@@ -46,12 +48,7 @@ def prepare_audio(path: Path) -> Reference:
     """The library's clipping and trimming of a reference (preprocess_ref_audio_text)."""
     from pydub import AudioSegment, silence
 
-    try:
-        data, rate = sf.read(str(path), dtype="int16", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise ManifestError(
-            f"reference {path.name} is not readable audio: {exc}", field="tts.voice"
-        ) from None
+    data, rate = decode_reference(path, "int16")  # its first REFERENCE_READ_S seconds
     segment = AudioSegment(
         data=np.ascontiguousarray(data).tobytes(),
         sample_width=2,
