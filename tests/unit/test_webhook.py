@@ -25,6 +25,7 @@ class Receiver:
 
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
+        self.refused: set[str] = set()  # jobs whose deliveries it always answers 500
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.got = threading.Event()
         receiver = self
@@ -33,6 +34,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if self.headers["X-Voicedrop-Job"] in receiver.refused:
+                    status = 500
                 receiver.received.append((dict(self.headers), body))
                 self.send_response(status)
                 self.end_headers()
@@ -104,3 +107,20 @@ def test_a_delivery_pending_at_stop_is_sent_at_the_next_start(tmp_path, receiver
     with second:
         assert receiver.got.wait(60)
     assert json.loads(receiver.received[0][1])["job_id"] == "a"
+
+
+def test_a_delivery_the_receiver_keeps_refusing_never_holds_back_the_next(tmp_path, receiver):
+    """Each delivery keeps its own schedule: `b` is delivered while `a` waits for its
+    retries (it used to wait until `a` gave up, minutes later with the default backoff)."""
+    receiver.refused.add("a")
+    service = service_for(tmp_path, receiver.url, max_attempts=4)
+    for name in ("a", "b"):  # both delivery files are there before the thread starts
+        drop(service.spool.inbox, f"{name}.json", hello())
+        assert service.executor.step().status == "done"
+    with capture_logs() as logs, service:
+        deadline = time.monotonic() + 60
+        while not any(e["event"] == "webhook.gave_up" for e in logs):  # a's fourth refusal
+            assert time.monotonic() < deadline, "a's delivery never gave up"
+            time.sleep(0.05)
+    jobs = [headers["X-Voicedrop-Job"] for headers, _ in receiver.received]
+    assert jobs == ["a", "b", "a", "a", "a"], "b waited behind a's retries"

@@ -5,8 +5,9 @@ A listener of the job events (listeners.py): when a job ends, its report is writ
 network. A delivery is the report as JSON, signed with HMAC-SHA256 of the body under
 `[notify] secret` (header `X-Voicedrop-Signature-256: sha256=<hex>`, as GitHub signs its
 webhooks), and is retried with backoff (1 s, 2 s, 4 s … at most 5 min) up to
-`max_attempts`; a delivery still pending when the daemon stops is sent when it starts
-again. A delivery that fails for good is logged, and never fails the job.
+`max_attempts`, each delivery on its own schedule (one the receiver keeps refusing never
+holds back the others); a delivery still pending when the daemon stops is sent when it
+starts again. A delivery that fails for good is logged, and never fails the job.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -67,36 +70,42 @@ class Webhook(Listener):
             self._wake.set()
 
     def _run(self) -> None:
+        retries: dict[Path, _Retry] = {}  # deliveries that failed, and when to try again
         while not self._stop.is_set():
             pending = sorted(self.folder.glob("*.json"), key=_age) if self.folder.is_dir() else []
             for path in pending:
                 if self._stop.is_set():
                     return
-                self._deliver(path)
-            self._wake.wait()
+                retry = retries.pop(path, None)
+                if retry is not None and retry.at > time.monotonic():
+                    retries[path] = retry  # not yet: the others are not held back by it
+                    continue
+                later = self._deliver(path, retry)
+                if later is not None:
+                    retries[path] = later
+            soonest = min((r.at for r in retries.values()), default=None)
+            self._wake.wait(None if soonest is None else max(0.0, soonest - time.monotonic()))
             self._wake.clear()
 
-    def _deliver(self, path: Path) -> None:
+    def _deliver(self, path: Path, retry: _Retry | None) -> _Retry | None:
+        """One attempt at one delivery; when it failed and is to be tried again, when."""
         try:
             body = path.read_bytes()
         except OSError:
-            return
-        delay = 1.0
-        for attempt in range(1, self.settings.max_attempts + 1):
-            error = self._post(body, path.stem, attempt)
-            if error is None:
-                path.unlink(missing_ok=True)
-                log.info("webhook.delivered", job_id=path.stem, attempt=attempt)
-                return
-            if attempt == self.settings.max_attempts:
-                break
-            log.warning("webhook.retry", job_id=path.stem, error=error, delay_s=delay)
-            if self._stop.wait(delay):
-                return  # stopping: it is sent when the daemon starts again
-            delay = min(delay * 2, MAX_DELAY_S)
-        log.error("webhook.gave_up", job_id=path.stem, attempts=self.settings.max_attempts,
-                  error=error)  # fmt: skip
-        path.unlink(missing_ok=True)
+            return None
+        attempt = 1 if retry is None else retry.attempt + 1
+        error = self._post(body, path.stem, attempt)
+        if error is None:
+            path.unlink(missing_ok=True)
+            log.info("webhook.delivered", job_id=path.stem, attempt=attempt)
+            return None
+        if attempt >= self.settings.max_attempts:
+            log.error("webhook.gave_up", job_id=path.stem, attempts=attempt, error=error)
+            path.unlink(missing_ok=True)
+            return None
+        delay = 1.0 if retry is None else min(retry.delay_s * 2, MAX_DELAY_S)
+        log.warning("webhook.retry", job_id=path.stem, error=error, delay_s=delay)
+        return _Retry(attempt, time.monotonic() + delay, delay)
 
     def _post(self, body: bytes, job_id: str, attempt: int) -> str | None:
         """None when delivered (2xx); else why not."""
@@ -119,6 +128,13 @@ class Webhook(Listener):
         except (OSError, ValueError) as exc:
             return str(getattr(exc, "reason", exc))
         return None
+
+
+@dataclass(frozen=True)
+class _Retry:
+    attempt: int  # the attempts made so far
+    at: float  # monotonic time of the next
+    delay_s: float
 
 
 def _age(path: Path) -> float:
