@@ -165,6 +165,11 @@ def test_openai_errors_name_the_parameter(server: Server):
     assert got.json()["error"]["param"] == "model"
     got = server.http.post("/v1/audio/speech", json={"model": "tts-1", "voice": "narrator-en"})
     assert got.status_code == 400 and got.json()["error"]["param"] == "input"
+    # refused by the manifest's own check: still the request's name for it, and a 400
+    got = server.http.post("/v1/audio/speech", json={**body, "voice": "alloy", "input": "a\x00b"})
+    assert got.status_code == 400, got.text
+    error = got.json()["error"]
+    assert error["param"] == "input" and error["message"].startswith("input: control character")
 
 
 def test_bad_requests_get_the_validators_messages(server: Server):

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from voicedrop.api.desk import Desk
+from voicedrop.api.desk import Desk, Rejected
 from voicedrop.api.follow import Withdrawn, audio_of
 from voicedrop.api.guard import read_json
 from voicedrop.api.respond import audio_response
@@ -32,6 +32,16 @@ from voicedrop.api.speech import (
 from voicedrop.spool.state import JobState
 
 NO_DAEMON_RETRY_S = 5
+# The manifest fields a speech request becomes, by the request's own names: an error in
+# OpenAI's shape names the parameter the client sent.
+PARAMS = {
+    "text": "input",
+    "tts.engine": "model",
+    "tts.voice": "voice",
+    "tts.options.speed": "speed",
+    "tts.options.rate": "speed",
+    "keep_alive": "keep_alive",
+}
 
 
 def openai_error(exc: SpeechError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -64,7 +74,15 @@ def router(desk: Desk) -> APIRouter:
             )
             return openai_error(error, {"Retry-After": str(NO_DAEMON_RETRY_S)})
         key = request.headers.get("idempotency-key")
-        job_id = await run_in_threadpool(desk.submit, manifest, None, "speech", key)
+        try:
+            job_id = await run_in_threadpool(desk.submit, manifest, None, "speech", key)
+        except Rejected as exc:
+            if exc.status != 422:
+                raise  # a full queue: the guard answers 429 in OpenAI's shape
+            field, _, why = exc.problems[0].partition(": ")
+            param = PARAMS.get(field)
+            message = f"{param}: {why}" if param and why else exc.problems[0]
+            return openai_error(SpeechError(param, message))
         found = await audio_of(
             desk, job_id, gone=request.is_disconnected, start_within_s=settings.http.max_wait_s
         )
@@ -108,6 +126,5 @@ def _failed(state: JobState) -> JSONResponse:
     message = str(error.get("message") or f"job {state.job_id} ended {state.status}")
     status = 400 if permanent else 503
     headers = {"X-Job-Id": state.job_id, **({} if permanent else {"Retry-After": "30"})}
-    return openai_error(
-        SpeechError(error.get("field"), message, status, error.get("code")), headers
-    )
+    param = PARAMS.get(str(error.get("field")))
+    return openai_error(SpeechError(param, message, status, error.get("code")), headers)
