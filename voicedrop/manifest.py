@@ -336,7 +336,7 @@ def parse_manifest(raw: bytes, *, max_bytes: int, max_text_chars: int) -> Manife
         text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is fine
     except UnicodeDecodeError as exc:
         raise ManifestError(f"manifest is not UTF-8 text (byte {exc.start})") from None
-    data = _json(text)
+    data = strict_json(text)
     if not isinstance(data, dict):
         raise ManifestError("a manifest must be a JSON object")
     try:
@@ -360,10 +360,11 @@ def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _json(text: str) -> Any:
-    """JSON as the standard defines it, whatever the input: every way the decoder can fail
-    (a syntax error, nesting too deep, an integer literal past Python's 4,300-digit limit,
-    NaN or Infinity, a key given twice) is a ManifestError, never another exception."""
+def strict_json(text: str) -> Any:
+    """JSON as the standard defines it, whatever the input (a manifest, an HTTP body): every
+    way the decoder can fail (a syntax error, nesting too deep, an integer literal past
+    Python's 4,300-digit limit, NaN or Infinity, a key given twice) is a ManifestError,
+    never another exception."""
     try:
         return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_one_value_per_key)
     except json.JSONDecodeError as exc:

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, Response
 
 from voicedrop.api.desk import Rejected
 from voicedrop.api.speech import SpeechError
+from voicedrop.errors import ManifestError
+from voicedrop.manifest import strict_json
 
 log = structlog.get_logger(__name__)
 WARMUP_HEADER = "X-Voicedrop-Warmup"
@@ -24,13 +26,14 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 async def read_json(request: Request) -> Any:
-    """A request's JSON body; Rejected(422) for anything that is not JSON, however broken."""
+    """A request's JSON body, read as strictly as a manifest (no NaN, no key given twice);
+    Rejected(422) saying why for anything else, however broken."""
     try:
-        return await request.json()
-    except RecursionError:
-        raise Rejected(422, ["body: JSON nested too deeply"]) from None
-    except ValueError:  # malformed, not UTF-8, a number past the digit limit
-        raise Rejected(422, ["body: not JSON"]) from None
+        return strict_json((await request.body()).decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise Rejected(422, [f"body: not UTF-8 text (byte {exc.start})"]) from None
+    except ManifestError as exc:
+        raise Rejected(422, [f"body: {exc.message}"]) from None
 
 
 def refusal(path: str, exc: Rejected, headers: dict[str, str] | None = None) -> Response:
