@@ -124,3 +124,36 @@ def test_a_delivery_the_receiver_keeps_refusing_never_holds_back_the_next(tmp_pa
             time.sleep(0.05)
     jobs = [headers["X-Voicedrop-Job"] for headers, _ in receiver.received]
     assert jobs == ["a", "b", "a", "a", "a"], "b waited behind a's retries"
+
+
+class WaitsSeen(threading.Event):
+    """The delivery thread's wake-up, noting how long each wait was to last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        return super().wait(timeout)
+
+
+def test_a_delivery_removed_while_it_waits_for_its_retry_is_forgotten(tmp_path, receiver):
+    """Its retry must not keep the thread awake: it would spin, waiting 0 s for a file
+    that is no longer there (a state directory cleared by hand)."""
+    receiver.refused.add("a")
+    service = service_for(tmp_path, receiver.url, max_attempts=8)  # minutes of retries
+    waits = service.webhook._wake = WaitsSeen()
+    drop(service.spool.inbox, "a.json", hello())
+    assert service.executor.step().status == "done"
+    with capture_logs() as logs, service:
+        deadline = time.monotonic() + 60
+        while not any(e["event"] == "webhook.retry" for e in logs):
+            assert time.monotonic() < deadline, "a's delivery was never refused"
+            time.sleep(0.05)
+        (service.spool.state / "notify" / "a.json").unlink()
+        seen = len(waits.timeouts)
+        waits.set()  # as a job that ends does
+        while None not in waits.timeouts[seen:]:  # idle: waiting for the next job, no timeout
+            assert time.monotonic() < deadline, f"still waking: {waits.timeouts[-5:]}"
+            time.sleep(0.05)

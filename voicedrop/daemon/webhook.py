@@ -73,6 +73,7 @@ class Webhook(Listener):
         retries: dict[Path, _Retry] = {}  # deliveries that failed, and when to try again
         while not self._stop.is_set():
             pending = sorted(self.folder.glob("*.json"), key=_age) if self.folder.is_dir() else []
+            retries = {p: retries[p] for p in pending if p in retries}  # gone: nothing to wait for
             for path in pending:
                 if self._stop.is_set():
                     return
