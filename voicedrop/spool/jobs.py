@@ -58,6 +58,7 @@ class Spool:
         self.leases = Leases()  # the jobs this daemon runs (see leases.py)
         self.ledger = Ledger(root)  # the jobs that ended, newest last (ledger.py)
         self._ledger_writes = StateWrites("ledger of finished jobs")
+        self._swept = False  # killed writers' temp files removed (at the first recovery)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Spool:
@@ -234,8 +235,10 @@ class Spool:
         """After a crash (ours or another daemon's): finish half-done commits, clear empty
         claims, return the jobs to rerun. Only jobs whose lease we hold or can take: a job
         another live daemon owns is left alone."""
-        # the spool-wide files' temp files (ledger, client ids) of a writer killed mid-write
-        remove_orphan_temps([*self.root.glob(".*.tmp"), *self.ids.folder.glob(".*.tmp")])
+        if not self._swept:  # the first recovery, at start: not every scan, which would
+            # list the client ids' folder (one file per id ever used) every 30 s for nothing
+            self._swept = True  # the spool-wide files' temps of a writer killed mid-write
+            remove_orphan_temps([*self.root.glob(".*.tmp"), *self.ids.folder.glob(".*.tmp")])
         for job_dir in sorted(self._job_dirs()):
             if not self.leases.take(job_dir):
                 continue
