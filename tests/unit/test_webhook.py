@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -157,3 +159,118 @@ def test_a_delivery_removed_while_it_waits_for_its_retry_is_forgotten(tmp_path, 
         while None not in waits.timeouts[seen:]:  # idle: waiting for the next job, no timeout
             assert time.monotonic() < deadline, f"still waking: {waits.timeouts[-5:]}"
             time.sleep(0.05)
+
+
+class RawReceiver:
+    """A loopback server that answers each connection as its script says, below HTTP: a
+    receiver that hangs up mid-answer, one that does not speak HTTP, one that dribbles."""
+
+    def __init__(self, answers: list[bytes | str]) -> None:
+        self.answers = answers  # bytes: sent, then closed; "dribble": a byte every 0.3 s
+        self.requests: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.server.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(next(v for k, v in _headers(head) if k == b"content-length"))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests.append(body)
+                answer = self.answers.pop(0) if self.answers else OK
+                if answer == "dribble":
+                    with suppress(OSError):
+                        for byte in b"HTTP/1.1 200 OK\r\n" * 100:
+                            if self._stop.wait(0.3):
+                                break
+                            conn.sendall(bytes([byte]))
+                else:
+                    assert isinstance(answer, bytes)
+                    with suppress(OSError):
+                        conn.sendall(answer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.server.close()
+
+
+def _headers(head: bytes) -> list[tuple[bytes, bytes]]:
+    lines = head.split(b"\r\n")[1:]
+    return [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(b":") for line in lines)]
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+CUT = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it"  # IncompleteRead
+NOT_HTTP = b"SSH-2.0-OpenSSH_9.6\r\n"  # BadStatusLine
+REDIRECT = b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [(CUT, "RemoteProtocolError"), (NOT_HTTP, "RemoteProtocolError"), (REDIRECT, "redirect")],
+)
+def test_a_receiver_that_misbehaves_fails_that_delivery_and_the_thread_lives_on(
+    tmp_path, answer, said
+):
+    """A hang-up mid-answer or a non-HTTP answer ended the delivery thread for good (every
+    later report piled up until a restart); a 302 turned the POST into a body-less GET
+    and was logged as delivered. Each is now a failed delivery, tried again."""
+    receiver = RawReceiver([answer])
+    try:
+        service = service_for(tmp_path, receiver.url, max_attempts=3)
+        pending = service.spool.state / "notify"
+        with capture_logs() as logs, service:
+            drop(service.spool.inbox, "a.json", hello())
+            assert service.executor.step().status == "done"
+            deadline = time.monotonic() + 60
+            while len(receiver.requests) < 2 or list(pending.glob("*.json")):  # a: 2nd try
+                assert time.monotonic() < deadline, [e["event"] for e in logs]
+                time.sleep(0.05)
+            drop(service.spool.inbox, "b.json", hello())  # the thread still delivers
+            assert service.executor.step().status == "done"
+            while len(receiver.requests) < 3 or list(pending.glob("*.json")):
+                assert time.monotonic() < deadline, "the second report was never delivered"
+                time.sleep(0.05)
+    finally:
+        receiver.close()
+    retries = [e for e in logs if e["event"] == "webhook.retry"]
+    assert len(retries) == 1 and said in retries[0]["error"]
+    assert not any(e["event"] in ("thread.crashed", "webhook.gave_up") for e in logs)
+    jobs = [json.loads(body)["job_id"] for body in receiver.requests]
+    assert jobs == ["a", "a", "b"]  # every POST carried its report; a's first was no delivery
+
+
+def test_a_receiver_that_dribbles_its_answer_is_cut_at_the_total_deadline(tmp_path):
+    """`timeout_s` bounds the whole delivery: a byte every 0.3 s kept a per-read timeout
+    from ever firing (a receiver held the thread for minutes)."""
+    receiver = RawReceiver(["dribble"])
+    try:
+        service = service_for(tmp_path, receiver.url, max_attempts=2, timeout_s=1.0)
+        pending = service.spool.state / "notify"
+        with capture_logs() as logs, service:
+            drop(service.spool.inbox, "a.json", hello())
+            assert service.executor.step().status == "done"
+            deadline = time.monotonic() + 60
+            while len(receiver.requests) < 2 or list(pending.glob("*.json")):
+                assert time.monotonic() < deadline, [e["event"] for e in logs]
+                time.sleep(0.05)
+    finally:
+        receiver.close()
+    retry = next(e for e in logs if e["event"] == "webhook.retry")
+    assert "no answer within 1 s" in retry["error"]
+    assert not any(e["event"] == "webhook.gave_up" for e in logs)  # the second try took it

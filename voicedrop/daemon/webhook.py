@@ -8,6 +8,12 @@ webhooks), and is retried with backoff (1 s, 2 s, 4 s … at most 5 min) up to
 `max_attempts`, each delivery on its own schedule (one the receiver keeps refusing never
 holds back the others); a delivery still pending when the daemon stops is sent when it
 starts again. A delivery that fails for good is logged, and never fails the job.
+
+A delivery has one deadline for all of it (`timeout_s`: connecting, sending, the answer),
+never follows a redirect (it would turn the POST into a GET without its body: a failed
+delivery, tried again), and reads at most MAX_ANSWER_BYTES of the answer. Whatever goes
+wrong with one — a receiver closing mid-answer, one that is not HTTP, a bug — is that
+delivery's failure, never the thread's end.
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ import hashlib
 import hmac
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+import httpx
 import structlog
 
 import voicedrop
@@ -31,6 +37,7 @@ from voicedrop.report import JobReport
 
 log = structlog.get_logger(__name__)
 MAX_DELAY_S = 300.0
+MAX_ANSWER_BYTES = 64 * 1024  # what a receiver's answer may be: the rest is not read
 SIGNATURE = "X-Voicedrop-Signature-256"
 
 
@@ -50,6 +57,13 @@ class Webhook(Listener):
     def start(self) -> None:
         if self.settings.webhook is not None:
             self._thread.start()  # deliveries a stopped daemon left are sent first
+
+    def reconfigure(self, settings: Notify) -> None:
+        """A reload: the new URL, secret and limits; deliveries start if newly configured."""
+        self.settings = settings
+        if settings.webhook is not None and self._thread.ident is None:
+            self._thread.start()
+        self._wake.set()
 
     def close(self) -> None:
         self._stop.set()
@@ -81,7 +95,11 @@ class Webhook(Listener):
                 if retry is not None and retry.at > time.monotonic():
                     retries[path] = retry  # not yet: the others are not held back by it
                     continue
-                later = self._deliver(path, retry)
+                try:
+                    later = self._deliver(path, retry)
+                except Exception:  # a bug: this delivery waits, the thread goes on
+                    log.exception("webhook.failed", job_id=path.stem)
+                    later = _Retry(1, time.monotonic() + MAX_DELAY_S, MAX_DELAY_S)
                 if later is not None:
                     retries[path] = later
             soonest = min((r.at for r in retries.values()), default=None)
@@ -119,16 +137,33 @@ class Webhook(Listener):
         }
         if self.settings.secret:
             headers[SIGNATURE] = signature(self.settings.secret, body)
-        url = self.settings.webhook  # http(s) only: the setting's pattern says so
-        request = urllib.request.Request(url, body, headers, method="POST")  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as response:  # noqa: S310
-                response.read()
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            return str(getattr(exc, "reason", exc))
-        return None
+            status = anyio.run(self._send, body, headers)
+        except TimeoutError:
+            return f"no answer within {self.settings.timeout_s:g} s (notify.timeout_s)"
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except Exception as exc:  # whatever a receiver does: a failed delivery
+            return f"{type(exc).__name__}: {exc}"
+        if 300 <= status < 400:
+            return f"HTTP {status}: a redirect is not followed (set the webhook to its final URL)"
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+    async def _send(self, body: bytes, headers: dict[str, str]) -> int:
+        """POST once, all of it within the deadline; the answer's status."""
+        assert self.settings.webhook is not None  # http(s) only: the setting's pattern says so
+        deadline = self.settings.timeout_s
+        with anyio.fail_after(deadline):
+            async with (
+                httpx.AsyncClient(follow_redirects=False, timeout=deadline) as c,
+                c.stream("POST", self.settings.webhook, content=body, headers=headers) as answer,
+            ):
+                read = 0
+                async for chunk in answer.aiter_raw():
+                    read += len(chunk)
+                    if read >= MAX_ANSWER_BYTES:
+                        break
+                return answer.status_code
 
 
 @dataclass(frozen=True)
