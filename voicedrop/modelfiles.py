@@ -62,16 +62,20 @@ def sha256_of(path: Path) -> str:
 
 
 class HashCheck:
-    """Hashes a file once per version (path, size, mtime), not per load or per job."""
+    """Hashes a file once per version, not per load or per job.
+
+    A version is the file's path, inode, size, mtime and ctime: `cp -p`, `rsync -a` and
+    `touch -r` give a replaced file its old size and mtime back, but no user can set its
+    ctime (nor keep its inode through rsync's rename), so a replaced file is hashed anew."""
 
     REMEMBERED = 256  # job inputs are new files every time: keep only the latest
 
     def __init__(self) -> None:
-        self._digests: dict[tuple[str, int, int], str] = {}
+        self._digests: dict[tuple[str, int, int, int, int, int], str] = {}
 
     def digest(self, path: Path) -> str:
         st = path.stat()
-        stamp = (str(path), st.st_size, st.st_mtime_ns)
+        stamp = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if stamp not in self._digests:
             if len(self._digests) >= self.REMEMBERED:
                 del self._digests[next(iter(self._digests))]

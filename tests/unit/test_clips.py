@@ -3,6 +3,7 @@ its audio changed, and only for renders that would come out the same."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,25 @@ def test_a_killed_daemons_half_written_clip_is_removed_when_the_next_starts(tmp_
     assert not orphan.exists() and live.exists()
     assert elsewhere.exists(), "a temp file of a daemon on another host sharing the folder"
     assert cache.get("f" * 64) is not None
+
+
+def test_a_file_replaced_with_its_size_and_mtime_kept_changes_the_key(tmp_path):
+    """`cp -p`, `rsync -a` and `touch -r` give a replaced reference recording or model file
+    its old size and mtime: keyed by (path, size, mtime), the old file's clips were served
+    for the new one, for as long as the daemon ran."""
+    cache = ClipCache(tmp_path / "clips", 10**8)
+    ref = tmp_path / "voice.wav"
+    rate = 16000
+    tone = np.sin(np.arange(rate) * 2 * np.pi * 220 / rate).astype(np.float32) * 0.3
+    sf.write(str(ref), tone, rate, subtype="PCM_16")
+    parts = {"tts": {"engine": "xtts"}, "text": "Hello."}
+    first = cache.key(parts, [ref])
+    assert cache.key(parts, [ref]) == first  # the same file: the same clip
+    other = tmp_path / "other.wav"
+    sf.write(str(other), -tone, rate, subtype="PCM_16")  # another voice, the same size
+    before = ref.stat()
+    subprocess.run(["cp", "-p", str(other), str(ref)], check=True)  # in place, as rsync -a
+    os.utime(ref, ns=(before.st_atime_ns, before.st_mtime_ns))  # its mtime back, to the ns
+    after = ref.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert cache.key(parts, [ref]) != first
