@@ -26,6 +26,22 @@ def test_whole_words_and_the_case_rule():
     ]
 
 
+@pytest.mark.parametrize(
+    ("entries", "text", "said"),
+    [
+        ({"izmir": "IZ-meer"}, "İzmir, Izmir, izmir", "IZ-meer, IZ-meer, IZ-meer"),  # Turkish İ
+        ({"straße": "SHTRAH-seh"}, "STRAẞE und Straße", "SHTRAH-seh und SHTRAH-seh"),
+        ({"nas": "N. A. S."}, "naſ", "N. A. S."),  # a long s matches s in any case
+        ({"NAS": "network storage", "nas": "nahs"}, "NAS nas Nas", "network storage nahs nahs"),
+    ],
+)
+def test_unicode_case_is_matched_and_respelled_never_raised(entries, text, said):
+    """The regex engine's case folding matched 'İzmir' for 'izmir', then the entry was
+    looked up by str.lower(), which gives 'i̇zmir': KeyError, the job an internal error."""
+    lexicon = Lexicon(entries)
+    assert lexicon.apply(text) == said
+
+
 def test_the_language_and_the_job_decide_which_entries_apply():
     assert Lexicon.of(TABLES, "en-GB", {}).apply("GPU on NAS") == (
         "graphics unit on network attached storage"

@@ -54,12 +54,18 @@ class Lexicon:
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        words = sorted(self.entries, key=len, reverse=True)
-        alternatives = [f"(?i:{re.escape(w)})" if w == w.lower() else re.escape(w) for w in words]
+        # Each entry is a group of its own, and a match says which entry it was: looking
+        # the matched text up again would need the regex engine's case folding, which is
+        # not str.lower's nor str.casefold's ('İzmir' matches izmir, a long s matches s).
+        # longest first; of equal length, an entry as written before one in any case
+        self._words = sorted(self.entries, key=lambda w: (-len(w), w == w.lower()))
+        alternatives = [
+            f"(?P<e{i}>(?i:{re.escape(w)}))" if w == w.lower() else f"(?P<e{i}>{re.escape(w)})"
+            for i, w in enumerate(self._words)
+        ]
         self._pattern = (
-            re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)") if words else None
+            re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)") if self._words else None
         )
-        self._folded = {w.lower(): w for w in words if w == w.lower()}
 
     @classmethod
     def of(
@@ -82,8 +88,8 @@ class Lexicon:
         return self._pattern.sub(self._say, text)
 
     def _say(self, found: re.Match[str]) -> str:
-        word = found.group(0)
-        entry = word if word in self.entries else self._folded[word.lower()]
+        assert found.lastgroup is not None  # every alternative is a named group
+        entry = self._words[int(found.lastgroup[1:])]
         self.counts[entry] = self.counts.get(entry, 0) + 1
         return self.entries[entry]
 
