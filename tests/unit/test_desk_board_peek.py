@@ -113,6 +113,22 @@ def test_the_peek_plans_a_waiting_manifest_once_and_knows_its_models(settings):
     assert peek.of(item) is seen, "planned again for an unchanged file"
 
 
+def test_the_peek_forgets_the_least_recently_used_plan_not_the_newest(settings, monkeypatch):
+    """Past its size the cache dropped its newest entry: the oldest stayed forever and a
+    waiting manifest was read and planned again on every scan."""
+    monkeypatch.setattr("voicedrop.daemon.peek.CACHED", 3)
+    peek = peek_of(settings)
+    inbox = settings.spool / "inbox"
+    for name in ("a", "b", "c", "d"):
+        drop(inbox, f"{name}.json", hello())
+    items = {i.path.stem: i for i in list_candidates(inbox)}
+    plans = {name: peek.of(items[name]) for name in ("a", "b", "c")}
+    assert peek.of(items["a"]) is plans["a"]  # a is now the most recently used
+    peek.of(items["d"])  # one too many: b, the least recently used, goes
+    assert peek.of(items["a"]) is plans["a"] and peek.of(items["c"]) is plans["c"]
+    assert peek.of(items["b"]) is not plans["b"], "b was kept: an entry in use was dropped"
+
+
 def test_the_peek_of_an_invalid_manifest_is_empty_and_raises_nothing(settings):
     peek = peek_of(settings)
     drop(settings.spool / "inbox", "bad.json", {"text": "x", "tts": {"engine": "nope"}})

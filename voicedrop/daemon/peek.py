@@ -9,6 +9,7 @@ version (path, mtime).
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from voicedrop.spool.claimed import display_name
 from voicedrop.spool.inbox import InboxFile
 
 log = structlog.get_logger(__name__)
-CACHED = 256
+CACHED = 4096  # waiting manifests whose plan is kept (a few hundred bytes each)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ManifestPeek:
         self.inbox = inbox
         self.gate = gate
         self.planner = planner
-        self._seen: dict[tuple[str, int], Peeked] = {}
+        self._seen: OrderedDict[tuple[str, int], Peeked] = OrderedDict()  # least recent first
 
     def keys(self, item: InboxFile) -> set[str]:
         return self.of(item).keys
@@ -75,7 +76,9 @@ class ManifestPeek:
     def of(self, item: InboxFile) -> Peeked:
         """Unreadable or invalid: nothing (it fails with a report when its turn comes)."""
         cache_key = (str(item.path), item.mtime_ns)
-        if cache_key not in self._seen:
+        if cache_key in self._seen:
+            self._seen.move_to_end(cache_key)  # used: the last to be forgotten
+        else:
             peeked = Peeked(set(), ())
             try:
                 manifest = read_manifest(item.path, self.settings.limits)
@@ -89,5 +92,7 @@ class ManifestPeek:
                 pass  # it fails with a report when its turn comes
             except Exception:  # input no check foresaw: the same, and the log says so
                 log.exception("intake.peek_failed", file=display_name(item.path.name))
-            self._seen = {cache_key: peeked, **dict(list(self._seen.items())[-(CACHED - 1) :])}
+            self._seen[cache_key] = peeked
+            while len(self._seen) > CACHED:  # the least recently used goes
+                self._seen.popitem(last=False)
         return self._seen[cache_key]
