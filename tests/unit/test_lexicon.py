@@ -31,7 +31,7 @@ def test_whole_words_and_the_case_rule():
     [
         ({"izmir": "IZ-meer"}, "İzmir, Izmir, izmir", "IZ-meer, IZ-meer, IZ-meer"),  # Turkish İ
         ({"straße": "SHTRAH-seh"}, "STRAẞE und Straße", "SHTRAH-seh und SHTRAH-seh"),
-        ({"nas": "N. A. S."}, "naſ", "N. A. S."),  # a long s matches s in any case
+        ({"nas": "N. A. S."}, "na" + chr(0x17F), "N. A. S."),  # a long s matches s in any case
         ({"NAS": "network storage", "nas": "nahs"}, "NAS nas Nas", "network storage nahs nahs"),
     ],
 )
