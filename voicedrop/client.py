@@ -20,9 +20,10 @@ from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.intake import JobCheck, read_manifest
 from voicedrop.manifest import Manifest
 from voicedrop.report import VramStats
-from voicedrop.script import parse_script
+from voicedrop.script import read_script
 from voicedrop.spool.claimed import job_stem
-from voicedrop.spool.jobs import SUBMIT_REFS, Spool
+from voicedrop.spool.jobs import Spool
+from voicedrop.spool.private import private_name
 from voicedrop.spool.references import checked_reference
 from voicedrop.spool.state import JobState, job_state
 from voicedrop.spool.status import DaemonStatus, live_status
@@ -41,12 +42,7 @@ def check_manifest(
             script = checked_reference(
                 path.parent, manifest.script, limit.max_script_bytes, "script"
             )
-            parse_script(
-                script.read_bytes(),
-                manifest.script,
-                max_cue_s=limit.max_cue_s,
-                max_chars=limit.max_text_chars,
-            )
+            read_script(script.read_bytes(), manifest.script, limit)
         jobs.check(manifest, ref_path)
     except ManifestError as exc:
         return None, exc.problems
@@ -83,7 +79,7 @@ def submit(
         (manifest.script, ("script",)),
     ):
         if name:
-            unique = f"{SUBMIT_REFS}{tag}-{Path(name).name}"
+            unique = private_name(name, tag)
             _drop(spool, path.parent / name, spool.inbox / unique)
             node = data
             for key in where[:-1]:

@@ -39,6 +39,7 @@ class Limits(_Section):
     retry_delay_s: float = Field(30.0, ge=0, le=86400)
     max_script_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_cue_s: float = Field(30.0, gt=0, le=3600)
+    max_script_s: float = Field(4 * 3600.0, gt=0, le=24 * 3600)  # a script's timeline
     max_stretch: float = Field(1.25, ge=1.0, le=2.0)
 
 

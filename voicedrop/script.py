@@ -19,17 +19,21 @@ import re
 from dataclasses import dataclass
 from typing import NoReturn
 
+from voicedrop.config import Limits
 from voicedrop.errors import ManifestError
 from voicedrop.manifest import Manifest, Segment, speakable
 
 SUFFIXES = (".srt", ".vtt")
 TAG = re.compile(r"<[^>]*>|\{\\[^}]*\}")
+# ASCII digits only (`\d` takes '²' and other scripts' digits, which int() then refuses),
+# and at most four of hours: a timeline is bounded anyway (limits.max_script_s).
 STAMP = {
-    "srt": re.compile(r"^(\d{2,}):([0-5]\d):([0-5]\d)[,.](\d{3})$"),
-    "vtt": re.compile(r"^(?:(\d{2,}):)?([0-5]\d):([0-5]\d)\.(\d{3})$"),
+    "srt": re.compile(r"^([0-9]{2,4}):([0-5][0-9]):([0-5][0-9])[,.]([0-9]{3})$"),
+    "vtt": re.compile(r"^(?:([0-9]{2,4}):)?([0-5][0-9]):([0-5][0-9])\.([0-9]{3})$"),
 }
+NUMBER = re.compile(r"[0-9]{1,9}")  # a cue number: its clip's id is cue<number>
 FORM = {"srt": "00:00:01,000 --> 00:00:03,500", "vtt": "00:00:01.000 --> 00:00:03.500"}
-LOOSE = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?[,.](\d+)$")
+LOOSE = re.compile(r"^([0-9]{1,9})(?::([0-9]{1,9}))?(?::([0-9]{1,9}))?[,.]([0-9]{1,9})$")
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,20 @@ class _Timed:
     body: str
 
 
-def parse_script(raw: bytes, name: str, *, max_cue_s: float, max_chars: int) -> Script:
+def read_script(raw: bytes, name: str, limits: Limits) -> Script:
+    """A script under the configuration's limits (its cues, its text, its timeline)."""
+    return parse_script(
+        raw,
+        name,
+        max_cue_s=limits.max_cue_s,
+        max_chars=limits.max_text_chars,
+        max_end_s=limits.max_script_s,
+    )
+
+
+def parse_script(
+    raw: bytes, name: str, *, max_cue_s: float, max_chars: int, max_end_s: float = 4 * 3600
+) -> Script:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -89,6 +106,11 @@ def parse_script(raw: bytes, name: str, *, max_cue_s: float, max_chars: int) -> 
         where = f"cue {cue.number} (at {_clock(cue.start)}, line {cue.line})"
         if cue.end <= cue.start:
             _refuse(f"{where} ends at {_clock(cue.end)}, before it starts")
+        if cue.end > max_end_s:
+            _refuse(
+                f"{where} ends at {_clock(cue.end)}, past the longest timeline a script may "
+                f"have ({_clock(max_end_s)}, limits.max_script_s)"
+            )
         if cue.end - cue.start > max_cue_s:
             _refuse(
                 f"{where} lasts {cue.end - cue.start:.1f} s; the limit is {max_cue_s:g} s "
@@ -161,6 +183,11 @@ def _srt(text: str) -> list[_Timed]:
         first = lines[0].strip()
         if "-->" in first:
             _refuse(f"line {line} ({after}): a cue without its number: '{first[:80]}'")
+        if first.isdigit() and not NUMBER.fullmatch(first):
+            _refuse(
+                f"line {line} ({after}): cue number '{first[:20]}' is not a number of at "
+                "most nine digits 0-9"
+            )
         if not first.isdigit():
             _refuse(
                 f"line {line} ({after}): a cue starts with its number, found '{first[:80]}' "

@@ -4,6 +4,7 @@ job someone reads is left for the next sweep — all found through the ledger.""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from tests.conftest import drop, hello, make_settings, unit_service
@@ -45,3 +46,23 @@ def test_the_ledger_of_a_spool_made_before_it_lists_the_jobs_there(tmp_path):
     service.spool.ledger.path.unlink()
     service.spool.ledger.ensure(service.spool.outbox, service.spool.failed)
     assert [e.job_id for e in service.spool.ledger.recent(10)] == ["old"]
+
+
+def test_an_old_entry_never_removes_a_new_job_of_the_same_name(tmp_path):
+    """A user removed outbox/ep and dropped ep.json again: retention expired the old job's
+    entry and removed the new outbox/ep, seconds after it finished."""
+    settings = make_settings(tmp_path, retention={"drop": {"max_age_s": 30}})
+    service = unit_service(settings)
+    spool = service.spool
+    drop(spool.inbox, "ep.json", hello())
+    assert service.executor.step().status == "done"
+    [old] = spool.ledger.entries()
+    aged = old.model_copy(update={"finished": old.finished - 60})  # finished a minute ago
+    spool.ledger.path.write_text(aged.model_dump_json() + "\n")
+    shutil.rmtree(spool.outbox / "ep")  # the user takes the result away …
+    drop(spool.inbox, "ep.json", hello(text="A new take."))  # … and drops the job again
+    assert service.executor.step().job_id == "ep"
+    assert service.retention.sweep() == 0  # the old job is gone already; the new one stays
+    assert (spool.outbox / "ep" / "report.json").exists()
+    [new] = spool.ledger.entries()
+    assert new.mark != aged.mark and new.finished > aged.finished

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.conftest import make_settings, read_report, unit_service
 from voicedrop.errors import ManifestError
-from voicedrop.script import parse_script
+from voicedrop.script import parse_script, read_script, with_cues
 
 SRT = """1
 00:00:01,000 --> 00:00:03,500
@@ -152,3 +155,93 @@ def test_plain_text_is_a_cue_per_paragraph_without_times():
     ]
     assert not script.timed and script.kind == "txt"
     assert "paragraph 2 (line 3)" in problem("One.\n\nbad\x00text\n", "s.txt")
+
+
+# Subtitles no editor writes: cue numbers of any length and script ('²', Arabic-Indic
+# digits, 62 digits), times of any size (a 5,000-digit hours field), arrows and text.
+_number = st.one_of(
+    st.integers(0, 10**70).map(str),
+    st.text(alphabet="0123456789\u00b2\u0663\u096b\uff11", min_size=1, max_size=12),
+)
+_field = st.one_of(
+    st.integers(0, 99).map(lambda n: f"{n:02}"),
+    st.sampled_from(["9" * 5000, "1" * 62, "\u00b2\u00b2", "99999", "0"]),
+)
+_stamp = st.builds(
+    lambda h, m, s, ms, sep: f"{h}:{m}:{s}{sep}{ms}",
+    _field,
+    _field,
+    _field,
+    st.sampled_from(["000", "500", "5", "12345", "\u0663\u0663\u0663"]),
+    st.sampled_from([",", "."]),
+)
+_cue = st.builds(
+    lambda n, a, arrow, b, text: f"{n}\n{a} {arrow} {b}\n{text}\n",
+    _number,
+    _stamp,
+    st.sampled_from(["-->", "->", "--> ", "—>"]),
+    _stamp,
+    st.text(max_size=30),
+)
+subtitle_bytes = st.one_of(
+    st.binary(max_size=300),
+    st.lists(_cue, min_size=1, max_size=4).map(lambda cues: "\n".join(cues).encode()),
+    st.lists(_cue, min_size=1, max_size=4).map(lambda c: ("WEBVTT\n\n" + "\n".join(c)).encode()),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(subtitle_bytes, st.sampled_from(["s.srt", "s.vtt", "s.txt"]))
+def test_any_bytes_are_a_script_or_a_manifest_error_and_its_cues_make_a_job(raw, name):
+    """Never another exception, from the reader or from the job the cues make (a 62-digit
+    cue number gave a clip id past its 64 characters: a ValidationError outside the job)."""
+    from voicedrop.config import Limits
+    from voicedrop.manifest import parse_manifest
+
+    try:
+        script = read_script(raw, name, Limits())
+    except ManifestError as exc:
+        assert exc.field == "script" and exc.message
+        return
+    raw_manifest = b'{"text": "x", "tts": {"engine": "espeak"}}'
+    manifest = parse_manifest(raw_manifest, max_bytes=100, max_text_chars=100)
+    assert len(with_cues(manifest, script).segments or []) == len(script.cues)
+
+
+@pytest.mark.parametrize(
+    ("number", "said"),
+    [("1" * 62, "nine digits"), ("\u00b2", "nine digits"), ("\u0663", "nine digits")],
+)
+def test_a_cue_number_no_clip_id_can_carry_is_refused_naming_its_line(number, said):
+    message = problem(f"{number}\n00:00:01,000 --> 00:00:02,000\nHi.\n")
+    assert "line 1" in message and said in message
+
+
+def test_a_time_with_thousands_of_digits_is_refused_naming_the_cue():
+    message = problem(f"1\n{'9' * 5000}:00:01,000 --> 00:00:02,000\nHi.\n")
+    assert message.startswith("cue 1 (line 2)") and "is not a time" in message
+
+
+def test_a_cue_past_the_longest_timeline_is_refused_before_anything_is_made():
+    """A 42-byte file with one cue at 02:00:00 made a two-hour dub track (3.9 GB of
+    memory); limits.max_script_s bounds the timeline a script may ask for."""
+    text = "1\n20:00:00,000 --> 20:00:01,000\nHi.\n"
+    message = problem(text)
+    assert "cue 1" in message and "limits.max_script_s" in message
+    script = parse_script(text.encode(), "s.srt", max_cue_s=30, max_chars=50, max_end_s=86400)
+    assert script.end_s == 72001.0  # a longer limit, when configured
+
+
+def test_a_script_job_with_a_cue_no_check_foresaw_fails_alone_and_the_next_job_runs(tmp_path):
+    service = unit_service(make_settings(tmp_path, presets={"dub": {"tts": {"engine": "noop"}}}))
+    service.presets.ensure()
+    (service.spool.inbox / "dub" / "bad.srt").write_text(
+        f"{'7' * 62}\n00:00:01,000 --> 00:00:02,000\nHi.\n"
+    )
+    (service.spool.inbox / "dub" / "good.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nHi.\n")
+    assert service.presets.collect() == 2
+    reports = {r.job_id: r for r in iter(service.executor.step, None)}
+    assert reports["good"].status == "done"
+    failed = read_report(service.spool.failed / "bad")
+    assert failed["error"]["field"] == "script" and "line 1" in failed["error"]["message"]
+    assert not list((service.spool.inbox / "refs").iterdir())

@@ -24,8 +24,9 @@ from voicedrop.config import Settings
 from voicedrop.intake import JobCheck
 from voicedrop.manifest import AUDIO_SUFFIXES
 from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
+from voicedrop.spool import private
 from voicedrop.spool.inbox import list_candidates
-from voicedrop.spool.jobs import SUBMIT_REFS, Spool
+from voicedrop.spool.jobs import Spool
 from voicedrop.spool.state import JobState, job_state
 from voicedrop.spool.status import DaemonStatus, live_status
 
@@ -237,16 +238,8 @@ class Desk:
         final = self.spool.withdraw(f"{job_id}.json", report)
         if final is None:
             raise Rejected(409, [f"job '{job_id}' has just started: it can no longer be cancelled"])
-        self._drop_private_reference(final / "manifest.json")
+        limit = self.current()[0].limits.max_manifest_bytes
+        private.follow(self.spool.inbox, final, limit)  # the job's alone: kept with it
         done = self.state(final.name)
         assert done is not None
         return done
-
-    def _drop_private_reference(self, manifest: Path) -> None:
-        """The reference `submit` copied for the job is the job's alone: gone with it."""
-        try:
-            voice = str(json.loads(manifest.read_text())["tts"].get("voice") or "")
-        except (OSError, ValueError, KeyError, AttributeError, TypeError, RecursionError):
-            return  # whatever a hostile manifest holds: nothing of ours to remove
-        if voice.startswith(SUBMIT_REFS) and ".." not in voice:
-            (self.spool.inbox / voice).unlink(missing_ok=True)

@@ -29,10 +29,11 @@ from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.pipeline.stages import Paused, Take
 from voicedrop.report import ErrorInfo, JobReport, ModelEvent, PauseRecord, StageRecord
-from voicedrop.script import Script, parse_script, with_cues
+from voicedrop.script import Script, read_script, with_cues
+from voicedrop.spool import private
 from voicedrop.spool.claimed import ClaimedJob
 from voicedrop.spool.deaths import MAX_INTERRUPTED, Witness, verdict
-from voicedrop.spool.jobs import SUBMIT_REFS, Spool
+from voicedrop.spool.jobs import Spool
 from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)
@@ -193,19 +194,22 @@ class Attempts:
             if manifest.id is not None:  # reserved among every daemon of the spool
                 attempt.duplicate_of = self.spool.ids.reserve(manifest.id, job.job_id)
                 if attempt.duplicate_of:
+                    private.follow(self.spool.inbox, job.dir, limit.max_manifest_bytes)
                     return self.runner.finish(Outcome(before))
             ref = manifest.tts.reference_path
-            reference = self.spool.copy_input(job, ref, limit.max_reference_bytes) if ref else None
+            reference = (
+                self.spool.take_input(job, ref, limit.max_reference_bytes, "tts.voice")
+                if ref
+                else None
+            )
             script = self._script(job, manifest)
-            for private in (ref, manifest.script):  # submit's private copies: the job has them
-                if private and private.startswith(SUBMIT_REFS):
-                    (self.spool.inbox / private).unlink(missing_ok=True)
-        except Exception as exc:
+            runs = manifest if script is None else with_cues(manifest, script)
+        except Exception as exc:  # everything between claim and report: this job's failure
+            private.follow(self.spool.inbox, job.dir, limit.max_manifest_bytes)  # kept with it
             error = job_error(exc)
             if error.code == "internal_error":
                 log.exception("job.internal_error")
             return self.runner.finish(Outcome(before, error=error))
-        runs = manifest if script is None else with_cues(manifest, script)
         return JobInput(job.job_id, runs, reference, job.out_dir, script)
 
     def _script(self, job: ClaimedJob, manifest: Manifest) -> Script | None:
@@ -213,13 +217,8 @@ class Attempts:
         if manifest.script is None:
             return None
         limit = self.limits
-        path = self.spool.copy_input(job, manifest.script, limit.max_script_bytes, "script")
-        return parse_script(
-            path.read_bytes(),
-            manifest.script,
-            max_cue_s=limit.max_cue_s,
-            max_chars=limit.max_text_chars,
-        )
+        path = self.spool.take_input(job, manifest.script, limit.max_script_bytes, "script")
+        return read_script(path.read_bytes(), manifest.script, limit)
 
     def _progress(self, job: ClaimedJob) -> Callable[[str], None]:
         def report(message: str) -> None:
@@ -258,7 +257,7 @@ class Attempts:
         a report that cannot be made must never send the daemon into a crash loop."""
         job = attempt.job
         deaths = [ErrorInfo(code="daemon_died", message=d, kind="transient") for d in job.deaths]
-        previous = deaths + self.retries.previous(job.job_id)
+        previous = deaths + list(job.errors)
         try:
             report = build_report(
                 job,
@@ -283,7 +282,7 @@ class Attempts:
         if delay is None or report.error is None:
             return False
         shutil.rmtree(job.out_dir, ignore_errors=True)  # partial outputs of this attempt
-        self.retries.remember(job.job_id, [*report.previous_errors, report.error])
+        job = self.spool.keep_errors(job, [*job.errors, report.error])
         self.queue.defer(job, delay)
         log.warning(
             "job.retry_later", error=report.error.message, attempt=job.attempts, delay_s=delay

@@ -46,12 +46,14 @@ class Retention:
         doomed = self.doomed(entries, self.wall())
         if not doomed:
             return 0
-        removed = [e for e in doomed if remove(self._folder(e))]
-        gone = {(e.job_id, e.folder) for e in removed}
-        self.spool.ledger.rewrite([e for e in entries if (e.job_id, e.folder) not in gone])
+        done = [(e, remove(self._folder(e), e.mark)) for e in doomed]
+        ended = {e.key for e, how in done if how != "held"}
+        self.spool.ledger.rewrite([e for e in entries if e.key not in ended])
+        removed = sum(how == "removed" for _, how in done)
         if removed:
-            log.info("retention.removed", jobs=len(removed), held=len(doomed) - len(removed))
-        return len(removed)
+            held = sum(how == "held" for _, how in done)
+            log.info("retention.removed", jobs=removed, held=held)
+        return removed
 
     def doomed(self, entries: list[Finished], now: float) -> list[Finished]:
         """The entries whose jobs go now (entries oldest first)."""

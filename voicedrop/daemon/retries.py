@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -29,7 +29,6 @@ class RetryPolicy:
     """Which failed attempts are tried again, after how long, and what they carry."""
 
     limits: Limits
-    _history: dict[str, list[ErrorInfo]] = field(default_factory=dict)  # job id -> errors
 
     def delay(self, job: ClaimedJob, error: ErrorInfo | None) -> float | None:
         """Seconds until the job's next attempt, or None when this attempt is its last."""
@@ -38,13 +37,6 @@ class RetryPolicy:
         if job.attempts >= self.limits.max_attempts:
             return None
         return float(self.limits.retry_delay_s * 2 ** (job.attempts - 1))
-
-    def remember(self, job_id: str, errors: list[ErrorInfo]) -> None:
-        """The errors of the attempts so far, for the report of the one that ends it."""
-        self._history[job_id] = errors
-
-    def previous(self, job_id: str) -> list[ErrorInfo]:
-        return self._history.pop(job_id, [])
 
 
 @dataclass

@@ -58,7 +58,8 @@ def dub_track(
     for start, samples in placed:
         track[start : start + len(samples)] += samples
     spoken = [len(samples) / rate for _, samples in placed]
-    return Dub(Audio(np.clip(track, -1.0, 1.0), rate), overruns, spoken)
+    np.clip(track, -1.0, 1.0, out=track)  # in place: a long track is not held twice
+    return Dub(Audio(track, rate), overruns, spoken)
 
 
 def _time_stretch(samples: np.ndarray, ratio: float) -> np.ndarray:

@@ -1,14 +1,22 @@
 """What a claimed job is: its id (from the inbox file's name), its folder in work/ and
-its attempts so far; and the name a file gets in a report. Shared by the spool that
-claims jobs and the daemon that runs them."""
+its attempts so far, kept with it in `job.json` (JobRecord: attempts, deaths and the
+errors of earlier attempts, so a restart loses none of them); and the name a file gets in
+a report. Shared by the spool that claims jobs and the daemon that runs them."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+
+from voicedrop.fsutil import write_atomic
+from voicedrop.report import ErrorInfo
 from voicedrop.spool.inbox import InboxFile
+
+RECORD = "job.json"  # in work/<job>/: what the attempts so far left
 
 
 def display_name(name: str) -> str:
@@ -42,6 +50,7 @@ class ClaimedJob:
     crashes: int = 0  # deaths in its stages charged to the job (deaths.py)
     interrupted: int = 0  # deaths in its stages not charged to it
     deaths: tuple[str, ...] = ()  # what each death was, for the report
+    errors: tuple[ErrorInfo, ...] = ()  # earlier attempts' transient errors, for the report
 
     @property
     def manifest_path(self) -> Path:
@@ -50,3 +59,55 @@ class ClaimedJob:
     @property
     def out_dir(self) -> Path:
         return self.dir / "out"
+
+
+class JobRecord(BaseModel):
+    """`work/<job>/job.json`: the one record of a claimed job's attempts."""
+
+    source: str
+    attempts: int = 0
+    name_problem: str | None = None
+    crashes: int = 0
+    interrupted: int = 0
+    deaths: list[str] = []
+    errors: list[ErrorInfo] = []
+    updated: str = ""
+
+    @classmethod
+    def of(cls, job: ClaimedJob) -> JobRecord:
+        return cls(
+            source=job.source,
+            attempts=job.attempts,
+            name_problem=job.name_problem,
+            crashes=job.crashes,
+            interrupted=job.interrupted,
+            deaths=list(job.deaths),
+            errors=list(job.errors),
+            updated=datetime.now(UTC).isoformat(),
+        )
+
+    @classmethod
+    def read(cls, job_dir: Path) -> JobRecord | None:
+        """None when missing or unreadable (a claim a kill cut short)."""
+        try:
+            return cls.model_validate_json((job_dir / RECORD).read_bytes())
+        except (OSError, ValueError, ValidationError):
+            return None
+
+    def job(self, job_dir: Path) -> ClaimedJob:
+        return ClaimedJob(
+            job_dir.name,
+            job_dir,
+            display_name(self.source),
+            self.attempts,
+            self.name_problem,
+            self.crashes,
+            self.interrupted,
+            tuple(self.deaths),
+            tuple(self.errors),
+        )
+
+    def write(self, job_dir: Path) -> None:
+        # Not fsynced: a kill -9 keeps the count (page cache); a power cut may lose one
+        # attempt's count, i.e. one more retry at worst. Two fsyncs of a tiny job saved.
+        write_atomic(job_dir / RECORD, self.model_dump_json(), overwrite=True, durable=False)

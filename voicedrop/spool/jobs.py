@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -29,17 +28,18 @@ import structlog
 
 from voicedrop.config import Settings
 from voicedrop.fsutil import StateWrites, fsync_dir, remove_orphan_temps, write_atomic
-from voicedrop.spool.claimed import ClaimedJob, Unclaimable, display_name, job_stem
+from voicedrop.report import ErrorInfo
+from voicedrop.spool import private
+from voicedrop.spool.claimed import ClaimedJob, JobRecord, Unclaimable, display_name, job_stem
 from voicedrop.spool.deaths import Death
 from voicedrop.spool.ids import ClientIds
 from voicedrop.spool.inbox import InboxFile, list_candidates
 from voicedrop.spool.leases import LEASE, Leases, hold_inbox_file
-from voicedrop.spool.ledger import Finished, Ledger
+from voicedrop.spool.ledger import Finished, Ledger, mark_of
 from voicedrop.spool.references import check_opened, checked_reference, open_beneath
 from voicedrop.spool.stream import stream_folder
 
 log = structlog.get_logger(__name__)
-SUBMIT_REFS = "refs/"  # where `voicedrop submit` puts a job's reference, under a unique name
 # What a failed rename of one inbox file means: that file cannot be claimed (its owner,
 # the sticky bit, a mount point, another filesystem), not that the spool is in trouble.
 UNCLAIMABLE = {errno.EACCES, errno.EPERM, errno.EBUSY, errno.EXDEV, errno.EINVAL, errno.ENOTDIR}
@@ -68,7 +68,7 @@ class Spool:
         for d in (
             self.inbox,
             self.incoming,
-            self.inbox / SUBMIT_REFS,
+            self.inbox / private.FOLDER,
             self.work,
             self.outbox,
             self.failed,
@@ -155,35 +155,20 @@ class Spool:
     # ---- work ----------------------------------------------------------------------
 
     def _write_meta(self, job: ClaimedJob) -> None:
-        meta = {
-            "source": job.source,
-            "attempts": job.attempts,
-            "name_problem": job.name_problem,
-            "crashes": job.crashes,
-            "interrupted": job.interrupted,
-            "deaths": list(job.deaths),
-            "updated": datetime.now(UTC).isoformat(),
-        }
-        # Not fsynced: a kill -9 keeps the count (page cache); a power cut may lose one
-        # attempt's count, i.e. one more retry at worst. Two fsyncs of a tiny job saved.
-        write_atomic(job.dir / "job.json", json.dumps(meta), overwrite=True, durable=False)
+        JobRecord.of(job).write(job.dir)
 
     def _read_job(self, job_dir: Path) -> ClaimedJob:
-        try:
-            meta = json.loads((job_dir / "job.json").read_text())
-            problem = meta.get("name_problem")
-            return ClaimedJob(
-                job_dir.name,
-                job_dir,
-                display_name(str(meta["source"])),
-                int(meta["attempts"]),
-                None if problem is None else str(problem),
-                int(meta.get("crashes", 0)),
-                int(meta.get("interrupted", 0)),
-                tuple(str(d) for d in meta.get("deaths", [])),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
+        record = JobRecord.read(job_dir)
+        if record is None:
             return ClaimedJob(job_dir.name, job_dir, job_dir.name + ".json")
+        return record.job(job_dir)
+
+    def keep_errors(self, job: ClaimedJob, errors: list[ErrorInfo]) -> ClaimedJob:
+        """A job that waits for a retry keeps its attempts' errors with it, on disk: a
+        restart during the wait loses none from its final report."""
+        kept = replace(job, errors=tuple(errors))
+        self._write_meta(kept)
+        return kept
 
     def begin_attempt(self, job: ClaimedJob, death: Death | None = None) -> ClaimedJob:
         """Count an attempt before running, with how the previous one died (if it died in
@@ -267,6 +252,14 @@ class Spool:
             shutil.rmtree(job_dir)
             self.leases.release(job.job_id)
 
+    def take_input(self, job: ClaimedJob, relative: str, max_bytes: int, field: str) -> Path:
+        """A file the manifest names, as the job's own: a private input (private.py) is
+        moved into the job once and found there on every later attempt; a file beside the
+        manifest is copied (it stays the producer's)."""
+        if private.is_private(relative):
+            return private.take(self.inbox, job.dir, relative, max_bytes, field)
+        return self.copy_input(job, relative, max_bytes, field)
+
     def copy_input(
         self, job: ClaimedJob, relative: str, max_bytes: int, field: str = "tts.voice"
     ) -> Path:
@@ -321,7 +314,9 @@ class Spool:
         """The ledger's line for a job that ended. The job is committed already: a line
         that cannot be written is said once per episode, never a failure."""
         try:
-            report = json.loads((final / "report.json").read_text())
+            with (final / "report.json").open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                report = json.loads(fh.read())
             manifest = report.get("manifest") or {}
             entry = Finished(
                 job_id=final.name,
@@ -329,6 +324,7 @@ class Spool:
                 folder=folder,
                 finished=time.time(),
                 origin="http" if manifest.get("origin") == "http" else "drop",
+                mark=mark_of(st),
             )
         except (OSError, ValueError, AttributeError):
             return

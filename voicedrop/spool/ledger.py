@@ -38,6 +38,20 @@ class Finished(BaseModel):
     folder: Literal["outbox", "failed"]
     finished: float  # Unix time
     origin: Origin = "drop"
+    # Which job of that name: its report's inode and mtime. A user may remove a finished
+    # job's folder and drop a job of the same name again; the entry is the old job's, and
+    # must never remove the new one (None: an entry from before marks were kept).
+    mark: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        """One finished job: its name alone may be a later job's too."""
+        return (self.job_id, self.folder, self.mark)
+
+
+def mark_of(st: os.stat_result) -> str:
+    """The mark of a finished job, from its report file's stat."""
+    return f"{st.st_ino}:{st.st_mtime_ns}"
 
 
 class Ledger:
@@ -95,8 +109,8 @@ class Ledger:
     def rewrite(self, keep: list[Finished]) -> None:
         """Keep only `keep` (a sweep removed the rest), under the lock appends take."""
         with self._locked():
-            kept = {(e.job_id, e.folder) for e in keep}
-            current = [e for e in self.entries() if (e.job_id, e.folder) in kept]
+            kept = {e.key for e in keep}
+            current = [e for e in self.entries() if e.key in kept]
             text = "".join(e.model_dump_json() + "\n" for e in current)
             write_atomic(self.path, text, overwrite=True, durable=False)
 
@@ -109,13 +123,14 @@ class Ledger:
             with contextlib.suppress(OSError):
                 for entry in os.scandir(folder):
                     with contextlib.suppress(OSError):
-                        report = Path(entry.path) / "report.json"
+                        st = (Path(entry.path) / "report.json").stat()
                         found.append(
                             Finished(
                                 job_id=entry.name,
                                 status="done" if name == "outbox" else "failed",
                                 folder=name,  # type: ignore[arg-type]
-                                finished=report.stat().st_mtime,
+                                finished=st.st_mtime,
+                                mark=mark_of(st),
                             )
                         )
         found.sort(key=lambda e: e.finished)
@@ -142,24 +157,31 @@ def hold(folder: Path) -> int | None:
     return fd
 
 
-def remove(folder: Path) -> bool:
-    """Remove a finished job unless someone reads it; False if held (tried again later)."""
+Removal = Literal["removed", "held", "gone"]
+
+
+def remove(folder: Path, mark: str | None = None) -> Removal:
+    """Remove the finished job `mark` names unless someone reads it ("held": tried again
+    later). "gone": the folder is no longer that job (removed by hand, or another job of
+    the same name is there now, whose report is not the one marked): it is left alone."""
     try:
         fd = os.open(folder / "report.json", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         fd = None  # a folder without a report: nobody can be reading it
     try:
+        if fd is not None and mark is not None and mark_of(os.fstat(fd)) != mark:
+            return "gone"
         if fd is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return False
+                return "held"
         gone = folder.with_name(f".removed-{folder.name}")
         os.rename(folder, gone)
     except FileNotFoundError:
-        return True
+        return "gone"
     finally:
         if fd is not None:
             os.close(fd)
     shutil.rmtree(gone, ignore_errors=True)
-    return True
+    return "removed"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicedrop.spool.claimed import JobRecord
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.status import DaemonStatus
 
@@ -82,7 +83,5 @@ def _look(spool: Spool, job_id: str, daemon: DaemonStatus | None) -> JobState | 
 
 
 def _attempts(job_dir: Path) -> int:
-    try:
-        return int(json.loads((job_dir / "job.json").read_text())["attempts"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    record = JobRecord.read(job_dir)
+    return 0 if record is None else record.attempts

@@ -1,0 +1,130 @@
+"""A job's private inputs: files put under `inbox/refs/` for one job alone.
+
+`voicedrop submit`, the HTTP side and the hot folders stage the files a job names (its
+reference recording, its subtitle script) here under a name of their own, before its
+manifest is dropped, so the manifest never arrives without them. From the moment the job
+is claimed they are the job's: its first attempt moves them (one rename, no copy) into
+`work/<job>/inputs/`, and every later attempt — after a kill, a transient error, or a
+step aside for a job of a higher priority — finds them there. They end with the job (in
+`failed/<job>/inputs/`, or removed with a job that is done), and a job cancelled before
+it was claimed takes them along too (`follow`).
+
+This module is the one owner of that rule: the folder's name, which names are private,
+staging, taking and following a job that ended unclaimed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path, PurePosixPath
+
+from voicedrop.errors import ManifestError
+from voicedrop.spool.references import check_opened
+
+FOLDER = "refs"
+PREFIX = f"{FOLDER}/"
+FIELDS = (("tts", "voice"), ("script",))  # where a manifest names a private input
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def is_private(relative: str | None) -> bool:
+    """A manifest's file name that points at a private input (`refs/<name>`)."""
+    if not relative or not relative.startswith(PREFIX):
+        return False
+    parts = PurePosixPath(relative).parts
+    return len(parts) == 2 and parts[1] not in ("..", ".")
+
+
+def private_name(original: str, tag: str | None = None) -> str:
+    """The manifest-relative name a staged file gets: unique, ending like the original."""
+    return f"{PREFIX}{tag or uuid.uuid4().hex[:8]}-{PurePosixPath(original).name}"
+
+
+def open_folder(inbox: Path) -> int:
+    """An fd of `inbox/refs`, never through a symlink (a link there would lead a rename out
+    of the spool). OSError: missing, or not a real folder (ELOOP, ENOTDIR)."""
+    parent = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return os.open(FOLDER, _DIR_FLAGS, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def take(inbox: Path, job_dir: Path, relative: str, max_bytes: int, field: str) -> Path:
+    """The job's own copy of the private input `relative`: moved from the inbox on the
+    job's first attempt, found in the job on every later one. ManifestError when it is
+    not there, not a regular file, a link, or too big."""
+    name = PurePosixPath(relative).name
+    inputs = job_dir / "inputs"
+    target = inputs / name
+    what = "script" if field == "script" else "reference"
+    if not _exists(target):
+        inputs.mkdir(exist_ok=True)
+        try:
+            folder = open_folder(inbox)
+        except OSError as exc:
+            raise ManifestError(
+                f"{what} '{relative}': the inbox's {PREFIX} folder cannot be read "
+                f"({exc.strerror}); refused",
+                field=field,
+            ) from None
+        try:
+            os.rename(name, target, src_dir_fd=folder)  # the entry itself, never a link's target
+        except FileNotFoundError:
+            raise ManifestError(
+                f"{what} file '{relative}' not found next to the manifest", field=field
+            ) from None
+        finally:
+            os.close(folder)
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ManifestError(
+            f"{what} '{relative}' is not a regular file ({exc.strerror}); refused", field=field
+        ) from None
+    try:
+        check_opened(relative, os.fstat(fd), max_bytes, field)
+    finally:
+        os.close(fd)
+    return target
+
+
+def named(manifest: object) -> list[str]:
+    """The private inputs a manifest (as parsed JSON, whatever it holds) names."""
+    found = []
+    for path in FIELDS:
+        node = manifest
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, str) and is_private(node):
+            found.append(node)
+    return found
+
+
+def follow(inbox: Path, job_dir: Path, max_manifest_bytes: int) -> list[str]:
+    """Move the private inputs of a job that ended without being claimed (cancelled in the
+    inbox) into its folder, as a claimed job's are: the names moved. Whatever a hostile
+    manifest holds, nothing outside refs/ is touched."""
+    try:
+        with (job_dir / "manifest.json").open("rb") as fh:
+            data = json.loads(fh.read(max_manifest_bytes + 1))
+    except (OSError, ValueError, RecursionError):
+        return []
+    moved = []
+    for relative in named(data):
+        try:
+            take(inbox, job_dir, relative, max_bytes=2**63 - 1, field="script")
+            moved.append(relative)
+        except ManifestError:
+            pass
+    return moved
+
+
+def _exists(path: Path) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
