@@ -77,9 +77,7 @@ def remove_orphan_temps(temps: Iterable[Path]) -> int:
     a folder that is only written to would keep one per kill. The number removed."""
     removed = 0
     for temp in temps:
-        writer = temp.name.rsplit(".", 2)[-2] if temp.name.count(".") >= 3 else ""
-        pid, _, host = writer.partition("-")
-        if not pid.isdigit() or host not in ("", HOST_TAG) or _running(int(pid)):
+        if not orphaned(temp.name):
             continue  # not write_atomic's, another host's, or its writer still runs
         try:
             temp.unlink()
@@ -87,6 +85,18 @@ def remove_orphan_temps(temps: Iterable[Path]) -> int:
         except FileNotFoundError:
             pass
     return removed
+
+
+def writer_tag() -> str:
+    """`<pid>-<host tag>`: what a file of a writer's own carries before its suffix."""
+    return f"{os.getpid()}-{HOST_TAG}"
+
+
+def orphaned(name: str) -> bool:
+    """A file named `….<pid>-<host tag>.<suffix>` whose writer, on this host, no longer runs."""
+    writer = name.rsplit(".", 2)[-2] if name.count(".") >= 3 else ""
+    pid, _, host = writer.partition("-")
+    return pid.isdigit() and host in ("", HOST_TAG) and not _running(int(pid))
 
 
 def _running(pid: int) -> bool:

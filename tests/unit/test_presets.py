@@ -3,12 +3,19 @@ job, with the preset's engine, voice and output, and no JSON written by anyone."
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import time
+from unittest.mock import patch
+
 import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import make_settings, read_report, unit_service
 from voicedrop.daemon.service import Service
 from voicedrop.errors import ConfigError
+from voicedrop.fsutil import HOST_TAG
 
 PRESETS = {
     "dub-en": {
@@ -71,3 +78,135 @@ def test_a_bad_preset_stops_start_up_naming_it(tmp_path, preset, said):
     with pytest.raises(ConfigError) as err:
         Service(make_settings(tmp_path, presets={"bad": preset}))
     assert "presets.bad" in err.value.message and said in err.value.message
+
+
+def test_a_preset_folder_that_is_a_symlink_is_refused_and_nothing_outside_is_taken(tmp_path):
+    """`inbox/ext -> /elsewhere` took a mode-600 secret from outside the spool, spoke it
+    into a world-readable WAV and removed it from where it was; nothing was logged."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    secret = elsewhere / "secret.txt"
+    secret.write_text("the vault code is 1234")
+    secret.chmod(0o600)
+    settings = make_settings(tmp_path, presets={"ext": PRESETS["dub-en"]})
+    service = unit_service(settings)
+    (service.spool.inbox / "ext").symlink_to(elsewhere)
+    service.presets.ensure()
+    with capture_logs() as logs:
+        assert service.presets.collect() == 0
+        assert service.presets.collect() == 0
+    assert secret.read_text() == "the vault code is 1234"
+    assert [e["event"] for e in logs].count("preset.refused") == 1
+    assert service.executor.step() is None and not list((service.spool.inbox / "refs").iterdir())
+
+
+def test_a_preset_folder_swapped_for_a_symlink_while_running_is_refused(hot, tmp_path):
+    folder = hot.spool.inbox / "dub-en"
+    (folder / "one.srt").write_text(SRT)
+    assert hot.presets.collect() == 1
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "two.srt").write_text(SRT)
+    folder.rmdir()
+    folder.symlink_to(elsewhere)
+    assert hot.presets.collect() == 0 and (elsewhere / "two.srt").exists()
+
+
+def test_a_file_in_the_folder_that_is_a_symlink_is_not_followed(hot, tmp_path):
+    outside = tmp_path / "outside.srt"
+    outside.write_text(SRT)
+    (hot.spool.inbox / "dub-en" / "link.srt").symlink_to(outside)
+    assert hot.presets.collect() == 0 and outside.read_text() == SRT
+
+
+def test_a_full_disk_leaves_the_file_where_it_was_and_it_is_taken_when_space_returns(
+    hot, monkeypatch
+):
+    """The file was renamed into refs/, writing its manifest failed (ENOSPC), and it sat
+    there for good: no job, no report, not even after a restart."""
+    saved = hot.spool.inbox / "dub-en" / "ep.srt"
+    saved.write_text(SRT)
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr("voicedrop.daemon.presets.write_atomic", full)
+        assert hot.presets.collect() == 0
+    assert saved.read_text() == SRT and not list((hot.spool.inbox / "refs").iterdir())
+    assert hot.presets.collect() == 1  # space is back
+    assert hot.executor.step().status == "done"
+
+
+def test_a_take_a_killed_daemon_left_half_done_becomes_its_job(hot):
+    """Killed between moving the file into refs/ and publishing its manifest: the intent
+    it wrote first is finished by the next daemon, so the file becomes its job."""
+    (hot.spool.inbox / "dub-en" / "ep.srt").write_text(SRT)
+    pid = _dead_pid()
+    with patch("voicedrop.daemon.presets.Presets._publish", return_value=None):
+        assert hot.presets.collect() == 0  # moved, never published: the kill
+    [intent] = hot.spool.incoming.glob(".preset-*.intent")
+    intent.rename(intent.with_name(intent.name.replace(f".{os.getpid()}-", f".{pid}-")))
+    assert len(list((hot.spool.inbox / "refs").iterdir())) == 1
+    restarted = unit_service(hot.settings)
+    assert restarted.presets.collect() == 0  # nothing new: the take is finished, not redone
+    report = restarted.executor.step()
+    assert report.job_id == "ep" and report.status == "done"
+    assert not list(hot.spool.incoming.glob(".preset-*"))
+    assert not list((hot.spool.inbox / "refs").iterdir())
+
+
+def test_an_intent_whose_file_never_moved_is_dropped_and_the_file_taken_once(hot):
+    (hot.spool.inbox / "dub-en" / "ep.srt").write_text(SRT)
+    pid = _dead_pid()
+    stale = hot.spool.incoming / f".preset-abcd1234-ep.srt.{pid}-{HOST_TAG}.intent"
+    stale.write_text("{}")
+    assert hot.presets.collect() == 1 and not stale.exists()
+    assert hot.executor.step().status == "done"
+    assert hot.executor.step() is None
+
+
+def test_a_file_still_open_for_writing_is_not_taken_whatever_its_mtime(hot):
+    """An .srt written in place in chunks with pauses longer than stable_delay_s, kept
+    open, was taken after the first pause: 'done' with 5 of 40 cues, the rest deleted."""
+    path = hot.spool.inbox / "dub-en" / "slow.srt"
+    with path.open("w") as writer:
+        writer.write(SRT.split("\n\n")[0] + "\n\n")
+        writer.flush()
+        os.utime(path, (time.time() - 60, time.time() - 60))  # quiet, by its mtime
+        assert hot.presets.collect() == 0, "taken while its writer still had it open"
+        writer.write(SRT.split("\n\n")[1] + "\n")
+    assert hot.presets.collect() == 1
+    report = read_report(hot.spool.outbox / hot.executor.step().job_id)
+    assert report["script"]["cues"] == 2
+
+
+def test_a_reload_uses_a_changed_preset_and_makes_a_new_presets_folder(tmp_path):
+    """A reload said `service.reloaded` but kept the old [presets] and [notify]."""
+    settings = make_settings(tmp_path, presets=PRESETS)
+    changed = {**PRESETS["dub-en"], "output": {"format": "wav", "name": "ep"}}
+    reloaded = make_settings(tmp_path, presets={"dub-en": changed, "dub-pt": changed})
+    service = unit_service(settings, load=lambda: reloaded)
+    service.presets.ensure()
+    service.reload()
+    assert (service.spool.inbox / "dub-pt").is_dir()
+    (service.spool.inbox / "dub-en" / "ep.srt").write_text(SRT)
+    service.presets.collect()
+    report = read_report(service.spool.outbox / service.executor.step().job_id)
+    assert report["script"]["dub"] == "ep-dub.wav"
+
+
+def test_every_section_of_the_configuration_is_applied_on_reload_or_refused_by_name():
+    """So that no section can be forgotten again: a new one must be placed."""
+    from voicedrop.config import Settings
+    from voicedrop.daemon.service import APPLIED_ON_RELOAD, HTTP_SIDE, RESTART_TO_CHANGE
+
+    placed = APPLIED_ON_RELOAD | RESTART_TO_CHANGE | HTTP_SIDE
+    assert placed == set(Settings.model_fields)
+    assert not (APPLIED_ON_RELOAD & RESTART_TO_CHANGE)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

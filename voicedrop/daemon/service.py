@@ -60,6 +60,18 @@ log = structlog.get_logger(__name__)
 LOCK_FILE = ".voicedrop.lock"  # in the state directory: one daemon per state directory
 
 
+# Every section of the configuration, by what a reload does with it. A section in none
+# of these is a bug (a test says so): a new section must be applied, or refused by name.
+APPLIED_ON_RELOAD = frozenset(
+    {"low_vram", "model_roots", "limits", "scheduler", "residency", "retention", "cache",
+     "notify", "qc", "voices", "presets", "pronunciations", "models", "engines"}
+)  # fmt: skip
+RESTART_TO_CHANGE = frozenset(
+    {"spool", "state_dir", "device", "watcher", "log_format", "log_level", "metrics", "ray"}
+)
+HTTP_SIDE = frozenset({"http", "openai"})  # read by the HTTP side itself, not the daemon
+
+
 def scheduler_for(settings: Settings) -> Scheduler:
     s = settings.scheduler
     return Scheduler(affinity=s.affinity, max_skips=s.max_skips, max_wait_s=s.max_wait_s)
@@ -290,10 +302,10 @@ class Service:
     def reload(self) -> None:
         """Apply a re-read configuration between jobs (SIGHUP, systemctl reload).
 
-        Engines, voices, models, limits, scheduling and the residency policy change; the
-        models of the old configuration leave memory. A configuration that is invalid,
-        or that moves the spool, the state directory, the device or the watcher, is
-        refused with a log line and the daemon goes on as it was.
+        Every section in APPLIED_ON_RELOAD changes (engines, voices, models, limits,
+        scheduling, the residency policy, presets, notify, retention …); the models of the
+        old configuration leave memory. A configuration that is invalid, or that changes a
+        section in RESTART_TO_CHANGE, is refused naming it, and the daemon goes on as it was.
         """
         if self.load is None:
             log.warning("service.reload_unsupported")
@@ -304,8 +316,7 @@ class Service:
             return
         try:
             settings = self.load()
-            fixed = ("spool", "state_path", "device", "watcher")
-            moved = [k for k in fixed if getattr(settings, k) != getattr(self.settings, k)]
+            moved = [k for k in sorted(RESTART_TO_CHANGE) if _changed(settings, self.settings, k)]
             if moved:
                 raise ConfigError(f"{', '.join(moved)} cannot change on reload: restart instead")
             engines = build_engines(settings)
@@ -315,6 +326,12 @@ class Service:
             log.error("service.reload_refused", error=exc.message)
             self.notifier.notify(status=f"reload refused: {exc.message.splitlines()[-1]}")
             return
+        self._apply(settings, engines)
+        log.info("service.reloaded", policy=settings.policy)
+        self.status_file.set_state("idle")
+
+    def _apply(self, settings: Settings, engines: Engines) -> None:
+        """Every part built from a section in APPLIED_ON_RELOAD, built again."""
         self.manager.close()
         self.settings, self.engines = settings, engines
         self.manager = ResidencyManager.from_settings(settings, self.device)
@@ -322,8 +339,8 @@ class Service:
         self.attempts.reconfigure(settings.limits, self.runner)
         self.queue.reconfigure(scheduler_for(settings), self._peek(settings))
         self.retention.settings = settings.retention
-        log.info("service.reloaded", policy=settings.policy)
-        self.status_file.set_state("idle")
+        self.presets.reconfigure(settings)
+        self.webhook.reconfigure(settings.notify)
 
     def _peek(self, settings: Settings) -> ManifestPeek:
         return ManifestPeek(settings, self.spool.inbox, self.gate, self.runner.planner)
@@ -368,3 +385,7 @@ class Service:
             "models": self.manager.models(),
             "workers": self.dispatch.workers(),
         }
+
+
+def _changed(new: Settings, old: Settings, section: str) -> bool:
+    return bool(getattr(new, section) != getattr(old, section))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from voicedrop.spool.inbox import InboxFile, is_candidate
 log = structlog.get_logger(__name__)
 TEMPORARY = (".partial", ".tmp", ".PARTIAL", ".TMP")
 CHANGES = ("created", "modified", "attrib", "closed", "moved", "deleted")
+HINT_KEPT_S = 10.0  # a hint of a file not yet listed is kept this long
 MAX_NAMED = 1024  # files named by manifests whose first sight is remembered
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "davfs"}
 
@@ -72,6 +74,7 @@ class StabilityGate:
         self.delay_s = delay_s
         self._lock = threading.Lock()
         self._hints: dict[str, tuple[int, int]] = {}
+        self._hinted_at: dict[str, float] = {}  # when each hint came (monotonic)
         self._seen: dict[str, tuple[int, int, float]] = {}
         self._appeared: dict[str, float] = {}
         self._files: dict[str, tuple[int, int, float]] = {}  # files manifests name
@@ -84,6 +87,7 @@ class StabilityGate:
             return
         with self._lock:
             self._hints[path] = (st.st_size, st.st_mtime_ns)
+            self._hinted_at[path] = time.monotonic()
 
     def ready(self, files: list[InboxFile], now: float, wall_now: float) -> list[InboxFile]:
         """The complete ones of `files` (oldest first), in order."""
@@ -112,8 +116,13 @@ class StabilityGate:
                 held = True
         self._seen, self._appeared = seen, appeared  # forget files that left the inbox
         with self._lock:  # hints of files that left, and of named files long settled
+            # a hint may come before the listing shows its file (the daemon's own hot-folder
+            # manifests, hinted as they are made): kept a while, so that it is not lost
+            stale = time.monotonic() - max(HINT_KEPT_S, 2 * self.delay_s)
             for key in [k for k in self._hints if k not in seen and k not in self._files]:
-                del self._hints[key]
+                if self._hinted_at.get(key, 0.0) < stale:
+                    del self._hints[key]
+                    self._hinted_at.pop(key, None)
         return out
 
     def settled(self, path: str, size: int, mtime_ns: int, now: float, wall_now: float) -> bool:
