@@ -210,3 +210,16 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_a_file_still_settling_keeps_the_loop_looking_until_it_is_taken(tmp_path):
+    """A file moved in from a folder nobody watches gives no close event: it is complete
+    by its quiet mtime, and the loop must look again then, not at its next scan (10 s)."""
+    settings = make_settings(tmp_path, presets=PRESETS, watcher={"stable_delay_s": 2.0})
+    service = unit_service(settings)
+    service.presets.ensure()
+    (service.spool.inbox / "dub-en" / "ep.srt").write_text(SRT)
+    assert service.presets.collect() == 0 and service.gate.waiting() == 1
+    past = time.time() - 5
+    os.utime(service.spool.inbox / "dub-en" / "ep.srt", (past, past))
+    assert service.presets.collect() == 1 and service.gate.waiting() == 0

@@ -82,6 +82,7 @@ class Presets:
         self.spool, self.gate, self.clock, self.wall = spool, gate, clock, wall
         self._said: set[tuple[str, int]] = set()  # files of another kind, named once
         self._refused: set[str] = set()  # preset folders that are links, named once
+        self._settling = 0  # files of the last collection still being written
 
     def reconfigure(self, settings: Settings) -> None:
         """A reload: the new presets, their folders made (a removed preset's folder stays,
@@ -102,7 +103,7 @@ class Presets:
     def collect(self) -> int:
         """Turn the complete files of the preset folders into jobs; how many."""
         self.finish_intents()
-        made = 0
+        made, self._settling = 0, 0
         for name in self.presets:
             with self._folder(name) as fd:
                 if fd is None:
@@ -111,6 +112,7 @@ class Presets:
                     if entry.name.startswith(".") or entry.name.endswith(TEMPORARY):
                         continue
                     made += self._take(name, fd, entry.name)
+        self.gate.hot_settling = self._settling  # looked at again soon, not at the next scan
         return made
 
     @contextmanager
@@ -152,10 +154,11 @@ class Presets:
                             reason="a preset folder takes .srt, .vtt and .txt files")  # fmt: skip
             return 0
         path = str(self.spool.inbox / preset / name)
-        if not self.gate.settled(path, st.st_size, st.st_mtime_ns, self.clock(), self.wall()):
-            return 0  # still being written, by its mtime
-        if being_written(folder, name):
-            return 0  # still open for writing: a writer pausing between chunks
+        if not self.gate.settled(
+            path, st.st_size, st.st_mtime_ns, self.clock(), self.wall()
+        ) or being_written(folder, name):
+            self._settling += 1  # still being written (by its mtime, or an open writer)
+            return 0
         stem = job_stem(name)
         ref = private.private_name(f"{stem}{PurePosixPath(name).suffix.lower()}")
         manifest: dict[str, Any] = {**self.presets[preset], "script": ref}

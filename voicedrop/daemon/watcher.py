@@ -140,7 +140,10 @@ class StabilityGate:
         return hinted or quiet
 
     def waiting(self) -> int:
-        return len(self._seen)
+        """Files still settling: the loop looks again soon rather than at its next scan."""
+        return len(self._seen) + self.hot_settling
+
+    hot_settling = 0  # hot-folder files seen, not yet complete (presets.py sets it)
 
 
 class _Handler(FileSystemEventHandler):
