@@ -187,7 +187,7 @@ class QCStage:
         options = dict(base.options)
         if getattr(engine, "seeds", False):
             options["seed"] = int(options.get("seed", 0)) + take_no * SEED_STEP
-        request = TTSRequest(base.job_id, base.voice, base.language, options)
+        request = TTSRequest(base.job_id, base.voice, base.language, options, base.segments)
         items = dict(ctx.spoken or ctx.manifest.items())
         again = list(current)
         with ctx.manager.acquire_all(engine.models(request)) as models:

@@ -100,7 +100,8 @@ class JobContext:
 
     def tts_request(self) -> TTSRequest:
         tts = self.manifest.tts
-        return TTSRequest(self.job_id, self.voice, tts.language, tts.options)
+        segments = len(self.manifest.segments or ()) or 1
+        return TTSRequest(self.job_id, self.voice, tts.language, tts.options, segments)
 
     def convert_request(self) -> ConvertRequest:
         spec = self.manifest.convert

@@ -55,6 +55,7 @@ class TTSRequest:
     voice: VoiceChoice
     language: str
     options: Mapping[str, OptionValue] = field(default_factory=dict)
+    segments: int = 1  # how many segments the job has (each is one stream() call)
 
 
 @dataclass(frozen=True)

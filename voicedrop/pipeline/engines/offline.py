@@ -3,14 +3,17 @@
 `noop` makes `seconds` of silence per sentence, optionally spending `work_s` of wall time
 in all as a slow engine would (its share before each sentence's piece): for benchmarks,
 smoke tests and drills (does a stop let the job finish? does a kill -9 lose it? does a
-stream start before the job ends?). `tape` is a voice 'conversion' that shifts pitch like
-a tape speed change, so the convert stage runs offline.
+stream start before the job ends? does a transient fault lose a job? — `fault_file`: while
+that file exists, each sentence fails as a device fault would, transiently). `tape` is a
+voice 'conversion' that shifts pitch like a tape speed change, so the convert stage runs
+offline.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,6 +21,7 @@ from pydantic import Field
 
 import voicedrop
 from voicedrop.config import ConvertModel, Voice
+from voicedrop.errors import TransientError
 from voicedrop.manifest import TTSSpec
 from voicedrop.modelfiles import ModelFile
 from voicedrop.pipeline.audio import Audio, resample
@@ -43,6 +47,7 @@ class NoopConfig(EngineConfig):
     sample_rate: int = Field(22050, ge=8000, le=192000)
     work_s: float = Field(0.0, ge=0, le=600)  # each job's default wait (drills, demos)
     seconds: float = Field(0.05, ge=0, le=60)  # each job's default length of silence
+    fault_file: Path | None = None  # drills: while it exists, a transient fault per sentence
 
 
 NOOP_OPTIONS = option_ranges(NoopConfig, "seconds", "work_s")  # what a job may set
@@ -58,6 +63,7 @@ class NoopEngine:
         self.sample_rate = config.sample_rate
         self.work_s = config.work_s
         self.seconds = config.seconds
+        self.fault_file = config.fault_file
 
     def version(self) -> str:
         return voicedrop.__version__
@@ -80,13 +86,16 @@ class NoopEngine:
     def stream(
         self, models: Mapping[str, Any], text: str, request: TTSRequest, progress: Progress
     ) -> Iterator[Audio]:
-        """`seconds` of silence per sentence, after its share of `work_s`: one piece per
-        sentence, as the real engines stream."""
+        """`seconds` of silence per sentence, after its share of `work_s` (the job's, shared
+        among its segments and their sentences): one piece per sentence, as the real
+        engines stream."""
         opts = check_options(request.options, NOOP_OPTIONS, "tts.options")
         parts = sentences(text) or [text]
         seconds = opts.get("seconds", self.seconds)
         for _ in parts:
-            time.sleep(opts.get("work_s", self.work_s) / len(parts))
+            time.sleep(opts.get("work_s", self.work_s) / len(parts) / request.segments)
+            if self.fault_file is not None and self.fault_file.exists():
+                raise TransientError(f"drill: {self.fault_file} exists", code="drill_fault")
             yield Audio(np.zeros(int(seconds * self.sample_rate), np.float32), self.sample_rate)
 
 
