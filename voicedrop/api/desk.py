@@ -24,7 +24,7 @@ from voicedrop.config import Settings
 from voicedrop.intake import JobCheck
 from voicedrop.manifest import AUDIO_SUFFIXES
 from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
-from voicedrop.spool import private
+from voicedrop.spool import names, private
 from voicedrop.spool.inbox import list_candidates
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.state import JobState, job_state
@@ -193,7 +193,7 @@ class Desk:
         if state.status != "failed" or state.folder is None:
             raise Rejected(409, [f"job '{job_id}' is {state.status}: only a failed job is retried"])
         try:
-            manifest = json.loads((state.folder / "manifest.json").read_text())
+            manifest = json.loads((state.folder / names.MANIFEST).read_text())
             if not isinstance(manifest, dict):
                 raise ValueError("not a manifest")
         except (OSError, ValueError, RecursionError):
@@ -204,7 +204,7 @@ class Desk:
         voice = str((manifest.get("tts") or {}).get("voice") or "")
         if voice.lower().endswith(AUDIO_SUFFIXES):
             try:
-                reference = (state.folder / "inputs" / PurePosixPath(voice).name).read_bytes()
+                reference = (state.folder / names.INPUTS / PurePosixPath(voice).name).read_bytes()
             except OSError:
                 raise Rejected(409, [f"job '{job_id}' kept no copy of its reference"]) from None
         manifest.pop("id", None)  # a new job: the client id, if any, is the old one's

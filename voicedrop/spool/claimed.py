@@ -14,9 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from voicedrop.fsutil import write_atomic
 from voicedrop.report import ErrorInfo
+from voicedrop.spool import names
 from voicedrop.spool.inbox import InboxFile
-
-RECORD = "job.json"  # in work/<job>/: what the attempts so far left
 
 
 def display_name(name: str) -> str:
@@ -54,11 +53,11 @@ class ClaimedJob:
 
     @property
     def manifest_path(self) -> Path:
-        return self.dir / "manifest.json"
+        return self.dir / names.MANIFEST
 
     @property
     def out_dir(self) -> Path:
-        return self.dir / "out"
+        return self.dir / names.OUT
 
 
 class JobRecord(BaseModel):
@@ -90,7 +89,7 @@ class JobRecord(BaseModel):
     def read(cls, job_dir: Path) -> JobRecord | None:
         """None when missing or unreadable (a claim a kill cut short)."""
         try:
-            return cls.model_validate_json((job_dir / RECORD).read_bytes())
+            return cls.model_validate_json((job_dir / names.RECORD).read_bytes())
         except (OSError, ValueError, ValidationError):
             return None
 
@@ -110,4 +109,4 @@ class JobRecord(BaseModel):
     def write(self, job_dir: Path) -> None:
         # Not fsynced: a kill -9 keeps the count (page cache); a power cut may lose one
         # attempt's count, i.e. one more retry at worst. Two fsyncs of a tiny job saved.
-        write_atomic(job_dir / RECORD, self.model_dump_json(), overwrite=True, durable=False)
+        write_atomic(job_dir / names.RECORD, self.model_dump_json(), overwrite=True, durable=False)

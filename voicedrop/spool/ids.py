@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from voicedrop.fsutil import write_atomic
+from voicedrop.spool import names
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +39,7 @@ class ClientIds:
             job_id = str(json.loads(self._path(client_id).read_text())["job_id"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if (self.outbox / job_id / "report.json").exists() or (self.work / job_id).is_dir():
+        if (self.outbox / job_id / names.REPORT).exists() or (self.work / job_id).is_dir():
             return job_id
         return None
 

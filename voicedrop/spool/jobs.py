@@ -29,7 +29,7 @@ import structlog
 from voicedrop.config import Settings
 from voicedrop.fsutil import StateWrites, fsync_dir, remove_orphan_temps, write_atomic
 from voicedrop.report import ErrorInfo
-from voicedrop.spool import private
+from voicedrop.spool import names, private
 from voicedrop.spool.claimed import ClaimedJob, JobRecord, Unclaimable, display_name, job_stem
 from voicedrop.spool.deaths import Death
 from voicedrop.spool.ids import ClientIds
@@ -131,7 +131,7 @@ class Spool:
             if not self.leases.take(job_dir):
                 return None  # a peer's recovery holds it and will clear the empty folder
             try:
-                os.rename(item.path, job_dir / "manifest.json")
+                os.rename(item.path, job_dir / names.MANIFEST)
             except OSError as exc:
                 shutil.rmtree(job_dir, ignore_errors=True)
                 self.leases.release(job_id)
@@ -196,7 +196,7 @@ class Spool:
 
     @staticmethod
     def _reported(job_dir: Path) -> bool:
-        return (job_dir / "out" / "report.json").exists() or (job_dir / "report.json").exists()
+        return (job_dir / names.OUT / names.REPORT).exists() or (job_dir / names.REPORT).exists()
 
     def pending(self) -> list[ClaimedJob]:
         """Jobs in work/ to (re)run: claimed, no report written yet; oldest manifest first
@@ -205,7 +205,7 @@ class Spool:
         dirs = [
             d
             for d in self._job_dirs()
-            if self.leases.owns(d.name) and (d / "manifest.json").exists()
+            if self.leases.owns(d.name) and (d / names.MANIFEST).exists()
         ]
         jobs = [self._read_job(d) for d in dirs if not self._reported(d)]
         return sorted(jobs, key=lambda j: (j.manifest_path.stat().st_mtime_ns, j.job_id))
@@ -234,7 +234,7 @@ class Spool:
         return self.pending()
 
     def _recover_one(self, job_dir: Path) -> None:
-        for folder in (job_dir, job_dir / "out"):  # half-written files of a killed daemon
+        for folder in (job_dir, job_dir / names.OUT):  # half-written files of a killed daemon
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
         job = self._read_job(job_dir)
@@ -242,13 +242,13 @@ class Spool:
             shutil.rmtree(job_dir)
             self.leases.release(job.job_id)
             log.info("spool.recovered", job_id=job.job_id, action="already committed")
-        elif (job.out_dir / "report.json").exists():
+        elif (job.out_dir / names.REPORT).exists():
             self._move_out(job)
             log.info("spool.recovered", job_id=job.job_id, action="finished commit to outbox")
-        elif (job_dir / "report.json").exists():
+        elif (job_dir / names.REPORT).exists():
             self._move_failed(job)
             log.info("spool.recovered", job_id=job.job_id, action="finished commit to failed")
-        elif not (job_dir / "manifest.json").exists():  # an empty claim
+        elif not (job_dir / names.MANIFEST).exists():  # an empty claim
             shutil.rmtree(job_dir)
             self.leases.release(job.job_id)
 
@@ -269,7 +269,7 @@ class Spool:
         opened relative to the one before with O_NOFOLLOW, so a symlink swapped in
         after checked_reference looked cannot lead the copy out of the inbox."""
         source = checked_reference(self.inbox, relative, max_bytes, field)
-        target = job.dir / "inputs" / source.name
+        target = job.dir / names.INPUTS / source.name
         fd = open_beneath(self.inbox, source.relative_to(self.inbox).parts, field)
         with os.fdopen(fd, "rb") as src:
             check_opened(relative, os.fstat(src.fileno()), max_bytes, field)
@@ -282,12 +282,12 @@ class Spool:
 
     def commit_done(self, job: ClaimedJob, report_json: str) -> Path:
         job.out_dir.mkdir(exist_ok=True)
-        write_atomic(job.out_dir / "report.json", report_json, overwrite=True)
+        write_atomic(job.out_dir / names.REPORT, report_json, overwrite=True)
         return self._move_out(job)
 
     def commit_failed(self, job: ClaimedJob, report_json: str) -> Path:
         shutil.rmtree(job.out_dir, ignore_errors=True)
-        write_atomic(job.dir / "report.json", report_json, overwrite=True)
+        write_atomic(job.dir / names.REPORT, report_json, overwrite=True)
         return self._move_failed(job)
 
     def _move_out(self, job: ClaimedJob) -> Path:
@@ -301,7 +301,7 @@ class Spool:
 
     def _move_failed(self, job: ClaimedJob) -> Path:
         final = self.failed / job.job_id
-        (job.dir / "job.json").unlink(missing_ok=True)
+        (job.dir / names.RECORD).unlink(missing_ok=True)
         shutil.rmtree(stream_folder(job.dir), ignore_errors=True)  # its readers keep theirs
         os.rename(job.dir, final)  # the lease goes along, still held: no peer can take it
         fsync_dir(self.failed)
@@ -314,7 +314,7 @@ class Spool:
         """The ledger's line for a job that ended. The job is committed already: a line
         that cannot be written is said once per episode, never a failure."""
         try:
-            with (final / "report.json").open("rb") as fh:
+            with (final / names.REPORT).open("rb") as fh:
                 st = os.fstat(fh.fileno())
                 report = json.loads(fh.read())
             manifest = report.get("manifest") or {}
@@ -337,12 +337,12 @@ class Spool:
         staging = self.incoming / f".withdrawn-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            os.rename(self.inbox / name, staging / "manifest.json")
+            os.rename(self.inbox / name, staging / names.MANIFEST)
         except FileNotFoundError:
             staging.rmdir()
             return None
         job_id = self._new_job_id(name)
-        write_atomic(staging / "report.json", report(job_id))
+        write_atomic(staging / names.REPORT, report(job_id))
         final = self.failed / job_id
         os.rename(staging, final)
         fsync_dir(self.failed)

@@ -26,6 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from voicedrop.fsutil import write_atomic
+from voicedrop.spool import names
 
 LEDGER = ".ledger.jsonl"
 TAIL_BYTES = 64 * 1024
@@ -123,7 +124,7 @@ class Ledger:
             with contextlib.suppress(OSError):
                 for entry in os.scandir(folder):
                     with contextlib.suppress(OSError):
-                        st = (Path(entry.path) / "report.json").stat()
+                        st = (Path(entry.path) / names.REPORT).stat()
                         found.append(
                             Finished(
                                 job_id=entry.name,
@@ -150,7 +151,7 @@ def _parsed(lines: list[bytes]) -> list[Finished]:
 def hold(folder: Path) -> int | None:
     """Hold a finished job while reading it (an fd to close when done); None: no job."""
     try:
-        fd = os.open(folder / "report.json", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(folder / names.REPORT, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     fcntl.flock(fd, fcntl.LOCK_SH)
@@ -165,7 +166,7 @@ def remove(folder: Path, mark: str | None = None) -> Removal:
     later). "gone": the folder is no longer that job (removed by hand, or another job of
     the same name is there now, whose report is not the one marked): it is left alone."""
     try:
-        fd = os.open(folder / "report.json", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(folder / names.REPORT, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         fd = None  # a folder without a report: nobody can be reading it
     try:

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 from voicedrop.errors import ManifestError
+from voicedrop.spool import names
 from voicedrop.spool.references import check_opened
 
 FOLDER = "refs"
@@ -57,7 +58,7 @@ def take(inbox: Path, job_dir: Path, relative: str, max_bytes: int, field: str) 
     job's first attempt, found in the job on every later one. ManifestError when it is
     not there, not a regular file, a link, or too big."""
     name = PurePosixPath(relative).name
-    inputs = job_dir / "inputs"
+    inputs = job_dir / names.INPUTS
     target = inputs / name
     what = "script" if field == "script" else "reference"
     if not _exists(target):
@@ -108,7 +109,7 @@ def follow(inbox: Path, job_dir: Path, max_manifest_bytes: int) -> list[str]:
     inbox) into its folder, as a claimed job's are: the names moved. Whatever a hostile
     manifest holds, nothing outside refs/ is touched."""
     try:
-        with (job_dir / "manifest.json").open("rb") as fh:
+        with (job_dir / names.MANIFEST).open("rb") as fh:
             data = json.loads(fh.read(max_manifest_bytes + 1))
     except (OSError, ValueError, RecursionError):
         return []

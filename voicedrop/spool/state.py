@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicedrop.spool import names
 from voicedrop.spool.claimed import JobRecord
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.status import DaemonStatus
@@ -41,7 +42,7 @@ class JobState:
 def read_report(folder: Path) -> dict[str, Any] | None:
     """A published report, or None if there is none (or it cannot be read)."""
     try:
-        report: dict[str, Any] = json.loads((folder / "report.json").read_text())
+        report: dict[str, Any] = json.loads((folder / names.REPORT).read_text())
     except (OSError, ValueError):
         return None
     return report
