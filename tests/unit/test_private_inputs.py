@@ -6,6 +6,8 @@ when it fails or is cancelled, and nothing is left behind in refs/."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 from tests.conftest import drop, make_settings, read_report, unit_service
@@ -118,3 +120,27 @@ def test_a_retry_waiting_across_a_restart_keeps_its_earlier_errors(settings):
     [report] = run_all(again)
     assert report.status == "done" and report.attempt == 2
     assert [e.code for e in report.previous_errors] == ["out_of_memory"]
+
+
+def test_a_private_input_nothing_names_becomes_a_failed_job_that_keeps_it(settings):
+    """A producer killed between staging its script and dropping its manifest (or a hot-
+    folder file an older version lost on a full disk) sat in refs/ for ever, unseen."""
+    service = unit_service(settings)
+    inbox = service.spool.inbox
+    orphan = inbox / stage_script(inbox, "abcd1234-lost.srt")
+    named = stage_script(inbox, "abcd1234-named.srt")
+    young = inbox / stage_script(inbox, "abcd1234-young.srt")  # a submit still under way
+    drop(inbox, "named.json", {"script": named, "tts": {"engine": "espeak"}})
+    old = time.time() - settings.watcher.reference_wait_s - 60
+    for path in (orphan, inbox / named):
+        os.utime(path, (old, old))
+    with service:
+        pass
+    report = read_report(service.spool.failed / "lost")
+    assert (
+        report["error"]["code"] == "orphaned_input"
+        and "refs/abcd1234-lost.srt" in (report["error"]["message"])
+    )
+    assert (service.spool.failed / "lost" / "inputs" / orphan.name).read_text() == SRT
+    assert refs_left(inbox) == ["abcd1234-named.srt", "abcd1234-young.srt"]
+    assert young.exists()

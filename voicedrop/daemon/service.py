@@ -30,6 +30,7 @@ from voicedrop.daemon.heap import Heap
 from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.listeners import Listeners, Prometheus
 from voicedrop.daemon.lock import DaemonLock
+from voicedrop.daemon.orphans import fail_orphans
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.presets import Presets, check_presets
 from voicedrop.daemon.queue import JobQueue
@@ -197,6 +198,11 @@ class Service:
         # temp files a killed writer left in the state directory's folders (control
         # requests and answers, webhook deliveries); the clip cache sweeps its own
         remove_orphan_temps(self.spool.state.glob("*/.*.tmp"))
+        self.presets.finish_intents()  # a hot-folder take a kill cut short becomes its job
+        try:  # private inputs nothing names: failed jobs that keep them (orphans.py)
+            fail_orphans(self.spool, self.settings, self.manager.get_vram_usage())
+        except OSError as exc:  # the spool's trouble: tried again at the next start
+            log.warning("spool.orphans_not_checked", error=str(exc))
         try:
             self.dispatch.start()
             self.webhook.start()

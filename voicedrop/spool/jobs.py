@@ -349,6 +349,28 @@ class Spool:
         self._record(final, "failed")
         return final
 
+    def fail_orphan(self, name: str, report: Callable[[str], str]) -> Path | None:
+        """A private input nothing names (private.orphans) becomes a failed job holding it
+        in its inputs/, beside `report(job_id)`, so it is found, not lost; None when it went
+        meanwhile (its manifest's daemon took it)."""
+        staging = self.incoming / f".orphan-{uuid.uuid4().hex}"
+        (staging / names.INPUTS).mkdir(parents=True)
+        refs = private.open_folder(self.inbox)
+        try:
+            os.rename(name, staging / names.INPUTS / name, src_dir_fd=refs)
+        except FileNotFoundError:
+            shutil.rmtree(staging)
+            return None
+        finally:
+            os.close(refs)
+        job_id = self._new_job_id(name.split("-", 1)[-1])
+        write_atomic(staging / names.REPORT, report(job_id))
+        final = self.failed / job_id
+        os.rename(staging, final)
+        fsync_dir(self.failed)
+        self._record(final, "failed")
+        return final
+
     # ---- counts ---------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

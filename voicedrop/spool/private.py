@@ -123,6 +123,41 @@ def follow(inbox: Path, job_dir: Path, max_manifest_bytes: int) -> list[str]:
     return moved
 
 
+def orphans(inbox: Path, work: Path, before: float, max_manifest_bytes: int) -> list[str]:
+    """Names in refs/ that nothing names — no manifest waiting in the inbox, no claimed job,
+    no hot-folder take under way (`inbox/.incoming/.preset-<name>.…`) — and that are older
+    than `before` (wall time: a submit stages its files before its manifest). Left by a
+    producer killed between the two, or by an older version that lost a hot-folder file."""
+    try:
+        entries = [e for e in os.scandir(inbox / FOLDER) if not e.name.startswith(".")]
+    except OSError:
+        return []
+    if not entries:
+        return []
+    named_here: set[str] = set()
+    for manifest in [*inbox.glob("*.json"), *work.glob(f"*/{names.MANIFEST}")]:
+        try:
+            with manifest.open("rb") as fh:
+                data = json.loads(fh.read(max_manifest_bytes + 1))
+        except (OSError, ValueError, RecursionError):
+            continue
+        named_here.update(PurePosixPath(n).name for n in named(data))
+    try:
+        taking = [e.name for e in os.scandir(inbox / ".incoming") if e.name.startswith(".preset-")]
+    except OSError:
+        taking = []
+    found = []
+    for entry in entries:
+        if entry.name in named_here or any(t.startswith(f".preset-{entry.name}.") for t in taking):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < before:
+                found.append(entry.name)
+        except OSError:
+            continue
+    return sorted(found)
+
+
 def _exists(path: Path) -> bool:
     try:
         os.lstat(path)
