@@ -1,4 +1,5 @@
-"""A script job's dub track: each cue's clip placed at the cue's start time.
+"""A script job's dub track: each cue's clip placed at the cue's start time (written to
+its file block by block: longtrack.py).
 
 A clip longer than its cue's slot may be time-stretched to fit (`output.fit`, pitch kept,
 at most `limits.max_stretch` times faster, with librosa's phase vocoder); what still does
@@ -8,12 +9,14 @@ speech is summed, then limited to full scale).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from voicedrop.errors import EngineUnavailableError
 from voicedrop.pipeline.audio import Audio
+from voicedrop.pipeline.longtrack import placed_blocks
 from voicedrop.report import Overrun
 from voicedrop.script import Cue
 
@@ -22,9 +25,19 @@ TOLERANCE_S = 0.005
 
 @dataclass(frozen=True)
 class Dub:
-    track: Audio  # as long as the script, or longer where the last clip runs on
+    placed: list[tuple[int, np.ndarray]]  # each clip (after any stretch) at its start sample
+    length: int  # samples: as long as the script, or longer where the last clip runs on
+    sample_rate: int
     overruns: list[Overrun]  # the cues whose speech overran their slot
     spoken_s: list[float]  # how long each clip lasts in the track (after any stretch)
+
+    @property
+    def duration_s(self) -> float:
+        return self.length / self.sample_rate
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The track, block by block (never whole: it may be hours long)."""
+        return placed_blocks(self.placed, self.length)
 
 
 def dub_track(
@@ -54,12 +67,8 @@ def dub_track(
             )
         placed.append((round(cue.start_s * rate), samples))
     length = max(round(end_s * rate), *(start + len(s) for start, s in placed))
-    track = np.zeros(length, np.float32)
-    for start, samples in placed:
-        track[start : start + len(samples)] += samples
     spoken = [len(samples) / rate for _, samples in placed]
-    np.clip(track, -1.0, 1.0, out=track)  # in place: a long track is not held twice
-    return Dub(Audio(track, rate), overruns, spoken)
+    return Dub(placed, length, rate, overruns, spoken)
 
 
 def _time_stretch(samples: np.ndarray, ratio: float) -> np.ndarray:

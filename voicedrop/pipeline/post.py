@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from voicedrop.codecs import codec_rate
 from voicedrop.pipeline import audio as au
 from voicedrop.pipeline.deliverables import Spoken, bext_chunk, cue_sheet, file_stem, subtitles
+from voicedrop.pipeline.longtrack import write_blocks
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.stages import JobContext
 from voicedrop.report import OutputRecord, ScriptRecord
+
+if TYPE_CHECKING:
+    from voicedrop.pipeline.dub import Dub
 
 
 class PostStage:
@@ -93,6 +97,25 @@ class PostStage:
         )
 
     @staticmethod
+    def _write_dub(ctx: JobContext, dub: Dub, stem: str) -> None:
+        """The dub track, block by block into its file, in bounded memory."""
+        out = ctx.manifest.output
+        path = ctx.out_dir / f"{stem}.{out.format}"
+        path.unlink(missing_ok=True)  # a retried attempt replaces its own partial output
+        written = write_blocks(path, out.format, dub.sample_rate, dub.blocks(), out.bit_depth)
+        ctx.outputs.append(
+            OutputRecord(
+                file=path.name,
+                segment="dub",
+                format=out.format,
+                sample_rate=dub.sample_rate,
+                duration_s=round(written.duration_s, 3),
+                peak_dbfs=written.peak_dbfs,
+                loudness_lufs=written.loudness_lufs,
+            )
+        )
+
+    @staticmethod
     def _dub(ctx: JobContext, clips: list[au.Audio]) -> None:
         """The dub track: every cue's clip at its start time; overruns reported; the
         subtitles as spoken and the cue sheet beside it."""
@@ -108,7 +131,7 @@ class PostStage:
             fit=out.fit,
             max_stretch=ctx.settings.limits.max_stretch,
         )
-        PostStage._write(ctx, dub.track, f"{out.name}-dub", "dub")
+        PostStage._write_dub(ctx, dub, f"{out.name}-dub")
         kept = _kept(ctx)
         spoken = [
             Spoken(c.number, c.start_s, c.start_s + length, c.text, file, kept.get(c.id, 1))
@@ -122,7 +145,7 @@ class PostStage:
             cues=len(script.cues),
             skipped_cues=script.skipped,
             dub=ctx.outputs[-1].file,
-            duration_s=round(dub.track.duration_s, 3),
+            duration_s=round(dub.duration_s, 3),
             overruns=dub.overruns,
             subtitles=subtitle_file,
             cue_sheet=sheet_file,
