@@ -113,9 +113,10 @@ def wait(spool: Spool, job_id: str, timeout: float | None) -> int:
             assert state.folder is not None
             print(f"{state.status}: {state.folder / 'report.json'}")
             if state.status == "failed":
-                error = state.report.get("error") or {}
-                where = f"{error['field']}: " if error.get("field") else ""
-                print(f"  {error.get('code')}: {where}{error.get('message')}")
+                error = state.error
+                if error is not None:
+                    where = f"{error.field}: " if error.field else ""
+                    print(f"  {error.code}: {where}{error.message}")
                 return 1
             return 0
         line = progress_line(spool, state, daemon)

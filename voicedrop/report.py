@@ -82,7 +82,7 @@ class OutputRecord(_Model):
     format: str
     sample_rate: int
     duration_s: float
-    peak_dbfs: float
+    peak_dbfs: float | None  # null: silence (-inf dBFS, which JSON cannot hold)
     loudness_lufs: float | None
     cache: Literal["hit", "miss"] | None = None  # a clip from the clip cache, or made anew
 

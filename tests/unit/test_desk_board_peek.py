@@ -33,7 +33,11 @@ def test_a_submitted_job_is_queued_and_can_be_cancelled_once(desk):
     assert job_id.startswith("http-") and inbox_names(desk) == [f"{job_id}.json"]
     assert desk.state(job_id).status == "queued"
     cancelled = desk.cancel(job_id)
-    assert cancelled.status == "failed" and cancelled.report["error"]["code"] == "cancelled"
+    assert (
+        cancelled.status == "failed"
+        and cancelled.error is not None
+        and cancelled.error.code == "cancelled"
+    )
     assert inbox_names(desk) == []
     with pytest.raises(Rejected) as again:
         desk.cancel(job_id)

@@ -5,8 +5,10 @@ import sys
 
 import pytest
 
+from tests.conftest import drop, make_settings, unit_service
 from voicedrop.errors import ManifestError
 from voicedrop.fsutil import temp_path
+from voicedrop.report import JobReport, VramSnapshot
 from voicedrop.spool.inbox import InboxFile, is_candidate
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.state import job_state
@@ -314,7 +316,11 @@ def test_a_job_claimed_while_it_is_looked_for_is_running_not_unknown(spool):
 def test_a_job_committed_while_it_is_looked_for_is_done_not_unknown(spool):
     put(spool, "race.json")
     job = claim(spool, "race.json")
-    commit = lambda: spool.commit_done(job, '{"status": "done", "outputs": []}')  # noqa: E731
+    vram = {"available": False, "low_vram_mode": False, "allocated_gb": 0.0, "reserved_gb": 0.0,
+            "free_gb": 0.0, "total_gb": 0.0, "cached_models": 0}  # fmt: skip
+    snapshot = VramSnapshot.model_validate({"before": vram, "after": vram})
+    report = JobReport(job_id="race", status="done", source="race.json", attempt=1, vram=snapshot)
+    commit = lambda: spool.commit_done(job, report.to_json())  # noqa: E731
     state = job_state(MovesWhileLookedFor(spool, "work", commit), "race", None)
     assert state is not None and state.status == "done" and state.report is not None
 
@@ -338,3 +344,13 @@ def test_recovery_removes_the_temp_files_of_a_writer_killed_mid_write(spool):
     spool.recover()
     assert [t.exists() for t in orphans] == [False, False] and live.exists()
     assert elsewhere.exists(), "a temp file of a daemon on another host sharing the spool"
+
+
+def test_a_finished_jobs_report_is_read_back_typed_silence_included(tmp_path):
+    """A silent output's peak is -inf dBFS, written as null: the typed reader takes it."""
+    service = unit_service(make_settings(tmp_path))
+    drop(service.spool.inbox, "quiet.json", {"text": "x", "tts": {"engine": "noop"}})
+    assert service.executor.step().status == "done"
+    state = job_state(service.spool, "quiet", None)
+    assert state is not None and state.report is not None and state.error is None
+    assert state.report.outputs[0].peak_dbfs is None and state.outputs == ["speech.wav"]

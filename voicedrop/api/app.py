@@ -315,8 +315,8 @@ def _accepted(job_id: str) -> JSONResponse:
 
 def _result(desk: Desk, state: JobState) -> Response:
     if state.status == "failed":
-        kind = ((state.report or {}).get("error") or {}).get("kind")
-        return JSONResponse(job_json(state), 422 if kind == "permanent" else 503)
+        permanent = state.error is not None and state.error.kind == "permanent"
+        return JSONResponse(job_json(state), 422 if permanent else 503)
     return _file(desk, state.job_id, None)
 
 

@@ -24,7 +24,7 @@ from voicedrop.client import vram_view
 from voicedrop.errors import ManifestError
 from voicedrop.intake import read_manifest
 from voicedrop.spool.inbox import list_candidates
-from voicedrop.spool.state import read_report
+from voicedrop.spool.state import read_report_json
 
 RECENT = 20  # finished jobs listed
 WAITING = 50  # waiting jobs listed
@@ -130,7 +130,7 @@ def _finished(desk: Desk, now: float) -> list[dict[str, Any]]:
         if i >= RECENT and entry.finished < now - WINDOW_S:
             break
         base = desk.spool.outbox if entry.folder == "outbox" else desk.spool.failed
-        report = read_report(base / entry.job_id)
+        report = read_report_json(base / entry.job_id)
         if report is not None:
             reports.append(report)
     return reports

@@ -49,7 +49,7 @@ def job_json(state: JobState) -> dict[str, Any]:
         "status": state.status,
         "stage": state.stage,
         "outputs": [f"/jobs/{state.job_id}/files/{name}" for name in state.outputs],
-        "report": state.report,
+        "report": state.report and state.report.model_dump(mode="json", by_alias=True),
     }
 
 

@@ -43,8 +43,7 @@ class JobFailed(Exception):
     """The job failed after its audio began."""
 
     def __init__(self, state: JobState) -> None:
-        error = (state.report or {}).get("error") or {}
-        super().__init__(str(error.get("message") or "the job failed"))
+        super().__init__(state.error.message if state.error else "the job failed")
         self.state = state
 
 
@@ -151,8 +150,8 @@ def _whole_samples(data: bytes) -> tuple[bytes, bytes]:
 async def _finished(desk: Desk, state: JobState) -> Source:
     """A done job's audio from its outputs: every clip but a script's dub track, in order."""
     assert state.folder is not None
-    records = (state.report or {}).get("outputs") or []
-    names = [str(o["file"]) for o in records if o.get("segment") != "dub"] or state.outputs[:1]
+    records = state.report.outputs if state.report else []
+    names = [o.file for o in records if o.segment != "dub"] or state.outputs[:1]
     paths = [state.folder / name for name in names]
     held = hold(state.folder)  # retention waits until it is sent
     try:

@@ -121,10 +121,11 @@ def _withdrawn(found: Withdrawn) -> JSONResponse:
 
 
 def _failed(state: JobState) -> JSONResponse:
-    error = (state.report or {}).get("error") or {}
-    permanent = error.get("kind") == "permanent"
-    message = str(error.get("message") or f"job {state.job_id} ended {state.status}")
+    error = state.error
+    permanent = error is not None and error.kind == "permanent"
+    message = error.message if error else f"job {state.job_id} ended {state.status}"
     status = 400 if permanent else 503
     headers = {"X-Job-Id": state.job_id, **({} if permanent else {"Retry-After": "30"})}
-    param = PARAMS.get(str(error.get("field")))
-    return openai_error(SpeechError(param, message, status, error.get("code")), headers)
+    param = PARAMS.get(str(error.field if error else None))
+    code = error.code if error else None
+    return openai_error(SpeechError(param, message, status, code), headers)

@@ -63,11 +63,15 @@ async def _events(source: Source, fmt: str, text_chars: int) -> AsyncIterator[by
         async for data in _encoded(source, fmt):
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
     except JobFailed as exc:
-        error = (exc.state.report or {}).get("error") or {}
+        error = exc.state.error
         yield _event(
             {
                 "type": "error",
-                "error": {"message": str(exc), "type": "server_error", "code": error.get("code")},
+                "error": {
+                    "message": str(exc),
+                    "type": "server_error",
+                    "code": error.code if error else None,
+                },
             }
         )
         return

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from voicedrop.report import ErrorInfo, JobReport
 from voicedrop.spool import names
 from voicedrop.spool.claimed import JobRecord
 from voicedrop.spool.jobs import Spool
@@ -30,7 +33,7 @@ class JobState:
     status: str  # queued | running | done | failed | duplicate
     stage: str | None = None  # running here: what it is doing
     attempts: int = 0  # running: attempts begun so far
-    report: dict[str, Any] | None = None
+    report: JobReport | None = None
     folder: Path | None = None  # where its files are: outbox/<id> or failed/<id>
     outputs: list[str] = field(default_factory=list)
 
@@ -38,14 +41,28 @@ class JobState:
     def final(self) -> bool:
         return self.status in FINAL
 
+    @property
+    def error(self) -> ErrorInfo | None:
+        """Why it failed, from its report (None: not failed, or not ended)."""
+        return None if self.report is None else self.report.error
 
-def read_report(folder: Path) -> dict[str, Any] | None:
-    """A published report, or None if there is none (or it cannot be read)."""
+
+def read_report(folder: Path) -> JobReport | None:
+    """A published report, or None if there is none (or it cannot be read as one)."""
     try:
-        report: dict[str, Any] = json.loads((folder / names.REPORT).read_text())
-    except (OSError, ValueError):
+        return JobReport.model_validate_json((folder / names.REPORT).read_bytes())
+    except (OSError, ValueError, ValidationError):
         return None
-    return report
+
+
+def read_report_json(folder: Path) -> dict[str, Any] | None:
+    """A published report as its JSON, unchecked: for the dashboard, which shows many at
+    once on every poll and reads only what it displays."""
+    try:
+        report = json.loads((folder / names.REPORT).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def job_state(spool: Spool, job_id: str, daemon: DaemonStatus | None) -> JobState | None:
@@ -68,11 +85,11 @@ def _look(spool: Spool, job_id: str, daemon: DaemonStatus | None) -> JobState | 
     for folder in (spool.outbox, spool.failed):
         report = read_report(folder / job_id)
         if report is not None:
-            outputs = [str(o["file"]) for o in report.get("outputs", [])]
-            script = report.get("script") or {}  # a script job's subtitles and cue sheet too
-            outputs += [str(script[k]) for k in ("subtitles", "cue_sheet") if script.get(k)]
-            status = str(report.get("status", "failed"))
-            return JobState(job_id, status, None, 0, report, folder / job_id, outputs)
+            outputs = [o.file for o in report.outputs]
+            script = report.script  # a script job's subtitles and cue sheet too
+            if script is not None:
+                outputs += [f for f in (script.subtitles, script.cue_sheet) if f]
+            return JobState(job_id, report.status, None, 0, report, folder / job_id, outputs)
     work = spool.work / job_id
     if work.is_dir():  # claimed: running here, on another daemon, or waiting for a retry
         ours = daemon is not None and daemon.job_id == job_id
