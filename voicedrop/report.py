@@ -195,3 +195,16 @@ class JobReport(_Model):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True) + "\n"
+
+
+def unrun_report(job_id: str, source: str, code: str, message: str, vram: VramStats) -> JobReport:
+    """The report of a job that failed before any attempt ran (cancelled in the inbox, an
+    input whose manifest never came): nothing but why."""
+    return JobReport(
+        job_id=job_id,
+        status="failed",
+        source=source,
+        attempt=0,
+        error=ErrorInfo(code=code, message=message, kind="permanent"),
+        vram=VramSnapshot(before=vram, after=vram),
+    )

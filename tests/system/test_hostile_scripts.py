@@ -11,7 +11,6 @@ files (tests/unit/test_script.py).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import stress
 from tests.system.test_daemon import Daemon
+from tests.system.test_hostile_intake import reports_for
 from tests.unit.test_script import subtitle_bytes
 
 pytestmark = pytest.mark.system
-
-
-def reports_for(spool: Path, job_id: str) -> list[dict]:
-    found = []
-    for folder in ("outbox", "failed"):
-        for job in (spool / folder).glob(f"{job_id}*"):
-            if job.name == job_id or job.name.startswith(f"{job_id}-"):
-                found.append(json.loads((job / "report.json").read_text()))
-    return found
 
 
 def test_arbitrary_subtitle_files_saved_into_a_hot_folder_get_exactly_one_report_each(

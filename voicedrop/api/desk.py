@@ -23,7 +23,7 @@ from voicedrop.client import submit, vram_view
 from voicedrop.config import Settings
 from voicedrop.intake import JobCheck
 from voicedrop.manifest import AUDIO_SUFFIXES
-from voicedrop.report import ErrorInfo, JobReport, VramSnapshot
+from voicedrop.report import VramStats, unrun_report
 from voicedrop.spool import names, private
 from voicedrop.spool.inbox import list_candidates
 from voicedrop.spool.jobs import Spool
@@ -221,19 +221,11 @@ class Desk:
             raise Rejected(
                 409, [f"job '{job_id}' is {state.status}: only a queued job can be cancelled"]
             )
-        vram = self.vram()
+        vram = VramStats.model_validate(self.vram())
 
         def report(final_id: str) -> str:
-            return JobReport(
-                job_id=final_id,
-                status="failed",
-                source=f"{job_id}.json",
-                attempt=0,
-                error=ErrorInfo(
-                    code="cancelled", message="cancelled before it started", kind="permanent"
-                ),
-                vram=VramSnapshot.model_validate({"before": vram, "after": vram}),
-            ).to_json()
+            why = "cancelled before it started"
+            return unrun_report(final_id, f"{job_id}.json", "cancelled", why, vram).to_json()
 
         final = self.spool.withdraw(f"{job_id}.json", report)
         if final is None:

@@ -15,7 +15,7 @@ import time
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.report import ErrorInfo, JobReport, VramSnapshot, VramStats
+from voicedrop.report import VramStats, unrun_report
 from voicedrop.spool import private
 from voicedrop.spool.jobs import Spool
 
@@ -30,22 +30,12 @@ def fail_orphans(spool: Spool, settings: Settings, vram: VramStats) -> list[str]
     for name in private.orphans(spool.inbox, spool.work, before, limit):
 
         def report(job_id: str, name: str = name) -> str:
-            return JobReport(
-                job_id=job_id,
-                status="failed",
-                source=f"{private.PREFIX}{name}",
-                attempt=0,
-                error=ErrorInfo(
-                    code="orphaned_input",
-                    message=(
-                        f"'{private.PREFIX}{name}' was staged for a job whose manifest never "
-                        "arrived (its producer stopped part-way); the file is kept in this "
-                        "job's inputs/: drop it again to run it"
-                    ),
-                    kind="permanent",
-                ),
-                vram=VramSnapshot(before=vram, after=vram),
-            ).to_json()
+            source = f"{private.PREFIX}{name}"
+            why = (
+                f"'{source}' was staged for a job whose manifest never arrived (its producer "
+                "stopped part-way); the file is kept in this job's inputs/: drop it again"
+            )
+            return unrun_report(job_id, source, "orphaned_input", why, vram).to_json()
 
         final = spool.fail_orphan(name, report)
         if final is not None:

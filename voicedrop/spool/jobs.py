@@ -341,7 +341,10 @@ class Spool:
         except FileNotFoundError:
             staging.rmdir()
             return None
-        job_id = self._new_job_id(name)
+        return self._fail_unrun(staging, self._new_job_id(name), report)
+
+    def _fail_unrun(self, staging: Path, job_id: str, report: Callable[[str], str]) -> Path:
+        """A job that never ran, gathered in `staging`, into failed/ beside its report."""
         write_atomic(staging / names.REPORT, report(job_id))
         final = self.failed / job_id
         os.rename(staging, final)
@@ -363,13 +366,7 @@ class Spool:
             return None
         finally:
             os.close(refs)
-        job_id = self._new_job_id(name.split("-", 1)[-1])
-        write_atomic(staging / names.REPORT, report(job_id))
-        final = self.failed / job_id
-        os.rename(staging, final)
-        fsync_dir(self.failed)
-        self._record(final, "failed")
-        return final
+        return self._fail_unrun(staging, self._new_job_id(name.split("-", 1)[-1]), report)
 
     # ---- counts ---------------------------------------------------------------------
 
