@@ -186,6 +186,9 @@ def render_status(out: dict[str, Any], spool_root: Path) -> str:
             + (f", leaves the GPU in {leaves:g} s if idle" if leaves is not None else "")
         )
     for w in out.get("workers", []):  # `run --ray`: one line per actor, then its models
+        if w.get("kind") == "process":
+            lines.append(_device_worker_line(w))
+            continue
         vram = w.get("vram") or {}
         lines.append(
             f"worker:  {w.get('actor', w['index'])} on {w.get('node', '?')} "
@@ -200,3 +203,15 @@ def render_status(out: dict[str, Any], spool_root: Path) -> str:
         for key, view in (w.get("models") or {}).items():
             lines.append(f"           {key}: {view['tier']}")
     return "\n".join(lines)
+
+
+def _device_worker_line(w: dict[str, Any]) -> str:
+    """The device worker process (`[residency] worker = "process"`), in one line."""
+    if w.get("state") == "none":
+        return "worker:  device worker process: none (one starts with the next job)"
+    rss = w.get("rss_bytes")
+    parts = [f"pid {w.get('pid')}"] + ([f"{rss / 2**20:.0f} MiB"] if rss else [])
+    if w.get("exits_in_s") is not None:
+        parts.append(f"exits in {w['exits_in_s']:g} s if idle")
+    models = ", ".join(w.get("models") or []) or "no model"
+    return f"worker:  device worker process: {w.get('state')} ({', '.join(parts)}); {models}"

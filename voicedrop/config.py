@@ -65,6 +65,17 @@ class Residency(_Section):
     headroom_gb: float = Field(0.5, ge=0)
     keep_alive_s: float | None = Field(None, gt=0, le=30 * 86400)
     prefetch: bool = True
+    worker: Literal["inline", "process"] = Field(
+        "inline",
+        description="where models and the device live: in the daemon, or in a device worker "
+        "process that exits when idle",
+    )
+    worker_idle_s: float = Field(
+        300.0,
+        ge=-1,
+        le=30 * 86400,
+        description="the worker exits after this long idle; 0: after each job; -1: never",
+    )
     preload: list[str] = Field(
         default_factory=list, description="models loaded once the daemon is ready (keys)"
     )

@@ -9,7 +9,9 @@ moment (every sentence fails while it lasts), a pause. Each job must end exactly
 done, with every cue's clip and its dub track, and nothing may be left in inbox/refs/,
 work/, the preset folder or the inbox.
 
-`VOICEDROP_STRESS=50 pytest tests/system/test_never_lost.py` runs 200 sequences.
+The same holds with the device worker process (`[residency] worker = "process"`), whose
+death with the daemon's is part of every kill. `VOICEDROP_STRESS=50 pytest
+tests/system/test_never_lost.py` runs 200 sequences of each.
 """
 
 from __future__ import annotations
@@ -170,11 +172,13 @@ class Run:
         return all(self.reports(job_id) for job_id in self.expected)
 
 
-def configure(root: Path) -> Run:
+def configure(root: Path, worker: str) -> Run:
     run = Run(root)
     (run.spool / "inbox" / ".incoming").mkdir(parents=True)
     (root / "voicedrop.toml").write_text(
         f"""
+[residency]
+worker = "{worker}"
 [limits]
 retry_delay_s = 0.1
 max_attempts = 8
@@ -188,8 +192,9 @@ tts = {{ engine = "noop" }}
     return run
 
 
+@pytest.mark.parametrize("worker", ["inline", "process"])
 def test_every_job_of_every_origin_ends_once_whole_through_kills_faults_and_step_asides(
-    tmp_path: Path, figures
+    tmp_path: Path, figures, worker: str
 ):
     counts = {"sequences": 0, "jobs": 0, "kills": 0, "faults": 0, "asides": 0}
 
@@ -201,7 +206,7 @@ def test_every_job_of_every_origin_ends_once_whole_through_kills_faults_and_step
     @given(st.lists(action, min_size=1, max_size=8))
     def sequence(actions: list[tuple[str, int]]) -> None:
         counts["sequences"] += 1
-        run = configure(tmp_path / f"seq{counts['sequences']:04}")
+        run = configure(tmp_path / f"seq{counts['sequences']:04}", worker)
         run.start()
         try:
             for n, (kind, arg) in enumerate(actions):

@@ -15,6 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,15 @@ def on_this_node(settings: Settings) -> Settings:
 
 
 class Worker:
-    def __init__(self, settings: Settings, index: int, policy: str | None = None) -> None:
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"voicedrop-worker{index}-"))
+    def __init__(
+        self,
+        settings: Settings,
+        index: int,
+        policy: str | None = None,
+        scratch_prefix: str | None = None,
+    ) -> None:
+        prefix = scratch_prefix or f"voicedrop-worker{index}-"
+        self.scratch = Path(tempfile.mkdtemp(prefix=prefix))
         settings = with_policy(on_this_node(settings), policy).model_copy(
             update={"state_dir": self.scratch / "state"}  # footprints: this worker's own
         )
@@ -115,6 +123,17 @@ class Worker:
             shutil.rmtree(out, ignore_errors=True)
         resident = frozenset(self.manager.in_memory_keys())
         return Done(work.job_id, work.attempt, outcome, files, self.record, resident)
+
+    def run_here(self, job: JobInput, progress: Callable[[str], None]) -> Outcome:
+        """One attempt of a job whose folders are on this host (the device worker process:
+        cluster/child.py): the outputs go straight into its folder."""
+        self.current = job.job_id
+        try:
+            outcome = self.runner.run(job, progress)
+        finally:
+            self.current = None
+        outcome.worker = self.record
+        return outcome
 
     def status(self) -> dict[str, Any]:
         """For `voicedrop status`: who, where, the seven VRAM stats, models, current job."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -26,6 +26,7 @@ from voicedrop.daemon.retries import RetryPolicy
 from voicedrop.errors import ManifestError, PermanentError, job_error
 from voicedrop.intake import read_manifest
 from voicedrop.manifest import Manifest
+from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.pipeline.stages import Paused, Take
 from voicedrop.report import ErrorInfo, JobReport, ModelEvent, PauseRecord, StageRecord
@@ -37,6 +38,8 @@ from voicedrop.spool.jobs import Spool
 from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)
+# Runs a prepared job's stages: (job, progress, upcoming models) -> its outcome
+Compute = Callable[[JobInput, Callable[[str], None], Callable[[], Sequence[ModelSpec]]], Outcome]
 
 
 @dataclass
@@ -83,9 +86,10 @@ class Attempts:
         self.limits = self.retries.limits = limits
         self.runner = runner
 
-    def run(self, job: ClaimedJob) -> JobReport | SteppedAside:
-        """The whole attempt, in this process: its report, or what it made before it
-        stepped aside for a job of a higher priority (it comes back later)."""
+    def run(self, job: ClaimedJob, compute: Compute | None = None) -> JobReport | SteppedAside:
+        """The whole attempt: its report, or what it made before it stepped aside for a job
+        of a higher priority (it comes back later). `compute` runs the job's stages: the
+        runner in this process, or the device worker process (process.py)."""
         attempt = self.begin(job)
         with structlog.contextvars.bound_contextvars(job_id=attempt.job.job_id):
             prepared = self.prepare(attempt)
@@ -95,7 +99,8 @@ class Attempts:
                     with self.witness.watching(attempt.job.dir):
                         progress = self._progress(attempt.job)
                         live = self._live(prepared, stream)
-                        prepared = self.runner.run(live, progress, self.queue.upcoming)
+                        run = compute or self.runner.run
+                        prepared = run(live, progress, self.queue.upcoming)
                 finally:
                     stream.close()
                 if prepared.paused is not None:

@@ -100,6 +100,9 @@ class Cluster:
     def workers(self) -> list[dict[str, Any]]:
         return self.pool.describe() if self.pool is not None else []
 
+    def reconfigure(self, settings: Settings) -> None:
+        return None  # never called: not reloadable
+
     # ---- routing ---------------------------------------------------------------------------
 
     def _route(self) -> list[Slot]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from voicedrop.config import Settings
 from voicedrop.daemon.attempt import Attempts, SteppedAside
 from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.queue import JobQueue
@@ -45,6 +46,9 @@ class Dispatch(Protocol):
     def workers(self) -> list[dict[str, Any]]:
         """The workers, for the status file (none: jobs run in this process)."""
 
+    def reconfigure(self, settings: Settings) -> None:
+        """A reload's new settings (only called when `reloadable`)."""
+
     def close(self) -> None: ...
 
 
@@ -72,6 +76,9 @@ class Inline:
 
     def workers(self) -> list[dict[str, Any]]:
         return []
+
+    def reconfigure(self, settings: Settings) -> None:
+        return None
 
     def close(self) -> None:
         return None

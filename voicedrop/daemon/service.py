@@ -33,6 +33,7 @@ from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.orphans import fail_orphans
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.presets import Presets, check_presets
+from voicedrop.daemon.process import DeviceWorker, OnWorker
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.daemon.retention import Retention
 from voicedrop.daemon.retries import RetryPolicy, SpoolBackoff
@@ -98,8 +99,12 @@ class Service:
         self.spool = Spool.from_settings(settings)
         self.inbox = inbox or InboxIndex(self.spool.inbox)
         cluster = settings.ray.address is not None
-        # a cluster's head holds no model: its workers have the GPUs
-        self.device = device or (CPUDevice() if cluster else make_device(settings.device))
+        on_worker = not cluster and settings.residency.worker == "process"
+        # a cluster's head, and a daemon with a device worker, hold no model: their workers
+        # have the device (no device context is ever made here)
+        self.device = device or (
+            CPUDevice() if cluster or on_worker else make_device(settings.device)
+        )
         self.manager = ResidencyManager.from_settings(settings, self.device)
         self.notifier = notifier or Notifier()
         self.gate = StabilityGate(settings.watcher.stable_delay_s)
@@ -160,6 +165,8 @@ class Service:
         self.dispatch: Dispatch = (
             Cluster(settings, self.queue, self.attempts)
             if cluster
+            else OnWorker(self.queue, self.attempts, DeviceWorker(settings, clock))
+            if on_worker
             else Inline(self.queue, self.attempts)
         )
         self.executor = Executor(
@@ -347,6 +354,7 @@ class Service:
         self.retention.settings = settings.retention
         self.presets.reconfigure(settings)
         self.webhook.reconfigure(settings.notify)
+        self.dispatch.reconfigure(settings)
 
     def _peek(self, settings: Settings) -> ManifestPeek:
         return ManifestPeek(settings, self.spool.inbox, self.gate, self.runner.planner)

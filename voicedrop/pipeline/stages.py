@@ -59,6 +59,9 @@ class Paused(Exception):
         self.takes = takes
         self.total = total
 
+    def __reduce__(self) -> tuple[type[Paused], tuple[list[Take], int]]:
+        return (Paused, (self.takes, self.total))  # crosses from a device worker process
+
 
 @dataclass
 class JobContext:

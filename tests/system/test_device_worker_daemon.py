@@ -1,0 +1,48 @@
+"""A real daemon with its device worker process: the job runs in the worker, `status`
+shows it, and once idle the worker exits and the daemon lives on, its pid unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.system.test_daemon import Daemon, voicedrop
+
+pytestmark = pytest.mark.system
+
+
+def test_the_worker_runs_the_job_shows_in_status_and_exits_when_idle(tmp_path: Path):
+    spool = tmp_path / "spool"
+    env = {"VOICEDROP_RESIDENCY__WORKER": "process", "VOICEDROP_RESIDENCY__WORKER_IDLE_S": "2"}
+    daemon = Daemon(spool, **env)
+    try:
+        staged = spool / "inbox" / ".incoming" / "hi.partial"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_text(json.dumps({"text": "Hello there.", "tts": {"engine": "espeak"}}))
+        staged.rename(spool / "inbox" / "hi.json")
+        report = spool / "outbox" / "hi" / "report.json"
+        daemon.wait_for(report.exists, "the job's report", timeout=120)
+        ran_on = json.loads(report.read_text())["worker"]
+        assert ran_on is not None and ran_on["device"] == "cpu"
+        daemon.wait_for(lambda: daemon.status().get("workers"), "the worker in status.json")
+        [worker] = daemon.status()["workers"]
+        shown = voicedrop("status", spool=spool, **env).stdout
+        if worker["state"] == "ready":  # it may have exited already on a slow machine
+            assert worker["pid"] not in (None, daemon.proc.pid)
+            assert "device worker process: ready" in shown, shown
+        gone = lambda: daemon.status().get("workers", [{}])[0].get("state") == "none"  # noqa: E731
+        daemon.wait_for(gone, "the idle worker's exit", timeout=60)
+        assert "device worker process: none" in voicedrop("status", spool=spool, **env).stdout
+        assert daemon.proc.poll() is None and daemon.status()["pid"] == daemon.proc.pid
+        if worker["pid"]:
+            assert not os.path.exists(f"/proc/{worker['pid']}/status") or _zombie(worker["pid"])
+    finally:
+        assert daemon.stop() == 0
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as fh:
+        return any(line.startswith("State:") and "Z" in line for line in fh)

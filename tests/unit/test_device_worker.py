@@ -1,0 +1,103 @@
+"""The device worker process: a job's stages run in a child of the daemon that exits when
+idle, and whose death fails one attempt, never the daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.conftest import drop, hello, make_settings, read_report, unit_service
+from voicedrop.testing import ManualClock
+
+SRT = "".join(
+    f"{i}\n00:00:{2 * i:02},000 --> 00:00:{2 * i + 1:02},000\nLine {i}.\n\n" for i in (1, 2, 3)
+)
+
+
+def worker_service(tmp_path, idle_s: float = 60, **extra):
+    settings = make_settings(
+        tmp_path, residency={"worker": "process", "worker_idle_s": idle_s}, **extra
+    )
+    return unit_service(settings, **({"clock": extra.pop("clock")} if "clock" in extra else {}))
+
+
+def test_a_job_runs_on_the_worker_and_a_second_pays_no_start(tmp_path):
+    service = worker_service(tmp_path)
+    with service:
+        drop(service.spool.inbox, "a.json", hello())
+        first = service.executor.step()
+        [worker] = service.dispatch.workers()
+        drop(service.spool.inbox, "b.json", hello())
+        second = service.executor.step()
+        [after] = service.dispatch.workers()
+    assert first.status == second.status == "done"
+    assert worker["state"] == "ready" and worker["pid"] not in (None, os.getpid())
+    assert worker["models"] == ["espeak"] and worker["exits_in_s"] is not None
+    assert after["pid"] == worker["pid"] and after["starts"] == 1  # the same, warm worker
+    assert read_report(service.spool.outbox / "b")["worker"]["device"] == "cpu"
+    assert service.manager.models() == {}  # the daemon itself holds no model
+
+
+def test_with_worker_idle_s_0_the_worker_exits_after_each_job(tmp_path):
+    service = worker_service(tmp_path, idle_s=0)
+    with service:
+        drop(service.spool.inbox, "a.json", hello())
+        assert service.executor.step().status == "done"
+        deadline = time.monotonic() + 30
+        while service.dispatch.workers()[0]["state"] != "none":
+            assert time.monotonic() < deadline, service.dispatch.workers()
+            time.sleep(0.05)
+        drop(service.spool.inbox, "b.json", hello())
+        assert service.executor.step().status == "done"
+        assert service.dispatch.workers()[0]["starts"] == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])
+def test_a_worker_killed_mid_job_fails_that_attempt_and_the_retry_runs_on_a_fresh_one(
+    tmp_path, sig
+):
+    clock = ManualClock(1000.0)
+    settings = make_settings(
+        tmp_path,
+        residency={"worker": "process", "worker_idle_s": 60},
+        engines={"noop": {"work_s": 30}},
+    )
+    service = unit_service(settings, clock=clock)
+    with service:
+        worker = service.dispatch.worker
+        drop(service.spool.inbox, "slow.json", {"text": "x", "tts": {"engine": "noop"}})
+
+        def kill_when_busy() -> None:
+            deadline = time.monotonic() + 60
+            while worker.describe()["state"] != "busy" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(worker.describe()["pid"], sig)
+
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        first = service.executor.step()
+        killer.join()
+        assert first.error is not None and first.error.code == "worker_lost"
+        assert first.error.kind == "transient" and sig.name in first.error.message
+        service.settings.engines["noop"]["work_s"] = 0  # the retry is quick
+        service.dispatch.reconfigure(service.settings)
+        clock.now += settings.limits.retry_delay_s
+        second = service.executor.step()
+    assert second.status == "done" and second.attempt == 2
+    assert [e.code for e in second.previous_errors] == ["worker_lost"]
+    assert worker.starts == 2 and worker.lost == 1
+
+
+def test_a_script_job_on_the_worker_streams_and_keeps_every_cue(tmp_path):
+    service = worker_service(tmp_path, presets={"dub": {"tts": {"engine": "noop"}}})
+    with service:
+        service.presets.ensure()
+        (service.spool.inbox / "dub" / "ep.srt").write_text(SRT)
+        service.presets.collect()
+        report = service.executor.step()
+    assert report.status == "done" and report.script is not None and report.script.cues == 3
+    assert not list((service.spool.inbox / "refs").iterdir())

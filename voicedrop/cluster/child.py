@@ -1,0 +1,142 @@
+"""The device worker process: the models, torch and the device context, in a child of the
+daemon that can end.
+
+The daemon (daemon/process.py) spawns it — never forks it: a fork would copy the
+daemon's threads and locks — and talks to it over one pipe. It builds a `Worker` (the
+device, the residency manager, the engines, the job runner: cluster/worker.py) and runs
+one job attempt at a time. The daemon keeps the spool: the worker is handed the job's
+folders on this host, writes its outputs there, and sends its audio as it is made back to
+the daemon, which appends it to the job's stream. After `idle_s` without work it exits, and
+with it every byte it held on the device and in host memory; a fault in a library ends
+it, never the daemon.
+
+The protocol, in order (tuples of a name and its values):
+
+    worker → daemon   ("ready", info)
+    daemon → worker   ("run", ProcessWork)
+    worker → daemon   ("stage", message) | ("stream.write", pcm) | ("stream.end",)
+                      ("stream.open", rate)  → daemon → worker ("stream.held", bytes)
+                      ("preempt?",)          → daemon → worker ("preempt", bool)
+    worker → daemon   ("done", ProcessDone)
+    daemon → worker   ("stop",)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from voicedrop.config import Settings
+from voicedrop.manifest import Manifest
+from voicedrop.pipeline.runner import JobInput, Outcome
+from voicedrop.pipeline.stages import Take
+from voicedrop.script import Script
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ProcessWork:
+    """One attempt of one job, on this host: its folders, not its bytes."""
+
+    job_id: str
+    manifest: Manifest
+    reference: Path | None
+    out_dir: Path
+    script: Script | None = None
+    stream: bool = True  # send its audio as it is made
+    preemptible: bool = False  # ask between segments whether to step aside
+    made: tuple[Take, ...] = ()  # segments made before it last stepped aside
+
+
+@dataclass(frozen=True)
+class ProcessDone:
+    outcome: Outcome
+    resident: frozenset[str]  # models in memory (device or warm tier) after the job
+    vram: dict[str, Any]  # the seven VRAM fields after the job
+
+
+class PipeSink:
+    """A `pipeline.live.PcmSink` that sends the audio to the daemon, which owns the stream
+    file; `open` asks how much of it an earlier attempt left (the daemon's answer)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def open(self, sample_rate: int) -> int:
+        self.conn.send(("stream.open", sample_rate))
+        kind, held = self.conn.recv()
+        assert kind == "stream.held"
+        return int(held)
+
+    def write(self, data: bytes) -> None:
+        self.conn.send(("stream.write", bytes(data)))
+
+    def end(self) -> None:
+        self.conn.send(("stream.end",))
+
+
+def serve(conn: Connection, settings: Settings, idle_s: float) -> None:
+    """The worker process's body: until told to stop, idle for `idle_s` (negative: never),
+    or the daemon is gone."""
+    from voicedrop.cluster.worker import Worker
+
+    _die_with(parent=os.getppid())
+    worker = Worker(settings, 0, scratch_prefix="voicedrop-device-worker-")
+    try:
+        conn.send(("ready", {"pid": os.getpid(), **worker.status()}))
+        while True:
+            if idle_s >= 0 and not conn.poll(idle_s):
+                return  # idle: exit, and with it the device context and the warm tier
+            try:
+                message = conn.recv()
+            except EOFError:
+                return  # the daemon is gone
+            if message[0] == "stop":
+                return
+            if message[0] == "run":
+                work: ProcessWork = message[1]
+                outcome = worker.run_here(_job(conn, work), lambda m: conn.send(("stage", m)))
+                vram = worker.manager.get_vram_usage().model_dump()
+                resident = frozenset(worker.manager.in_memory_keys())
+                conn.send(("done", ProcessDone(outcome, resident, vram)))
+                if idle_s == 0:
+                    return  # exit after each job
+    finally:
+        worker.close()
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the daemon dies, `kill -9` included (Linux): an orphaned worker would
+    go on writing into a job folder the next daemon runs again."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the pipe's end still stops it at its next message
+    if os.getppid() != parent:  # the daemon died before the request was made
+        os._exit(1)
+
+
+def _job(conn: Connection, work: ProcessWork) -> JobInput:
+    def preempt() -> bool:
+        conn.send(("preempt?",))
+        kind, answer = conn.recv()
+        assert kind == "preempt"
+        return bool(answer)
+
+    return JobInput(
+        work.job_id,
+        work.manifest,
+        work.reference,
+        work.out_dir,
+        work.script,
+        stream=PipeSink(conn) if work.stream else None,
+        preempt=preempt if work.preemptible else (lambda: False),
+        made=work.made,
+    )

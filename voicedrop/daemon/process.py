@@ -1,0 +1,297 @@
+"""Jobs on the device worker process: models, torch and the device context outside the
+daemon (`[residency] worker = "process"`).
+
+The daemon keeps the spool, the queue, the HTTP side and every report; each attempt's
+computation goes to a child process (cluster/child.py), spawned when a job needs it and
+exiting after `[residency] worker_idle_s` without work — then nothing of voicedrop is on
+the device, and the daemon's memory is its own. The attempt is the same code as a local
+one (attempt.py): only where `runner.run` happens differs. The worker writes the job's
+outputs into its folder (same host), sends its audio as it is made (appended here to the
+job's stream), and asks between a script's cues whether to step aside.
+
+A worker that dies mid-job (a segfault in a native extension, SIGKILL, out of host
+memory) fails that attempt with a transient `worker_lost` error; the job is retried on
+a fresh worker, counted against `limits.max_attempts`, and the daemon goes on — its pid
+is the same before and after. A worker whose device context a CUDA error poisoned
+retires after the attempt it failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import structlog
+
+from voicedrop.cluster.child import ProcessDone, ProcessWork, serve
+from voicedrop.config import Settings
+from voicedrop.daemon.attempt import Attempts, SteppedAside
+from voicedrop.daemon.queue import JobQueue
+from voicedrop.errors import TransientError
+from voicedrop.pipeline.modelspec import ModelSpec
+from voicedrop.pipeline.runner import JobInput, Outcome
+from voicedrop.pipeline.stages import never
+from voicedrop.report import JobReport
+
+log = structlog.get_logger(__name__)
+START_S = 300.0  # the longest a worker may take to import its libraries and say ready
+POLL_S = 0.5  # how often a job's wait looks whether its worker still lives
+
+
+class WorkerLost(Exception):
+    """The worker process ended (or never became ready) with a job on it."""
+
+
+@dataclass
+class DeviceWorker:
+    """The daemon's handle on its device worker process: started on demand, ended by its
+    own idle timer, by `close`, or by a fault."""
+
+    settings: Settings
+    clock: Callable[[], float] = time.monotonic
+    state: str = "none"  # none | starting | ready | busy
+    _proc: Any = None  # multiprocessing's SpawnProcess
+    _conn: Connection | None = None
+    _info: dict[str, Any] = field(default_factory=dict)
+    _idle_since: float | None = None
+    resident: frozenset[str] = frozenset()
+    starts: int = 0  # worker processes started over the daemon's life
+    lost: int = 0  # of which ended with a job on them
+
+    @property
+    def idle_s(self) -> float:
+        return self.settings.residency.worker_idle_s
+
+    def alive(self) -> bool:
+        if self._proc is not None and not self._proc.is_alive():
+            self._reset()  # it exited on its own (idle), or died
+        return self._proc is not None
+
+    def start(self) -> None:
+        """Spawn a worker if none lives; it imports and builds while the daemon goes on
+        with the attempt's own part (claim, inputs, checks)."""
+        if self.alive():
+            return
+        ctx = multiprocessing.get_context("spawn")  # never fork a daemon with threads
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(
+            target=serve,
+            args=(theirs, self.settings, self.idle_s),
+            name="voicedrop-device-worker",
+            daemon=True,  # never outlives the daemon
+        )
+        proc.start()
+        theirs.close()
+        self._proc, self._conn, self.state = proc, ours, "starting"
+        self.starts += 1
+        log.info("worker.starting", pid=proc.pid)
+
+    def ready(self) -> None:
+        """Wait until the worker said it is ready (WorkerLost if it died instead)."""
+        self.start()
+        if self.state != "starting":
+            return
+        deadline = self.clock() + START_S
+        while True:
+            message = self._recv(deadline)
+            if message[0] == "ready":
+                self._info = dict(message[1])
+                self.state = "ready"
+                log.info("worker.ready", pid=self._info.get("pid"), device=self._info.get("device"))
+                return
+
+    def run(
+        self,
+        job: JobInput,
+        progress: Callable[[str], None],
+        finish: Callable[[Outcome], Outcome],
+        before: Callable[[], Any],
+    ) -> Outcome:
+        """One attempt on the worker: its outcome, or a transient `worker_lost` outcome."""
+        try:
+            self.ready()
+            assert self._conn is not None
+            work = ProcessWork(
+                job.job_id,
+                job.manifest,
+                job.reference,
+                job.out_dir,
+                job.script,
+                stream=job.stream is not None,
+                preemptible=job.preempt is not never,
+                made=job.made,
+            )
+            self.state = "busy"
+            self._conn.send(("run", work))
+            done = self._serve(job, progress)
+        except WorkerLost as exc:
+            self.lost += 1
+            log.warning("worker.lost", job_id=job.job_id, error=str(exc))
+            error = TransientError(
+                f"the device worker process ended while it ran this job ({exc})",
+                code="worker_lost",
+            )
+            return finish(Outcome(before(), error=error))
+        self.state, self._idle_since = "ready", self.clock()
+        self.resident = done.resident
+        self._info["vram"] = done.vram
+        return done.outcome
+
+    def _serve(self, job: JobInput, progress: Callable[[str], None]) -> ProcessDone:
+        """Answer the worker while it runs the job, until it is done."""
+        assert self._conn is not None
+        while True:
+            message = self._recv(None)
+            kind = message[0]
+            if kind == "done":
+                done: ProcessDone = message[1]
+                return done
+            if kind == "stage":
+                progress(str(message[1]))
+            elif kind == "stream.open":
+                held = job.stream.open(int(message[1])) if job.stream is not None else 0
+                self._conn.send(("stream.held", held))
+            elif kind == "stream.write" and job.stream is not None:
+                job.stream.write(message[1])
+            elif kind == "stream.end" and job.stream is not None:
+                job.stream.end()
+            elif kind == "preempt?":
+                self._conn.send(("preempt", job.preempt()))
+
+    def _recv(self, deadline: float | None) -> tuple[Any, ...]:
+        """The worker's next message; WorkerLost when it ended (or passed `deadline`)."""
+        assert self._conn is not None and self._proc is not None
+        while True:
+            try:
+                if self._conn.poll(POLL_S):
+                    message: tuple[Any, ...] = self._conn.recv()
+                    return message
+            except (EOFError, OSError):
+                pass  # the pipe closed: the process is ending, its exit code says why
+            if not self._proc.is_alive() or (deadline is not None and self.clock() > deadline):
+                why = self._why()
+                self._end()
+                raise WorkerLost(why)
+
+    def _why(self) -> str:
+        assert self._proc is not None
+        self._proc.join(1.0)
+        code = self._proc.exitcode
+        if code is None:
+            return f"no answer within {START_S:g} s"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    def describe(self) -> dict[str, Any]:
+        """For the status file: none / starting / ready / busy, its pid, what it holds, and
+        when it will exit if nothing comes."""
+        alive = self.alive()
+        exits_in = None
+        if alive and self.state == "ready" and self._idle_since is not None and self.idle_s >= 0:
+            exits_in = round(max(0.0, self._idle_since + self.idle_s - self.clock()), 1)
+        pid = self._proc.pid if alive and self._proc is not None else None
+        return {
+            "kind": "process",
+            "state": self.state,
+            "pid": pid,
+            "rss_bytes": _rss(pid) if pid is not None else None,
+            "device": self._info.get("device") if alive else None,
+            "vram": self._info.get("vram") if alive else None,
+            "models": sorted(self.resident) if alive else [],
+            "exits_in_s": exits_in,
+            "idle_exit_s": self.idle_s,
+            "starts": self.starts,
+            "lost": self.lost,
+        }
+
+    def close(self) -> None:
+        """Stop the worker (it finishes nothing: the daemon only closes between jobs)."""
+        if self._proc is None:
+            return
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(("stop",))
+        self._proc.join(10.0)
+        self._end()
+
+    def _end(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5.0)
+        self._reset()
+
+    def _reset(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._proc is not None:
+            log.info("worker.exited", pid=self._proc.pid, exit_code=self._proc.exitcode)
+        self._proc, self._conn, self.state = None, None, "none"
+        self._idle_since, self.resident, self._info = None, frozenset(), {}
+
+
+@dataclass
+class OnWorker:
+    """A Dispatch (daemon/executor.py): one job at a time, computed on the device worker."""
+
+    queue: JobQueue
+    attempts: Attempts
+    worker: DeviceWorker
+    poll_s: float | None = None
+    reloadable: bool = True
+
+    def start(self) -> None:
+        return None
+
+    def step(self) -> JobReport | SteppedAside | None:
+        job = self.queue.next()
+        if job is None:
+            return None
+        self.worker.start()  # its start overlaps the attempt's own part
+        return self.attempts.run(job, compute=self._compute)
+
+    def _compute(
+        self,
+        job: JobInput,
+        progress: Callable[[str], None],
+        upcoming: Callable[[], Sequence[ModelSpec]],
+    ) -> Outcome:
+        runner = self.attempts.runner
+        return self.worker.run(job, progress, runner.finish, runner.manager.get_vram_usage)
+
+    def busy(self) -> bool:
+        return False
+
+    def drain(self, tick: Callable[[], None]) -> None:
+        return None
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [self.worker.describe()]
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reload: the worker holds the settings it started with; the next job starts one
+        on the new settings."""
+        self.worker.close()
+        self.worker.settings = settings
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def _rss(pid: int) -> int | None:
+    """A process's resident set, from /proc (None where there is none)."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
