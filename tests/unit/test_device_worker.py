@@ -101,3 +101,23 @@ def test_a_script_job_on_the_worker_streams_and_keeps_every_cue(tmp_path):
         report = service.executor.step()
     assert report.status == "done" and report.script is not None and report.script.cues == 3
     assert not list((service.spool.inbox / "refs").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("message", "retires"),
+    [
+        ("CUDA error: an illegal memory access was encountered", True),
+        ("CUDA error: device-side assert triggered", True),
+        ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
+        ("reference: not an audio file", False),
+    ],
+)
+def test_a_worker_retires_after_an_error_that_poisons_its_device_context(message, retires):
+    from voicedrop.cluster.child import poisoned
+    from voicedrop.errors import StageError
+    from voicedrop.pipeline.runner import Outcome
+    from voicedrop.report import VramStats
+
+    vram = VramStats(available=False, low_vram_mode=False, allocated_gb=0, reserved_gb=0,
+                     free_gb=0, total_gb=0, cached_models=0)  # fmt: skip
+    assert poisoned(Outcome(vram, error=StageError(message))) is retires

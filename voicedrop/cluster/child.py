@@ -105,10 +105,28 @@ def serve(conn: Connection, settings: Settings, idle_s: float) -> None:
                 vram = worker.manager.get_vram_usage().model_dump()
                 resident = frozenset(worker.manager.in_memory_keys())
                 conn.send(("done", ProcessDone(outcome, resident, vram)))
-                if idle_s == 0:
-                    return  # exit after each job
+                if idle_s == 0 or poisoned(outcome):
+                    return  # exit after each job; or a device context no job can use again
     finally:
         worker.close()
+
+
+# CUDA errors after which the process's device context is unusable until it exits (an
+# out-of-memory is not one of them: the residency manager's ladder handles it in place)
+POISON = (
+    "illegal memory access",
+    "device-side assert",
+    "unspecified launch failure",
+    "misaligned address",
+    "CUDA error: an illegal instruction",
+    "CUBLAS_STATUS_EXECUTION_FAILED",
+)
+
+
+def poisoned(outcome: Outcome) -> bool:
+    """The attempt failed with an error that leaves the device context poisoned."""
+    error = outcome.error
+    return error is not None and any(p.lower() in error.message.lower() for p in POISON)
 
 
 def _die_with(parent: int) -> None:
