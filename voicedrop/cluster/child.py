@@ -36,6 +36,7 @@ from voicedrop.manifest import Manifest
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.pipeline.stages import Take
 from voicedrop.script import Script
+from voicedrop.warmup import POST_STAGE, Warmup
 
 PR_SET_PDEATHSIG = 1
 
@@ -85,13 +86,15 @@ def serve(conn: Connection, settings: Settings, idle_s: float) -> None:
     """The worker process's body: until told to stop, idle for `idle_s` (negative: never),
     or the daemon is gone."""
     from voicedrop.cluster.worker import Worker
+    from voicedrop.pipeline.audio import warm as warm_post_stage
 
     _die_with(parent=os.getppid())
     worker = Worker(settings, 0, scratch_prefix="voicedrop-device-worker-")
+    Warmup(POST_STAGE, warm_post_stage).start()  # beside the first job's own start
     try:
         conn.send(("ready", {"pid": os.getpid(), **worker.status()}))
         while True:
-            if idle_s >= 0 and not conn.poll(idle_s):
+            if idle_s > 0 and not conn.poll(idle_s):
                 return  # idle: exit, and with it the device context and the warm tier
             try:
                 message = conn.recv()

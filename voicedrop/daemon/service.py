@@ -255,7 +255,9 @@ class Service:
             policy=self.settings.policy,
             once=once,
         )
-        warmup = self.warmup = Warmup(POST_STAGE, self._warm)  # the first job as quick as the next
+        # the first job as quick as the next; a device worker warms up its own post stage
+        on_worker = isinstance(self.dispatch, OnWorker)
+        warmup = self.warmup = Warmup(() if on_worker else POST_STAGE, self._warm)
         warmup.start()
         try:
             self._serve(stop, once)
@@ -266,7 +268,8 @@ class Service:
         """On the warm-up's thread, once its imports are done: the post stage's work run
         once, then status.json says so at the loop's next turn."""
         try:
-            warm_post_stage()
+            if not isinstance(self.dispatch, OnWorker):
+                warm_post_stage()
         except Exception as exc:  # its real use reports it, where it matters
             log.debug("warmup.post_stage_failed", error=str(exc))
         self.status_file.dirty = True
