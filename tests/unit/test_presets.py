@@ -199,7 +199,7 @@ def test_a_reload_uses_a_changed_preset_and_makes_a_new_presets_folder(tmp_path)
 def test_every_section_of_the_configuration_is_applied_on_reload_or_refused_by_name():
     """So that no section can be forgotten again: a new one must be placed."""
     from voicedrop.config import Settings
-    from voicedrop.daemon.service import APPLIED_ON_RELOAD, HTTP_SIDE, RESTART_TO_CHANGE
+    from voicedrop.daemon.sections import APPLIED_ON_RELOAD, HTTP_SIDE, RESTART_TO_CHANGE
 
     placed = APPLIED_ON_RELOAD | RESTART_TO_CHANGE | HTTP_SIDE
     assert placed == set(Settings.model_fields)

@@ -39,6 +39,7 @@ from voicedrop.daemon.retention import Retention
 from voicedrop.daemon.retries import RetryPolicy, SpoolBackoff
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.sdnotify import Notifier
+from voicedrop.daemon.sections import check_reloadable
 from voicedrop.daemon.status_file import HEARTBEAT_S, MetricsTextfile, StatusFile, SystemdStatus
 from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
@@ -53,6 +54,7 @@ from voicedrop.pipeline.engines import Engines, build_engines
 from voicedrop.pipeline.plan import Planner
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobRunner
+from voicedrop.report import VramStats
 from voicedrop.spool.control import control_folder
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.status import status_path
@@ -60,18 +62,6 @@ from voicedrop.warmup import POST_STAGE, Warmup
 
 log = structlog.get_logger(__name__)
 LOCK_FILE = ".voicedrop.lock"  # in the state directory: one daemon per state directory
-
-
-# Every section of the configuration, by what a reload does with it. A section in none
-# of these is a bug (a test says so): a new section must be applied, or refused by name.
-APPLIED_ON_RELOAD = frozenset(
-    {"low_vram", "model_roots", "limits", "scheduler", "residency", "retention", "cache",
-     "notify", "qc", "voices", "presets", "pronunciations", "models", "engines"}
-)  # fmt: skip
-RESTART_TO_CHANGE = frozenset(
-    {"spool", "state_dir", "device", "watcher", "log_format", "log_level", "metrics", "ray"}
-)
-HTTP_SIDE = frozenset({"http", "openai"})  # read by the HTTP side itself, not the daemon
 
 
 def scheduler_for(settings: Settings) -> Scheduler:
@@ -318,10 +308,10 @@ class Service:
     def reload(self) -> None:
         """Apply a re-read configuration between jobs (SIGHUP, systemctl reload).
 
-        Every section in APPLIED_ON_RELOAD changes (engines, voices, models, limits,
+        Every section sections.py applies changes (engines, voices, models, limits,
         scheduling, the residency policy, presets, notify, retention …); the models of the
         old configuration leave memory. A configuration that is invalid, or that changes a
-        section in RESTART_TO_CHANGE, is refused naming it, and the daemon goes on as it was.
+        section that needs a restart, is refused naming it; the daemon goes on as it was.
         """
         if self.load is None:
             log.warning("service.reload_unsupported")
@@ -332,9 +322,7 @@ class Service:
             return
         try:
             settings = self.load()
-            moved = [k for k in sorted(RESTART_TO_CHANGE) if _changed(settings, self.settings, k)]
-            if moved:
-                raise ConfigError(f"{', '.join(moved)} cannot change on reload: restart instead")
+            check_reloadable(settings, self.settings)
             engines = build_engines(settings)
             check_preload(settings, Planner(settings, engines))
             check_presets(settings)
@@ -393,16 +381,16 @@ class Service:
 
     def _snapshot(self) -> dict[str, object]:
         """What status.json says besides the job: where, on what, and what is resident."""
+        workers = self.dispatch.workers()
+        vram = self.manager.get_vram_usage()
+        if isinstance(self.dispatch, OnWorker) and workers[0].get("vram"):
+            vram = VramStats.model_validate(workers[0]["vram"])  # the device is the worker's
         return {
             "warming": self.warmup is not None and not self.warmup.finished,
             "watcher": self.watcher.mode,
             "device": self.device.name,
             "policy": self.settings.policy,
-            "vram": self.manager.get_vram_usage(),
+            "vram": vram,
             "models": self.manager.models(),
-            "workers": self.dispatch.workers(),
+            "workers": workers,
         }
-
-
-def _changed(new: Settings, old: Settings, section: str) -> bool:
-    return bool(getattr(new, section) != getattr(old, section))
