@@ -131,6 +131,7 @@ def test_a_private_input_nothing_names_becomes_a_failed_job_that_keeps_it(settin
     named = stage_script(inbox, "abcd1234-named.srt")
     young = inbox / stage_script(inbox, "abcd1234-young.srt")  # a submit still under way
     drop(inbox, "named.json", {"script": named, "tts": {"engine": "espeak"}})
+    os.mkfifo(inbox / "pipe.json")  # read without blocking, as the intake reads: skipped
     old = time.time() - settings.watcher.reference_wait_s - 60
     for path in (orphan, inbox / named):
         os.utime(path, (old, old))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import uuid
 from pathlib import Path, PurePosixPath
 
@@ -108,11 +109,7 @@ def follow(inbox: Path, job_dir: Path, max_manifest_bytes: int) -> list[str]:
     """Move the private inputs of a job that ended without being claimed (cancelled in the
     inbox) into its folder, as a claimed job's are: the names moved. Whatever a hostile
     manifest holds, nothing outside refs/ is touched."""
-    try:
-        with (job_dir / names.MANIFEST).open("rb") as fh:
-            data = json.loads(fh.read(max_manifest_bytes + 1))
-    except (OSError, ValueError, RecursionError):
-        return []
+    data = _manifest(job_dir / names.MANIFEST, max_manifest_bytes)
     moved = []
     for relative in named(data):
         try:
@@ -136,11 +133,7 @@ def orphans(inbox: Path, work: Path, before: float, max_manifest_bytes: int) -> 
         return []
     named_here: set[str] = set()
     for manifest in [*inbox.glob("*.json"), *work.glob(f"*/{names.MANIFEST}")]:
-        try:
-            with manifest.open("rb") as fh:
-                data = json.loads(fh.read(max_manifest_bytes + 1))
-        except (OSError, ValueError, RecursionError):
-            continue
+        data = _manifest(manifest, max_manifest_bytes)
         named_here.update(PurePosixPath(n).name for n in named(data))
     try:
         taking = [e.name for e in os.scandir(inbox / ".incoming") if e.name.startswith(".preset-")]
@@ -156,6 +149,24 @@ def orphans(inbox: Path, work: Path, before: float, max_manifest_bytes: int) -> 
         except OSError:
             continue
     return sorted(found)
+
+
+def _manifest(path: Path, max_bytes: int) -> object:
+    """A manifest's JSON, read as the intake reads one — no link followed, no blocking open
+    (a FIFO named like a manifest), a regular file only, at most `max_bytes` — or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return json.loads(fh.read(max_bytes + 1))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _exists(path: Path) -> bool:
