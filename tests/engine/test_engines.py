@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -272,3 +275,27 @@ def test_qc_transcribes_each_take_with_the_local_asr_through_the_manager(make_ru
     moves = [(e.event, e.key) for e in outcome.events]
     assert {("prefetch", "asr"), ("load", "asr")} & set(moves)  # read ahead while TTS ran
     assert ("demote", "asr") in moves and runner.manager.resident_keys("device") == set()
+
+
+def test_a_reference_replaced_with_its_size_and_mtime_kept_is_spoken_anew(
+    make_runner, tiny_copy, tmp_path
+):
+    """`cp -p` (as `rsync -a` and `touch -r` leave it): another recording, the same size
+    and mtime. Keyed by (path, size, mtime), the clip cache served the old voice's clips
+    for the rest of the daemon's life."""
+    voice = tiny_copy / "voices" / "mine.wav"
+    audio, rate = sf.read(tiny_copy / "voices" / "reference.wav")
+    sf.write(voice, audio, rate, subtype="PCM_16")
+    runner = make_runner(
+        tiny_copy, voices={"mine": {"engine": "xtts", "reference": "voices/mine.wav"}}
+    )
+    job = {"tts": {"engine": "xtts", "voice": "mine", "options": {"seed": 7}}}
+    assert [o.cache for o in run(runner, job).outputs] == ["miss"]
+    assert [o.cache for o in run(runner, job).outputs] == ["hit"]
+    other = tmp_path / "other.wav"
+    sf.write(other, audio[::-1], rate, subtype="PCM_16")  # another voice, the same size
+    before = voice.stat()
+    subprocess.run(["cp", "-p", str(other), str(voice)], check=True)
+    os.utime(voice, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (voice.stat().st_size, voice.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert [o.cache for o in run(runner, job).outputs] == ["miss"]

@@ -300,10 +300,11 @@ class XttsEngine:
         assert self.model_dir is not None
         st = (self.model_dir / "model.pth").stat()
         cfg = model.config
-        parts = [
+        parts = [  # the checkpoint's version: a replaced one (cp -p, rsync -a) has a new ctime
             str(self.model_dir),
             str(st.st_size),
             str(st.st_mtime_ns),
+            f"{st.st_ino}/{st.st_ctime_ns}",
             f"{cfg.gpt_cond_len}/{cfg.gpt_cond_chunk_len}/{cfg.max_ref_len}",
             *(self._hashes.digest(r) for r in references),
         ]
