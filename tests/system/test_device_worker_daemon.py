@@ -46,3 +46,28 @@ def test_the_worker_runs_the_job_shows_in_status_and_exits_when_idle(tmp_path: P
 def _zombie(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as fh:
         return any(line.startswith("State:") and "Z" in line for line in fh)
+
+
+def test_the_openai_client_streams_speech_made_on_the_worker(tmp_path: Path):
+    """The worker sends its audio as it is made; the daemon appends it to the job's stream,
+    which the speech endpoint follows: the same bytes a client gets in-process."""
+    import openai
+
+    from tests.system.test_http import TOKEN, Server
+    from tests.system.test_speech_api import TEXT, seconds_of
+
+    srv = Server(tmp_path / "spool", VOICEDROP_RESIDENCY__WORKER="process")
+    try:
+        api = openai.OpenAI(base_url=f"{srv.url}/v1", api_key=TOKEN)
+        with api.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=TEXT, response_format="pcm"
+        ) as response:
+            job_id = response.headers["x-job-id"]
+            data = b"".join(response.iter_bytes())
+        report = srv.http.get(f"/jobs/{job_id}").json()["report"]
+        health = srv.http.get("/health").json()
+    finally:
+        assert srv.stop() == 0
+    assert report["status"] == "done" and report["worker"] is not None
+    assert seconds_of("pcm", data) == pytest.approx(report["outputs"][0]["duration_s"], abs=0.1)
+    assert health["worker"]["state"] in ("ready", "busy") and health["worker"]["pid"]

@@ -168,6 +168,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
             "daemon": daemon.state if daemon else "not running",
             "heartbeat_age_s": None if age is None else round(age, 1),
             "warming": bool(daemon and daemon.warming),
+            "worker": _device_worker(daemon.workers if daemon else []),
         }
         return JSONResponse(body, 200 if ready else 503)
 
@@ -362,3 +363,12 @@ def _asset(files: dict[str, str], name: str, read: Callable[[str], bytes]) -> Re
     if media is None:
         return JSONResponse({"detail": [f"no file '{name}'"]}, 404)
     return Response(read(name), media_type=media)
+
+
+def _device_worker(workers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The device worker process in a health answer: its state and pid (None: jobs run in
+    the daemon, or on a cluster)."""
+    for w in workers:
+        if w.get("kind") == "process":
+            return {"state": w.get("state"), "pid": w.get("pid"), "exits_in_s": w.get("exits_in_s")}
+    return None
