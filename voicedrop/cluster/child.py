@@ -14,9 +14,9 @@ The protocol, in order (tuples of a name and its values):
 
     worker → daemon   ("ready", info)
     daemon → worker   ("run", ProcessWork)
-    worker → daemon   ("stage", message) | ("stream.write", pcm) | ("stream.end",)
-                      ("stream.open", rate)  → daemon → worker ("stream.held", bytes)
-                      ("preempt?",)          → daemon → worker ("preempt", bool)
+    worker → daemon   ("stage", message) | ("stream.open", rate) | ("stream.write", pcm)
+                      | ("stream.end",)
+                      ("preempt?",)  → daemon → worker ("preempt", bool)
     worker → daemon   ("done", ProcessDone)
     daemon → worker   ("stop",)
 """
@@ -51,6 +51,7 @@ class ProcessWork:
     out_dir: Path
     script: Script | None = None
     stream: bool = True  # send its audio as it is made
+    stream_earlier: tuple[int, int] | None = None  # an earlier attempt's stream: rate, bytes
     preemptible: bool = False  # ask between segments whether to step aside
     made: tuple[Take, ...] = ()  # segments made before it last stepped aside
 
@@ -64,16 +65,17 @@ class ProcessDone:
 
 class PipeSink:
     """A `pipeline.live.PcmSink` that sends the audio to the daemon, which owns the stream
-    file; `open` asks how much of it an earlier attempt left (the daemon's answer)."""
+    file; what an earlier attempt left is known from the work (no round trip)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, earlier: tuple[int, int] | None) -> None:
         self.conn = conn
+        self.earlier = earlier
 
     def open(self, sample_rate: int) -> int:
         self.conn.send(("stream.open", sample_rate))
-        kind, held = self.conn.recv()
-        assert kind == "stream.held"
-        return int(held)
+        if self.earlier is not None and self.earlier[0] == sample_rate:
+            return self.earlier[1]  # the stream goes on from there, as the daemon's does
+        return 0
 
     def write(self, data: bytes) -> None:
         self.conn.send(("stream.write", bytes(data)))
@@ -157,7 +159,7 @@ def _job(conn: Connection, work: ProcessWork) -> JobInput:
         work.reference,
         work.out_dir,
         work.script,
-        stream=PipeSink(conn) if work.stream else None,
+        stream=PipeSink(conn, work.stream_earlier) if work.stream else None,
         preempt=preempt if work.preemptible else (lambda: False),
         made=work.made,
     )

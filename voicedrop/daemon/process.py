@@ -39,6 +39,7 @@ from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.pipeline.stages import never
 from voicedrop.report import JobReport
+from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)
 START_S = 300.0  # the longest a worker may take to import its libraries and say ready
@@ -125,6 +126,9 @@ class DeviceWorker:
                 job.out_dir,
                 job.script,
                 stream=job.stream is not None,
+                stream_earlier=job.stream.earlier()
+                if isinstance(job.stream, StreamWriter)
+                else None,
                 preemptible=job.preempt is not never,
                 made=job.made,
             )
@@ -155,9 +159,8 @@ class DeviceWorker:
                 return done
             if kind == "stage":
                 progress(str(message[1]))
-            elif kind == "stream.open":
-                held = job.stream.open(int(message[1])) if job.stream is not None else 0
-                self._conn.send(("stream.held", held))
+            elif kind == "stream.open" and job.stream is not None:
+                job.stream.open(int(message[1]))  # held what the worker was told it holds
             elif kind == "stream.write" and job.stream is not None:
                 job.stream.write(message[1])
             elif kind == "stream.end" and job.stream is not None:

@@ -74,6 +74,17 @@ class StreamWriter:
             self._fail(exc)
         return self._bytes
 
+    def earlier(self) -> tuple[int, int] | None:
+        """What an earlier attempt left: its stream's rate and bytes (None: nothing). `open`
+        at that rate goes on from there; at another rate it begins anew."""
+        header = read_header(self.folder)
+        if header is None:
+            return None
+        try:
+            return header.sample_rate, (self.folder / AUDIO).stat().st_size
+        except OSError:
+            return None
+
     def write(self, data: bytes) -> None:
         if self._fd is None or self._broken:
             return
