@@ -244,3 +244,18 @@ def test_a_waiting_job_is_cancelled_and_retried_from_the_page(
     page.screenshot(path=str(artefacts / "dashboard-phone-cancel-retry.png"), full_page=True)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the phone-width page scrolls sideways ({width} px)"
+
+
+def test_the_device_worker_is_shown_while_it_lives(browser: Any, tmp_path: Path):
+    srv = dashboard_daemon(tmp_path, VOICEDROP_RESIDENCY__WORKER="process")
+    try:
+        job = srv.http.post("/tts/synthesize?wait=60", data={"text": "Hi.", "tts_engine": "espeak"})
+        assert job.status_code == 200, job.text
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(srv.url)
+        shown = page.locator("#workers li").first
+        shown.wait_for(timeout=30_000)
+        line = shown.inner_text()
+    finally:
+        srv.stop()
+    assert line.startswith("device worker process: ready (pid ") and "espeak" in line, line

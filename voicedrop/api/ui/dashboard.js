@@ -123,8 +123,11 @@
     $("models").tBodies[0].replaceChildren(
       ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5 }, "no model loaded yet"))]));
     $("workers-box").hidden = !d.workers.length;
-    $("workers").replaceChildren(...d.workers.map((w) =>
-      el("li", {}, `${w.actor || w.index} on ${w.node || "?"} (GPU ${w.gpu || "-"}, ${w.policy || "?"}): ${w.state}` +
+    $("workers").replaceChildren(...d.workers.map((w) => el("li", {}, w.kind === "process"
+      ? `device worker process: ${w.state}` + (w.pid ? ` (pid ${w.pid}` +
+          (w.exits_in_s != null ? `, exits in ${Math.round(w.exits_in_s)} s if idle` : "") + ")" : "") +
+          ((w.models || []).length ? `: ${w.models.join(", ")}` : "")
+      : `${w.actor || w.index} on ${w.node || "?"} (GPU ${w.gpu || "-"}, ${w.policy || "?"}): ${w.state}` +
         (w.job_id ? ` ${w.job_id}` : ""))));
   }
 
