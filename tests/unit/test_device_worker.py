@@ -121,3 +121,14 @@ def test_a_worker_retires_after_an_error_that_poisons_its_device_context(message
     vram = VramStats(available=False, low_vram_mode=False, allocated_gb=0, reserved_gb=0,
                      free_gb=0, total_gb=0, cached_models=0)  # fmt: skip
     assert poisoned(Outcome(vram, error=StageError(message))) is retires
+
+
+def test_the_worker_starts_while_a_dropped_file_is_still_settling(tmp_path):
+    """A file with no close event waits stable_delay_s before it is taken: the worker's own
+    start (a fresh interpreter, the engines) runs meanwhile, not after."""
+    service = worker_service(tmp_path, watcher={"stable_delay_s": 30.0})
+    with service:
+        drop(service.spool.inbox, "a.json", hello())
+        assert service.executor.step() is None  # not complete yet: nothing claimed
+        assert service.dispatch.workers()[0]["state"] == "starting"
+        assert (service.spool.inbox / "a.json").exists()

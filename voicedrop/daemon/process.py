@@ -259,6 +259,8 @@ class OnWorker:
     def step(self) -> JobReport | SteppedAside | None:
         job = self.queue.next()
         if job is None:
+            if self.queue.gate.waiting():  # a file is still settling: start while it does
+                self.worker.start()
             return None
         self.worker.start()  # its start overlaps the attempt's own part
         return self.attempts.run(job, compute=self._compute)
