@@ -84,17 +84,17 @@ class PipeSink:
         self.conn.send(("stream.end",))
 
 
-def serve(conn: Connection, settings: Settings, idle_s: float) -> None:
-    """The worker process's body: until told to stop, idle for `idle_s` (negative: never),
-    or the daemon is gone."""
+def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> None:
+    """The worker process's body: until told to stop, idle for `idle_s` (0: after one job;
+    negative: never), or the daemon (pid `daemon`) is gone."""
     from voicedrop.cluster.worker import Worker
     from voicedrop.pipeline.audio import warm as warm_post_stage
 
-    _die_with(parent=os.getppid())
+    _die_with(daemon)
     worker = Worker(settings, 0, scratch_prefix="voicedrop-device-worker-")
     Warmup(POST_STAGE, warm_post_stage).start()  # beside the first job's own start
     try:
-        conn.send(("ready", {"pid": os.getpid(), **worker.status()}))
+        conn.send(("ready", worker.status()))
         while True:
             if idle_s > 0 and not conn.poll(idle_s):
                 return  # idle: exit, and with it the device context and the warm tier
@@ -142,7 +142,7 @@ def _die_with(parent: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return  # not Linux: the pipe's end still stops it at its next message
-    if os.getppid() != parent:  # the daemon died before the request was made
+    if os.getppid() != parent:  # the daemon died before the request was made (reparented)
         os._exit(1)
 
 

@@ -84,7 +84,7 @@ class DeviceWorker:
         ours, theirs = ctx.Pipe()
         proc = ctx.Process(
             target=serve,
-            args=(theirs, self.settings, self.idle_s),
+            args=(theirs, self.settings, self.idle_s, os.getpid()),
             name="voicedrop-device-worker",
             daemon=True,  # never outlives the daemon
         )
