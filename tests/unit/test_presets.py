@@ -149,8 +149,9 @@ def test_a_take_a_killed_daemon_left_half_done_becomes_its_job(hot):
     intent.rename(intent.with_name(intent.name.replace(f".{os.getpid()}-", f".{pid}-")))
     assert len(list((hot.spool.inbox / "refs").iterdir())) == 1
     restarted = unit_service(hot.settings)
-    assert restarted.presets.collect() == 0  # nothing new: the take is finished, not redone
-    report = restarted.executor.step()
+    with restarted:  # its start finishes the take
+        assert restarted.presets.collect() == 0  # nothing new: finished, not redone
+        report = restarted.executor.step()
     assert report.job_id == "ep" and report.status == "done"
     assert not list(hot.spool.incoming.glob(".preset-*"))
     assert not list((hot.spool.inbox / "refs").iterdir())
@@ -161,7 +162,9 @@ def test_an_intent_whose_file_never_moved_is_dropped_and_the_file_taken_once(hot
     pid = _dead_pid()
     stale = hot.spool.incoming / f".preset-abcd1234-ep.srt.{pid}-{HOST_TAG}.intent"
     stale.write_text("{}")
-    assert hot.presets.collect() == 1 and not stale.exists()
+    with hot:  # at start
+        assert not stale.exists()
+    assert hot.presets.collect() == 1
     assert hot.executor.step().status == "done"
     assert hot.executor.step() is None
 
@@ -223,3 +226,20 @@ def test_a_file_still_settling_keeps_the_loop_looking_until_it_is_taken(tmp_path
     past = time.time() - 5
     os.utime(service.spool.inbox / "dub-en" / "ep.srt", (past, past))
     assert service.presets.collect() == 1 and service.gate.waiting() == 0
+
+
+def test_a_manifest_that_could_not_be_published_is_published_at_the_next_collection(
+    hot, monkeypatch
+):
+    (hot.spool.inbox / "dub-en" / "ep.srt").write_text(SRT)
+    with monkeypatch.context() as m:
+        m.setattr("voicedrop.daemon.presets.os.link", _refused_link)
+        assert hot.presets.collect() == 0  # moved into refs/, its manifest not published
+    assert not list(hot.spool.inbox.glob("*.json"))
+    hot.presets.collect()
+    assert [p.name for p in hot.spool.inbox.glob("*.json")] == ["ep.json"]
+    assert hot.executor.step().status == "done"
+
+
+def _refused_link(*_args, **_kwargs):
+    raise OSError(errno.EMLINK, "Too many links")

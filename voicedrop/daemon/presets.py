@@ -14,7 +14,8 @@ Taking a file is one step that completes or leaves the file where it was. Its ma
 is written first, as an intent in `inbox/.incoming/` (a full disk fails here, nothing
 moved); then the file is renamed into `refs/`; then the intent is linked into the inbox
 under a free name. A daemon killed in between leaves the intent beside the moved file:
-the next collection by a live daemon (at start, or by a peer) finishes it.
+the next daemon of the spool to start finishes it (a daemon whose own publishing failed
+tries again at its next collection; no listing of `.incoming/` is made otherwise).
 
 A shared folder is hostile: a preset folder that is a symbolic link is refused (said
 once), and files are found, opened and moved through the folder's own descriptor,
@@ -83,6 +84,7 @@ class Presets:
         self._said: set[tuple[str, int]] = set()  # files of another kind, named once
         self._refused: set[str] = set()  # preset folders that are links, named once
         self._settling = 0  # files of the last collection still being written
+        self._unpublished = False  # an intent of ours whose manifest could not be published
 
     def reconfigure(self, settings: Settings) -> None:
         """A reload: the new presets, their folders made (a removed preset's folder stays,
@@ -102,7 +104,9 @@ class Presets:
 
     def collect(self) -> int:
         """Turn the complete files of the preset folders into jobs; how many."""
-        self.finish_intents()
+        if self._unpublished:
+            self._unpublished = False
+            self.finish_intents()
         made, self._settling = 0, 0
         for name in self.presets:
             with self._folder(name) as fd:
@@ -206,14 +210,16 @@ class Presets:
                 n += 1
             except OSError as exc:
                 log.warning("preset.not_published", manifest=target.name, error=str(exc))
+                self._unpublished = True
                 return None
         intent.unlink(missing_ok=True)
         self.gate.hint_complete(str(target))  # whole, made here: a link is no close event
         return target
 
     def finish_intents(self) -> int:
-        """Takes a killed daemon left half done: its file moved into refs/ becomes its job;
-        an intent whose file never moved is removed (the file is still in its folder)."""
+        """At start: takes a killed daemon left half done — its file moved into refs/ becomes
+        its job; an intent whose file never moved is removed (the file is still in its
+        folder)."""
         finished = 0
         try:
             intents = [e.name for e in os.scandir(self.spool.incoming) if e.name.startswith(INTENT)]
