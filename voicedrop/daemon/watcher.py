@@ -73,11 +73,11 @@ class StabilityGate:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self._lock = threading.Lock()
-        self._hints: dict[str, tuple[int, int]] = {}
-        self._hinted_at: dict[str, float] = {}  # when each hint came (monotonic)
+        self._hints: dict[str, tuple[int, int, float]] = {}  # size, mtime, when (monotonic)
         self._seen: dict[str, tuple[int, int, float]] = {}
         self._appeared: dict[str, float] = {}
         self._files: dict[str, tuple[int, int, float]] = {}  # files manifests name
+        self.hot_settling = 0  # hot-folder files seen, not yet complete (presets.py sets it)
 
     def hint_complete(self, path: str) -> None:
         """Called from the observer thread when a file was closed after writing or moved in."""
@@ -86,14 +86,13 @@ class StabilityGate:
         except OSError:
             return
         with self._lock:
-            self._hints[path] = (st.st_size, st.st_mtime_ns)
-            self._hinted_at[path] = time.monotonic()
+            self._hints[path] = (st.st_size, st.st_mtime_ns, time.monotonic())
 
     def ready(self, files: list[InboxFile], now: float, wall_now: float) -> list[InboxFile]:
         """The complete ones of `files` (oldest first), in order."""
         out = []
         with self._lock:
-            hints = dict(self._hints)
+            hints = {key: hint[:2] for key, hint in self._hints.items()}
         seen: dict[str, tuple[int, int, float]] = {}
         appeared: dict[str, float] = {}
         held = False  # an older file is still settling: the newer ones wait for it
@@ -119,17 +118,17 @@ class StabilityGate:
             # a hint may come before the listing shows its file (the daemon's own hot-folder
             # manifests, hinted as they are made): kept a while, so that it is not lost
             stale = time.monotonic() - max(HINT_KEPT_S, 2 * self.delay_s)
-            for key in [k for k in self._hints if k not in seen and k not in self._files]:
-                if self._hinted_at.get(key, 0.0) < stale:
+            for key, hint in list(self._hints.items()):
+                if key not in seen and key not in self._files and hint[2] < stale:
                     del self._hints[key]
-                    self._hinted_at.pop(key, None)
         return out
 
     def settled(self, path: str, size: int, mtime_ns: int, now: float, wall_now: float) -> bool:
         """The same rule for a file a manifest names (a reference recording, a script):
         complete when seen closed or moved in, or unchanged for `delay_s`."""
         with self._lock:
-            hinted = self._hints.get(path) == (size, mtime_ns)
+            hint = self._hints.get(path)
+            hinted = hint is not None and hint[:2] == (size, mtime_ns)
         first = self._files.get(path)
         if first is None or first[:2] != (size, mtime_ns):
             first = (size, mtime_ns, now)
@@ -142,8 +141,6 @@ class StabilityGate:
     def waiting(self) -> int:
         """Files still settling: the loop looks again soon rather than at its next scan."""
         return len(self._seen) + self.hot_settling
-
-    hot_settling = 0  # hot-folder files seen, not yet complete (presets.py sets it)
 
 
 class _Handler(FileSystemEventHandler):
