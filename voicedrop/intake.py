@@ -38,6 +38,15 @@ def kind_of(mode: int) -> str:
 
 def read_manifest(path: Path, limits: Limits, *, follow_symlinks: bool = False) -> Manifest:
     """The manifest in `path`, read under `limits`; a ManifestError naming what is wrong."""
+    raw = read_manifest_bytes(path, limits.max_manifest_bytes, follow_symlinks=follow_symlinks)
+    return parse_manifest(
+        raw, max_bytes=limits.max_manifest_bytes, max_text_chars=limits.max_text_chars
+    )
+
+
+def read_manifest_bytes(path: Path, max_bytes: int, *, follow_symlinks: bool = False) -> bytes:
+    """A manifest file's bytes, read as a hostile file is: no symlink followed, no blocking
+    open (a FIFO), a regular file only, its size checked before a byte is read."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if not follow_symlinks:
         flags |= os.O_NOFOLLOW
@@ -52,17 +61,12 @@ def read_manifest(path: Path, limits: Limits, *, follow_symlinks: bool = False) 
         os.close(fd)
         raise ManifestError(f"the manifest is {kind_of(st.st_mode)}, not a file")
     with os.fdopen(fd, "rb") as fh:
-        if st.st_size > limits.max_manifest_bytes:  # say the real size, read none of it
-            raise ManifestError(
-                f"manifest is {st.st_size} bytes; the limit is {limits.max_manifest_bytes}"
-            )
+        if st.st_size > max_bytes:  # say the real size, read none of it
+            raise ManifestError(f"manifest is {st.st_size} bytes; the limit is {max_bytes}")
         try:
-            raw = fh.read(limits.max_manifest_bytes + 1)
+            return fh.read(max_bytes + 1)
         except OSError as exc:
             raise ManifestError(f"the manifest cannot be read: {exc.strerror}") from None
-    return parse_manifest(
-        raw, max_bytes=limits.max_manifest_bytes, max_text_chars=limits.max_text_chars
-    )
 
 
 class JobCheck(Protocol):

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import uuid
 from pathlib import Path, PurePosixPath
 
 from voicedrop.errors import ManifestError
+from voicedrop.intake import read_manifest_bytes
 from voicedrop.spool import names
 from voicedrop.spool.references import check_opened
 
@@ -62,7 +62,7 @@ def take(inbox: Path, job_dir: Path, relative: str, max_bytes: int, field: str) 
     inputs = job_dir / names.INPUTS
     target = inputs / name
     what = "script" if field == "script" else "reference"
-    if not _exists(target):
+    if not os.path.lexists(target):
         inputs.mkdir(exist_ok=True)
         try:
             folder = open_folder(inbox)
@@ -152,26 +152,9 @@ def orphans(inbox: Path, work: Path, before: float, max_manifest_bytes: int) -> 
 
 
 def _manifest(path: Path, max_bytes: int) -> object:
-    """A manifest's JSON, read as the intake reads one — no link followed, no blocking open
-    (a FIFO named like a manifest), a regular file only, at most `max_bytes` — or None."""
+    """A manifest's JSON, read as the intake reads one (no link, no blocking open, a
+    regular file, bounded), or None."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        return json.loads(read_manifest_bytes(path, max_bytes))
+    except (ManifestError, ValueError, RecursionError):
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            return json.loads(fh.read(max_bytes + 1))
-    except (OSError, ValueError, RecursionError):
-        return None
-    finally:
-        os.close(fd)
-
-
-def _exists(path: Path) -> bool:
-    try:
-        os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return True
