@@ -89,7 +89,7 @@ class Service:
         self.spool = Spool.from_settings(settings)
         self.inbox = inbox or InboxIndex(self.spool.inbox)
         cluster = settings.ray.address is not None
-        on_worker = not cluster and settings.residency.worker == "process"
+        on_worker = self.on_worker = not cluster and settings.residency.worker == "process"
         # a cluster's head, and a daemon with a device worker, hold no model: their workers
         # have the device (no device context is ever made here)
         self.device = device or (
@@ -246,8 +246,7 @@ class Service:
             once=once,
         )
         # the first job as quick as the next; a device worker warms up its own post stage
-        on_worker = isinstance(self.dispatch, OnWorker)
-        warmup = self.warmup = Warmup(() if on_worker else POST_STAGE, self._warm)
+        warmup = self.warmup = Warmup(() if self.on_worker else POST_STAGE, self._warm)
         warmup.start()
         try:
             self._serve(stop, once)
@@ -258,7 +257,7 @@ class Service:
         """On the warm-up's thread, once its imports are done: the post stage's work run
         once, then status.json says so at the loop's next turn."""
         try:
-            if not isinstance(self.dispatch, OnWorker):
+            if not self.on_worker:
                 warm_post_stage()
         except Exception as exc:  # its real use reports it, where it matters
             log.debug("warmup.post_stage_failed", error=str(exc))
@@ -383,7 +382,7 @@ class Service:
         """What status.json says besides the job: where, on what, and what is resident."""
         workers = self.dispatch.workers()
         vram = self.manager.get_vram_usage()
-        if isinstance(self.dispatch, OnWorker) and workers[0].get("vram"):
+        if self.on_worker and workers[0].get("vram"):
             vram = VramStats.model_validate(workers[0]["vram"])  # the device is the worker's
         return {
             "warming": self.warmup is not None and not self.warmup.finished,
