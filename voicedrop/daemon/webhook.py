@@ -99,7 +99,8 @@ class Webhook(Listener):
                     later = self._deliver(path, retry)
                 except Exception:  # a bug: this delivery waits, the thread goes on
                     log.exception("webhook.failed", job_id=path.stem)
-                    later = _Retry(1, time.monotonic() + MAX_DELAY_S, MAX_DELAY_S)
+                    tried = (retry.attempt if retry else 0) + 1  # its count goes on, not reset
+                    later = _Retry(tried, time.monotonic() + MAX_DELAY_S, MAX_DELAY_S)
                 if later is not None:
                     retries[path] = later
             soonest = min((r.at for r in retries.values()), default=None)
