@@ -54,7 +54,11 @@ def resample(audio: Audio, rate: int) -> Audio:
 
 
 def peak_dbfs(audio: Audio) -> float:
-    peak = float(np.max(np.abs(audio.samples))) if audio.samples.size else 0.0
+    return dbfs(float(np.max(np.abs(audio.samples))) if audio.samples.size else 0.0)
+
+
+def dbfs(peak: float) -> float:
+    """A peak (0..1) in dBFS, to two decimals; silence is -inf."""
     return round(20 * math.log10(peak), 2) if peak > 0 else -math.inf
 
 
@@ -106,14 +110,20 @@ def _limit(x: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
 def encode(audio: Audio, fmt: str, bit_depth: int = 16) -> bytes:
     """The audio as a file of `fmt` (16- or 24-bit WAV/FLAC, MP3, Ogg Opus), in memory; the
     rate must be one the codec takes (`codec_rate`)."""
-    codec = CODECS[fmt]
-    container, subtype = codec.container, codec.subtype
-    if bit_depth == 24 and fmt in ("wav", "flac"):
-        subtype = "PCM_24"
+    container, subtype = file_format(fmt, bit_depth)
     encoded = io.BytesIO()
     clipped = np.clip(audio.samples, -1.0, 1.0)
     sf.write(encoded, clipped, audio.sample_rate, format=container, subtype=subtype)
     return encoded.getvalue()
+
+
+def file_format(fmt: str, bit_depth: int = 16) -> tuple[str, str]:
+    """soundfile's container and subtype for an output format (24-bit WAV and FLAC)."""
+    codec = CODECS[fmt]
+    assert codec.container is not None and codec.subtype is not None, f"{fmt}: not a file format"
+    if bit_depth == 24 and fmt in ("wav", "flac"):
+        return codec.container, "PCM_24"
+    return codec.container, codec.subtype
 
 
 def write_audio(

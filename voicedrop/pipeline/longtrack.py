@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from voicedrop.codecs import CODECS
+from voicedrop.pipeline.audio import dbfs, file_format
 
 BLOCK = 1 << 16  # samples per block written
 
@@ -147,8 +147,7 @@ def write_blocks(
 ) -> Written:
     """Write `blocks` (mono, -1..1) as one file of `fmt`, fsynced; never overwrite. A full
     disk is an OSError and no partial file is left."""
-    codec = CODECS[fmt]
-    subtype = "PCM_24" if bit_depth == 24 and fmt in ("wav", "flac") else codec.subtype
+    container, subtype = file_format(fmt, bit_depth)
     meter, peak, count = LoudnessMeter(rate), 0.0, 0
     sink = _File(path)
     try:
@@ -157,7 +156,7 @@ def write_blocks(
             "w",
             samplerate=rate,
             channels=1,
-            format=codec.container,
+            format=container,
             subtype=subtype,
         ) as out:
             for block in blocks:
@@ -178,5 +177,4 @@ def write_blocks(
         path.unlink(missing_ok=True)
         raise
     sink.fh.close()
-    peak_db = round(20 * math.log10(peak), 2) if peak > 0 else -math.inf
-    return Written(count / rate, peak_db, meter.lufs())
+    return Written(count / rate, dbfs(peak), meter.lufs())
