@@ -229,7 +229,8 @@ def test_a_request_behind_a_long_script_job_is_heard_within_one_cue(tmp_path: Pa
     try:
         (spool / "inbox").mkdir(parents=True, exist_ok=True)
         (spool / "inbox" / "episode.srt").write_text(srt(100, 1.0))
-        script = {"script": "episode.srt", "tts": {"engine": "noop", "options": {"work_s": 0.1}}}
+        # work_s is the job's, shared among its cues: 0.1 s a cue
+        script = {"script": "episode.srt", "tts": {"engine": "noop", "options": {"work_s": 10}}}
         (tmp_path / "episode.json").write_text(json.dumps(script))
         (tmp_path / "episode.json").rename(spool / "inbox" / "episode.json")  # the drop folder
         job_id = "episode"
