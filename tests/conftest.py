@@ -74,7 +74,11 @@ VRAM_KEYS = {
 
 
 def make_settings(root: Path, **overrides: Any) -> Settings:
+    """Settings for a service driven in this process: its device (a FakeDevice, mostly) is
+    handed to it, so jobs run inline unless a test asks for the device worker."""
+    residency = {"worker": "inline", **overrides.pop("residency", {})}
     data: dict[str, Any] = {
+        "residency": residency,
         "spool": root / "spool",
         "device": "cpu",
         "watcher": {"stable_delay_s": 0.0},
@@ -101,7 +105,8 @@ class WatchedIndex(InboxIndex):
 
 def unit_service(settings: Settings, **parts: Any) -> Service:
     """A service for driving `executor.step()` directly (no watcher, no loop)."""
-    parts.setdefault("device", FakeDevice(8 * GB))
+    if settings.residency.worker == "inline":
+        parts.setdefault("device", FakeDevice(8 * GB))
     svc = Service(settings, inbox=WatchedIndex(settings.spool / "inbox"), **parts)
     svc.executor.start()
     return svc

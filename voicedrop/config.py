@@ -66,9 +66,9 @@ class Residency(_Section):
     keep_alive_s: float | None = Field(None, gt=0, le=30 * 86400)
     prefetch: bool = True
     worker: Literal["inline", "process"] = Field(
-        "inline",
-        description="where models and the device live: in the daemon, or in a device worker "
-        "process that exits when idle",
+        "process",
+        description="where models and the device live: in a device worker process that exits "
+        "when idle, or in the daemon itself",
     )
     worker_idle_s: float = Field(
         300.0,

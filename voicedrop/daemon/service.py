@@ -92,6 +92,8 @@ class Service:
         on_worker = self.on_worker = not cluster and settings.residency.worker == "process"
         # a cluster's head, and a daemon with a device worker, hold no model: their workers
         # have the device (no device context is ever made here)
+        if device is not None and on_worker:
+            raise ValueError("a device handed to the service needs [residency] worker = 'inline'")
         self.device = device or (
             CPUDevice() if cluster or on_worker else make_device(settings.device)
         )
