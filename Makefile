@@ -25,7 +25,7 @@ $(VENV)/.core: $(BIN)/python pyproject.toml
 #    XTTS, F5-TTS and vocos use only its pure-Python parts.
 $(VENV)/.engines: $(VENV)/.core requirements/torch-cpu.txt requirements/constraints.txt requirements/rvc-nodeps.txt
 	$(PIP) -r requirements/torch-cpu.txt
-	$(PIP) -c requirements/constraints.txt -e '.[test,all,ray]'
+	$(PIP) -c requirements/constraints.txt -e '.[test,all,ray,nvml]'
 	$(PIP) --no-deps -r requirements/rvc-nodeps.txt
 	$(BIN)/python requirements/drop_torchaudio_extension.py
 	touch $@

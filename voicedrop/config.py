@@ -76,6 +76,15 @@ class Residency(_Section):
         le=30 * 86400,
         description="the worker exits after this long idle; 0: after each job; -1: never",
     )
+    neighbours: Literal["yield", "ignore"] = Field(
+        "yield",
+        description="yield: keep neighbour_headroom_gb of the card free for other programs "
+        "and make room when they grow; ignore: count them only at admission",
+    )
+    neighbour_headroom_gb: float = Field(1.0, ge=0, le=1024)
+    card_wait_s: float = Field(
+        600.0, ge=0, le=86400, description="how long a job waits for a card others hold"
+    )
     preload: list[str] = Field(
         default_factory=list, description="models loaded once the daemon is ready (keys)"
     )

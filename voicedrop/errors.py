@@ -112,6 +112,12 @@ class DoesNotFitNowError(ResidencyError, TransientError):
     code = "does_not_fit_now"
 
 
+class CardBusyError(DoesNotFitNowError):
+    """Other programs on the card hold the memory a job needs; it would fit without them."""
+
+    code = "card_busy"
+
+
 class OutOfMemoryError(ResidencyError, TransientError):
     """The device ran out of memory even after the recovery ladder."""
 

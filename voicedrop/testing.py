@@ -10,6 +10,7 @@ for everything that takes an injected clock (the loop, the queue, the status out
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ class FakeDevice(_AccountingDevice):
         self.scratch = 0
         self.release_calls = 0
         self._oom_countdown: int | None = None
+        self.neighbours: dict[int, int] = {}  # other programs on the card: pid -> bytes
 
     def placement(self, *, warm: bool) -> Placement:
         return self._placement
@@ -64,7 +66,14 @@ class FakeDevice(_AccountingDevice):
     def memory(self) -> MemoryInfo:
         allocated = self.allocated + self.scratch
         reserved = allocated + self.cached
-        return MemoryInfo(True, allocated, reserved, self.capacity - reserved, self.capacity)
+        free = max(0, self.capacity - reserved - self.others())
+        return MemoryInfo(True, allocated, reserved, free, self.capacity)
+
+    def others(self) -> int:
+        return sum(self.neighbours.values())
+
+    def other_processes_bytes(self) -> int | None:
+        return self.others()
 
     def allocate(self, nbytes: int) -> None:
         """Take working memory (activations) as an engine would during a stage."""
@@ -82,7 +91,7 @@ class FakeDevice(_AccountingDevice):
                 self._oom_countdown = None
                 raise FakeOutOfMemory("fake device: out of memory (injected)")
             self._oom_countdown -= 1
-        if self.allocated + self.scratch + nbytes > self.capacity:
+        if self.allocated + self.scratch + self.others() + nbytes > self.capacity:
             raise FakeOutOfMemory(f"fake device: out of memory allocating {nbytes} bytes")
         self.cached = max(0, self.cached - nbytes)
 
@@ -122,3 +131,73 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@dataclass
+class _Reading:
+    total: int
+    free: int
+    used: int
+
+
+@dataclass
+class _Process:
+    pid: int
+    usedGpuMemory: int | None
+
+
+class FakeNvmlError(Exception):
+    pass
+
+
+class FakeNvml:
+    """The calls of pynvml that voicedrop makes, over a FakeDevice, as FakeDevice fakes the
+    card: its total is the device's capacity, process `pid` (this one by default) holds
+    what the device has reserved plus a `context`, and `neighbour(pid, bytes)` makes
+    another program hold memory — which the device then cannot allocate."""
+
+    NVMLError = FakeNvmlError
+
+    def __init__(self, device: FakeDevice, *, pid: int | None = None, context: int = 0) -> None:
+        self.device = device
+        self.pid = os.getpid() if pid is None else pid
+        self.context = context
+        self.withheld = False  # per-process figures withheld, as on Windows
+        self.reads = 0
+
+    def neighbour(self, pid: int, nbytes: int) -> None:
+        """Another program now holds `nbytes` (0: it has gone)."""
+        if nbytes:
+            self.device.neighbours[pid] = nbytes
+        else:
+            self.device.neighbours.pop(pid, None)
+
+    def nvmlInit(self) -> None:
+        return None
+
+    def nvmlShutdown(self) -> None:
+        return None
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        if index != 0:
+            raise FakeNvmlError("Invalid Argument")
+        return 0
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
+        raise FakeNvmlError("Not Found")
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> _Reading:
+        self.reads += 1
+        mem = self.device.memory()
+        ours = mem.reserved + self.context
+        used = ours + self.device.others()
+        return _Reading(mem.total, max(0, mem.total - used), used)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[_Process]:
+        ours = self.device.memory().reserved + self.context
+        return [_Process(self.pid, None if self.withheld else ours)]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: int) -> list[_Process]:
+        return [
+            _Process(pid, None if self.withheld else b) for pid, b in self.device.neighbours.items()
+        ]

@@ -132,3 +132,17 @@ def test_the_worker_starts_while_a_dropped_file_is_still_settling(tmp_path):
         assert service.executor.step() is None  # not complete yet: nothing claimed
         assert service.dispatch.workers()[0]["state"] == "starting"
         assert (service.spool.inbox / "a.json").exists()
+
+
+def test_an_idle_worker_the_card_needs_ends_between_jobs():
+    from multiprocessing import Pipe
+
+    from voicedrop.cluster.child import _next
+
+    ours, theirs = Pipe()
+    over = threading.Event()
+    over.set()  # the neighbour watch asked: what this process holds is in the way
+    assert _next(theirs, -1, over) is None  # "never idle out" does not keep it either
+    over.clear()
+    ours.send(("stop",))
+    assert _next(theirs, -1, over) == ("stop",)

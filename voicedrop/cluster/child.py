@@ -26,10 +26,14 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from voicedrop.config import Settings
 from voicedrop.manifest import Manifest
@@ -38,6 +42,7 @@ from voicedrop.pipeline.stages import Take
 from voicedrop.script import Script
 from voicedrop.warmup import POST_STAGE, Warmup
 
+log = structlog.get_logger(__name__)
 PR_SET_PDEATHSIG = 1
 
 
@@ -61,6 +66,7 @@ class ProcessDone:
     outcome: Outcome
     resident: frozenset[str]  # models in memory (device or warm tier) after the job
     vram: dict[str, Any]  # the seven VRAM fields after the job
+    card: dict[str, Any] | None = None  # the last reading of the card (neighbours.py)
 
 
 class PipeSink:
@@ -96,24 +102,38 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
     try:
         conn.send(("ready", worker.status()))
         while True:
-            if idle_s > 0 and not conn.poll(idle_s):
-                return  # idle: exit, and with it the device context and the warm tier
-            try:
-                message = conn.recv()
-            except EOFError:
-                return  # the daemon is gone
-            if message[0] == "stop":
-                return
+            message = _next(conn, idle_s, worker.over)
+            if message is None or message[0] == "stop":
+                return  # idle, yielding, the daemon gone, or told: exit, and with it the
+                # device context and the warm tier
             if message[0] == "run":
                 work: ProcessWork = message[1]
                 outcome = worker.run_here(_job(conn, work), lambda m: conn.send(("stage", m)))
                 vram = worker.manager.get_vram_usage().model_dump()
                 resident = frozenset(worker.manager.in_memory_keys())
-                conn.send(("done", ProcessDone(outcome, resident, vram)))
+                conn.send(("done", ProcessDone(outcome, resident, vram, worker.card())))
                 if idle_s == 0 or poisoned(outcome):
                     return  # exit after each job; or a device context no job can use again
     finally:
         worker.close()
+
+
+def _next(conn: Connection, idle_s: float, over: threading.Event) -> tuple[Any, ...] | None:
+    """The daemon's next message; None after `idle_s` idle (negative: never), when the
+    card's other programs need what this idle process holds, or when the daemon is gone."""
+    idle_until = time.monotonic() + idle_s
+    while not over.is_set():
+        wait = 1.0 if idle_s <= 0 else min(1.0, idle_until - time.monotonic())
+        if wait <= 0:
+            return None
+        try:
+            if conn.poll(wait):
+                message: tuple[Any, ...] = conn.recv()
+                return message
+        except EOFError:
+            return None
+    log.warning("worker.yielded", why="other programs on the card need its memory")
+    return None
 
 
 # CUDA errors after which the process's device context is unusable until it exits (an

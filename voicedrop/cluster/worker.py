@@ -15,6 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from voicedrop.config import Settings
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import build_engines
+from voicedrop.pipeline.neighbours import watch_card
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
 from voicedrop.report import WorkerRecord
@@ -91,6 +93,8 @@ class Worker:
         self.settings = settings
         self.device = make_device(settings.device)
         self.manager = ResidencyManager.from_settings(settings, self.device)
+        self.over = threading.Event()  # the card's other programs need what this process holds
+        watch_card(settings, self.manager, always=True, on_over=self.over.set)
         self.runner = JobRunner(settings, build_engines(settings), self.manager)
         self.record = WorkerRecord(
             actor=f"worker-{index}",
@@ -143,7 +147,13 @@ class Worker:
             "job_id": self.current,
             "vram": self.manager.get_vram_usage().model_dump(),
             "models": {k: v.model_dump() for k, v in self.manager.models().items()},
+            "card": self.card(),
         }
+
+    def card(self) -> dict[str, Any] | None:
+        """The last reading of the card by the neighbour watch (None: none watches)."""
+        watch = self.manager.watch
+        return watch.describe() if watch is not None else None
 
     def ping(self) -> bool:
         return True

@@ -21,6 +21,7 @@ from voicedrop.daemon.attempt import Attempts, SteppedAside
 from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.daemon.wakeup import Waker
+from voicedrop.pipeline.neighbours import watch_card
 from voicedrop.report import JobReport
 
 
@@ -62,7 +63,9 @@ class Inline:
     reloadable: bool = True
 
     def start(self) -> None:
-        return None
+        """The device is this process's: watch the card for its other programs."""
+        runner = self.attempts.runner
+        watch_card(runner.settings, runner.manager, always=False)
 
     def step(self) -> JobReport | SteppedAside | None:
         job = self.queue.next()

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from voicedrop.card import Card, NvmlCard, card_status
 from voicedrop.cluster.child import ProcessDone, ProcessWork, serve
 from voicedrop.config import Settings
 from voicedrop.daemon.attempt import Attempts, SteppedAside
@@ -38,7 +39,7 @@ from voicedrop.errors import TransientError
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.pipeline.stages import never
-from voicedrop.report import JobReport
+from voicedrop.report import JobReport, VramStats
 from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)
@@ -63,8 +64,14 @@ class DeviceWorker:
     _info: dict[str, Any] = field(default_factory=dict)
     _idle_since: float | None = None
     resident: frozenset[str] = frozenset()
+    card: Card | None = None  # read once when the worker exits, never polled while none lives
+    card_after: dict[str, Any] | None = None
     starts: int = 0  # worker processes started over the daemon's life
     lost: int = 0  # of which ended with a job on them
+
+    def __post_init__(self) -> None:
+        if self.card is None and self.settings.device != "cpu":
+            self.card = NvmlCard()
 
     @property
     def idle_s(self) -> float:
@@ -145,7 +152,7 @@ class DeviceWorker:
             return finish(Outcome(before(), error=error))
         self.state, self._idle_since = "ready", self.clock()
         self.resident = done.resident
-        self._info["vram"] = done.vram
+        self._info["vram"], self._info["card"] = done.vram, done.card
         return done.outcome
 
     def _serve(self, job: JobInput, progress: Callable[[str], None]) -> ProcessDone:
@@ -212,6 +219,7 @@ class DeviceWorker:
             "device": self._info.get("device") if alive else None,
             "vram": self._info.get("vram") if alive else None,
             "models": sorted(self.resident) if alive else [],
+            "card": self._info.get("card") if alive else self.card_after,
             "exits_in_s": exits_in,
             "idle_exit_s": self.idle_s,
             "starts": self.starts,
@@ -239,6 +247,9 @@ class DeviceWorker:
             self._conn.close()
         if self._proc is not None:
             log.info("worker.exited", pid=self._proc.pid, exit_code=self._proc.exitcode)
+            if self.card is not None:  # what the card holds now that ours is gone
+                view = self.card.view()
+                self.card_after = card_status(self.card, view, {os.getpid()}, 0)
         self._proc, self._conn, self.state = None, None, "none"
         self._idle_since, self.resident, self._info = None, frozenset(), {}
 
@@ -300,3 +311,24 @@ def _rss(pid: int) -> int | None:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def worker_vram(worker: dict[str, Any], own: VramStats) -> VramStats:
+    """The seven VRAM fields for a daemon whose device is its worker's: the worker's while
+    it lives; with none, what the card said once it exited (NVML: nothing of ours on it);
+    else the daemon's own (no card)."""
+    if worker.get("vram"):
+        return VramStats.model_validate(worker["vram"])
+    card = worker.get("card") or {}
+    if not card.get("nvml"):
+        return own
+    gb = 1024**3
+    return VramStats(
+        available=True,
+        low_vram_mode=own.low_vram_mode,
+        allocated_gb=0.0,
+        reserved_gb=0.0,
+        free_gb=round(card["free_bytes"] / gb, 3),
+        total_gb=round(card["total_bytes"] / gb, 3),
+        cached_models=0,
+    )

@@ -33,7 +33,7 @@ from voicedrop.daemon.lock import DaemonLock
 from voicedrop.daemon.orphans import fail_orphans
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.presets import Presets, check_presets
-from voicedrop.daemon.process import DeviceWorker, OnWorker
+from voicedrop.daemon.process import DeviceWorker, OnWorker, worker_vram
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.daemon.retention import Retention
 from voicedrop.daemon.retries import RetryPolicy, SpoolBackoff
@@ -54,7 +54,6 @@ from voicedrop.pipeline.engines import Engines, build_engines
 from voicedrop.pipeline.plan import Planner
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobRunner
-from voicedrop.report import VramStats
 from voicedrop.spool.control import control_folder
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.status import status_path
@@ -384,8 +383,8 @@ class Service:
         """What status.json says besides the job: where, on what, and what is resident."""
         workers = self.dispatch.workers()
         vram = self.manager.get_vram_usage()
-        if self.on_worker and workers[0].get("vram"):
-            vram = VramStats.model_validate(workers[0]["vram"])  # the device is the worker's
+        if self.on_worker:  # the device is the worker's; with none, what the card said
+            vram = worker_vram(workers[0], vram)
         return {
             "warming": self.warmup is not None and not self.warmup.finished,
             "watcher": self.watcher.mode,

@@ -20,7 +20,7 @@ from typing import NoReturn
 import structlog
 
 from voicedrop.config import GB
-from voicedrop.errors import DoesNotFitError, DoesNotFitNowError
+from voicedrop.errors import CardBusyError, DoesNotFitError, DoesNotFitNowError
 from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec
@@ -50,6 +50,7 @@ class Admission:
     tiers: TierTable
     headroom: int = 0
     footprints: FootprintStore = field(default_factory=lambda: FootprintStore(None))
+    reserve: int = 0  # kept free for the other programs on the card (neighbours = "yield")
     _blocks: list[Block] = field(default_factory=list)
 
     # ---- prediction ------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class Admission:
             mem = self.device.memory()
             resident = self.tiers.device_bytes()
             budget = self.policy.budget(mem, resident)
-            on_device = need + self.headroom <= mem.reusable
+            on_device = need + self.headroom + self.reserve <= mem.reusable
             if on_device and (budget is None or resident + incoming <= budget):
                 break
             victim = self.tiers.victim(exclude=keys)
@@ -116,7 +117,7 @@ class Admission:
                 self.device.release_cached()
                 collected = True
             else:
-                self._refuse(fresh, incoming, working, mem.reusable, mem.total, budget)
+                self._refuse(fresh, need, working, mem.reusable, mem.total, budget)
         if evicted:
             self.device.release_cached()
 
@@ -129,7 +130,8 @@ class Admission:
         need = incoming + working
         entries = self.tiers.entries.values()
         held = sum(e.nbytes for e in entries if e.in_use and e.tier == "device")
-        ceiling = self.device.memory().total - self.headroom - held  # held: ours and outer blocks'
+        spare = self.headroom + self.reserve
+        ceiling = self.device.memory().total - spare - held  # held: ours and outer blocks'
         if incoming <= ceiling < need:
             log.info(
                 "residency.tight", models=[e.spec.key for e in fresh], need=need, ceiling=ceiling
@@ -140,27 +142,29 @@ class Admission:
     def _refuse(
         self,
         fresh: list[Entry],
-        incoming: int,
+        need: int,
         working: int,
         free: int,
         total: int,
         budget: int | None,
     ) -> NoReturn:
+        incoming = sum(self.weights(e) for e in fresh if e.tier != "device")
         limit = f", budget {budget / GB:.2f} GB" if budget is not None else ""
         others = self.device.other_processes_bytes()
         if others:
             limit += f"; other processes hold {others / GB:.2f} GB"
+        spare = self.headroom + self.reserve
         names = " + ".join(f"'{e.spec.key}'" for e in fresh)
         msg = (
             f"model {names} does not fit: needs {incoming / GB:.2f} GB of weights + "
-            f"{working / GB:.2f} GB working memory + {self.headroom / GB:.2f} GB headroom, "
+            f"{working / GB:.2f} GB working memory + {spare / GB:.2f} GB headroom, "
             f"{free / GB:.2f} GB free of {total / GB:.2f} GB{limit}"
         )
         held = sum(self.weights(e) for e in fresh if e.tier == "device")
-        if held + incoming + self.headroom > total or (
-            budget is not None and held + incoming > budget
-        ):
+        if held + incoming + spare > total or (budget is not None and held + incoming > budget):
             raise DoesNotFitError(msg)
+        if others and need + spare <= free + others:  # it fits once the others let go
+            raise CardBusyError(msg)
         raise DoesNotFitNowError(msg)
 
     # ---- measuring a block ---------------------------------------------------------------------

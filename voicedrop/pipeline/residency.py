@@ -34,11 +34,12 @@ from typing import Any
 import structlog
 
 from voicedrop.config import GB, Settings
-from voicedrop.errors import OutOfMemoryError
+from voicedrop.errors import CardBusyError, OutOfMemoryError
 from voicedrop.pipeline.admission import Admission, Block
 from voicedrop.pipeline.device import Device
 from voicedrop.pipeline.footprints import FootprintStore
 from voicedrop.pipeline.modelspec import ModelSpec, Tier
+from voicedrop.pipeline.neighbours import CardRoom, NeighbourWatch, yields
 from voicedrop.pipeline.policies import Policy, policy_from_settings
 from voicedrop.pipeline.prefetch import Prefetcher
 from voicedrop.pipeline.tiers import Entry, TierTable
@@ -59,6 +60,8 @@ class ResidencyManager:
     prefetch: bool = False  # read the next stage's models into the warm tier meanwhile
     footprints: FootprintStore = field(default_factory=lambda: FootprintStore(None))
     clock: Callable[[], float] = time.monotonic
+    reserve: int = 0  # kept free for the other programs on the card (pipeline/neighbours.py)
+    card_wait_s: float = 0.0  # how long a job waits for a card other programs hold
 
     @classmethod
     def from_settings(cls, settings: Settings, device: Device) -> ResidencyManager:
@@ -74,15 +77,22 @@ class ResidencyManager:
             keep_alive=res.keep_alive_s,
             prefetch=res.prefetch,
             footprints=FootprintStore(settings.state_path / "footprints.json"),
+            reserve=int(res.neighbour_headroom_gb * GB) if yields(settings, device) else 0,
+            card_wait_s=res.card_wait_s,
         )
 
     def __post_init__(self) -> None:
         self._tiers = TierTable(self.device, self.clock, self.warm_tier, self.warm_budget)
         self._entries = self._tiers.entries
         self._admission = Admission(
-            self.device, self.policy, self._tiers, self.headroom, self.footprints
+            self.device, self.policy, self._tiers, self.headroom, self.footprints, self.reserve
         )
         self._lock = threading.RLock()  # the table: the executor and the prefetch thread
+        self.card_changed = threading.Event()  # set by the neighbour watch at each reading
+        self.who_holds: Callable[[], str] = lambda: "other programs hold it"
+        self.on_wait: Callable[[str], None] | None = None  # the running job's progress
+        self.room = CardRoom(self.device, self._tiers, self._lock, self.warm_tier, self._keep_host)
+        self.watch: NeighbourWatch | None = None  # started by the process that holds the card
         self.prefetcher = Prefetcher(self) if self.prefetch and self.warm_tier else None
 
     # ---- the contract -------------------------------------------------------------------
@@ -110,13 +120,22 @@ class ResidencyManager:
                 loading = e.loading
                 if loading is not None:
                     loading.wait()
-            with self._lock:
-                if fresh:
-                    self._admission.make_room(fresh)
-                    block = self._admission.open_block(fresh)
-                    for entry in fresh:
-                        if entry.tier != "device":
-                            self._place_with_ladder(entry, block)
+            waited_from = None
+            while True:
+                with self._lock:
+                    try:
+                        if fresh:
+                            self._admission.make_room(fresh)
+                            block = self._admission.open_block(fresh)
+                            for entry in fresh:
+                                if entry.tier != "device":
+                                    self._place_with_ladder(entry, block)
+                        break
+                    except CardBusyError:
+                        waited_from = self.clock() if waited_from is None else waited_from
+                        if self.clock() - waited_from >= self.card_wait_s:
+                            raise
+                self._wait_for_card(members)  # outside the lock: the watch may demote
             if then and self.prefetcher is not None:
                 self.prefetcher.want(then)
             yield {role: e.model for role, e in roles.items()}
@@ -131,6 +150,16 @@ class ResidencyManager:
                     if e.tier == "device" and not e.in_use and not self._stays(e):
                         why = "keep_alive 0" if e.keep_alive == 0 else "policy low"
                         self._tiers.leave_device(e, "demote" if self.warm_tier else "drop", why)
+
+    def _wait_for_card(self, members: list[Entry]) -> None:
+        """Another program holds the card: say so (the job's stage) and wait a reading."""
+        who = self.who_holds()
+        keys = [e.spec.key for e in members]
+        log.warning("residency.waiting_for_card", models=keys, holders=who)
+        if self.on_wait is not None:
+            self.on_wait(f"waiting for the card: {who}")
+        self.card_changed.clear()
+        self.card_changed.wait(1.0)
 
     def warm(self, spec: ModelSpec, keep: frozenset[str] = frozenset()) -> bool:
         """Prefetch: read `spec` from disk into the warm tier, if it is on disk, unused, and
@@ -298,9 +327,11 @@ class ResidencyManager:
             self.device.release_cached()
 
     def close(self) -> None:
-        """Stop prefetching, then drop every model (shutdown)."""
+        """Stop prefetching and watching the card, then drop every model (shutdown)."""
         if self.prefetcher is not None:
             self.prefetcher.close()
+        if self.watch is not None:
+            self.watch.close()
         with self._lock:
             for entry in list(self._entries.values()):
                 if entry.tier != "disk":

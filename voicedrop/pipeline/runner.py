@@ -113,6 +113,7 @@ class JobRunner:
         """Run `job`; `upcoming` gives the first models of the job likely next (from its
         plan), prefetched while this job's last model stage computes."""
         out = Outcome(vram_before=self.manager.get_vram_usage())
+        self.manager.on_wait = progress  # a wait for the card is this job's stage
         with self.manager.recording() as events:
             try:
                 plan = self.planner.plan(job.manifest, job.reference)
@@ -161,6 +162,7 @@ class JobRunner:
                 if out.error.code == "internal_error":
                     log.exception("job.internal_error")
         out.events = list(events)
+        self.manager.on_wait = None
         return self.finish(out)
 
     def finish(self, out: Outcome) -> Outcome:
