@@ -32,7 +32,8 @@ class Holder:
     used: int  # bytes
 
     def describe(self) -> str:
-        return f"{self.name} (pid {self.pid}) holds {self.used / GB:.2f} GB"
+        who = f"{self.name} (pid {self.pid})" if self.name else f"pid {self.pid}"
+        return f"{who} holds {self.used / GB:.2f} GB"
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,6 @@ def _visible_card() -> str:
 def _process_name(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as fh:
-            return fh.read().strip() or f"pid {pid}"
+            return fh.read().strip()
     except OSError:
-        return f"pid {pid}"  # another namespace's process, or gone
+        return ""  # another namespace's process, or gone

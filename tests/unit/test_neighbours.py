@@ -148,7 +148,7 @@ def test_a_job_that_cannot_fit_beside_a_neighbour_waits_and_says_who_holds_the_c
     assert done.is_set()
     assert (
         said[0].startswith("waiting for the card: ")
-        and f"(pid {EDITOR}) holds 4.00 GB" in (said[0])
+        and f"pid {EDITOR} holds 4.00 GB" in (said[0])
     )
 
 

@@ -39,7 +39,7 @@ from voicedrop.errors import TransientError
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.pipeline.stages import never
-from voicedrop.report import JobReport, VramStats
+from voicedrop.report import JobReport, ModelView, VramStats
 from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)
@@ -64,6 +64,7 @@ class DeviceWorker:
     _info: dict[str, Any] = field(default_factory=dict)
     _idle_since: float | None = None
     resident: frozenset[str] = frozenset()
+    _models: dict[str, ModelView] = field(default_factory=dict)
     card: Card | None = None  # read once when the worker exits, never polled while none lives
     card_after: dict[str, Any] | None = None
     starts: int = 0  # worker processes started over the daemon's life
@@ -151,7 +152,7 @@ class DeviceWorker:
             )
             return finish(Outcome(before(), error=error))
         self.state, self._idle_since = "ready", self.clock()
-        self.resident = done.resident
+        self.resident, self._models = done.resident, done.outcome.models
         self._info["vram"], self._info["card"] = done.vram, done.card
         return done.outcome
 
@@ -203,6 +204,10 @@ class DeviceWorker:
                 return f"killed by signal {-code}"
         return f"exit code {code}"
 
+    def models(self) -> dict[str, ModelView]:
+        """The worker's models as its last job left them (none once it has exited)."""
+        return self._models if self.alive() else {}
+
     def describe(self) -> dict[str, Any]:
         """For the status file: none / starting / ready / busy, its pid, what it holds, and
         when it will exit if nothing comes."""
@@ -251,7 +256,7 @@ class DeviceWorker:
                 view = self.card.view()
                 self.card_after = card_status(self.card, view, {os.getpid()}, 0)
         self._proc, self._conn, self.state = None, None, "none"
-        self._idle_since, self.resident, self._info = None, frozenset(), {}
+        self._idle_since, self.resident, self._info, self._models = None, frozenset(), {}, {}
 
 
 @dataclass

@@ -153,11 +153,12 @@ class Service:
         self.attempts = Attempts(
             limits, self.spool, self.runner, self.queue, RetryPolicy(limits), self.events, clock
         )
+        self.worker = DeviceWorker(settings, clock) if on_worker else None
         self.dispatch: Dispatch = (
             Cluster(settings, self.queue, self.attempts)
             if cluster
-            else OnWorker(self.queue, self.attempts, DeviceWorker(settings, clock))
-            if on_worker
+            else OnWorker(self.queue, self.attempts, self.worker)
+            if self.worker is not None
             else Inline(self.queue, self.attempts)
         )
         self.executor = Executor(
@@ -382,15 +383,15 @@ class Service:
     def _snapshot(self) -> dict[str, object]:
         """What status.json says besides the job: where, on what, and what is resident."""
         workers = self.dispatch.workers()
-        vram = self.manager.get_vram_usage()
-        if self.on_worker:  # the device is the worker's; with none, what the card said
-            vram = worker_vram(workers[0], vram)
+        vram, models = self.manager.get_vram_usage(), self.manager.models()
+        if self.worker is not None:  # the device is the worker's; with none, what the card said
+            vram, models = worker_vram(workers[0], vram), self.worker.models()
         return {
             "warming": self.warmup is not None and not self.warmup.finished,
             "watcher": self.watcher.mode,
             "device": self.device.name,
             "policy": self.settings.policy,
             "vram": vram,
-            "models": self.manager.models(),
+            "models": models,
             "workers": workers,
         }
