@@ -147,8 +147,7 @@ def test_a_job_that_cannot_fit_beside_a_neighbour_waits_and_says_who_holds_the_c
     runner.join(30)
     assert done.is_set()
     assert (
-        said[0].startswith("waiting for the card: ")
-        and f"pid {EDITOR} holds 4.00 GB" in (said[0])
+        said[0].startswith("waiting for the card: ") and f"pid {EDITOR} holds 4.00 GB" in (said[0])
     )
 
 
@@ -215,3 +214,27 @@ def test_without_an_nvidia_driver_the_card_says_why():
     if found.view() is not None:
         pytest.skip("this machine has an NVIDIA driver")
     assert found.absent and found.absent.startswith("NVML: ")
+
+
+def test_a_job_waiting_for_the_card_does_not_hold_its_resident_models_there():
+    c = card(card_wait_s=600)
+    with c.manager.acquire(spec("xtts", 2)):
+        pass  # NORMAL: xtts stays on the device
+    c.nvml.neighbour(EDITOR, int(2.5 * GB))  # 2 + 2.5 + 1 headroom: f5 (2 GB) cannot come
+    waiting = threading.Event()
+    c.manager.on_wait = lambda _m: waiting.set()
+
+    def job() -> None:
+        with c.manager.acquire_all({"a": spec("xtts", 2), "b": spec("f5", 2)}):
+            pass
+
+    runner = threading.Thread(target=job)
+    runner.start()
+    assert waiting.wait(30)
+    c.nvml.neighbour(EDITOR, int(3.5 * GB))  # it grows on into the headroom
+    c.watch.check()
+    assert c.manager.models()["xtts"].tier == "host"  # made room though a job wants it
+    c.nvml.neighbour(EDITOR, 0)
+    c.watch.check()
+    runner.join(30)
+    assert not runner.is_alive() and c.manager.resident_keys() == {"xtts", "f5"}

@@ -135,7 +135,7 @@ class ResidencyManager:
                         waited_from = self.clock() if waited_from is None else waited_from
                         if self.clock() - waited_from >= self.card_wait_s:
                             raise
-                self._wait_for_card(members, said)  # outside the lock: the watch may demote
+                self._wait_for_card(fresh, said)  # outside the lock: the watch may demote
             if then and self.prefetcher is not None:
                 self.prefetcher.want(then)
             yield {role: e.model for role, e in roles.items()}
@@ -151,18 +151,27 @@ class ResidencyManager:
                         why = "keep_alive 0" if e.keep_alive == 0 else "policy low"
                         self._tiers.leave_device(e, "demote" if self.warm_tier else "drop", why)
 
-    def _wait_for_card(self, members: list[Entry], said: list[str]) -> None:
+    def _wait_for_card(self, fresh: list[Entry], said: list[str]) -> None:
         """Another program holds the card: say so (the job's stage, the log) when who holds
-        it changes, and wait for the next reading."""
+        it changes, and wait for the next reading — the set's models free to make room
+        meanwhile (one already on the device is not held there by the wait)."""
         who = self.who_holds()
         if said != [who]:
             said[:] = [who]
-            keys = [e.spec.key for e in members]
+            keys = [e.spec.key for e in fresh]
             log.warning("residency.waiting_for_card", models=keys, holders=who)
             if self.on_wait is not None:
                 self.on_wait(f"waiting for the card: {who}")
-        self.card_changed.clear()
-        self.card_changed.wait(1.0)
+        with self._lock:
+            for e in fresh:
+                e.in_use -= 1
+        try:
+            self.card_changed.clear()
+            self.card_changed.wait(1.0)
+        finally:
+            with self._lock:
+                for e in fresh:
+                    e.in_use += 1
 
     def warm(self, spec: ModelSpec, keep: frozenset[str] = frozenset()) -> bool:
         """Prefetch: read `spec` from disk into the warm tier, if it is on disk, unused, and
