@@ -106,6 +106,9 @@ def steps(part: str, device: str) -> list[Step]:
                             "-p", "no:cacheprovider", "tests/engine/test_residency_cuda.py"],
                             60))  # fmt: skip
     else:
+        # the device worker: nothing held once idle, its cold start, a neighbour at 70 %
+        out.insert(2, Step("worker", [PY, "benchmarks/gpu_worker.py", "--device", device,
+                           "--rounds", "2" if gpu else "1", "--json"], 150))  # fmt: skip
         out.append(Step("engines_benchmark", [PY, "benchmarks/engines.py", "--size",
                         "real" if gpu else "tiny", "--device", device, "--engines", "rvc",
                         "--json", "-"], 120))  # fmt: skip
