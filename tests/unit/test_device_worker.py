@@ -146,3 +146,17 @@ def test_an_idle_worker_the_card_needs_ends_between_jobs():
     over.clear()
     ours.send(("stop",))
     assert _next(theirs, -1, over) == ("stop",)
+
+
+def test_affinity_follows_the_models_the_worker_holds(tmp_path):
+    from tests.unit.test_executor import run_all
+
+    service = worker_service(tmp_path)
+    with service:
+        drop(service.spool.inbox, "first.json", hello())
+        assert [r.status for r in run_all(service)] == ["done"]  # espeak: in the worker
+        older = drop(service.spool.inbox, "silence.json", {"text": "x", "tts": {"engine": "noop"}})
+        drop(service.spool.inbox, "speech.json", hello())
+        os.utime(older, (time.time() - 10, time.time() - 10))
+        reports = [r.job_id for r in run_all(service)]
+    assert reports == ["speech", "silence"]  # its model was in the worker: it went first

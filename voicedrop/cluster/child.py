@@ -29,6 +29,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class ProcessWork:
     stream_earlier: tuple[int, int] | None = None  # an earlier attempt's stream: rate, bytes
     preemptible: bool = False  # ask between segments whether to step aside
     made: tuple[Take, ...] = ()  # segments made before it last stepped aside
+    upcoming: tuple[str, ...] = ()  # the next job's first models (keys): prefetched if known
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,11 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
                 # device context and the warm tier
             if message[0] == "run":
                 work: ProcessWork = message[1]
-                outcome = worker.run_here(_job(conn, work), lambda m: conn.send(("stage", m)))
+                outcome = worker.run_here(
+                    _job(conn, work),
+                    lambda m: conn.send(("stage", m)),
+                    partial(worker.manager.known, work.upcoming),
+                )
                 vram = worker.manager.get_vram_usage().model_dump()
                 resident = frozenset(worker.manager.in_memory_keys())
                 conn.send(("done", ProcessDone(outcome, resident, vram, worker.card())))

@@ -16,7 +16,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from voicedrop.config import Settings
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.device_choice import make_device
 from voicedrop.pipeline.engines import build_engines
+from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.neighbours import watch_card
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.pipeline.runner import JobInput, JobRunner, Outcome
@@ -128,12 +129,17 @@ class Worker:
         resident = frozenset(self.manager.in_memory_keys())
         return Done(work.job_id, work.attempt, outcome, files, self.record, resident)
 
-    def run_here(self, job: JobInput, progress: Callable[[str], None]) -> Outcome:
+    def run_here(
+        self,
+        job: JobInput,
+        progress: Callable[[str], None],
+        upcoming: Callable[[], Sequence[ModelSpec]] = list,
+    ) -> Outcome:
         """One attempt of a job whose folders are on this host (the device worker process:
         cluster/child.py): the outputs go straight into its folder."""
         self.current = job.job_id
         try:
-            outcome = self.runner.run(job, progress)
+            outcome = self.runner.run(job, progress, upcoming)
         finally:
             self.current = None
         outcome.worker = self.record

@@ -122,6 +122,7 @@ class DeviceWorker:
         progress: Callable[[str], None],
         finish: Callable[[Outcome], Outcome],
         before: Callable[[], Any],
+        upcoming: Sequence[str] = (),
     ) -> Outcome:
         """One attempt on the worker: its outcome, or a transient `worker_lost` outcome."""
         try:
@@ -139,6 +140,7 @@ class DeviceWorker:
                 else None,
                 preemptible=job.preempt is not never,
                 made=job.made,
+                upcoming=tuple(upcoming),
             )
             self.state = "busy"
             self._conn.send(("run", work))
@@ -288,7 +290,8 @@ class OnWorker:
         upcoming: Callable[[], Sequence[ModelSpec]],
     ) -> Outcome:
         runner = self.attempts.runner
-        return self.worker.run(job, progress, runner.finish, runner.manager.get_vram_usage)
+        keys = [spec.key for spec in upcoming()]  # prefetched there if the worker knows them
+        return self.worker.run(job, progress, runner.finish, runner.manager.get_vram_usage, keys)
 
     def busy(self) -> bool:
         return False

@@ -355,6 +355,8 @@ class Service:
         """Models a job can start with, no disk load: on the device or in the warm tier."""
         if not self.settings.scheduler.affinity:
             return set()
+        if self.worker is not None:  # the worker's, as its last job left them
+            return set(self.worker.resident) if self.worker.alive() else set()
         return self.manager.in_memory_keys()
 
     def _max_wait(self) -> float:

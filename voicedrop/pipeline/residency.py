@@ -309,6 +309,11 @@ class ResidencyManager:
         with self._lock:
             return {k for k, e in self._entries.items() if e.tier == tier}
 
+    def known(self, keys: Iterable[str]) -> list[ModelSpec]:
+        """The specs of the models of `keys` this manager has held (it can load them again)."""
+        with self._lock:
+            return [self._entries[k].spec for k in keys if k in self._entries]
+
     def in_memory_keys(self) -> set[str]:
         """Models on the device or in the warm tier: a job using them starts without a load."""
         with self._lock:
