@@ -9,6 +9,7 @@ left behind in work/.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -109,7 +110,7 @@ def test_a_job_that_crashes_the_daemon_is_failed_after_max_attempts_with_the_evi
     for _ in range(6):  # at most max_attempts (3) crashes, then the run that fails it
         run = subprocess.run(
             [sys.executable, "-c", CRASHING_DAEMON],
-            env=env_for(spool),
+            env=env_for(spool, VOICEDROP_RESIDENCY__WORKER="inline"),  # the daemon computes
             capture_output=True,
             text=True,
             timeout=120,
@@ -123,6 +124,49 @@ def test_a_job_that_crashes_the_daemon_is_failed_after_max_attempts_with_the_evi
     assert "brought the daemon down 3 times" in report["error"]["message"]
     deaths = [e["message"] for e in report["previous_errors"]]
     assert len(deaths) == 3 and all("Segmentation fault" in d for d in deaths), deaths
+    assert json.loads((spool / "outbox" / "good" / "report.json").read_text())["status"] == "done"
+
+
+CRASHING_WORKER = """
+import os, signal
+from voicedrop.pipeline.engines import offline
+real = offline.NoopEngine.stream
+def stream(self, models, text, request, progress):
+    if text == "this job crashes its worker":  # as a buggy C library would, on this input
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return real(self, models, text, request, progress)
+offline.NoopEngine.stream = stream
+"""
+
+
+def test_a_job_that_crashes_its_worker_each_time_is_failed_saying_so_and_the_daemon_goes_on(
+    tmp_path: Path,
+):
+    """With the device worker (the default), a job whose input crashes the library fails
+    attempts, not the daemon: one daemon process throughout, a fresh worker per attempt,
+    and after max_attempts the job is failed with each death in its report."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(CRASHING_WORKER)  # every process
+    spool = tmp_path / "spool"
+    (spool / "inbox" / ".incoming").mkdir(parents=True)
+    drop(spool, "poison", {"text": "this job crashes its worker", "tts": {"engine": "noop"}})
+    time.sleep(0.01)
+    drop(spool, "good", {"text": "x", "tts": {"engine": "noop"}})
+    env = env_for(spool, VOICEDROP_LIMITS__RETRY_DELAY_S="0")
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "inject"), env.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-m", "voicedrop", "run", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]  # the daemon itself never went down
+    report = json.loads((spool / "failed" / "poison" / "report.json").read_text())
+    assert report["error"]["code"] == "too_many_attempts" and report["attempt"] == 3
+    assert "ended its device worker 3 times" in report["error"]["message"]
+    assert "SIGSEGV" in report["error"]["message"]
+    assert [e["code"] for e in report["previous_errors"]] == ["worker_lost"] * 2
     assert json.loads((spool / "outbox" / "good" / "report.json").read_text())["status"] == "done"
 
 

@@ -244,6 +244,7 @@ class Attempts:
             }
             if self._retry_later(job, report):
                 return report
+            _gave_up(report, self.limits.max_attempts)
             self._commit(job, report, attempt.manifest)
             self.queue.committed(job.job_id)
             self.ran[report.status] = self.ran.get(report.status, 0) + 1
@@ -302,3 +303,20 @@ class Attempts:
         self.spool.commit_failed(job, report.to_json())
         if manifest is not None and manifest.id is not None and report.duplicate_of is None:
             self.spool.ids.release(manifest.id, job.job_id)  # failed for good: the id is free
+
+
+def _gave_up(report: JobReport, max_attempts: int) -> None:
+    """A job that ended its device worker at every attempt it was given: said as such (as
+    a job that brought the daemon down is), not as one more lost worker."""
+    error = report.error
+    lost = 1 + sum(e.code == "worker_lost" for e in report.previous_errors)
+    if error is None or error.code != "worker_lost" or lost < max_attempts:
+        return
+    report.error = error.model_copy(
+        update={
+            "kind": "permanent",
+            "code": "too_many_attempts",
+            "message": f"this job ended its device worker {lost} times (the last: "
+            f"{error.message}); giving up after max_attempts={max_attempts}",
+        }
+    )
