@@ -108,7 +108,8 @@ def steps(part: str, device: str) -> list[Step]:
     else:
         # the device worker: nothing held once idle, its cold start, a neighbour at 70 %
         out.insert(2, Step("worker", [PY, "benchmarks/gpu_worker.py", "--device", device,
-                           "--rounds", "2" if gpu else "1", "--json"], 150))  # fmt: skip
+                           "--rounds", "2" if gpu else "1", "--json"],
+                           150 if gpu else 300))  # fmt: skip
         out.append(Step("engines_benchmark", [PY, "benchmarks/engines.py", "--size",
                         "real" if gpu else "tiny", "--device", device, "--engines", "rvc",
                         "--json", "-"], 120))  # fmt: skip
