@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -140,12 +141,12 @@ def test_an_idle_worker_the_card_needs_ends_between_jobs():
     from voicedrop.cluster.child import _next
 
     ours, theirs = Pipe()
-    over = threading.Event()
-    over.set()  # the neighbour watch asked: what this process holds is in the way
-    assert _next(theirs, -1, over) is None  # "never idle out" does not keep it either
-    over.clear()
+    worker = SimpleNamespace(over=threading.Event(), manager=SimpleNamespace(expire=list))
+    worker.over.set()  # the neighbour watch asked: what this process holds is in the way
+    assert _next(theirs, -1, worker) is None  # "never idle out" does not keep it either
+    worker.over.clear()
     ours.send(("stop",))
-    assert _next(theirs, -1, over) == ("stop",)
+    assert _next(theirs, -1, worker) == ("stop",)
 
 
 def test_affinity_follows_the_models_the_worker_holds(tmp_path):

@@ -18,6 +18,9 @@ The protocol, in order (tuples of a name and its values):
                       | ("stream.end",)
                       ("preempt?",)  → daemon → worker ("preempt", bool)
     worker → daemon   ("done", ProcessDone)
+    daemon → worker   ("control", op, key, keep_alive)  → worker → daemon ("controlled",
+                      result, WorkerHeld)   (a client's load or unload, between jobs)
+    worker → daemon   ("models", WorkerHeld)   (idle: a model's keep-alive ran out)
     daemon → worker   ("stop",)
 """
 
@@ -26,22 +29,26 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from voicedrop.config import Settings
 from voicedrop.manifest import Manifest
+from voicedrop.pipeline.control import control_model
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.pipeline.stages import Take
+from voicedrop.report import ModelView
 from voicedrop.script import Script
 from voicedrop.warmup import POST_STAGE, Warmup
+
+if TYPE_CHECKING:
+    from voicedrop.cluster.worker import Worker
 
 log = structlog.get_logger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -64,11 +71,29 @@ class ProcessWork:
 
 
 @dataclass(frozen=True)
+class WorkerHeld:
+    """What the worker holds, as it tells the daemon after each job, request or expiry."""
+
+    resident: frozenset[str]  # models in memory (device or warm tier)
+    models: dict[str, ModelView]
+    vram: dict[str, Any]  # the seven VRAM fields
+    card: dict[str, Any] | None  # the last reading of the card (neighbours.py)
+
+    @classmethod
+    def of(cls, worker: Worker) -> WorkerHeld:
+        manager = worker.manager
+        return cls(
+            frozenset(manager.in_memory_keys()),
+            manager.models(),
+            manager.get_vram_usage().model_dump(),
+            worker.card(),
+        )
+
+
+@dataclass(frozen=True)
 class ProcessDone:
     outcome: Outcome
-    resident: frozenset[str]  # models in memory (device or warm tier) after the job
-    vram: dict[str, Any]  # the seven VRAM fields after the job
-    card: dict[str, Any] | None = None  # the last reading of the card (neighbours.py)
+    held: WorkerHeld
 
 
 class PipeSink:
@@ -100,14 +125,19 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
 
     _die_with(daemon)
     worker = Worker(settings, 0, scratch_prefix="voicedrop-device-worker-")
-    Warmup(POST_STAGE, warm_post_stage).start()  # beside the first job's own start
+    warmup = Warmup(POST_STAGE, warm_post_stage)
+    warmup.start()  # beside the first job's own start
     try:
         conn.send(("ready", worker.status()))
         while True:
-            message = _next(conn, idle_s, worker.over)
+            message = _next(conn, idle_s, worker)
             if message is None or message[0] == "stop":
                 return  # idle, yielding, the daemon gone, or told: exit, and with it the
                 # device context and the warm tier
+            if message[0] == "control":
+                _, op, key, keep_alive = message
+                result = control_model(op, key, keep_alive, worker.runner.planner, worker.manager)
+                conn.send(("controlled", result, WorkerHeld.of(worker)))
             if message[0] == "run":
                 work: ProcessWork = message[1]
                 outcome = worker.run_here(
@@ -115,20 +145,22 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
                     lambda m: conn.send(("stage", m)),
                     partial(worker.manager.known, work.upcoming),
                 )
-                vram = worker.manager.get_vram_usage().model_dump()
-                resident = frozenset(worker.manager.in_memory_keys())
-                conn.send(("done", ProcessDone(outcome, resident, vram, worker.card())))
+                conn.send(("done", ProcessDone(outcome, WorkerHeld.of(worker))))
                 if idle_s == 0 or poisoned(outcome):
                     return  # exit after each job; or a device context no job can use again
     finally:
         worker.close()
+        warmup.close()  # an exit in the middle of a native library's import aborts
 
 
-def _next(conn: Connection, idle_s: float, over: threading.Event) -> tuple[Any, ...] | None:
+def _next(conn: Connection, idle_s: float, worker: Worker) -> tuple[Any, ...] | None:
     """The daemon's next message; None after `idle_s` idle (negative: never), when the
-    card's other programs need what this idle process holds, or when the daemon is gone."""
+    card's other programs need what this idle process holds, or when the daemon is gone.
+    Meanwhile models idle past their keep-alive leave the device (the daemon is told)."""
     idle_until = time.monotonic() + idle_s
-    while not over.is_set():
+    while not worker.over.is_set():
+        if worker.manager.expire():
+            conn.send(("models", WorkerHeld.of(worker)))
         wait = 1.0 if idle_s <= 0 else min(1.0, idle_until - time.monotonic())
         if wait <= 0:
             return None

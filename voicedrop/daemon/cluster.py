@@ -33,6 +33,7 @@ from voicedrop.errors import TransientError
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.report import JobReport
 from voicedrop.spool.claimed import ClaimedJob
+from voicedrop.spool.control import ControlRequest
 
 if TYPE_CHECKING:  # the pool imports Ray: only `run --ray` loads it (Cluster.start)
     from voicedrop.cluster.pool import Pool, Slot
@@ -102,6 +103,14 @@ class Cluster:
 
     def reconfigure(self, settings: Settings) -> None:
         return None  # never called: not reloadable
+
+    def control(self, request: ControlRequest) -> dict[str, Any]:
+        """Models live on the workers, each its own: a client's request is refused here."""
+        return {
+            "ok": False,
+            "status": 409,
+            "error": "models are loaded on the cluster's workers as jobs need them",
+        }
 
     # ---- routing ---------------------------------------------------------------------------
 

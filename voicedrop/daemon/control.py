@@ -9,15 +9,14 @@ key (`xtts`, `f5tts`, `vocos`, `rvc:alice`, `hubert` …) of the configuration i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from voicedrop.config import Settings
-from voicedrop.errors import job_error
 from voicedrop.pipeline.plan import Planner
-from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.spool import control
 
 log = structlog.get_logger(__name__)
@@ -35,50 +34,30 @@ def check_preload(settings: Settings, planner: Planner) -> None:
             )
 
 
+# Carries out one request where the models are (the dispatch: daemon/executor.py)
+Do = Callable[[control.ControlRequest], dict[str, Any]]
+
+
 class Controls:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
 
-    def handle(self, planner: Planner, manager: ResidencyManager) -> int:
+    def handle(self, do: Do) -> int:
         """Answer the requests waiting, oldest first; how many were answered."""
         requests = control.pending(self.state_dir)
         for request_id, request in requests:
             if request is None:
                 result: dict[str, Any] = {"ok": False, "status": 422, "error": "unreadable"}
             else:
-                result = self._do(request, planner, manager)
+                result = do(request)
             try:
                 control.answer(self.state_dir, request_id, result)
             except OSError as exc:  # a full disk: the client times out and says so
                 log.warning("control.answer_failed", error=str(exc))
         return len(requests)
 
-    def preload(self, keys: list[str], planner: Planner, manager: ResidencyManager) -> None:
+    def preload(self, keys: list[str], do: Do) -> None:
         for key in keys:
-            result = self._do(control.ControlRequest(op="load", key=key), planner, manager)
+            result = do(control.ControlRequest(op="load", key=key))
             if not result["ok"]:
                 log.error("model.preload_failed", model=key, error=result["error"])
-
-    @staticmethod
-    def _do(
-        request: control.ControlRequest, planner: Planner, manager: ResidencyManager
-    ) -> dict[str, Any]:
-        key = request.key
-        spec = planner.model_specs().get(key)
-        if spec is None:
-            known = ", ".join(sorted(planner.model_specs()))
-            return {"ok": False, "status": 404, "error": f"no model '{key}' (known: {known})"}
-        if request.op == "unload":
-            manager.unload(key)
-        else:
-            keep = request.keep_alive
-            try:
-                manager.load(spec, None if keep is None or keep < 0 else keep)
-            except Exception as exc:  # a broken model file: said to the client, not fatal
-                error = job_error(exc)
-                log.error("model.load_failed", model=key, error=error.message)
-                status = 503 if error.kind == "transient" else 422
-                return {"ok": False, "status": status, "error": error.message}
-        log.info("model.controlled", op=request.op, model=key)
-        view = manager.models().get(key)
-        return {"ok": True, "model": key, "view": view.model_dump() if view else None}

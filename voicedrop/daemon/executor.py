@@ -21,8 +21,10 @@ from voicedrop.daemon.attempt import Attempts, SteppedAside
 from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.daemon.wakeup import Waker
+from voicedrop.pipeline.control import control_model
 from voicedrop.pipeline.neighbours import watch_card
 from voicedrop.report import JobReport
+from voicedrop.spool.control import ControlRequest
 
 
 class Dispatch(Protocol):
@@ -49,6 +51,9 @@ class Dispatch(Protocol):
 
     def reconfigure(self, settings: Settings) -> None:
         """A reload's new settings (only called when `reloadable`)."""
+
+    def control(self, request: ControlRequest) -> dict[str, Any]:
+        """A client's load or unload of a model, where the models are."""
 
     def close(self) -> None: ...
 
@@ -82,6 +87,12 @@ class Inline:
 
     def reconfigure(self, settings: Settings) -> None:
         return None
+
+    def control(self, request: ControlRequest) -> dict[str, Any]:
+        runner = self.attempts.runner
+        return control_model(
+            request.op, request.key, request.keep_alive, runner.planner, runner.manager
+        )
 
     def close(self) -> None:
         return None

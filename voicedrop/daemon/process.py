@@ -31,15 +31,17 @@ from typing import Any
 import structlog
 
 from voicedrop.card import Card, NvmlCard, card_status
-from voicedrop.cluster.child import ProcessDone, ProcessWork, serve
+from voicedrop.cluster.child import ProcessDone, ProcessWork, WorkerHeld, serve
 from voicedrop.config import Settings
 from voicedrop.daemon.attempt import Attempts, SteppedAside
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.errors import TransientError
+from voicedrop.pipeline.control import unknown_model
 from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.pipeline.stages import never
 from voicedrop.report import JobReport, ModelView, VramStats
+from voicedrop.spool.control import ControlRequest
 from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)
@@ -154,9 +156,46 @@ class DeviceWorker:
             )
             return finish(Outcome(before(), error=error))
         self.state, self._idle_since = "ready", self.clock()
-        self.resident, self._models = done.resident, done.outcome.models
-        self._info["vram"], self._info["card"] = done.vram, done.card
+        self._held(done.held)
         return done.outcome
+
+    def control(self, op: str, key: str, keep_alive: float | None) -> dict[str, Any]:
+        """A client's load or unload, carried out by the worker (between jobs)."""
+        try:
+            self.ready()
+            assert self._conn is not None
+            self._conn.send(("control", op, key, keep_alive))
+            while True:
+                message = self._recv(None)
+                if message[0] == "models":
+                    self._held(message[1])
+                if message[0] == "controlled":
+                    self._held(message[2])
+                    result: dict[str, Any] = message[1]
+                    return result
+        except WorkerLost as exc:
+            self.lost += 1
+            log.warning("worker.lost", model=key, error=str(exc))
+            error = f"the device worker process ended while it loaded '{key}' ({exc})"
+            return {"ok": False, "status": 503, "error": error}
+
+    def _held(self, held: WorkerHeld) -> None:
+        """What the worker holds now (after a job, a client's request, a keep-alive)."""
+        self.resident, self._models = held.resident, held.models
+        self._info["vram"], self._info["card"] = held.vram, held.card
+
+    def _drain(self) -> None:
+        """Between jobs: take what the idle worker said of itself (a model whose keep-alive
+        ran out) without waiting."""
+        if self.state != "ready" or self._conn is None:
+            return
+        try:
+            while self._conn.poll(0):
+                message = self._conn.recv()
+                if message[0] == "models":
+                    self._held(message[1])
+        except (EOFError, OSError):
+            return  # it ended: alive() finds out
 
     def _serve(self, job: JobInput, progress: Callable[[str], None]) -> ProcessDone:
         """Answer the worker while it runs the job, until it is done."""
@@ -207,12 +246,14 @@ class DeviceWorker:
         return f"exit code {code}"
 
     def models(self) -> dict[str, ModelView]:
-        """The worker's models as its last job left them (none once it has exited)."""
+        """The worker's models as it last said (none once it has exited)."""
+        self._drain()
         return self._models if self.alive() else {}
 
     def describe(self) -> dict[str, Any]:
         """For the status file: none / starting / ready / busy, its pid, what it holds, and
         when it will exit if nothing comes."""
+        self._drain()
         alive = self.alive()
         exits_in = None
         if alive and self.state == "ready" and self._idle_since is not None and self.idle_s >= 0:
@@ -301,6 +342,15 @@ class OnWorker:
 
     def workers(self) -> list[dict[str, Any]]:
         return [self.worker.describe()]
+
+    def control(self, request: ControlRequest) -> dict[str, Any]:
+        """A load starts the worker if none lives; an unload with none has nothing to do."""
+        unknown = unknown_model(request.key, self.attempts.runner.planner)
+        if unknown is not None:
+            return unknown
+        if request.op == "unload" and not self.worker.alive():
+            return {"ok": True, "model": request.key, "view": None}
+        return self.worker.control(request.op, request.key, request.keep_alive)
 
     def reconfigure(self, settings: Settings) -> None:
         """A reload: the worker holds the settings it started with; the next job starts one

@@ -274,9 +274,7 @@ class Service:
             self.notifier.notify(
                 ready="1", status=f"watching {self.spool.inbox}: {ready} job(s) ready"
             )
-            self.controls.preload(
-                self.settings.residency.preload, self.runner.planner, self.manager
-            )
+            self.controls.preload(self.settings.residency.preload, self.dispatch.control)
             self.executor.run(
                 stop,
                 self.wake,
@@ -297,7 +295,7 @@ class Service:
         if self.manager.expire():  # keep-alive: idle models leave the GPU
             self.status_file.dirty = True
         self.presets.collect()  # hot folders: files dropped in become manifests
-        if self.controls.handle(self.runner.planner, self.manager):  # load / unload
+        if self.controls.handle(self.dispatch.control):  # load / unload
             self.status_file.set_state("idle")
         if self.retention.due():
             try:
