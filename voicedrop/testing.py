@@ -194,8 +194,8 @@ class FakeNvml:
         return _Reading(mem.total, max(0, mem.total - used), used)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[_Process]:
-        ours = self.device.memory().reserved + self.context
-        return [_Process(self.pid, None if self.withheld else ours)]
+        ours = self.device.memory().reserved + self.context  # none: no context, not listed
+        return [_Process(self.pid, None if self.withheld else ours)] if ours else []
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: int) -> list[_Process]:
         return [

@@ -161,3 +161,26 @@ def test_affinity_follows_the_models_the_worker_holds(tmp_path):
         os.utime(older, (time.time() - 10, time.time() - 10))
         reports = [r.job_id for r in run_all(service)]
     assert reports == ["speech", "silence"]  # its model was in the worker: it went first
+
+
+def test_with_no_worker_alive_the_vram_fields_are_what_the_card_said_when_it_exited(tmp_path):
+    from voicedrop.card import NvmlCard
+    from voicedrop.config import GB
+    from voicedrop.testing import FakeDevice, FakeNvml
+
+    card = FakeDevice(6 * GB)
+    card.neighbours[4242] = 2 * GB  # an editor holds 2 GB; voicedrop, nothing once exited
+    service = worker_service(tmp_path, idle_s=0)
+    service.worker.card = NvmlCard(FakeNvml(card, pid=1))
+    with service:
+        drop(service.spool.inbox, "a.json", hello())
+        assert service.executor.step().status == "done"
+        deadline = time.monotonic() + 30
+        while service.dispatch.workers()[0]["state"] != "none":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        snapshot = service._snapshot()
+    vram, [worker] = snapshot["vram"], snapshot["workers"]
+    assert vram.total_gb == 6.0 and vram.free_gb == 4.0 and vram.allocated_gb == 0.0
+    assert worker["card"]["others"] == [{"pid": 4242, "name": "", "bytes": 2 * GB}]
+    assert snapshot["models"] == {}

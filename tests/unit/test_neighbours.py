@@ -202,6 +202,7 @@ def test_an_inline_daemons_watch_reads_nothing_while_it_holds_nothing():
 
 def test_withheld_per_process_figures_fall_back_and_say_so():
     device = FakeDevice(6 * GB)
+    device.neighbours[EDITOR] = GB
     nvml = FakeNvml(device)
     nvml.withheld = True
     found = NvmlCard(nvml)

@@ -32,7 +32,7 @@ import structlog
 
 from voicedrop.card import Card, NvmlCard, card_status
 from voicedrop.cluster.child import ProcessDone, ProcessWork, WorkerHeld, serve
-from voicedrop.config import Settings
+from voicedrop.config import GB, Settings
 from voicedrop.daemon.attempt import Attempts, SteppedAside
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.errors import TransientError
@@ -171,6 +171,7 @@ class DeviceWorker:
                     self._held(message[1])
                 if message[0] == "controlled":
                     self._held(message[2])
+                    self._idle_since = self.clock()  # its idle timer starts again
                     result: dict[str, Any] = message[1]
                     return result
         except WorkerLost as exc:
@@ -380,13 +381,12 @@ def worker_vram(worker: dict[str, Any], own: VramStats) -> VramStats:
     card = worker.get("card") or {}
     if not card.get("nvml"):
         return own
-    gb = 1024**3
     return VramStats(
         available=True,
         low_vram_mode=own.low_vram_mode,
         allocated_gb=0.0,
         reserved_gb=0.0,
-        free_gb=round(card["free_bytes"] / gb, 3),
-        total_gb=round(card["total_bytes"] / gb, 3),
+        free_gb=round(card["free_bytes"] / GB, 3),
+        total_gb=round(card["total_bytes"] / GB, 3),
         cached_models=0,
     )
