@@ -188,6 +188,8 @@ def render_status(out: dict[str, Any], spool_root: Path) -> str:
     for w in out.get("workers", []):  # `run --ray`: one line per actor, then its models
         if w.get("kind") == "process":
             lines.append(_device_worker_line(w))
+            if w.get("card"):
+                lines.append(_card_line(w["card"]))
             continue
         vram = w.get("vram") or {}
         lines.append(
@@ -203,6 +205,20 @@ def render_status(out: dict[str, Any], spool_root: Path) -> str:
         for key, view in (w.get("models") or {}).items():
             lines.append(f"           {key}: {view['tier']}")
     return "\n".join(lines)
+
+
+def _card_line(card: dict[str, Any]) -> str:
+    """The card as NVML last read it: what voicedrop and the other programs hold."""
+    if not card.get("nvml"):
+        return f"card:    no per-process figures ({card.get('why')}): free memory only"
+    gb = 2**30
+    others = ", ".join(
+        f"{o['name'] or 'pid'} ({o['pid']}) {o['bytes'] / gb:.2f} GB" for o in card["others"]
+    )
+    return (
+        f"card:    {card['free_bytes'] / gb:.2f} of {card['total_bytes'] / gb:.2f} GB free; "
+        f"voicedrop {card['ours_bytes'] / gb:.2f} GB; others: {others or 'none'}"
+    )
 
 
 def _device_worker_line(w: dict[str, Any]) -> str:

@@ -184,3 +184,27 @@ def test_with_no_worker_alive_the_vram_fields_are_what_the_card_said_when_it_exi
     assert vram.total_gb == 6.0 and vram.free_gb == 4.0 and vram.allocated_gb == 0.0
     assert worker["card"]["others"] == [{"pid": 4242, "name": "", "bytes": 2 * GB}]
     assert snapshot["models"] == {}
+
+
+def test_voicedrop_status_says_what_the_card_holds_and_who_else_is_on_it(tmp_path):
+    from voicedrop.client import render_status
+
+    worker = {
+        "kind": "process",
+        "state": "ready",
+        "pid": 77,
+        "models": ["xtts"],
+        "card": {
+            "nvml": True,
+            "total_bytes": 6 * 2**30,
+            "free_bytes": 2 * 2**30,
+            "ours_bytes": 1 * 2**30,
+            "others": [{"pid": 4242, "name": "resolve", "bytes": 3 * 2**30}],
+        },
+    }
+    out = {"daemon": "idle", "queue": {}, "current_job": None, "stage": None, "vram": {}}
+    text = render_status({**out, "models": {}, "workers": [worker]}, tmp_path)
+    assert "2.00 of 6.00 GB free; voicedrop 1.00 GB; others: resolve (4242) 3.00 GB" in text
+    worker["card"] = {"nvml": False, "why": "NVML: Driver Not Loaded"}
+    text = render_status({**out, "models": {}, "workers": [worker]}, tmp_path)
+    assert "no per-process figures (NVML: Driver Not Loaded)" in text
