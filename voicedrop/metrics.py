@@ -71,6 +71,21 @@ class Metrics:
             "voicedrop_model_resident", "1 for the tier each model is in", ["model", "tier"],
             registry=r,
         )  # fmt: skip
+        self.worker = Gauge(
+            "voicedrop_device_worker", "1 for the device worker's state: none, starting, "
+            "ready, busy", ["state"], registry=r,
+        )  # fmt: skip
+        self.worker_rss = Gauge(
+            "voicedrop_device_worker_rss_bytes", "The device worker's resident memory",
+            registry=r,
+        )  # fmt: skip
+        self.worker_runs = Gauge(
+            "voicedrop_device_worker_processes", "Device worker processes: started, lost (ended "
+            "with a job on them)", ["count"], registry=r,
+        )  # fmt: skip
+        self.card_others = Gauge(
+            "voicedrop_card_others_bytes", "Card memory other programs hold (NVML)", registry=r
+        )
         self.oom_steps = Counter(
             "voicedrop_oom_ladder_steps", "OOM ladder rungs taken: evict (others evicted to "
             "retry), failed (out of memory after the ladder)", ["step"], registry=r,
@@ -111,6 +126,15 @@ class Metrics:
         for key, view in status.models.items():
             self.resident.labels(key, view.tier).set(1)
         self.warm_bytes.set(sum(view.host_bytes for view in status.models.values()))
+        worker = next((w for w in status.workers if w.get("kind") == "process"), None)
+        if worker is not None:
+            for state in ("none", "starting", "ready", "busy"):
+                self.worker.labels(state).set(1 if worker.get("state") == state else 0)
+            self.worker_rss.set(worker.get("rss_bytes") or 0)
+            self.worker_runs.labels("started").set(worker.get("starts", 0))
+            self.worker_runs.labels("lost").set(worker.get("lost", 0))
+            card = worker.get("card") or {}
+            self.card_others.set(sum(o["bytes"] for o in card.get("others", [])))
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))

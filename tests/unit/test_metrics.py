@@ -81,3 +81,21 @@ def test_status_sets_queue_device_and_tier_gauges():
     assert sample(metrics, 'voicedrop_model_resident{model="xtts",tier="host"} 1.0')
     metrics.status(DaemonStatus(state="idle", models={"xtts": view("disk")}), {})
     assert not sample(metrics, 'voicedrop_model_resident{model="xtts",tier="host"} 1.0')
+
+
+def test_the_device_worker_and_the_cards_other_programs_are_gauged():
+    metrics = Metrics()
+    worker = {
+        "kind": "process",
+        "state": "busy",
+        "rss_bytes": 900 * 2**20,
+        "starts": 3,
+        "lost": 1,
+        "card": {"nvml": True, "others": [{"pid": 9, "name": "blender", "bytes": 2**30}]},
+    }
+    metrics.status(DaemonStatus(state="running", workers=[worker]), {})
+    assert sample(metrics, 'voicedrop_device_worker{state="busy"} 1.0')
+    assert sample(metrics, 'voicedrop_device_worker{state="ready"} 0.0')
+    assert sample(metrics, "voicedrop_device_worker_rss_bytes 9.437184e+08")
+    assert sample(metrics, 'voicedrop_device_worker_processes{count="lost"} 1.0')
+    assert sample(metrics, "voicedrop_card_others_bytes 1.073741824e+09")
