@@ -116,12 +116,12 @@ class ResidencyManager:
                 e.in_use += 1
         block = None
         try:
-            for e in members:  # a read in flight finishes first: never loaded twice
-                loading = e.loading
-                if loading is not None:
-                    loading.wait()
             waited_from, said = None, list[str]()
             while True:
+                for e in members:  # a read in flight finishes first: never loaded twice
+                    loading = e.loading
+                    if loading is not None:
+                        loading.wait()
                 with self._lock:
                     try:
                         if fresh:
