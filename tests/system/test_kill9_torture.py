@@ -84,18 +84,23 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path: Path, figu
     assert not list((spool / "inbox").glob("*.json"))
 
 
-CRASHING_DAEMON = """
+CRASH_ON = """
 import os, signal, sys
 from voicedrop.pipeline.engines import offline
 real = offline.NoopEngine.stream
 def stream(self, models, text, request, progress):
-    if text == "this job crashes the daemon":  # as a buggy C library would, on this input
+    if text == {text!r}:  # as a buggy C library would, on this input
         os.kill(os.getpid(), signal.SIGSEGV)
     return real(self, models, text, request, progress)
 offline.NoopEngine.stream = stream
+"""
+CRASHING_DAEMON = (
+    CRASH_ON.format(text="this job crashes the daemon")
+    + """
 from voicedrop.cli import main
 sys.exit(main(["run", "--once"]))
 """
+)
 
 
 def test_a_job_that_crashes_the_daemon_is_failed_after_max_attempts_with_the_evidence(
@@ -127,16 +132,7 @@ def test_a_job_that_crashes_the_daemon_is_failed_after_max_attempts_with_the_evi
     assert json.loads((spool / "outbox" / "good" / "report.json").read_text())["status"] == "done"
 
 
-CRASHING_WORKER = """
-import os, signal
-from voicedrop.pipeline.engines import offline
-real = offline.NoopEngine.stream
-def stream(self, models, text, request, progress):
-    if text == "this job crashes its worker":  # as a buggy C library would, on this input
-        os.kill(os.getpid(), signal.SIGSEGV)
-    return real(self, models, text, request, progress)
-offline.NoopEngine.stream = stream
-"""
+CRASHING_WORKER = CRASH_ON.format(text="this job crashes its worker")  # in every process
 
 
 def test_a_job_that_crashes_its_worker_each_time_is_failed_saying_so_and_the_daemon_goes_on(
