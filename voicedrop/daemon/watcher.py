@@ -191,13 +191,17 @@ class _Handler(FileSystemEventHandler):
 
 
 class _Wake(FileSystemEventHandler):
-    """Any change in a folder of requests wakes the loop."""
+    """Any change in a folder of requests wakes the loop; so does the folder's removal (its
+    watch went with it: the loop re-arms, check)."""
 
-    def __init__(self, wake: Waker) -> None:
+    def __init__(self, wake: Waker, folder: str) -> None:
         self.wake = wake
+        self.folder = folder
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("closed", "moved", "created"):
+        if event.event_type in ("closed", "moved", "created") or (
+            event.event_type == "deleted" and event.src_path == self.folder
+        ):
             self.wake.set()
 
 
@@ -281,7 +285,8 @@ class Watcher:
             observer.schedule(handler, watched, recursive=False)
         if self.control is not None:
             self.control.mkdir(parents=True, exist_ok=True)
-            observer.schedule(_Wake(self.wake), str(self.control), recursive=False)
+            folder = str(self.control)
+            observer.schedule(_Wake(self.wake, folder), folder, recursive=False)
         observer.start()
         return observer
 
