@@ -285,8 +285,8 @@ class Watcher:
             observer.schedule(handler, watched, recursive=False)
         if self.control is not None:
             self.control.mkdir(parents=True, exist_ok=True)
-            folder = str(self.control)
-            observer.schedule(_Wake(self.wake, folder), folder, recursive=False)
+            control = str(self.control)
+            observer.schedule(_Wake(self.wake, control), control, recursive=False)
         observer.start()
         return observer
 
