@@ -289,6 +289,7 @@ def settings_for(models: Path, spool: Path, setup: dict[str, Any], device: str) 
                 "warm_tier": setup["warm"],
                 "prefetch": setup["prefetch"],
                 "headroom_gb": 0.25,
+                "worker": "inline",  # the tracked device is this process's (it models the card)
             },
             "scheduler": {"affinity": setup["affinity"]},
         },
