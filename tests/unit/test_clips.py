@@ -150,3 +150,16 @@ def test_a_file_replaced_with_its_size_and_mtime_kept_changes_the_key(tmp_path):
     after = ref.stat()
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     assert cache.key(parts, [ref]) != first
+
+
+def test_on_the_device_worker_the_clips_outlive_the_worker(tmp_path: Path):
+    """The worker renders; the cache is the daemon's state directory's, so an edit after the
+    worker's idle exit (here: after each job) still reuses the unchanged lines."""
+    settings = make_settings(tmp_path, residency={"worker": "process", "worker_idle_s": 0})
+    service = unit_service(settings)
+    with service:
+        first = run(service, "first", job())
+        edited = run(service, "second", job([LINES[0], "A changed second line.", LINES[2]]))
+        starts = service.dispatch.workers()[0]["starts"]
+    assert caches(first) == ["miss", "miss", "miss"]
+    assert caches(edited) == ["hit", "miss", "hit"] and starts == 2

@@ -208,3 +208,25 @@ def test_voicedrop_status_says_what_the_card_holds_and_who_else_is_on_it(tmp_pat
     worker["card"] = {"nvml": False, "why": "NVML: Driver Not Loaded"}
     text = render_status({**out, "models": {}, "workers": [worker]}, tmp_path)
     assert "no per-process figures (NVML: Driver Not Loaded)" in text
+
+
+def test_a_worker_that_ended_by_itself_as_a_job_was_sent_is_replaced_not_blamed(tmp_path):
+    """An idle exit races a job being sent: the daemon finds the worker gone with code 0
+    before it said anything of the job; the job goes to a fresh worker, same attempt."""
+    service = worker_service(tmp_path)
+    with service:
+        worker = service.dispatch.worker
+        worker.ready()
+        proc = worker._proc
+        worker._conn.send(("stop",))  # as its idle timer would
+        proc.join(30)
+        sent: list[str] = []  # until the job is sent, the daemon has not noticed
+        real_alive, real_send = worker.alive, worker._send
+        worker.alive = lambda: not sent or real_alive()
+        worker._send = lambda message: sent.append(message[0]) or real_send(message)
+        drop(service.spool.inbox, "a.json", hello())
+        report = service.executor.step()
+        del worker.alive, worker._send
+        [after] = service.dispatch.workers()
+    assert report.status == "done" and report.attempt == 1 and not report.previous_errors
+    assert after["starts"] == 2 and after["lost"] == 0

@@ -124,7 +124,7 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
     from voicedrop.pipeline.audio import warm as warm_post_stage
 
     _die_with(daemon)
-    worker = Worker(settings, 0, scratch_prefix="voicedrop-device-worker-")
+    worker = Worker(settings, 0, scratch_prefix="voicedrop-device-worker-", own_state=False)
     warmup = Warmup(POST_STAGE, warm_post_stage)
     warmup.start()  # beside the first job's own start
     try:
@@ -161,14 +161,14 @@ def _next(conn: Connection, idle_s: float, worker: Worker) -> tuple[Any, ...] | 
     while not worker.over.is_set():
         if worker.manager.expire():
             conn.send(("models", WorkerHeld.of(worker)))
-        wait = 1.0 if idle_s <= 0 else min(1.0, idle_until - time.monotonic())
-        if wait <= 0:
-            return None
+        left = idle_until - time.monotonic()
         try:
-            if conn.poll(wait):
+            if conn.poll(1.0 if idle_s <= 0 else max(0.0, min(1.0, left))):
                 message: tuple[Any, ...] = conn.recv()
                 return message
-        except EOFError:
+        except (EOFError, OSError):
+            return None
+        if idle_s > 0 and left <= 0:  # idle (a job that came meanwhile was taken above)
             return None
     log.warning("worker.yielded", why="other programs on the card need its memory")
     return None

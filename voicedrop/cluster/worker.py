@@ -84,12 +84,17 @@ class Worker:
         index: int,
         policy: str | None = None,
         scratch_prefix: str | None = None,
+        *,
+        own_state: bool = True,
     ) -> None:
+        """`own_state`: footprints and the clip cache in a state directory of its own (a Ray
+        actor, maybe on another host); the device worker process shares its daemon's, so
+        what it learns and renders outlives it."""
         prefix = scratch_prefix or f"voicedrop-worker{index}-"
         self.scratch = Path(tempfile.mkdtemp(prefix=prefix))
-        settings = with_policy(on_this_node(settings), policy).model_copy(
-            update={"state_dir": self.scratch / "state"}  # footprints: this worker's own
-        )
+        settings = with_policy(on_this_node(settings), policy)
+        if own_state:
+            settings = settings.model_copy(update={"state_dir": self.scratch / "state"})
         logs.configure(settings.log_format, settings.log_level)
         self.settings = settings
         self.device = make_device(settings.device)

@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from voicedrop.card import Card, NvmlCard, card_status
-from voicedrop.cluster.child import ProcessDone, ProcessWork, WorkerHeld, serve
+from voicedrop.cluster.child import ProcessDone, ProcessWork, WorkerHeld, poisoned, serve
 from voicedrop.config import GB, Settings
 from voicedrop.daemon.attempt import Attempts, SteppedAside
 from voicedrop.daemon.queue import JobQueue
@@ -50,7 +50,12 @@ POLL_S = 0.5  # how often a job's wait looks whether its worker still lives
 
 
 class WorkerLost(Exception):
-    """The worker process ended (or never became ready) with a job on it."""
+    """The worker process ended (or never became ready) with a job on it; `clean`: it
+    exited by itself (code 0: idle, or yielding the card) — not a fault."""
+
+    def __init__(self, why: str, clean: bool = False) -> None:
+        super().__init__(why)
+        self.clean = clean
 
 
 @dataclass
@@ -69,6 +74,7 @@ class DeviceWorker:
     _models: dict[str, ModelView] = field(default_factory=dict)
     card: Card | None = None  # read once when the worker exits, never polled while none lives
     card_after: dict[str, Any] | None = None
+    _heard: bool = False  # the worker said something of the job it was sent
     starts: int = 0  # worker processes started over the daemon's life
     lost: int = 0  # of which ended with a job on them
 
@@ -126,45 +132,66 @@ class DeviceWorker:
         before: Callable[[], Any],
         upcoming: Sequence[str] = (),
     ) -> Outcome:
-        """One attempt on the worker: its outcome, or a transient `worker_lost` outcome."""
-        try:
-            self.ready()
-            assert self._conn is not None
-            work = ProcessWork(
-                job.job_id,
-                job.manifest,
-                job.reference,
-                job.out_dir,
-                job.script,
-                stream=job.stream is not None,
-                stream_earlier=job.stream.earlier()
-                if isinstance(job.stream, StreamWriter)
-                else None,
-                preemptible=job.preempt is not never,
-                made=job.made,
-                upcoming=tuple(upcoming),
-            )
-            self.state = "busy"
-            self._conn.send(("run", work))
-            done = self._serve(job, progress)
-        except WorkerLost as exc:
-            self.lost += 1
-            log.warning("worker.lost", job_id=job.job_id, error=str(exc))
-            error = TransientError(
-                f"the device worker process ended while it ran this job ({exc})",
-                code="worker_lost",
-            )
-            return finish(Outcome(before(), error=error))
+        """One attempt on the worker: its outcome, or a transient `worker_lost` outcome. A
+        worker that exits by itself (idle) just as the job is sent, before it says anything
+        of it, is replaced and the job sent again: that was no fault of the job's."""
+        for again in (True, False):
+            try:
+                done = self._run(job, progress, upcoming)
+                break
+            except WorkerLost as exc:
+                if again and exc.clean and not self._heard:
+                    log.info("worker.replaced", job_id=job.job_id, why=str(exc))
+                    continue
+                self.lost += 1
+                log.warning("worker.lost", job_id=job.job_id, error=str(exc))
+                error = TransientError(
+                    f"the device worker process ended while it ran this job ({exc})",
+                    code="worker_lost",
+                )
+                return finish(Outcome(before(), error=error))
         self.state, self._idle_since = "ready", self.clock()
         self._held(done.held)
+        if self.idle_s == 0 or poisoned(done.outcome):  # it is exiting: let it, before the next
+            assert self._proc is not None
+            self._proc.join(10.0)
+            self._end()
         return done.outcome
+
+    def _run(
+        self, job: JobInput, progress: Callable[[str], None], upcoming: Sequence[str]
+    ) -> ProcessDone:
+        self._heard = False
+        self.ready()
+        assert self._conn is not None
+        work = ProcessWork(
+            job.job_id,
+            job.manifest,
+            job.reference,
+            job.out_dir,
+            job.script,
+            stream=job.stream is not None,
+            stream_earlier=job.stream.earlier() if isinstance(job.stream, StreamWriter) else None,
+            preemptible=job.preempt is not never,
+            made=job.made,
+            upcoming=tuple(upcoming),
+        )
+        self.state = "busy"
+        self._send(("run", work))
+        return self._serve(job, progress)
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        """Send; a worker that has just ended is found by the next receive (WorkerLost)."""
+        assert self._conn is not None
+        with contextlib.suppress(OSError):
+            self._conn.send(message)
 
     def control(self, op: str, key: str, keep_alive: float | None) -> dict[str, Any]:
         """A client's load or unload, carried out by the worker (between jobs)."""
         try:
             self.ready()
             assert self._conn is not None
-            self._conn.send(("control", op, key, keep_alive))
+            self._send(("control", op, key, keep_alive))
             while True:
                 message = self._recv(None)
                 if message[0] == "models":
@@ -204,6 +231,7 @@ class DeviceWorker:
         while True:
             message = self._recv(None)
             kind = message[0]
+            self._heard = self._heard or kind != "models"  # it took the job (not a note)
             if kind == "done":
                 done: ProcessDone = message[1]
                 return done
@@ -230,8 +258,9 @@ class DeviceWorker:
                 pass  # the pipe closed: the process is ending, its exit code says why
             if not self._proc.is_alive() or (deadline is not None and self.clock() > deadline):
                 why = self._why()
+                clean = self._proc.exitcode == 0
                 self._end()
-                raise WorkerLost(why)
+                raise WorkerLost(why, clean)
 
     def _why(self) -> str:
         assert self._proc is not None
