@@ -133,8 +133,10 @@ def progress_line(spool: Spool, state: JobState | None, daemon: DaemonStatus | N
         return f"running: {state.stage}"
     if state is not None and daemon is not None and daemon.job_id == state.job_id:
         return "running: starting"
-    if state is not None and state.attempts:
+    if state is not None and state.attempts and state.failed_attempts >= state.attempts:
         return f"attempt {state.attempts} failed transiently: waiting for a retry (see the log)"
+    if state is not None and state.attempts:  # claimed; the daemon has not said so yet
+        return "running: starting"
     if daemon is None:
         return "queued (no daemon is running)"
     return f"queued: {spool.counts()['inbox']} in inbox"

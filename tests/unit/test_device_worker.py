@@ -230,3 +230,13 @@ def test_a_worker_that_ended_by_itself_as_a_job_was_sent_is_replaced_not_blamed(
         [after] = service.dispatch.workers()
     assert report.status == "done" and report.attempt == 1 and not report.previous_errors
     assert after["starts"] == 2 and after["lost"] == 0
+
+
+def test_a_worker_for_torch_engines_imports_torch_as_it_starts(tmp_path):
+    """It starts because a job came: torch's import (seconds) runs beside the job's own
+    start, and a configuration of espeak alone never pays it."""
+    from voicedrop.cluster.child import _model_libraries
+
+    rvc = {"engine": "rvc", "path": str(tmp_path / "v.pth")}
+    assert _model_libraries(make_settings(tmp_path)) == ()  # espeak and a drill model
+    assert _model_libraries(make_settings(tmp_path, models={"alice": rvc})) == ("torch",)

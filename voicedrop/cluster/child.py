@@ -125,7 +125,7 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
 
     _die_with(daemon)
     worker = Worker(settings, 0, scratch_prefix="voicedrop-device-worker-", own_state=False)
-    warmup = Warmup(POST_STAGE, warm_post_stage)
+    warmup = Warmup((*_model_libraries(settings), *POST_STAGE), warm_post_stage)
     warmup.start()  # beside the first job's own start
     try:
         conn.send(("ready", worker.status()))
@@ -190,6 +190,17 @@ def poisoned(outcome: Outcome) -> bool:
     """The attempt failed with an error that leaves the device context poisoned."""
     error = outcome.error
     return error is not None and any(p.lower() in error.message.lower() for p in POISON)
+
+
+# Engines whose models are torch modules: a worker for a configuration that has them
+# imports torch as it starts (it starts because a job came), beside the job's own start
+TORCH_ENGINES = frozenset({"xtts", "f5tts", "rvc"})
+
+
+def _model_libraries(settings: Settings) -> tuple[str, ...]:
+    engines = {v.engine for v in settings.voices.values()}
+    engines |= {m.engine for m in settings.models.values()}
+    return ("torch",) if engines & TORCH_ENGINES else ()
 
 
 def _die_with(parent: int) -> None:

@@ -36,6 +36,7 @@ class JobState:
     report: JobReport | None = None
     folder: Path | None = None  # where its files are: outbox/<id> or failed/<id>
     outputs: list[str] = field(default_factory=list)
+    failed_attempts: int = 0  # running: of its attempts, those that ended in a transient error
 
     @property
     def final(self) -> bool:
@@ -93,13 +94,10 @@ def _look(spool: Spool, job_id: str, daemon: DaemonStatus | None) -> JobState | 
     work = spool.work / job_id
     if work.is_dir():  # claimed: running here, on another daemon, or waiting for a retry
         ours = daemon is not None and daemon.job_id == job_id
-        return JobState(job_id, "running", daemon.stage if ours and daemon else None,
-                        _attempts(work))  # fmt: skip
+        record = JobRecord.read(work)
+        begun, failed = (0, 0) if record is None else (record.attempts, len(record.errors))
+        stage = daemon.stage if ours and daemon else None
+        return JobState(job_id, "running", stage, begun, failed_attempts=failed)
     if (spool.inbox / f"{job_id}.json").exists():
         return JobState(job_id, "queued")
     return None
-
-
-def _attempts(job_dir: Path) -> int:
-    record = JobRecord.read(job_dir)
-    return 0 if record is None else record.attempts
