@@ -186,15 +186,21 @@ def test_the_watch_thread_answers_a_neighbours_growth_by_itself():
 
 def test_an_inline_daemons_watch_reads_nothing_while_it_holds_nothing():
     c = card(poll_s=0.01)
+
+    def turns(n: int) -> None:  # wait for the watch to poll n more times
+        until = c.watch.turns + n
+        while c.watch.turns < until:
+            time.sleep(0.005)
+
     c.watch.start()
     try:
         with c.manager.acquire(spec("xtts", 1)):
             while c.nvml.reads == 0:  # holding a model: it reads
                 time.sleep(0.01)
-        c.manager.room.give(6 * GB, "test")  # nothing on the c.device any more
-        time.sleep(0.05)
+        c.manager.room.give(6 * GB, "test")  # nothing on the device any more
+        turns(2)  # a reading begun before is over
         reads = c.nvml.reads
-        time.sleep(0.1)
+        turns(10)
     finally:
         c.watch.close()
     assert c.nvml.reads == reads  # idle: NVML is left alone (laptop GPUs may sleep)

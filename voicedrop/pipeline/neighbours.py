@@ -110,6 +110,7 @@ class NeighbourWatch:
         self.always, self.on_over, self.poll_s = always, on_over, poll_s
         self.given: list[str] = []  # models moved for the others, to put back later
         self.reads = 0
+        self.turns = 0  # polls, read or not
         self.last: CardView | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="voicedrop-neighbours", daemon=True)
@@ -125,6 +126,7 @@ class NeighbourWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
+            self.turns += 1
             if self.always or self.manager.room.busy():
                 try:
                     self.check()
