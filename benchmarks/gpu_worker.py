@@ -7,7 +7,8 @@ Real `voicedrop run` daemons on the tiny XTTS built by `voicedrop selftest --kee
   worker has exited, the device memory NVML counts for the daemon and every process under
   it (goal: 0 bytes), and whether the daemon itself ever mapped libtorch (goal: never);
 - `cold`: a one-sentence job dropped on a fresh daemon, drop → report (its audio, whole),
-  with the worker (its start inside) against in-process, interleaved, `--rounds` each;
+  with the worker (its start inside) against in-process, interleaved, `--rounds` each
+  (the ratio of the medians);
 - `neighbour`: another process allocating 70 % of the card while a LOW job runs: whether
   either ran out of memory (goal: neither), and how long the job took beside it.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -156,8 +158,8 @@ def cold(kept: Path, device: str, rounds: int) -> dict[str, Any]:
                 times[mode].append(daemon.job(f"cold{r}"))
             finally:
                 daemon.close()
-    best = {m: min(t) for m, t in times.items()}
-    return {"cold_s": times, "cold_ratio": best["process"] / best["inline"]}
+    mid = {m: statistics.median(t) for m, t in times.items()}
+    return {"cold_s": times, "cold_ratio": mid["process"] / mid["inline"]}
 
 
 def neighbour(kept: Path, device: str) -> dict[str, Any]:
