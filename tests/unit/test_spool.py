@@ -354,3 +354,17 @@ def test_a_finished_jobs_report_is_read_back_typed_silence_included(tmp_path):
     state = job_state(service.spool, "quiet", None)
     assert state is not None and state.report is not None and state.error is None
     assert state.report.outputs[0].peak_dbfs is None and state.outputs == ["speech.wav"]
+
+
+def test_a_claimed_job_reads_as_starting_until_an_attempt_has_failed(spool):
+    """`submit --wait` said "attempt 1 failed transiently" for a job just claimed, before
+    the daemon's status named it: only an attempt that ended in an error is a retry."""
+    from voicedrop.client import progress_line
+    from voicedrop.report import ErrorInfo
+
+    put(spool, "j.json")
+    job = spool.begin_attempt(claim(spool, "j.json"))
+    assert progress_line(spool, job_state(spool, "j", None), None) == "running: starting"
+    spool.keep_errors(job, [ErrorInfo(code="out_of_memory", message="x", kind="transient")])
+    line = progress_line(spool, job_state(spool, "j", None), None)
+    assert line.startswith("attempt 1 failed transiently: waiting for a retry")
