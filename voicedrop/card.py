@@ -13,7 +13,6 @@ slice, per-process figures withheld (Windows, some containers) — `view()` is N
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 from collections.abc import Collection
@@ -122,12 +121,6 @@ class NvmlCard:
             self.absent = f"NVML: {exc}"
             return False
         return True
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle = None
-            with contextlib.suppress(Exception):
-                self._nvml.nvmlShutdown()
 
 
 def card_status(

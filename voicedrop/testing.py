@@ -175,9 +175,6 @@ class FakeNvml:
     def nvmlInit(self) -> None:
         return None
 
-    def nvmlShutdown(self) -> None:
-        return None
-
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
         if index != 0:
             raise FakeNvmlError("Invalid Argument")

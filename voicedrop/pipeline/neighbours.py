@@ -109,7 +109,6 @@ class NeighbourWatch:
         self.manager, self.card, self.headroom, self.ours = manager, card, headroom, ours
         self.always, self.on_over, self.poll_s = always, on_over, poll_s
         self.given: list[str] = []  # models moved for the others, to put back later
-        self.reads = 0
         self.turns = 0  # polls, read or not
         self.last: CardView | None = None
         self._stop = threading.Event()
@@ -135,9 +134,8 @@ class NeighbourWatch:
 
     def check(self) -> None:
         """One reading of the card, and what it asks: make room, or take room back."""
-        self.reads += 1
         others, excess, who = self._reading()
-        self.manager.who_holds = lambda: who
+        self.manager.who_holds = who
         self.manager.card_changed.set()
         room = self.manager.room
         if others and excess > 0:
@@ -185,16 +183,15 @@ def watch_card(
     *,
     always: bool,
     on_over: Callable[[], None] | None = None,
-    card: Card | None = None,
 ) -> NeighbourWatch | None:
     """Start watching the card for the process that holds it (None where it yields to
-    nobody); `manager.close()` stops it."""
+    nobody), keeping free what the manager's admission reserves; `manager.close()` stops
+    it."""
     if not yields(settings, manager.device):
         return None
-    headroom = int(settings.residency.neighbour_headroom_gb * GB)
     ours = frozenset({os.getpid()})
     watch = NeighbourWatch(
-        manager, card or NvmlCard(), headroom, ours, always=always, on_over=on_over
+        manager, NvmlCard(), manager.reserve, ours, always=always, on_over=on_over
     )
     manager.watch = watch
     return watch.start()

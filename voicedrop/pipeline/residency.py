@@ -89,7 +89,7 @@ class ResidencyManager:
         )
         self._lock = threading.RLock()  # the table: the executor and the prefetch thread
         self.card_changed = threading.Event()  # set by the neighbour watch at each reading
-        self.who_holds: Callable[[], str] = lambda: "other programs hold it"
+        self.who_holds = "other programs hold it"  # as the neighbour watch last read it
         self.on_wait: Callable[[str], None] | None = None  # the running job's progress
         self.room = CardRoom(self.device, self._tiers, self._lock, self.warm_tier, self._keep_host)
         self.watch: NeighbourWatch | None = None  # started by the process that holds the card
@@ -155,7 +155,7 @@ class ResidencyManager:
         """Another program holds the card: say so (the job's stage, the log) when who holds
         it changes, and wait for the next reading — the set's models free to make room
         meanwhile (one already on the device is not held there by the wait)."""
-        who = self.who_holds()
+        who = self.who_holds
         if said != [who]:
             said[:] = [who]
             keys = [e.spec.key for e in fresh]
