@@ -88,7 +88,7 @@ class Service:
         self.spool = Spool.from_settings(settings)
         self.inbox = inbox or InboxIndex(self.spool.inbox)
         cluster = settings.ray.address is not None
-        on_worker = self.on_worker = not cluster and settings.residency.worker == "process"
+        on_worker = not cluster and settings.residency.worker == "process"
         # a cluster's head, and a daemon with a device worker, hold no model: their workers
         # have the device (no device context is ever made here)
         if device is not None and on_worker:
@@ -248,7 +248,7 @@ class Service:
             once=once,
         )
         # the first job as quick as the next; a device worker warms up its own post stage
-        warmup = self.warmup = Warmup(() if self.on_worker else POST_STAGE, self._warm)
+        warmup = self.warmup = Warmup(() if self.worker is not None else POST_STAGE, self._warm)
         warmup.start()
         try:
             self._serve(stop, once)
@@ -259,7 +259,7 @@ class Service:
         """On the warm-up's thread, once its imports are done: the post stage's work run
         once, then status.json says so at the loop's next turn."""
         try:
-            if not self.on_worker:
+            if self.worker is None:
                 warm_post_stage()
         except Exception as exc:  # its real use reports it, where it matters
             log.debug("warmup.post_stage_failed", error=str(exc))
