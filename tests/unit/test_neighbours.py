@@ -114,10 +114,14 @@ def test_no_neighbour_no_yield_even_when_our_own_job_fills_the_card():
 
 
 def test_admission_keeps_the_headroom_free_for_the_others():
+    from voicedrop.errors import DoesNotFitError
+
     c = card(policy=LowPolicy())
     with c.manager.acquire(spec("big", 4.9)):  # 4.9 + 1 headroom <= 6
         pass
     assert c.manager.models()["big"].tier == "host"
+    with pytest.raises(DoesNotFitError), c.manager.acquire(spec("bigger", 5.5)):
+        pass  # it would fit the card, not beside the headroom kept for the others
 
 
 def test_a_job_that_cannot_fit_beside_a_neighbour_waits_and_says_who_holds_the_card():
