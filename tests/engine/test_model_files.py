@@ -58,6 +58,22 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_and_runs_nothing(
     assert "refused" in outcome.error.message and str(path) in outcome.error.message
 
 
+def test_a_checkpoint_that_does_not_match_its_config_names_the_keys(make_runner, tiny_copy):
+    import json
+
+    config = tiny_copy / "xtts" / "config.json"
+    data = json.loads(config.read_text())
+    data["model_args"]["gpt_layers"] += 1  # a config for a deeper model than the file holds
+    config.write_text(json.dumps(data))
+    outcome = make_runner(tiny_copy).run({"text": "Hello.", **JOBS["xtts/model.pth"]})
+    assert outcome.error is not None and outcome.error.code == "model_invalid"
+    message = outcome.error.message
+    layer = data["model_args"]["gpt_layers"] - 1
+    assert "does not match its config" in message and str(tiny_copy / "xtts") in message
+    assert "missing" in message and f"gpt.gpt.h.{layer}." in message, message
+    assert "and " in message and " more" in message  # a count, not every key
+
+
 def test_a_wrong_sha256_is_caught_before_the_first_load(make_runner, tiny_copy):
     models = {RVC_MODEL: {"engine": "rvc", "path": "rvc/voice.pth", "sha256": "0" * 64}}
     outcome = make_runner(tiny_copy, models=models).run({"text": "Hello.", **JOBS["rvc/voice.pth"]})

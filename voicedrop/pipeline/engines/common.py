@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -118,8 +119,43 @@ def load_failed(path: Path, exc: BaseException) -> ModelFileError:
     """A library's loader failed on a file we handed it: say which file, and why."""
     if isinstance(exc, ModelFileError):
         return exc
+    mismatch = state_dict_mismatch(str(exc))
+    if mismatch:
+        return ModelFileError(f"{path}: does not match its config: {mismatch}")
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return ModelFileError(f"{path}: cannot be loaded: {type(exc).__name__}: {first[:300]}")
+
+
+_KEYS = re.compile(r'"([^"]+)"')
+_SHAPE = re.compile(
+    r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) "
+    r"from checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)"
+)
+SHOWN = 3  # keys named per kind; the count says how many more
+
+
+def state_dict_mismatch(message: str) -> str:
+    """torch's `load_state_dict` error, one key per line, as one line a report can hold:
+    how many keys are missing, unexpected or of another shape, and the first few of each
+    (the first line alone, "Error(s) in loading state_dict for Xtts:", says nothing)."""
+    if not message.startswith("Error(s) in loading state_dict"):
+        return ""
+    parts: list[str] = []
+    for label, prefix in (("missing", "Missing key(s)"), ("unexpected", "Unexpected key(s)")):
+        keys = [k for line in message.splitlines() if line.strip().startswith(prefix)
+                for k in _KEYS.findall(line)]  # fmt: skip
+        if keys:
+            parts.append(f"{len(keys)} {label} ({_first(keys)})")
+    shapes = [f"{key} [{ours}] in the file, [{model}] in the model"
+              for key, ours, model in _SHAPE.findall(message)]  # fmt: skip
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape ({_first(shapes)})")
+    return "; ".join(parts) or message.splitlines()[0]
+
+
+def _first(items: list[str]) -> str:
+    shown = ", ".join(items[:SHOWN])
+    return shown if len(items) <= SHOWN else f"{shown}, and {len(items) - SHOWN} more"
 
 
 def drop_scratch(module: Any) -> int:
