@@ -7,7 +7,9 @@ names at load), and its `config` is the pickled `XttsConfig` object, whose `Xtts
 and `XttsAudioConfig` lived in `TTS.tts.models.xtts` then (the library's
 `_legacy_safe_globals` allow-lists exactly those for a weights-only load). `layout =
 "resaved"` writes what the library's own fallback re-saves such a file as (a config
-dict, today's key names), the other layout a user may have.
+dict, today's key names); `layout = "current"` what `torch.save` of a loaded checkpoint
+writes with today's library, as fine-tuning tools do (the config object, its classes
+pickled under `TTS.tts.configs.xtts_config`, today's key names).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-Layout = Literal["published", "resaved"]
+Layout = Literal["published", "resaved", "current"]
 
 SPEAKER = "Tiny Speaker"
 LANGUAGES = ["en", "pt"]
@@ -77,12 +79,16 @@ def build_xtts(
 
 
 def save_checkpoint(path: Path, config: Any, state: dict[str, Any], layout: Layout) -> None:
-    """model.pth as published (pickled config objects, old weight-norm names) or resaved."""
+    """model.pth as published (pickled config objects, old weight-norm names), as the
+    library's fallback re-saves it, or as today's library pickles it."""
     import torch
     from TTS.tts.models.xtts import _legacy_safe_globals
 
     if layout == "resaved":
         torch.save({"config": config.to_dict(), "model": state}, path)
+        return
+    if layout == "current":
+        torch.save({"config": config, "model": state}, path)
         return
     old = {_legacy_weight_norm(k): v for k, v in state.items()}
     with _legacy_safe_globals():  # the config classes pickled under their old module

@@ -52,10 +52,17 @@ def load_model(model_dir: Path, device: str | None = None) -> Any:
 
 def _read_checkpoint(path: Path) -> Any:
     """Weights-only and memory-mapped, the published layout included: coqui/XTTS-v2's
-    model.pth pickles its config objects, which the library's own allow-list admits."""
+    model.pth pickles its config objects, which the library's own allow-list admits under
+    the module they lived in then (`TTS.tts.models.xtts`). A file re-saved by today's
+    library (fine-tuning tools do) names the same two classes by their module now,
+    `TTS.tts.configs.xtts_config`: both spellings are admitted, nothing more."""
+    import torch
+    from TTS.tts.configs.xtts_config import XttsArgs, XttsAudioConfig
     from TTS.tts.models.xtts import _legacy_safe_globals
 
-    with _legacy_safe_globals():
+    today = "TTS.tts.configs.xtts_config"
+    spelled = [(XttsArgs, f"{today}.XttsArgs"), (XttsAudioConfig, f"{today}.XttsAudioConfig")]
+    with _legacy_safe_globals(), torch.serialization.safe_globals(spelled):
         checkpoint = load_weights(Path(path))
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ModelFileError(f"{path}: not an XTTS checkpoint (no 'model' state dict)")
