@@ -177,12 +177,13 @@ def tensors_in_dicts(module: torch.nn.Module) -> list[tuple[str, torch.device]]:
 
 def test_after_use_and_a_demote_no_tensor_is_left_where_the_model_was(layouts, tmp_path):
     """RVC's hook-based weight norm set a plain `weight` on every forward pass, which .to()
-    never moves: ~40 MB of a published voice stayed on the GPU after each demote. The meta
-    device stands in for host memory: anything still on the CPU after the move was left."""
+    never moves: ~40 MB of a published voice stayed on the GPU after each demote; RMVPE's
+    mel front end kept its Hann window in a dict keyed by device. The meta device stands
+    in for host memory: anything still on the CPU after the move was left."""
     settings = tiny_settings(layouts, tmp_path)
     engines = build_engines(settings)
     engine = engines.convert["rvc"]
-    spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="pm")
+    spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="rmvpe")
     request = ConvertRequest("demote", RVC_MODEL, settings.models[RVC_MODEL], spec)
     models = {role: s.load(CPU) for role, s in engine.models(request).items()}
     t = np.arange(16000) / 16000

@@ -161,9 +161,10 @@ def _first(items: list[str]) -> str:
 def drop_scratch(module: Any) -> int:
     """Forget tensors a forward pass left in plain module attributes — RVC's attention
     layers keep their last attention map as `attn`, XTTS's GPT its last conditioning as
-    `cached_prefix_emb`: neither parameter nor buffer, `.to()` never moves them, so they
-    would stay on the GPU after the model left it, counted nowhere. The libraries set them
-    again on every pass. Returns how many were dropped."""
+    `cached_prefix_emb`, RMVPE's mel front end its Hann windows in a dict keyed by device:
+    neither parameter nor buffer, `.to()` never moves them, so they would stay on the GPU
+    after the model left it, counted nowhere. The libraries make them again on the next
+    pass. Returns how many were dropped."""
     import torch
 
     dropped = 0
@@ -172,6 +173,11 @@ def drop_scratch(module: Any) -> int:
             if isinstance(value, torch.Tensor):
                 setattr(sub, name, None)
                 dropped += 1
+            elif isinstance(value, dict) and not name.startswith("_"):  # not torch's own
+                cached = [k for k, v in value.items() if isinstance(v, torch.Tensor)]
+                for key in cached:
+                    del value[key]
+                dropped += len(cached)
     return dropped
 
 

@@ -217,8 +217,9 @@ def convert(
             pitchf[:, tail] if pitchf is not None else None,
         )
     )
-    for model in (voice.net_g, hubert):
-        drop_scratch(model)  # e.g. each attention layer's last attention map
+    for model in (voice.net_g, hubert, models.get("rmvpe")):
+        if model is not None:  # e.g. each attention layer's last attention map
+            drop_scratch(model)
     out = np.concatenate(pieces)
     if opts["rms_mix_rate"] != 1:
         out = root_pipe.change_rms(x, HUBERT_RATE, out, voice.tgt_sr, opts["rms_mix_rate"])
