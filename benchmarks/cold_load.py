@@ -16,8 +16,9 @@ weights in ordinary memory (on a GPU: on the device), every byte of the checkpoi
   voicedrop  the engine's loader as the residency manager calls it; on the CPU its
              memory-mapped weights are then copied into ordinary memory, as `read` has them.
 
-Each round evicts the checkpoints from the page cache first (posix_fadvise, no root
-needed) and the order of the paths turns each round; `--repeat` rounds, medians kept.
+Each round writes the checkpoints back (fsync) and evicts them from the page cache first
+(posix_fadvise, no root needed; `cached_before` is the share mincore still found cached,
+0 when cold) and the order of the paths turns each round; `--repeat` rounds, medians kept.
 Printed per model: seconds of each path, the bytes each read (`bytes_read`: `read`'s
 own count; the tensor bytes the others ended with), the peak RSS the load added, and
 `ratio` = voicedrop ÷ read. `--json` prints one JSON object on the last line, keyed by
@@ -244,8 +245,11 @@ def measure(root: Path, path: str, device: str, cold: bool) -> dict[str, dict[st
         if path == "library" and model == "xtts":  # the library rewrites the file in place
             scratch = fresh_copy(root / "xtts")
             made[model][path] = lambda d=scratch: library_xtts(d, device)
+        left_cached = 0.0
         if cold:
-            drop_cache(files_of(root, model) + ([scratch / "model.pth"] if scratch else []))
+            left_cached = drop_cache(
+                files_of(root, model) + ([scratch / "model.pth"] if scratch else [])
+            )
         reset_peak()
         base = rss_bytes()
         started = time.perf_counter()
@@ -262,7 +266,8 @@ def measure(root: Path, path: str, device: str, cold: bool) -> dict[str, dict[st
         del loaded
         if scratch is not None:
             shutil.rmtree(scratch.parent, ignore_errors=True)
-        results[model] = {"seconds": seconds, "bytes": nbytes, "peak_rss_mb": added / 1e6}
+        results[model] = {"seconds": seconds, "bytes": nbytes, "peak_rss_mb": added / 1e6,
+                          "cached_before": left_cached}  # fmt: skip
     return results
 
 
@@ -295,14 +300,43 @@ def in_child(
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def drop_cache(paths: list[Path]) -> None:
-    """Evict the files from the page cache (a request the kernel honours for clean pages)."""
+def drop_cache(paths: list[Path]) -> float:
+    """Evict the files from the page cache and return the fraction still cached after it.
+    The kernel honours the request for clean pages only: a file just written (the models
+    are built by this run) is written back first (`fsync`), or a first round would read
+    dirty pages from memory and call it a disk read."""
+    total = cached = 0
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
+            os.fsync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            pages, resident = resident_pages(fd)
+            total, cached = total + pages, cached + resident
         finally:
             os.close(fd)
+    return cached / total if total else 0.0
+
+
+def resident_pages(fd: int) -> tuple[int, int]:
+    """(pages, pages in the page cache) of an open file, by mincore(2) over a mapping."""
+    import mmap
+
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0, 0
+    page = mmap.PAGESIZE
+    pages = (size + page - 1) // page
+    libc = ctypes.CDLL(None, use_errno=True)
+    vec = (ctypes.c_ubyte * pages)()
+    with mmap.mmap(fd, size, access=mmap.ACCESS_COPY) as mapped:  # never written
+        first = ctypes.c_char.from_buffer(mapped)
+        try:
+            failed = libc.mincore(ctypes.c_void_p(ctypes.addressof(first)),
+                                  ctypes.c_size_t(size), vec)  # fmt: skip
+        finally:
+            del first
+    return pages, 0 if failed else sum(1 for v in vec if v & 1)
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -349,6 +383,10 @@ def run(root: Path, device: str, repeat: int) -> dict[str, Any]:
             "seconds": {p: round(v, 4) for p, v in med.items()},
             "rounds": repeat,
             "peak_rss_mb": {p: round(v, 1) for p, v in rss.items()},
+            # the share of the files still in the page cache as the clock started (0: cold)
+            "cached_before": max(
+                r[model].get("cached_before", 0.0) for p in PATHS for r in rounds[p]
+            ),
         }
     return results
 
