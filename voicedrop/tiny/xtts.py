@@ -22,6 +22,16 @@ Layout = Literal["published", "resaved", "current"]
 SPEAKER = "Tiny Speaker"
 LANGUAGES = ["en", "pt"]
 ALPHABET = "abcdefghijklmnopqrstuvwxyzáàâãéêíóôõúç.,!?'-0123456789"
+# coqui/XTTS-v2's config.json `model_args` where they differ from the library's defaults
+# (8,194 audio tokens and no conditioning perceiver): the published architecture
+TEXT_TOKENS = 6681
+PUBLISHED: dict[str, int | bool] = {
+    "gpt_number_text_tokens": TEXT_TOKENS,
+    "gpt_num_audio_tokens": 1026,
+    "gpt_start_audio_token": 1024,
+    "gpt_stop_audio_token": 1025,
+    "gpt_use_perceiver_resampler": True,
+}
 
 
 def build_xtts(
@@ -32,7 +42,9 @@ def build_xtts(
     full: bool = False,
     layout: Layout = "published",
 ) -> Path:
-    """`full`: the library's default (published) architecture, for GPU benchmarks."""
+    """The published architecture (`PUBLISHED`, a 6,681-token vocabulary); tiny: only the
+    GPT's depth and widths shrunk and its audio length bounded, `full`: exactly the
+    published shape (466.9 M parameters), for GPU benchmarks."""
     import torch
     from tokenizers import Tokenizer, models, trainers
     from TTS.tts.configs.xtts_config import XttsConfig
@@ -50,17 +62,18 @@ def build_xtts(
         vocab_size=200, special_tokens=special, initial_alphabet=list(ALPHABET)
     )
     tokenizer.train_from_iterator(["hello world, this is a tiny model", "olá, mundo"], trainer)
+    last = max(tokenizer.get_vocab().values())
+    # padded to the published vocabulary's size: the text embedding's rows
+    tokenizer.add_tokens([f"[unused{i}]" for i in range(TEXT_TOKENS - 1 - last)])
     tokenizer.save(str(directory / "vocab.json"))
     config = XttsConfig()
     args = config.model_args
-    if not full:
+    for name, value in PUBLISHED.items():
+        setattr(args, name, value)
+    if not full:  # widths shrunk; a length bound, since random weights never say stop
         args.gpt_layers, args.gpt_n_model_channels, args.gpt_n_heads = 2, 64, 2
         args.decoder_input_dim = 64
         args.gpt_max_audio_tokens = 40
-        args.gpt_num_audio_tokens, args.gpt_start_audio_token = 130, 128
-        args.gpt_stop_audio_token = 129
-    else:
-        args.gpt_max_audio_tokens = 120  # random weights never say stop: bound the length
     args.tokenizer_file = "vocab.json"
     config.languages = LANGUAGES
     config.save_json(str(directory / "config.json"))

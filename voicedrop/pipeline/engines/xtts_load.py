@@ -3,6 +3,7 @@ torch) only when the model is loaded or a voice's latents are computed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,10 @@ def _read_checkpoint(path: Path) -> Any:
     from TTS.tts.models.xtts import _legacy_safe_globals
 
     today = "TTS.tts.configs.xtts_config"
-    spelled = [(XttsArgs, f"{today}.XttsArgs"), (XttsAudioConfig, f"{today}.XttsAudioConfig")]
+    spelled: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+        (XttsArgs, f"{today}.XttsArgs"),
+        (XttsAudioConfig, f"{today}.XttsAudioConfig"),
+    ]
     with _legacy_safe_globals(), torch.serialization.safe_globals(spelled):
         checkpoint = load_weights(Path(path))
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
