@@ -21,6 +21,7 @@ from voicedrop.pipeline.device import (
     move_model,
 )
 from voicedrop.pipeline.modelspec import Placement
+from voicedrop.pipeline.precision import Card
 
 
 class FakeOutOfMemory(RuntimeError):
@@ -44,12 +45,12 @@ class FakeDevice(_AccountingDevice):
 
     name = "fake"
 
-    def __init__(self, capacity: int, *, runs_on: str = "cpu", half: bool = False) -> None:
-        """`runs_on="cuda:0", half=True`: a double that presents itself as a CUDA card of
-        capability 7 or more to the loaders (their tensors still live in host memory)."""
+    def __init__(self, capacity: int, *, runs_on: str = "cpu", card: Card | None = None) -> None:
+        """`runs_on="cuda:0", card=Card(name, capability)`: a double that presents itself
+        as that CUDA card to the loaders (their tensors still live in host memory)."""
         super().__init__()
         self.capacity = capacity
-        self._placement = Placement("cpu", runs_on, half)
+        self._placement = Placement("cpu", runs_on, card)
         self.cached = 0
         self.scratch = 0
         self.release_calls = 0
@@ -103,11 +104,11 @@ class FakeDevice(_AccountingDevice):
         if id(model) not in self._placed:
             self._check(nbytes)
         self._account(model, nbytes)
-        return model if is_torch_module(model) else move_model(model, "device")
+        return model if _of_torch(model) else move_model(model, "device")
 
     def to_host(self, model: Any, *, pin: bool) -> Any:
-        self.forget(model)  # a torch module stays where it is: this device's memory is RAM
-        return model if is_torch_module(model) else move_model(model, "host")
+        self.forget(model)  # a torch model stays where it is: this device's memory is RAM
+        return model if _of_torch(model) else move_model(model, "host")
 
     def forget(self, model: Any) -> None:
         self.cached += self._placed.pop(id(model), 0)
@@ -198,3 +199,8 @@ class FakeNvml:
         return [
             _Process(pid, None if self.withheld else b) for pid, b in self.device.neighbours.items()
         ]
+
+
+def _of_torch(model: Any) -> bool:
+    """A torch module, or a model of torch tensors behind `tensors()` (Whisper's pipeline)."""
+    return is_torch_module(model) or hasattr(model, "tensors")

@@ -28,6 +28,7 @@ from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines import build_engines
 from voicedrop.pipeline.engines.base import ConvertRequest, TTSRequest, VoiceChoice, synthesize
 from voicedrop.pipeline.modelspec import CPU
+from voicedrop.pipeline.precision import Card
 from voicedrop.pipeline.residency import ResidencyManager
 from voicedrop.testing import FakeDevice
 from voicedrop.tiny.build import RVC_MODEL
@@ -40,6 +41,7 @@ def layouts(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The other layouts of the tiny models (same seeds: the same weights), beside them."""
     from voicedrop.tiny import rvc
     from voicedrop.tiny.f5tts import build_f5tts
+    from voicedrop.tiny.whisper import build_whisper
     from voicedrop.tiny.xtts import build_xtts
 
     root = tmp_path_factory.mktemp("layouts")
@@ -51,6 +53,7 @@ def layouts(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         rvc.build_voice(root / "rvc" / f"{version}-{sr}.pth", version=version, sr=sr)
     rvc.build_index(root / "rvc" / "v1.index", version="v1")
     rvc.build_fairseq_hubert(root / "fairseq" / "hubert_base.pt")
+    build_whisper(root / "whisper")
     return root
 
 
@@ -123,30 +126,57 @@ def test_fairseqs_hubert_base_pt_is_refused_naming_models_fetch(layouts, tmp_pat
 
 
 def specs_of(engines: Any, settings: Any, root: Path) -> dict[str, Any]:
+    from voicedrop.pipeline.qc import asr_spec
+
     request = tts_request(root, "f5tts")
     spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="rmvpe")
     convert = ConvertRequest("p", RVC_MODEL, settings.models[RVC_MODEL], spec)
-    return {**engines.tts["f5tts"].models(request), **engines.convert["rvc"].models(convert)}
+    f5 = engines.tts["f5tts"]
+    return {
+        **f5.models(request),
+        "asr": asr_spec(f5.context, root / "whisper"),
+        **engines.convert["rvc"].models(convert),
+    }
 
 
 def dtype_of(model: Any) -> torch.dtype:
+    if hasattr(model, "pipe"):  # Whisper's pipeline
+        model = model.pipe.model
     module = getattr(model, "net_g", None) or getattr(model, "model", None) or model
     return next(module.parameters()).dtype
 
 
+# (name, capability) as torch reports them, and what each library runs in there
+CARDS: dict[str, tuple[Card | None, set[str]]] = {
+    "cpu": (None, set()),
+    "rtx3060": (
+        Card("NVIDIA GeForce RTX 3060", (8, 6)),
+        {"dit", "asr", "hubert", "rmvpe", "voice"},
+    ),
+    "gtx1660": (Card("NVIDIA GeForce GTX 1660 SUPER", (7, 5)), {"dit", "asr"}),
+    "gtx1060": (Card("NVIDIA GeForce GTX 1060 6GB", (6, 1)), set()),
+    "zluda": (Card("AMD Radeon RX 7900 XTX [ZLUDA]", (8, 8)), {"hubert", "rmvpe", "voice"}),
+}
+
+
 @pytest.mark.parametrize("path", ["direct", "prefetched"])
-@pytest.mark.parametrize("card", ["cuda", "cpu"])
-def test_a_models_precision_follows_the_device_it_runs_on_whichever_path_loads_it(
+@pytest.mark.parametrize("card", sorted(CARDS))
+def test_a_models_precision_is_its_librarys_for_the_card_it_runs_on_whichever_path_loads_it(
     layouts, tmp_path, path, card
 ):
     """Prefetch built models for "cpu" and chose float32: on a GPU a prefetched F5 DiT ran
     at twice the memory, and an RVC voice beside a directly loaded HuBERT crashed on the
-    dtype. A double that presents itself as a CUDA card of capability 7 or more stands in
-    for the GPU (its tensors stay in host memory)."""
+    dtype. RVC then ran float16 on every card, where its library keeps GTX 10xx/16xx in
+    float32, and Whisper float32 where F5's library makes it float16. Device doubles that
+    present themselves as these cards stand in for them (their tensors stay in host
+    memory)."""
     settings = tiny_settings(layouts, tmp_path)
     engines = build_engines(settings)
-    device = FakeDevice(64 * GB, runs_on="cuda:0", half=True) if card == "cuda" else None
-    manager = ResidencyManager.from_settings(settings, device or FakeDevice(64 * GB))
+    which, halves = CARDS[card]
+    runs_on = "cpu" if which is None else "cuda:0"
+    manager = ResidencyManager.from_settings(
+        settings, FakeDevice(64 * GB, runs_on=runs_on, card=which)
+    )
     try:
         specs = specs_of(engines, settings, layouts)
         if path == "prefetched":
@@ -155,10 +185,8 @@ def test_a_models_precision_follows_the_device_it_runs_on_whichever_path_loads_i
             got = {role: dtype_of(model) for role, model in models.items()}
     finally:
         manager.close()
-    half, full = torch.float16, torch.float32
-    want = {"dit": half, "vocoder": full, "hubert": half, "rmvpe": half, "voice": half}
-    if card == "cpu":
-        want = dict.fromkeys(want, full)
+    want = {role: torch.float16 if role in halves else torch.float32 for role in got}
+    assert set(got) == {"dit", "vocoder", "asr", "hubert", "rmvpe", "voice"}
     assert got == want
 
 

@@ -19,6 +19,7 @@ from voicedrop.pipeline.device import (
     tensor_bytes,
 )
 from voicedrop.pipeline.modelspec import Placement
+from voicedrop.pipeline.precision import Card
 
 
 def _to_pinned_host(model: Any) -> Any:
@@ -50,13 +51,11 @@ class CudaDevice:
         self.index = index
         self.name = f"cuda:{index}"
         self._copies = HostCopies()
-        # the libraries' own rule for float16 (f5_tts utils_infer): capability 7 and up,
-        # not ZLUDA (AMD cards behind a CUDA shim)
-        modern = torch.cuda.get_device_properties(index).major >= 7
-        self.half = modern and not torch.cuda.get_device_name(index).endswith("[ZLUDA]")
+        props = torch.cuda.get_device_properties(index)  # what precision.py's rules read
+        self.card = Card(torch.cuda.get_device_name(index), (props.major, props.minor))
 
     def placement(self, *, warm: bool) -> Placement:
-        return Placement("cpu" if warm else self.name, self.name, self.half)
+        return Placement("cpu" if warm else self.name, self.name, self.card)
 
     def memory(self) -> MemoryInfo:
         cuda = self._torch.cuda

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from voicedrop.pipeline.precision import Card, Rule, half
+
 Tier = Literal["disk", "host", "device"]
 
 
@@ -25,11 +27,15 @@ class Placement:
 
     build_on: str  # a torch device string: "cpu" for host memory, or the device itself
     runs_on: str  # the device it will compute on ("cuda:0", "cpu")
-    half: bool = False  # that device runs float16 well (a CUDA card of capability 7 and up)
+    card: Card | None = None  # that device, when it is a CUDA card: its name and capability
 
     @property
     def cuda(self) -> bool:
         return self.runs_on.startswith("cuda")
+
+    def half(self, rule: Rule) -> bool:
+        """Whether a model under the library's `rule` computes in float16 there."""
+        return half(self.card, rule)
 
 
 CPU = Placement("cpu", "cpu")

@@ -109,7 +109,7 @@ def asr_spec(context: EngineContext, directory: Path | None) -> ModelSpec | None
         loadable(context, path)
         from voicedrop.pipeline.engines.f5tts_load import AsrModel
 
-        return AsrModel(path, placement.build_on)
+        return AsrModel(path, placement)
 
     return ModelSpec("asr", load, checkpoint=path)
 

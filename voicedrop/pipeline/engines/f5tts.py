@@ -238,7 +238,7 @@ class F5Engine:
         from voicedrop.pipeline.engines.f5tts_load import AsrModel
 
         try:
-            return AsrModel(self.asr_dir, placement.build_on)
+            return AsrModel(self.asr_dir, placement)
         except Exception as exc:
             raise load_failed(self.asr_dir, exc) from exc
 

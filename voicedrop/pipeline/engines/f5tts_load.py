@@ -29,10 +29,10 @@ STALE_BUFFERS = ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogra
 
 
 def dit_dtype(placement: Placement) -> torch.dtype:
-    """The precision utils_infer.load_checkpoint picks for the vocos mel type: float16 on
-    CUDA cards of compute capability 7 and up (not ZLUDA), else float32 — for the device
-    the model will run on (`Placement.half`), not the one it is built on."""
-    return torch.float16 if placement.half else torch.float32
+    """The precision utils_infer.load_checkpoint picks for the vocos mel type
+    (voicedrop.pipeline.precision) — for the card the model will run on, not the device it
+    is built on."""
+    return torch.float16 if placement.half("f5tts") else torch.float32
 
 
 def load_dit(
@@ -103,10 +103,14 @@ def check_vocos_config(path: Path) -> dict[str, Any]:
 class AsrModel:
     """A local Whisper pipeline (transformers) as a model the residency manager can move."""
 
-    def __init__(self, directory: Path, device: str) -> None:
+    def __init__(self, directory: Path, placement: Placement) -> None:
         from transformers import pipeline
 
-        self.pipe = pipeline("automatic-speech-recognition", model=str(directory), device=device)
+        dtype = torch.float16 if placement.half("whisper") else torch.float32  # as f5_tts's
+        self.pipe = pipeline(
+            "automatic-speech-recognition", model=str(directory), device=placement.build_on,
+            dtype=dtype,
+        )  # fmt: skip
 
     def tensors(self) -> Iterator[Any]:
         yield from self.pipe.model.parameters()

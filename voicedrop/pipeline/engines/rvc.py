@@ -38,7 +38,9 @@ class RvcSettings(EngineConfig):
 
     hubert_dir: Path | None = Field(None, description="HuBERT, transformers save_pretrained layout")
     rmvpe: Path | None = Field(None, description="rmvpe.pt, for method = 'rmvpe'")
-    fp16: bool = Field(True, description="CUDA only: half precision, as the library does")
+    fp16: bool = Field(
+        True, description="CUDA only: half precision on the cards the library uses it on"
+    )
     index_rate: float = Field(0.66, ge=0, le=1)
     filter_radius: int = Field(3, ge=0, le=7)
     rms_mix_rate: float = Field(0.25, ge=0, le=1)
@@ -163,8 +165,9 @@ class RvcEngine:
 
     def _half(self, placement: Placement) -> bool:
         """One precision for the voice, HuBERT and RMVPE of a conversion, decided by the
-        device they will run on (HuBERT's features feed the voice's network)."""
-        return self.config.fp16 and placement.cuda
+        card they will run on, by the library's rule (HuBERT's features feed the voice's
+        network)."""
+        return self.config.fp16 and placement.half("rvc")
 
     def _load_hubert(self, placement: Placement) -> Any:
         require_installed(RvcEngine)
