@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
-# The GPU check, prepared to run on the lent machine in two device calls (one per part):
+# The GPU check on a lent machine, in at most two device calls (benchmarks/gpu_check.py
+# plans them and says what each step measures):
 #
-# Here, once:  make gpu-wheels   (wheels the GPU image lacks, for its Python 3.12, in three
-#                                 folders so that a call carries under 64 MiB with the tree)
-# There:       carrying build/gpu-wheels/common and build/gpu-wheels/tts:
-#                  bash benchmarks/gpu_check.sh tts      (about 7 minutes)
-#              carrying build/gpu-wheels/common and build/gpu-wheels/rvc:
-#                  bash benchmarks/gpu_check.sh rvc      (about 6 minutes)
+# Here, once:  make gpu-wheels     (the wheels the GPU image lacks, for its Python 3.12:
+#                                   about 45 MB, carried with the tree under 60 MiB)
+# There:       carrying build/gpu-wheels, with timeout_s 420:
+#                  bash benchmarks/gpu_check.sh first
+#              then, with timeout_s 360 (the machine still warm, or a fresh one):
+#                  bash benchmarks/gpu_check.sh second
 #
-# Each part writes two files to $OUT: gpu-check-PART.json (every step's result) and
-# gpu-check-PART-logs.tar.gz (every step's output); benchmarks/gpu_check.py says what the
-# steps are. A step that fails is a finding and the next one runs. CI runs the same steps
-# on the CPU in a venv of the image's packages and these wheels (make gpu-dry-run).
+# Each call writes two files to $OUT, again after every step: gpu-check-CALL.json and
+# gpu-check-CALL-logs.tar.gz. The install of the carried wheels counts in the call's
+# budget. Options after CALL go to gpu_check.py (`--steps a,b` runs what a cut call
+# left; `--device cpu --budget-s N` is the dry run: make gpu-dry-run).
 set -uo pipefail
+since=$(date +%s)
 cd "$(dirname "$0")/.."
-part="${1:?name a part: tts or rvc}"
+call="${1:?name a call: first, second or all}"
+shift
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
-if [ -d build/gpu-wheels/common ]; then
+if compgen -G "build/gpu-wheels/*/*.whl" >/dev/null; then
   site="$(mktemp -d)"
   python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
-    --target "$site" build/gpu-wheels/common/*.whl build/gpu-wheels/"$part"/*.whl \
+    --target "$site" build/gpu-wheels/*/*.whl \
     || echo "the carried wheels did not install" >&2
   export PYTHONPATH="$PWD:$site"
 else
+  echo "no carried wheels (build/gpu-wheels): the image's packages alone" >&2
   export PYTHONPATH="$PWD"
 fi
-exec python3 benchmarks/gpu_check.py "$part" --device cuda --out "$out" --budget-s 440
+export FAISS_OPT_LEVEL=generic  # the carried faiss keeps only its generic build
+exec python3 benchmarks/gpu_check.py "$call" --device cuda --out "$out" --since "$since" "$@"

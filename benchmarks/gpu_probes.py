@@ -1,18 +1,22 @@
 """Measurements only a GPU can give, each a subcommand that prints one JSON object last.
 
-    python benchmarks/gpu_probes.py promote|dtypes|low [--device cuda] [--engines ...]
+    python benchmarks/gpu_probes.py promote|dtypes|low [--device cuda] [--models DIR]
+                                    [--real-size] [--engines ...]
 
-- `promote`: a model in the warm tier (pinned host memory) promoted by the residency
-  manager, against a plain pinned-memory copy of the same bytes to the device
-  (`promote_over_memcpy`: the manager's overhead on the copy itself).
+- `promote`: XTTS's model (~960 tensors in the published layout) promoted from the warm
+  tier (pinned host memory) by the residency manager, against a copy of the same
+  tensors, one by one, from pinned memory to the device: several rounds, interleaved,
+  medians (`promote_over_pinned_copy`: the manager's overhead on the copy itself).
 - `dtypes`: each model of the engines, loaded directly onto the device and read ahead
   into the warm tier then promoted: the precision and device of its weights per path
-  (they must agree: float16 where the library runs float16, on a card of capability 7+).
-- `low`: jobs through a LOW-policy runner on the device, the device's allocated bytes
-  after each job against the baseline before the first (a model that leaves tensors
-  behind shows here), and the pinned host bytes (`torch.cuda.host_memory_stats()` where
-  torch has it) against `warm_budget_gb`.
+  (they must agree, and be the library's for this card: voicedrop.pipeline.precision).
+- `low`: XTTS then RVC in one job under LOW, in one process: the order models came and
+  went (`xtts_before_rvc`), the peak of device memory over the largest stage's weights,
+  and the bytes left on the device after each job, cuBLAS's workspaces told apart from
+  tensors a model left behind (`back_at_baseline` counts the latter).
 
+`promote` and `low` run on the models in `--models` (built there if absent; with
+`--real-size` at the published sizes).
 On `--device cpu` they run the same code on the CPU (the GPU check's dry run in CI):
 the figures then mean nothing, the imports and the code paths are what is checked.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -41,44 +46,73 @@ def allocated(device: Any) -> int:
     return int(device.memory().allocated)
 
 
-def promote(device_name: str, mb: int, rounds: int) -> dict[str, Any]:
+def promote(device_name: str, root: Path, rounds: int) -> dict[str, Any]:
+    """XTTS's model (the published layout: ~960 tensors) promoted from the warm tier by the
+    residency manager, round after round, against a copy of the same tensors, one by one,
+    from pinned host memory: interleaved, medians kept."""
     import torch
 
-    from voicedrop.config import load_settings
-    from voicedrop.pipeline.modelspec import ModelSpec
+    from voicedrop.pipeline.engines import build_engines
     from voicedrop.pipeline.residency import ResidencyManager
 
-    device = device_for(device_name)
-    settings = load_settings(env={}, overrides={"device": device.name.split(":")[0]})
-    numel = mb * 1024 * 1024 // 2
-    manager = ResidencyManager.from_settings(settings, device)
-    spec = ModelSpec("probe", lambda p: torch.nn.Linear(1, numel, bias=False).half().to(p.build_on))
     cuda = device_name.startswith("cuda")
-    copies, promotes = [], []
+    settings = settings_at(root, device_name, low=True)  # LOW: back to the warm tier each use
+    device = device_for(device_name)
+    manager = ResidencyManager.from_settings(settings, device)
+    spec = specs(build_engines(settings), settings, root, ["xtts"])["xtts.model"]
+    copies, promotes, host, moved = [], [], [], 0
     try:
-        host = torch.empty(numel, dtype=torch.float16, pin_memory=cuda)
-        for _ in range(rounds):  # interleaved
+        for i in range(rounds + 1):  # round 0 reads the file: a load, not a promote
             started = time.perf_counter()
-            on = host.to(device.name, non_blocking=True)
+            with manager.recording() as events, manager.acquire(spec) as model:
+                if cuda:
+                    torch.cuda.synchronize()
+                took = time.perf_counter() - started
+                if i == 0:
+                    tensors = [*model.parameters(), *model.buffers()]
+                    host = [t.detach().to("cpu").pin_memory() if cuda else t.detach().clone()
+                            for t in tensors]  # fmt: skip
+            if i == 0:
+                continue
+            if any(e.event == "promote" for e in events):
+                promotes.append(took)
+                moved += 1
+            started = time.perf_counter()
+            on = [t.to(device.name, non_blocking=True) for t in host]
             if cuda:
                 torch.cuda.synchronize()
             copies.append(time.perf_counter() - started)
             del on
-            manager.warm(spec)  # into the warm tier (pinned under CUDA)
-            with manager.recording() as events, manager.acquire(spec):
-                pass
-            moved = [e.seconds for e in events if e.event in ("promote", "load")]
-            promotes.append(moved[0] if moved else float("nan"))
     finally:
         manager.close()
-    best_copy, best_promote = min(copies), min(promotes)
+    promote_s = statistics.median(promotes) if promotes else float("nan")
+    copy_s = statistics.median(copies)
     return {
-        "bytes": numel * 2,
-        "memcpy_s": round(best_copy, 5),
-        "promote_s": round(best_promote, 5),
-        "promote_over_memcpy": round(best_promote / best_copy, 3) if best_copy else None,
+        "model": spec.key,
+        "tensors": len(host),
+        "bytes": sum(t.numel() * t.element_size() for t in host),
         "rounds": rounds,
+        "promotes": moved,  # rounds that really promoted (each should)
+        "pinned_copy_s": round(copy_s, 5),
+        "promote_s": round(promote_s, 5),
+        "promote_over_pinned_copy": round(promote_s / copy_s, 3) if copy_s else None,
     }
+
+
+def settings_at(root: Path, device_name: str, *, low: bool) -> Any:
+    from voicedrop.config import load_settings
+
+    return load_settings(
+        root / "config.toml",
+        env={},
+        overrides={
+            "device": device_name[:4],
+            "low_vram": low,
+            "spool": root / "spool",
+            "cache": {"clips_gb": 0},
+            "residency": {"worker": "inline"},  # measured in this process
+        },
+    )
 
 
 def specs(engines: Any, settings: Any, root: Path, names: list[str]) -> dict[str, Any]:
@@ -143,59 +177,85 @@ def dtypes(device_name: str, names: list[str]) -> dict[str, Any]:
     return {"models": found, "paths_agree": agree}
 
 
-def low(device_name: str, names: list[str], jobs: int) -> dict[str, Any]:
+def low(device_name: str, root: Path, jobs: int) -> dict[str, Any]:
+    """XTTS then RVC in one job under LOW, in one process: the order models came and went,
+    the peak of device memory over the largest stage's weights, and the bytes left on the
+    device after each job — with cuBLAS's workspaces, which the caching allocator counts
+    as allocated (pytorch #95668), told apart from tensors a model left behind."""
     import torch
 
+    from benchmarks.common import PeakTracker
     from voicedrop.manifest import Manifest
     from voicedrop.pipeline.engines import build_engines
     from voicedrop.pipeline.residency import ResidencyManager
     from voicedrop.pipeline.runner import JobInput, JobRunner
-    from voicedrop.tiny.build import F5_VOICE, RVC_MODEL, XTTS_VOICE
+    from voicedrop.tiny.build import RVC_MODEL, XTTS_VOICE
 
-    manifests = {
-        "xtts": {"tts": {"engine": "xtts", "voice": XTTS_VOICE}},
-        "f5tts": {"tts": {"engine": "f5tts", "voice": F5_VOICE}},
-        "rvc": {"tts": {"engine": "espeak"},
-                "convert": {"engine": "rvc", "model": RVC_MODEL, "method": "rmvpe"}},
-    }  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        base = tiny(names, Path(tmp) / "models")
-        settings = base.model_copy(
-            update={"spool": Path(tmp) / "spool", "low_vram": True, "device": device_name[:4]}
-        )
-        device = device_for(device_name)
-        manager = ResidencyManager.from_settings(settings, device)
-        runner = JobRunner(settings, build_engines(settings), manager)
-        baseline = allocated(device)
-        after: list[dict[str, Any]] = []
-        try:
-            for i in range(jobs):
-                name = names[i % len(names)]
-                manifest = Manifest.model_validate({"text": "A job under LOW.", **manifests[name]})
-                job = JobInput(f"low{i}", manifest, None, Path(tmp) / "out" / f"low{i}")
-                outcome = runner.run(job, lambda _m: None)
-                if device_name.startswith("cuda"):
-                    torch.cuda.synchronize()
-                after.append({
-                    "engine": name,
-                    "error": outcome.error.message if outcome.error else None,
-                    "allocated_over_baseline": allocated(device) - baseline,
-                })  # fmt: skip
-            pinned = None
-            stats = getattr(torch.cuda, "host_memory_stats", None)
-            if device_name.startswith("cuda") and stats is not None:
-                pinned = {k: v for k, v in stats().items() if "allocated" in k or "reserved" in k}
-            warm = sum(v.host_bytes for v in manager.models().values())
-        finally:
-            manager.close()
+    cuda = device_name.startswith("cuda")
+    settings = settings_at(root, device_name, low=True)
+    device = PeakTracker(device_for(device_name))  # the CPU's peak: its models' bytes
+    manager = ResidencyManager.from_settings(settings, device)  # type: ignore[arg-type]
+    runner = JobRunner(settings, build_engines(settings), manager)
+    manifest = Manifest.model_validate({
+        "text": "A job under LOW, spoken by XTTS, then converted by RVC.",
+        "tts": {"engine": "xtts", "voice": XTTS_VOICE, "language": "en"},
+        "convert": {"engine": "rvc", "model": RVC_MODEL, "method": "rmvpe"},
+    })  # fmt: skip
+    baseline = allocated(device)
+    runs: list[dict[str, Any]] = []
+    try:
+        for i in range(jobs):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            device.peak = 0
+            out = root / "spool" / "low" / f"low{i}"
+            outcome = runner.run(JobInput(f"low{i}", manifest, None, out), lambda _m: None)
+            if cuda:
+                torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() if cuda else device.global_peak()
+            left = allocated(device) - baseline
+            cleared = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+            if cuda and cleared is not None:
+                cleared()
+            models_left = allocated(device) - baseline
+            stages = stage_bytes(outcome.events)
+            runs.append({
+                "error": outcome.error.message if outcome.error else None,
+                "order": [f"{e.event} {e.key} {e.src}->{e.dst}" for e in outcome.events],
+                "stage_bytes": stages,
+                "peak_over_largest_stage": round((peak - baseline) / max(stages.values()), 3)
+                if stages else None,
+                "left_bytes": left,
+                "workspace_bytes": left - models_left,
+                "left_by_models_bytes": models_left,
+            })  # fmt: skip
+    finally:
+        manager.close()
     return {
         "baseline_bytes": baseline,
-        "jobs": after,
-        "back_at_baseline": all(j["allocated_over_baseline"] <= 0 for j in after),
-        "warm_tier_bytes": warm,
-        "warm_budget_bytes": int(settings.residency.warm_budget_gb * 1024**3),
-        "pinned_host": pinned,
+        "jobs": runs,
+        "back_at_baseline": all(r["left_by_models_bytes"] <= 0 for r in runs),
+        "xtts_before_rvc": all(order_ok(r["order"]) for r in runs),
     }
+
+
+def stage_bytes(events: list[Any]) -> dict[str, int]:
+    """The weights each stage brought onto the device (loads and promotes)."""
+    stages: dict[str, int] = {}
+    for e in events:
+        if e.dst == "device" and e.event in ("load", "promote"):
+            stage = "tts" if e.key.startswith(("xtts", "f5tts", "vocos")) else "convert"
+            stages[stage] = stages.get(stage, 0) + e.bytes
+    return stages
+
+
+def order_ok(order: list[str]) -> bool:
+    """XTTS left the device before RVC's models came onto it."""
+    xtts_off = next((i for i, o in enumerate(order) if o.startswith(("demote xtts", "drop xtts",
+                     "evict xtts"))), None)  # fmt: skip
+    rvc_on = next((i for i, o in enumerate(order) if o.endswith("->device") and
+                   not o.split()[1].startswith("xtts")), None)  # fmt: skip
+    return xtts_off is not None and rvc_on is not None and xtts_off < rvc_on
 
 
 def main() -> int:
@@ -203,20 +263,25 @@ def main() -> int:
     parser.add_argument("probe", choices=["promote", "dtypes", "low"])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--engines", default="xtts,f5tts")
-    parser.add_argument("--mb", type=int, default=512, help="promote: the model's size")
+    parser.add_argument("--models", type=Path, help="promote, low: built models (else tiny)")
+    parser.add_argument("--real-size", action="store_true", help="build published-size models")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
+    from benchmarks.cold_load import build
     from voicedrop import logs
 
     logs.configure("json", "error")
     names = args.engines.split(",")
-    if args.probe == "promote":
-        result = promote(args.device, args.mb, args.rounds)
-    elif args.probe == "dtypes":
+    if args.probe == "dtypes":
         result = dtypes(args.device, names)
     else:
-        result = low(args.device, names, args.jobs)
+        needs = ("xtts",) if args.probe == "promote" else ("xtts", "rvc")
+        root = build(args.real_size, args.models, needs)
+        if args.probe == "promote":
+            result = promote(args.device, root, args.rounds)
+        else:
+            result = low(args.device, root, args.jobs)
     print(json.dumps(result))
     return 0
 

@@ -26,8 +26,10 @@ a model of one, charged at the published sizes of the real checkpoints:
   from published GPU figures), with working memory of 10 % of the stage's weights.
 
 Copies, loads and compute are waited out in real time, so the prefetch thread overlaps
-them as it would on a GPU. The set-ups run `--repeat` times (default 2), interleaved, and
-each keeps its best run: a busy spell of a shared machine must not decide the ratio.
+them as it would on a GPU. Each run of a set-up is a process of its own (on a card, one
+set-up's peak, cached blocks and compiled kernels must not count in the next one's). The
+set-ups run `--repeat` times (default 2), interleaved, and each keeps its best run: a
+busy spell of a shared machine must not decide the ratio.
 Printed: jobs per minute and peak device memory per set-up,
 the largest single stage, and the ratios LOW ÷ NORMAL and voicedrop-LOW ÷ naive-LOW;
 `--json` prints the same as one JSON object on the last line (`low_over_normal`).
@@ -359,6 +361,24 @@ def largest_stage(sizes: Mapping[str, int]) -> int:
     return int(max(present) * (1 + WORKING_SHARE))
 
 
+def in_child(name: str, models: Path, argv: list[str], costs: dict[str, Any]) -> dict[str, Any]:
+    """One set-up in a fresh process: nothing of another set-up's (its peak, its cached
+    blocks, its compiled kernels, its page cache aside) is carried into this one's figures."""
+    import subprocess
+
+    costs_file = models / "costs.json"
+    costs_file.write_text(json.dumps(costs))
+    done = subprocess.run(
+        [sys.executable, __file__, *argv, "--child", name, str(models), str(costs_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 # ---- load costs ---------------------------------------------------------------------------
 
 
@@ -402,38 +422,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pcie-gbps", type=float, default=25.0, help="host↔device GB/s")
     parser.add_argument("--load-costs", type=Path, help="a cold_load.py --real-size --json output")
     parser.add_argument("--real-models", type=Path, help="build into / reuse, for the measure")
+    parser.add_argument("--models", type=Path, help="the queue's models: build into / reuse")
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated")
     parser.add_argument("--repeat", type=int, default=2, help="runs per set-up; best kept")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-rvc", action="store_true", help="TTS only (a GPU run's wheels)")
     parser.add_argument("--json", action="store_true", help="also one JSON object, last line")
+    parser.add_argument("--child", nargs=3, metavar=("SETUP", "MODELS", "COSTS"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
+    if args.child:  # one set-up, in a process of its own
+        name, models, costs_file = args.child
+        from voicedrop import logs
+
+        logs.configure("json", "error")
+        costs = json.loads(Path(costs_file).read_text())
+        jobs = queue(args.jobs, rvc=not args.no_rvc)
+        print(json.dumps(run_setup(name, Path(models), jobs, args, costs)))
+        return 0
+    argv = sys.argv[1:] if argv is None else argv
 
     from benchmarks.common import machine
     from voicedrop import logs
-    from voicedrop.tiny.build import build_tiny
 
     logs.configure("json", "error")
     cuda = args.device == "cuda"
     engines = ["xtts", "f5tts"] + ([] if args.no_rvc else ["rvc"])
     costs = {} if cuda else load_costs(args.load_costs, args.real_models)
-    jobs = queue(args.jobs, rvc=not args.no_rvc)
-    root = Path(tempfile.mkdtemp(prefix="voicedrop-tp-models-"))
+    root = args.models or Path(tempfile.mkdtemp(prefix="voicedrop-tp-models-"))
     try:
-        print(f"building {'real-size' if cuda else 'tiny'} models …", file=sys.stderr)
-        build_tiny(root, engines, rmvpe=not args.no_rvc, full=cuda)
+        from benchmarks.cold_load import build
+
+        build(cuda, root, tuple(engines))  # (or reuse those built there)
         results: dict[str, dict[str, Any]] = {}
         for turn in range(args.repeat):  # interleaved: a slow spell of a shared machine
             for name in args.setups.split(","):  # hits every set-up, and the best is kept
                 print(f"running {name} ({turn + 1}/{args.repeat}) …", file=sys.stderr)
-                run = run_setup(name, root, jobs, args, costs)
+                run = in_child(name, root, argv, costs)
                 best = results.get(name)
                 runs = [*(best or {}).get("runs", []), run["jobs_per_min"]]
                 if best is None or run["jobs_per_min"] > best["jobs_per_min"]:
                     best = run
                 results[name] = {**best, "runs": runs}
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.models is None:
+            shutil.rmtree(root, ignore_errors=True)
     if cuda:  # naive LOW holds exactly one stage at a time: its peak is the largest stage
         stage = int(results.get("naive-low", {}).get("peak_gb", 0) * GB)
     else:
