@@ -1,12 +1,12 @@
 """The checkpoints users download, in every layout they come in, through the real loaders.
 
 The tiny builders write the published layouts (voicedrop.tiny): XTTS-v2's model.pth with
-its pickled config and old weight-norm names (and the layout the library re-saves it
+its pickled config and old weight-norm names (and the layouts the library re-saves it
 as), F5-TTS's safetensors and .pt, RVC voices as the WebUI saves them (v1 and v2, 40 and
-48 kHz, float16), HuBERT as transformers' folder (and fairseq's hubert_base.pt, which is
-refused by name). Each loads, maps its file where it can, and speaks; the precision of
-a model follows the device it will run on, whichever path loaded it; and a demote leaves
-no tensor behind on the device it left.
+48 kHz, float16), HuBERT as transformers' folder and as fairseq's hubert_base.pt
+(converted once). Each loads, maps its file where it can, and speaks; the precision of a
+model is its library's for the card it will run on, whichever path loaded it; and a
+demote leaves no tensor behind on the device it left.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from tests.engine.conftest import tiny_settings
 from tests.engine.test_cold_load import assert_identical, mapped_ranges
 from voicedrop.config import GB
-from voicedrop.errors import ConfigError
+from voicedrop.errors import ModelFileError
 from voicedrop.manifest import ConvertSpec
 from voicedrop.pipeline.audio import Audio
 from voicedrop.pipeline.engines import build_engines
@@ -116,13 +116,50 @@ def test_every_webui_voice_layout_converts_at_its_own_rate(make_runner, layouts,
 
 
 @pytest.mark.parametrize("where", ["fairseq/hubert_base.pt", "fairseq"])
-def test_fairseqs_hubert_base_pt_is_refused_naming_models_fetch(layouts, tmp_path, where):
-    settings = tiny_settings(layouts, tmp_path, engines={"rvc": {"hubert_dir": where}})
-    with pytest.raises(ConfigError) as err:
-        build_engines(settings)
-    assert "engines.rvc.hubert_dir" in err.value.message
-    assert "hubert_base.pt" in err.value.message
-    assert "voicedrop models fetch rvc-base" in err.value.message
+def test_fairseqs_hubert_base_pt_is_converted_once_into_the_same_model(layouts, tmp_path, where):
+    """The WebUI's hubert_base.pt was refused, naming a fetch that needs the network: RVC
+    users have that file on disk. It is converted on its first load into transformers'
+    layout beside it, weight for weight the model the transformers folder holds, and the
+    conversion is kept for the next load."""
+
+    root = tmp_path / "models"
+    shutil.copytree(layouts, root, ignore=shutil.ignore_patterns("spool"))
+    settings = tiny_settings(root, tmp_path, engines={"rvc": {"hubert_dir": where}})
+    engine = build_engines(settings).convert["rvc"]
+    spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="pm")
+    request = ConvertRequest("fairseq", RVC_MODEL, settings.models[RVC_MODEL], spec)
+    hubert = engine.models(request)["hubert"]
+    converted = hubert.load(CPU)
+    folder = root / "fairseq" / "hubert_base.transformers"
+    assert (folder / "config.json").is_file()
+    made = (folder / "model.safetensors").stat().st_mtime_ns
+    reference = build_engines(tiny_settings(root, tmp_path)).convert["rvc"]
+    original = reference.models(request)["hubert"].load(CPU)
+    assert_identical(converted.model, original.model)
+    models = {role: s.load(CPU) for role, s in engine.models(request).items()}
+    t = np.arange(16000) / 16000
+    audio = Audio((0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000)
+    assert len(engine.convert(models, audio, request).samples) > 0
+    assert (folder / "model.safetensors").stat().st_mtime_ns == made  # not converted again
+
+
+def test_a_fairseq_checkpoint_carrying_code_is_refused_and_runs_nothing(layouts, tmp_path):
+    from tests.engine.test_model_files import Payload
+
+    root = tmp_path / "models"
+    shutil.copytree(layouts, root, ignore=shutil.ignore_patterns("spool"))
+    marker = tmp_path / "pwned"
+    path = root / "fairseq" / "hubert_base.pt"
+    torch.save({"args": Payload(marker), "model": {}}, path)
+    settings = tiny_settings(root, tmp_path, engines={"rvc": {"hubert_dir": "fairseq"}})
+    engine = build_engines(settings).convert["rvc"]
+    spec = ConvertSpec(engine="rvc", model=RVC_MODEL, method="pm")
+    request = ConvertRequest("fairseq", RVC_MODEL, settings.models[RVC_MODEL], spec)
+    with pytest.raises(ModelFileError) as err:
+        engine.models(request)["hubert"].load(CPU)
+    assert not marker.exists(), "the payload ran"
+    assert "refused" in str(err.value) and str(path) in str(err.value)
+    assert not (root / "fairseq" / "hubert_base.transformers").exists()
 
 
 def specs_of(engines: Any, settings: Any, root: Path) -> dict[str, Any]:

@@ -59,15 +59,91 @@ def build_voice(
     return path
 
 
-def build_fairseq_hubert(path: Path) -> Path:
-    """A file shaped like the `hubert_base.pt` RVC's WebUI ships (fairseq's checkpoint:
-    `args`/`cfg`, `model`): what users have, which voicedrop does not load."""
-    import torch
+def build_fairseq_hubert(path: Path, seed: int = 0) -> Path:
+    """`hubert_base.pt` as RVC's WebUI ships it: fairseq's HuBERT checkpoint (its
+    `argparse.Namespace` of arguments, the model's state under fairseq's names, the
+    trainer's bookkeeping), holding the same weights as `build_hubert(seed=seed)`."""
+    import argparse
 
+    import torch
+    from infer_rvc_python.main import HubertModelWithFinalProj
+
+    torch.manual_seed(seed)
+    model = HubertModelWithFinalProj(_tiny_hubert_config())
+    state = {_fairseq_name(k): v for k, v in model.state_dict().items()}
+    state["label_embs_concat"] = torch.zeros(504, 256)  # pre-training targets
+    args = argparse.Namespace(
+        arch="hubert",
+        task="hubert_pretraining",
+        encoder_layers=1,
+        encoder_embed_dim=768,
+        encoder_ffn_embed_dim=64,
+        encoder_attention_heads=12,
+        conv_feature_layers="[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2",
+        conv_pos=16,
+        conv_pos_groups=4,
+        extractor_mode="default",
+        layer_norm_first=False,
+        final_dim=256,
+        label_rate=50,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"feature_extractor.conv_layers.0.0.weight": torch.zeros(4, 1, 10)}
-    torch.save({"args": None, "cfg": {"model": {"_name": "hubert"}}, "model": state}, path)
+    torch.save(
+        {
+            "args": args,
+            "cfg": None,
+            "model": state,
+            "criterion": None,
+            "optimizer_history": [{"criterion_name": "HubertCriterion", "num_updates": 400000}],
+            "task_state": {},
+            "extra_state": {"epoch": 1, "val_loss": None},
+            "last_optimizer_state": None,
+        },
+        path,
+    )
     return path
+
+
+def _fairseq_name(key: str) -> str:
+    """transformers' HuBERT key -> fairseq's."""
+    import re
+
+    for ours, theirs in (
+        (r"masked_spec_embed", "mask_emb"),
+        (r"feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
+        (r"feature_extractor\.conv_layers\.0\.layer_norm\.", "feature_extractor.conv_layers.0.2."),
+        (r"feature_projection\.projection\.", "post_extract_proj."),
+        (r"feature_projection\.layer_norm\.", "layer_norm."),
+        (r"encoder\.pos_conv_embed\.conv\.bias", "encoder.pos_conv.0.bias"),
+        (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0",
+         "encoder.pos_conv.0.weight_g"),
+        (r"encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1",
+         "encoder.pos_conv.0.weight_v"),
+        (r"(encoder\.layers\.\d+)\.attention\.", r"\1.self_attn."),
+        (r"(encoder\.layers\.\d+)\.layer_norm\.", r"\1.self_attn_layer_norm."),
+        (r"(encoder\.layers\.\d+)\.feed_forward\.intermediate_dense\.", r"\1.fc1."),
+        (r"(encoder\.layers\.\d+)\.feed_forward\.output_dense\.", r"\1.fc2."),
+    ):  # fmt: skip
+        if re.match(ours, key):
+            return re.sub(ours, theirs, key)
+    return key  # encoder.layer_norm, the layers' final_layer_norm, final_proj: the same
+
+
+def _tiny_hubert_config() -> Any:
+    from transformers import HubertConfig
+
+    return HubertConfig(
+        hidden_size=768,  # v2's phone embedding is Linear(768, ...)
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),  # 320 samples a frame, as the real one
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        classifier_proj_size=256,
+    )
 
 
 def build_hubert(directory: Path, seed: int = 0, *, full: bool = False) -> Path:
@@ -81,19 +157,7 @@ def build_hubert(directory: Path, seed: int = 0, *, full: bool = False) -> Path:
             str(directory)
         )
         return directory
-    config = HubertConfig(
-        hidden_size=768,  # v2's phone embedding is Linear(768, ...)
-        num_hidden_layers=1,
-        num_attention_heads=12,
-        intermediate_size=64,
-        conv_dim=(32,) * 7,
-        conv_stride=(5, 2, 2, 2, 2, 2, 2),  # 320 samples a frame, as the real one
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        classifier_proj_size=256,
-    )
-    HubertModelWithFinalProj(config).save_pretrained(str(directory))
+    HubertModelWithFinalProj(_tiny_hubert_config()).save_pretrained(str(directory))
     return directory
 
 

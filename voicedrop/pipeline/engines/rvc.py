@@ -30,13 +30,16 @@ from voicedrop.pipeline.engines.base import (
     require_installed,
 )
 from voicedrop.pipeline.engines.common import load_failed, loadable, model_path, quiet_stdout
+from voicedrop.pipeline.engines.rvc_hubert import converted, fairseq_checkpoint
 from voicedrop.pipeline.modelspec import ModelSpec, Placement
 
 
 class RvcSettings(EngineConfig):
     """`[engines.rvc]`: the shared models and the conversion defaults."""
 
-    hubert_dir: Path | None = Field(None, description="HuBERT, transformers save_pretrained layout")
+    hubert_dir: Path | None = Field(
+        None, description="HuBERT: transformers' folder, or the WebUI's hubert_base.pt (converted)"
+    )
     rmvpe: Path | None = Field(None, description="rmvpe.pt, for method = 'rmvpe'")
     fp16: bool = Field(
         True, description="CUDA only: half precision on the cards the library uses it on"
@@ -68,17 +71,9 @@ class RvcEngine:
         self.hubert_dir = model_path(context, "engines.rvc.hubert_dir", config.hubert_dir)
         self.rmvpe_path = model_path(context, "engines.rvc.rmvpe", config.rmvpe)
         self._hashes = HashCheck()
-        if self.hubert_dir is not None:
-            fairseq = _fairseq_checkpoint(self.hubert_dir)
-            if fairseq is not None:
-                raise context.invalid(
-                    "engines.rvc.hubert_dir",
-                    str(config.hubert_dir),
-                    f"{fairseq.name} is fairseq's HuBERT checkpoint, which voicedrop does not "
-                    "load (fairseq does not install on Python 3.11 and later); fetch the "
-                    "transformers form with `voicedrop models fetch rvc-base DIR` and set "
-                    "hubert_dir to DIR/hubert_base",
-                )
+        # RVC's WebUI ships fairseq's hubert_base.pt: converted on its first load
+        self.fairseq = fairseq_checkpoint(self.hubert_dir) if self.hubert_dir else None
+        if self.hubert_dir is not None and self.fairseq is None:
             try:
                 require_files(self.hubert_dir, ("config.json",))
             except ModelFileError as exc:
@@ -97,7 +92,9 @@ class RvcEngine:
 
     def files(self) -> list[ModelFile]:
         found = []
-        if self.hubert_dir is not None:
+        if self.fairseq is not None:
+            found.append(ModelFile("engines.rvc.hubert_dir", self.fairseq))
+        elif self.hubert_dir is not None:
             found.append(ModelFile("engines.rvc.hubert_dir", self.hubert_dir / "config.json"))
             weights = _weights_file(self.hubert_dir)
             found.append(
@@ -149,7 +146,9 @@ class RvcEngine:
         assert self.hubert_dir is not None
         specs = {
             "hubert": ModelSpec(
-                "hubert", self._load_hubert, checkpoint=_weights_file(self.hubert_dir)
+                "hubert",
+                self._load_hubert,
+                checkpoint=self.fairseq or _weights_file(self.hubert_dir),
             )
         }
         if request.spec.method == "rmvpe" and self.rmvpe_path is not None:
@@ -174,14 +173,18 @@ class RvcEngine:
         assert self.hubert_dir is not None
         from infer_rvc_python.main import FairseqHubertWrapper
 
+        directory = self.hubert_dir
+        if self.fairseq is not None:
+            loadable(self.context, self.fairseq)
+            directory = converted(self.fairseq)  # once; then the folder beside it
         # a missing directory would be taken for a hub repository id: refuse it first
-        require_files(self.hubert_dir, ("config.json",))
-        loadable(self.context, self.hubert_dir)
+        require_files(directory, ("config.json",))
+        loadable(self.context, directory)
         try:
             with quiet_stdout():
-                model = FairseqHubertWrapper(str(self.hubert_dir)).to(placement.build_on)
+                model = FairseqHubertWrapper(str(directory)).to(placement.build_on)
         except Exception as exc:
-            raise load_failed(self.hubert_dir, exc) from exc
+            raise load_failed(directory, exc) from exc
         return (model.half() if self._half(placement) else model.float()).eval()
 
     def _load_rmvpe(self, placement: Placement) -> Any:
@@ -234,16 +237,6 @@ class RvcEngine:
         from voicedrop.pipeline.engines.rvc_infer import convert
 
         return convert(models, audio, request, opts)
-
-
-def _fairseq_checkpoint(path: Path) -> Path | None:
-    """The `hubert_base.pt` of RVC's WebUI, given as the file or in a folder without
-    transformers' config.json: what most users have."""
-    if path.is_file() and path.suffix == ".pt":
-        return path
-    if path.is_dir() and not (path / "config.json").exists():
-        return next(iter(sorted(path.glob("*.pt"))), None)
-    return None
 
 
 def _weights_file(directory: Path) -> Path | None:
