@@ -267,3 +267,47 @@ def test_after_use_and_a_demote_no_tensor_is_left_where_the_model_was(layouts, t
         moved = model.to("meta")
         left = [(n, d) for n, d in tensors_in_dicts(moved) if d.type != "meta"]
         assert not left, f"{role}: {len(left)} tensors stayed behind, e.g. {left[:3]}"
+
+
+# coqui/XTTS-v2's config.json, `model_args`: the architecture users load
+PUBLISHED_XTTS = {
+    "gpt_max_audio_tokens": 605, "gpt_max_text_tokens": 402, "gpt_max_prompt_tokens": 70,
+    "gpt_layers": 30, "gpt_n_model_channels": 1024, "gpt_n_heads": 16,
+    "gpt_number_text_tokens": 6681, "gpt_num_audio_tokens": 1026,
+    "gpt_start_audio_token": 1024, "gpt_stop_audio_token": 1025, "gpt_code_stride_len": 1024,
+    "gpt_use_masking_gt_prompt_approach": True, "gpt_use_perceiver_resampler": True,
+    "input_sample_rate": 22050, "output_sample_rate": 24000, "output_hop_length": 256,
+    "decoder_input_dim": 1024, "d_vector_dim": 512, "cond_d_vector_in_each_upsampling_layer": True,
+    "duration_const": 102400,
+}  # fmt: skip
+SHRUNK = {"gpt_layers", "gpt_n_model_channels", "gpt_n_heads", "decoder_input_dim",
+          "gpt_max_audio_tokens"}  # fmt: skip
+
+
+def test_the_tiny_xtts_is_the_published_architecture_with_only_widths_shrunk(layouts):
+    """It had no conditioning perceiver and 130 audio tokens (the full-size one 8,194 and
+    455.4 M parameters): the tests and the GPU benchmarks ran an XTTS users do not have."""
+    import json
+
+    from TTS.tts.configs.xtts_config import XttsConfig
+    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+    from TTS.tts.models.xtts import Xtts
+
+    args = json.loads((layouts / "xtts" / "config.json").read_text())["model_args"]
+    assert {k: args[k] for k in PUBLISHED_XTTS if k not in SHRUNK} == {
+        k: v for k, v in PUBLISHED_XTTS.items() if k not in SHRUNK
+    }
+    state = torch.load(layouts / "xtts" / "model.pth", weights_only=False, mmap=True)["model"]
+    assert sum("conditioning_perceiver" in k for k in state) == 16
+    assert state["gpt.mel_embedding.weight"].shape[0] == 1026
+    assert state["gpt.text_embedding.weight"].shape[0] == 6681
+    from voicedrop.pipeline.engines.weights import empty_parameters
+
+    config = XttsConfig()  # and at full size, exactly the published one (counted, not built)
+    for name, value in PUBLISHED_XTTS.items():
+        setattr(config.model_args, name, value)
+    with empty_parameters():
+        model = Xtts(config)
+        model.tokenizer = VoiceBpeTokenizer(str(layouts / "xtts" / "vocab.json"))
+        model.init_models()
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 466.9
