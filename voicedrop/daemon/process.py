@@ -33,15 +33,10 @@ import structlog
 from voicedrop.card import Card, NvmlCard, card_status
 from voicedrop.cluster.child import ProcessDone, ProcessWork, WorkerHeld, poisoned, serve
 from voicedrop.config import GB, Settings
-from voicedrop.daemon.attempt import Attempts, SteppedAside
-from voicedrop.daemon.queue import JobQueue
 from voicedrop.errors import TransientError
-from voicedrop.pipeline.control import unknown_model
-from voicedrop.pipeline.modelspec import ModelSpec
 from voicedrop.pipeline.runner import JobInput, Outcome
 from voicedrop.pipeline.stages import never
-from voicedrop.report import JobReport, ModelView, VramStats
-from voicedrop.spool.control import ControlRequest
+from voicedrop.report import ModelView, VramStats
 from voicedrop.spool.stream import StreamWriter
 
 log = structlog.get_logger(__name__)
@@ -330,66 +325,6 @@ class DeviceWorker:
                 self.card_after = card_status(self.card, view, {os.getpid()}, 0)
         self._proc, self._conn, self.state = None, None, "none"
         self._idle_since, self.resident, self._info, self._models = None, frozenset(), {}, {}
-
-
-@dataclass
-class OnWorker:
-    """A Dispatch (daemon/executor.py): one job at a time, computed on the device worker."""
-
-    queue: JobQueue
-    attempts: Attempts
-    worker: DeviceWorker
-    poll_s: float | None = None
-    reloadable: bool = True
-
-    def start(self) -> None:
-        return None
-
-    def step(self) -> JobReport | SteppedAside | None:
-        job = self.queue.next()
-        if job is None:
-            if self.queue.gate.waiting():  # a file is still settling: start while it does
-                self.worker.start()
-            return None
-        self.worker.start()  # its start overlaps the attempt's own part
-        return self.attempts.run(job, compute=self._compute)
-
-    def _compute(
-        self,
-        job: JobInput,
-        progress: Callable[[str], None],
-        upcoming: Callable[[], Sequence[ModelSpec]],
-    ) -> Outcome:
-        runner = self.attempts.runner
-        keys = [spec.key for spec in upcoming()]  # prefetched there if the worker knows them
-        return self.worker.run(job, progress, runner.finish, runner.manager.get_vram_usage, keys)
-
-    def busy(self) -> bool:
-        return False
-
-    def drain(self, tick: Callable[[], None]) -> None:
-        return None
-
-    def workers(self) -> list[dict[str, Any]]:
-        return [self.worker.describe()]
-
-    def control(self, request: ControlRequest) -> dict[str, Any]:
-        """A load starts the worker if none lives; an unload with none has nothing to do."""
-        unknown = unknown_model(request.key, self.attempts.runner.planner)
-        if unknown is not None:
-            return unknown
-        if request.op == "unload" and not self.worker.alive():
-            return {"ok": True, "model": request.key, "view": None}
-        return self.worker.control(request.op, request.key, request.keep_alive)
-
-    def reconfigure(self, settings: Settings) -> None:
-        """A reload: the worker holds the settings it started with; the next job starts one
-        on the new settings."""
-        self.worker.close()
-        self.worker.settings = settings
-
-    def close(self) -> None:
-        self.worker.close()
 
 
 def _rss(pid: int) -> int | None:

@@ -30,10 +30,11 @@ from voicedrop.daemon.heap import Heap
 from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.listeners import Listeners, Prometheus
 from voicedrop.daemon.lock import DaemonLock
+from voicedrop.daemon.on_worker import OnWorker
 from voicedrop.daemon.orphans import fail_orphans
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.presets import Presets, check_presets
-from voicedrop.daemon.process import DeviceWorker, OnWorker, worker_vram
+from voicedrop.daemon.process import DeviceWorker, worker_vram
 from voicedrop.daemon.queue import JobQueue
 from voicedrop.daemon.retention import Retention
 from voicedrop.daemon.retries import RetryPolicy, SpoolBackoff
