@@ -160,8 +160,11 @@ def test_a_symlinked_inbox_is_followed_and_said_and_a_replaced_inbox_carries_no_
         assert said["target"] == str(drop_here.resolve())
         other = spool / "other-drop"
         other.mkdir()
-        (spool / "inbox").unlink()
-        (spool / "inbox").symlink_to(other)  # an operator re-points it while it runs
+        # an operator re-points it while it runs, in one rename (`ln -s … && mv -T`): an
+        # unlink then a symlink left a moment with no inbox, which the daemon filled with
+        # a folder of its own, and the symlink then failed (File exists)
+        (spool / "inbox.new").symlink_to(other)
+        (spool / "inbox.new").replace(spool / "inbox")
         (other / "b.json").write_text(json.dumps({"text": "x", "tts": NOOP}))
         daemon.wait_for(lambda: (spool / "outbox" / "b").exists(), "a job in the new place")
     finally:
