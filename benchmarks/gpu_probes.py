@@ -174,7 +174,17 @@ def dtypes(device_name: str, names: list[str]) -> dict[str, Any]:
             finally:
                 manager.close()
     agree = all(len({tuple(v) for v in paths.values()}) == 1 for paths in found.values())
-    return {"models": found, "paths_agree": agree}
+    card = device_for(device_name).placement(warm=False)
+    want = {role: "float16" if RULES.get(role) and card.half(RULES[role]) else "float32"
+            for role in found}  # fmt: skip
+    library = all(p[0] == want[role] for role, paths in found.items() for p in paths.values())
+    return {"models": found, "paths_agree": agree, "library_precision": want,
+            "follows_library": library, "card": str(card.card)}  # fmt: skip
+
+
+# each model's library rule (voicedrop.pipeline.precision); the others are float32
+RULES: dict[str, Any] = {"f5tts.dit": "f5tts", "rvc.hubert": "rvc", "rvc.rmvpe": "rvc",
+                         "rvc.voice": "rvc"}  # fmt: skip
 
 
 def low(device_name: str, root: Path, jobs: int) -> dict[str, Any]:
