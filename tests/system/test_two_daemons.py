@@ -77,7 +77,8 @@ def test_a_second_daemon_on_the_same_state_directory_is_refused(tmp_path: Path):
             )  # fmt: skip
             assert refused.returncode == 4, refused.stderr
             assert f"another voicedrop daemon (pid {first.proc.pid})" in refused.stderr
-            assert "each needs its own state_dir" in refused.stderr
+            assert f"stop it first (kill {first.proc.pid}" in refused.stderr  # the usual case
+            assert "needs its own state_dir" in refused.stderr
     finally:
         assert first.stop() == 0
 

@@ -32,9 +32,10 @@ class DaemonLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise AlreadyRunningError(
-                f"another voicedrop daemon (pid {holder}) uses the state directory "
-                f"{self.path.parent}; daemons may share a spool (one per GPU, say), but "
-                f"each needs its own state_dir (VOICEDROP_STATE_DIR)"
+                f"another voicedrop daemon (pid {holder}) is already running with the state "
+                f"directory {self.path.parent}: to start it again with other options, stop "
+                f"it first (kill {holder}, or Ctrl-C where it runs). A second daemon on the "
+                f"same spool (one per GPU, say) needs its own state_dir (VOICEDROP_STATE_DIR)"
             ) from None
         try:  # the pid is only for the message above: a full disk must not stop a start
             os.ftruncate(fd, 0)
