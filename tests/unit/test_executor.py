@@ -753,6 +753,27 @@ def test_a_starting_service_removes_the_temp_files_killed_writers_left_in_its_st
         assert [t.exists() for t in orphans] == [False, False] and live.exists()
 
 
+def test_a_closing_service_removes_a_clip_a_worker_killed_after_its_start_left(settings):
+    """A daemon killed with -9 takes its device worker down a moment later: the next
+    daemon's start found that worker still running, kept its half-written clip, and
+    nothing removed it after (the kill -9 torture test found it in CI)."""
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    svc = Service(settings, device=FakeDevice(GB))
+    shard = svc.spool.state / "clips" / "9e"
+    shard.mkdir(parents=True)
+    temp = temp_path(shard / f"{'9e' * 32}.wav", pid=writer.pid)
+    temp.write_bytes(b"RIFF")
+    try:
+        with svc:
+            assert temp.exists()  # its writer still runs at the start
+            writer.kill()
+            writer.wait()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not temp.exists()
+
+
 def test_a_service_holds_its_state_directory_while_entered_and_closes_everything(settings):
     from voicedrop.errors import AlreadyRunningError
 
