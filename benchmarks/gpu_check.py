@@ -64,29 +64,29 @@ def steps(device: str, models: Path) -> dict[str, Step]:
     pytest = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest"]
     table = {s.name: s for s in [
         Step("environment", [PY, "benchmarks/gpu_check.py", "--environment"], 10),
-        Step("build_models", [PY, "benchmarks/gpu_check.py", "--build", str(models), *size], 75),
+        Step("build_models", [PY, "benchmarks/gpu_check.py", "--build", str(models), *size], 100),
         # (a) time to first audio and real-time factor per engine
         Step("first_audio", [PY, "benchmarks/first_audio.py", *size, *on, *where,
                              "--repeat", "1", "--json"], 80),
         # (b) XTTS then RVC under LOW in one process: order, peak ÷ stage, bytes left
-        Step("xtts_rvc_low", [*probe, "low", *on, *where, *size, "--jobs", "2"], 55),
+        Step("xtts_rvc_low", [*probe, "low", *on, *where, *size, "--jobs", "2"], 60),
         # (c) a whole model promoted ÷ a pinned copy of the same tensors
-        Step("promote", [*probe, "promote", *on, *where, *size, "--rounds", "4"], 30),
+        Step("promote", [*probe, "promote", *on, *where, *size, "--rounds", "4"], 25),
         # (d) LOW ÷ NORMAL on a mixed queue, each set-up in a fresh process
         # (on the CPU its modeled card is charged the tiny models' loads, measured here)
         Step("throughput", [PY, "benchmarks/throughput.py", *on,
                             *(where if gpu else ["--real-models", str(models)]),
                             "--setups", "voicedrop-low,normal",
-                            "--repeat", "1", "--jobs", "6" if gpu else "4", "--json"], 120),
+                            "--repeat", "1", "--jobs", "4", "--json"], 105),
         # (e) cold load ÷ raw read of the same file, written back and evicted first
         Step("cold_loads", [PY, "benchmarks/cold_load.py", *size, *on, *where,
                             "--repeat", "1", "--json"], 80),
-        Step("dtypes", [*probe, "dtypes", *on, "--engines", "xtts,f5tts,rvc"], 40),
-        Step("selftest", [PY, "-m", "voicedrop", "selftest", "--json"], 35,
+        Step("dtypes", [*probe, "dtypes", *on, "--engines", "xtts,f5tts,rvc"], 35),
+        Step("selftest", [PY, "-m", "voicedrop", "selftest", "--json"], 30,
              (("VOICEDROP_DEVICE", device),)),
         Step("worker", [PY, "benchmarks/gpu_worker.py", *on, "--rounds", "2" if gpu else "1",
                         "--json"], 45),
-        Step("residency_cuda_tests", [*pytest, "tests/engine/test_residency_cuda.py"], 30),
+        Step("residency_cuda_tests", [*pytest, "tests/engine/test_residency_cuda.py"], 20),
     ]}  # fmt: skip
     if gpu:
         return table
