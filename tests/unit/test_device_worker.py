@@ -240,3 +240,43 @@ def test_a_worker_for_torch_engines_imports_torch_as_it_starts(tmp_path):
     rvc = {"engine": "rvc", "path": str(tmp_path / "v.pth")}
     assert _model_libraries(make_settings(tmp_path)) == ()  # espeak and a drill model
     assert _model_libraries(make_settings(tmp_path, models={"alice": rvc})) == ("torch",)
+
+
+def test_a_status_written_as_the_worker_dies_mid_job_fails_the_attempt_not_the_daemon(tmp_path):
+    """A stage message makes the daemon write its status, which describes the worker; the
+    worker had died just after sending it, the description forgot it, and the job's next
+    receive failed an assertion that crashed the daemon (the kill -9 torture test found
+    it). The job finds the death itself: a worker_lost attempt."""
+    from voicedrop.daemon.process import DeviceWorker, WorkerLost
+
+    class Dead:
+        pid, exitcode = 4242, -signal.SIGSEGV
+
+        def is_alive(self) -> bool:
+            return False
+
+        def join(self, timeout: float | None = None) -> None:
+            return None
+
+    class Pipe:
+        def __init__(self) -> None:
+            self.messages = [("stage", "tts")]
+
+        def poll(self, timeout: float) -> bool:
+            return bool(self.messages)
+
+        def recv(self):
+            return self.messages.pop(0)
+
+        def close(self) -> None:
+            return None
+
+    settings = make_settings(tmp_path, residency={"worker": "process"})
+    worker = DeviceWorker(settings)
+    worker._proc, worker._conn, worker.state = Dead(), Pipe(), "busy"
+    job = SimpleNamespace(stream=None, preempt=lambda: False)
+    said = []
+    with pytest.raises(WorkerLost) as lost:
+        worker._serve(job, lambda stage: said.append(worker.describe()))  # type: ignore[arg-type]
+    assert said and said[0]["state"] == "busy"
+    assert "SIGSEGV" in str(lost.value)

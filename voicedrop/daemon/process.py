@@ -82,8 +82,11 @@ class DeviceWorker:
         return self.settings.residency.worker_idle_s
 
     def alive(self) -> bool:
-        if self._proc is not None and not self._proc.is_alive():
-            self._reset()  # it exited on its own (idle), or died
+        """Whether a worker lives. One that exited on its own (idle) or died between jobs
+        is forgotten here; one that died on a job is the job's to find (`_recv`: its
+        `worker_lost`): a status written meanwhile must not pull it from under the job."""
+        if self._proc is not None and not self._proc.is_alive() and self.state != "busy":
+            self._reset()
         return self._proc is not None
 
     def start(self) -> None:
@@ -243,7 +246,8 @@ class DeviceWorker:
 
     def _recv(self, deadline: float | None) -> tuple[Any, ...]:
         """The worker's next message; WorkerLost when it ended (or passed `deadline`)."""
-        assert self._conn is not None and self._proc is not None
+        if self._conn is None or self._proc is None:  # forgotten already: it ended
+            raise WorkerLost("it ended", False)
         while True:
             try:
                 if self._conn.poll(POLL_S):
