@@ -87,12 +87,6 @@ def remove_orphan_temps(temps: Iterable[Path]) -> int:
     return removed
 
 
-def remove_orphan_temps_below(folder: Path) -> int:
-    """`remove_orphan_temps` for the temp files one or two folders below `folder` (the
-    state directory's: control requests and answers, webhook deliveries, clips)."""
-    return remove_orphan_temps([*folder.glob("*/.*.tmp"), *folder.glob("*/*/.*.tmp")])
-
-
 def writer_tag() -> str:
     """`<pid>-<host tag>`: what a file of a writer's own carries before its suffix."""
     return f"{os.getpid()}-{HOST_TAG}"

@@ -46,7 +46,7 @@ from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.daemon.webhook import Webhook
 from voicedrop.errors import ConfigError
-from voicedrop.fsutil import remove_orphan_temps_below
+from voicedrop.fsutil import remove_orphan_temps
 from voicedrop.metrics import Metrics
 from voicedrop.pipeline.audio import warm as warm_post_stage
 from voicedrop.pipeline.device import CPUDevice, Device
@@ -195,8 +195,9 @@ class Service:
         lock = DaemonLock(self.spool.state / LOCK_FILE)
         lock.acquire()
         self._lock = lock  # held: close() gives it back
-        # temp files killed writers left in the state directory; again at close: a worker
-        remove_orphan_temps_below(self.spool.state)  # may die mid-write after this sweep
+        # temp files a killed writer left in the state directory's folders (control
+        # requests and answers, webhook deliveries); the clip cache sweeps its own
+        remove_orphan_temps(self.spool.state.glob("*/.*.tmp"))
         self.presets.finish_intents()  # a hot-folder take a kill cut short becomes its job
         try:  # private inputs nothing names: failed jobs that keep them (orphans.py)
             fail_orphans(self.spool, self.settings, self.manager.get_vram_usage())
@@ -226,7 +227,7 @@ class Service:
             self.webhook.close()
             self.manager.close()
             if self._lock is not None:  # its workers are gone: so are their writes
-                remove_orphan_temps_below(self.spool.state)
+                self.runner.clips.remove_orphans()
                 self._lock.release()
                 self._lock = None
 

@@ -56,10 +56,15 @@ class ClipCache:
         self._size: int | None = None  # bytes on disk, counted once, then kept
         self._now = 0  # the last use given to a clip (ns)
         self._said_full = False
-        # a daemon killed while it wrote a clip left its temp file, out of the budget's sight
-        orphans = remove_orphan_temps(folder.glob("*/.*.tmp"))
+        self.remove_orphans()
+
+    def remove_orphans(self) -> int:
+        """Temp files of writers killed mid-write (a daemon, or its device worker, which
+        may die a moment after the next daemon started), out of the budget's sight."""
+        orphans = remove_orphan_temps(self.folder.glob("*/.*.tmp"))
         if orphans:
             log.info("clips.orphans_removed", files=orphans)
+        return orphans
 
     @property
     def enabled(self) -> bool:
