@@ -26,6 +26,7 @@ from typing import Any
 
 from voicedrop.errors import ModelFileError
 from voicedrop.modelfiles import load_weights
+from voicedrop.pipeline.engines.common import load_failed
 
 SUFFIX = ".transformers"  # hubert_base.pt -> hubert_base.transformers/
 SOURCE = "voicedrop-source.json"  # in the converted folder: the file it was made from
@@ -136,8 +137,6 @@ def convert(source: Path, target: Path) -> None:
     try:
         model.load_state_dict(renamed, strict=True)
     except RuntimeError as exc:
-        from voicedrop.pipeline.engines.common import load_failed
-
         raise load_failed(source, exc) from None
     with torch.no_grad():
         model.save_pretrained(str(target))
