@@ -7,8 +7,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
+import signal
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import av
@@ -18,7 +21,9 @@ import openai
 import pytest
 import soundfile as sf
 
+from tests.system.test_daemon import Daemon
 from tests.system.test_http import TOKEN, Server
+from voicedrop.spool.status import STALE_S
 
 pytestmark = pytest.mark.system
 TEXT = "Hello from an OpenAI client. It streams a sentence at a time. The last one ends here."
@@ -106,6 +111,41 @@ def test_without_a_daemon_the_answer_is_a_quick_503_and_nothing_is_queued(tmp_pa
         assert not list((tmp_path / "spool" / "inbox").glob("*.json"))
     finally:
         assert srv.stop() == 0
+
+
+def test_a_frozen_daemon_gets_no_request_a_quick_503_instead(tmp_path: Path):
+    """The daemon stopped (SIGSTOP) while `serve` answers: its status file ages, and once
+    it is stale (three missed heartbeats, made older here rather than waited for: the
+    stopped daemon cannot write it), a request is refused at once and nothing is queued.
+    Let go again, the daemon beats and takes requests."""
+    spool = tmp_path / "spool"
+    daemon = Daemon(spool)
+    srv = Server(spool, "serve")
+    try:
+        os.kill(daemon.proc.pid, signal.SIGSTOP)
+        status = spool / "state" / "status.json"
+        stale = json.loads(status.read_text())
+        stale["updated"] = (datetime.now(UTC) - timedelta(seconds=STALE_S + 5)).isoformat()
+        status.write_text(json.dumps(stale))
+        started = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as refused:
+            client(srv, max_retries=0, timeout=60).audio.speech.create(
+                model="tts-1", voice="alloy", input="Anyone?"
+            )
+        assert time.monotonic() - started < 10  # not the client's timeout
+        assert refused.value.status_code == 503
+        assert "has not answered for" in refused.value.body["message"]
+        assert not list((spool / "inbox").glob("*.json"))
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+        daemon.wait_for(lambda: srv.http.get("/health").json()["ready"], "a fresh heartbeat")
+        heard = client(srv).audio.speech.create(
+            model="tts-1", voice="alloy", input="Back.", response_format="wav"
+        )
+        assert sf.info(io.BytesIO(heard.content)).frames > 0
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+        assert srv.stop() == 0
+        assert daemon.stop() == 0
 
 
 def test_a_request_sent_again_with_its_idempotency_key_is_one_job(speech: Server):

@@ -5,12 +5,20 @@ status.json; the watchdog is fed at half its period."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from structlog.testing import capture_logs
 
-from voicedrop.daemon.status_file import HEARTBEAT_S, STATUS_INTERVAL_S, StatusFile, SystemdStatus
+from voicedrop.daemon.status_file import (
+    HEARTBEAT_S,
+    STATUS_INTERVAL_S,
+    Heartbeat,
+    StatusFile,
+    SystemdStatus,
+)
 from voicedrop.report import JobReport, VramSnapshot, VramStats
 from voicedrop.testing import ManualClock
 
@@ -86,6 +94,55 @@ def test_the_heartbeat_rewrites_the_status_file_with_nothing_new(tmp_path):
     clock.now += HEARTBEAT_S
     status.beat()
     assert written(path)["updated"] > first
+
+
+def until(condition: Any, what: str) -> None:
+    """Wait on a state the heartbeat thread makes (not on a guess of how long it takes)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_a_long_job_keeps_the_daemon_ready_while_its_loop_lives(tmp_path):
+    """A job that tells nothing for longer than the heartbeat (one long sentence): the
+    heartbeat thread rewrites the loop's last status, with the time of now, so /health
+    stays ready; once the loop's thread is gone, the heartbeat stops."""
+    clock, path = ManualClock(100.0), tmp_path / "status.json"
+    status = StatusFile(path, snapshot, clock)
+    status.started("long", 1)
+    first = written(path)["updated"]
+    in_job = threading.Event()
+    loop = threading.Thread(target=in_job.wait)  # the executor, inside the job
+    loop.start()
+    beat = Heartbeat(status, loop, period_s=0.001)
+    with beat:
+        clock.now += HEARTBEAT_S / 2
+        time.sleep(0.05)  # many periods of the thread: nothing was due, nothing written
+        assert written(path)["updated"] == first
+        clock.now += HEARTBEAT_S / 2
+        until(lambda: written(path)["updated"] > first, "no heartbeat during a long job")
+        assert written(path)["state"] == "running" and written(path)["job_id"] == "long"
+        in_job.set()  # the job ends: the loop's thread too
+        loop.join()
+        until(lambda: not beat._thread.is_alive(), "the heartbeat outlived the loop")
+
+
+def test_the_heartbeat_never_tells_an_old_status_over_a_newer_one(tmp_path):
+    """The loop's status is the truth: a beat rewrites it only if nothing newer came, and
+    a stopped daemon's status is not made fresh again."""
+    clock, path = ManualClock(100.0), tmp_path / "status.json"
+    status = StatusFile(path, snapshot, clock)
+    status.started("j", 1)
+    status.finished(report("j"))
+    clock.now += HEARTBEAT_S
+    status.refresh()
+    assert written(path)["state"] == "idle"
+    status.set_state("stopped")
+    stopped = written(path)["updated"]
+    clock.now += HEARTBEAT_S
+    status.refresh()
+    assert written(path)["updated"] == stopped
 
 
 def test_a_status_file_that_cannot_be_written_is_said_once_and_never_raises(tmp_path):

@@ -98,8 +98,9 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
         manifest, reference = await _read_job_request(request)
         settings = desk.current()[0]
         if wait:  # someone waits: it goes first, or is refused at once when nothing runs it
-            if not desk.daemon_runs():
-                raise Rejected(503, ["no voicedrop daemon is running on this spool: not queued"])
+            why = desk.unavailable()
+            if why is not None:
+                raise Rejected(503, [f"{why}: not queued"])
             manifest.setdefault("priority", settings.http.priority)
         job_id = await run_in_threadpool(desk.submit, manifest, reference)
         log.info("http.job_submitted", job_id=job_id)

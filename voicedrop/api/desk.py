@@ -28,7 +28,7 @@ from voicedrop.spool import names, private
 from voicedrop.spool.inbox import list_candidates
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.state import JobState, job_state
-from voicedrop.spool.status import DaemonStatus, live_status
+from voicedrop.spool.status import STALE_S, DaemonStatus, live_status
 
 REFERENCE_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}
 
@@ -76,9 +76,22 @@ class Desk:
         return live_status(self.spool.state)
 
     def daemon_runs(self) -> bool:
-        """A daemon will run what is queued now: the one beside us, or one whose status
-        says it runs. Requests someone waits for are refused at once when none does."""
-        return self.beside() if self.beside is not None else self.daemon() is not None
+        """A daemon will run what is queued now. Requests someone waits for are refused at
+        once when none does (`unavailable` says why)."""
+        return self.unavailable() is None
+
+    def unavailable(self) -> str | None:
+        """Why nothing queued now would run: no daemon; the one beside us stopping; or one
+        whose heartbeat is stale (stopped with SIGSTOP, frozen). None: one runs and beats."""
+        if self.beside is not None and not self.beside():
+            return "the voicedrop daemon is stopping"
+        status = self.daemon()
+        if status is None:  # the one beside us may not have written its status yet
+            return None if self.beside else "no voicedrop daemon is running on this spool"
+        age = status.heartbeat_age_s()
+        if age is not None and age >= STALE_S:
+            return f"the voicedrop daemon has not answered for {age:.0f} s (stopped or frozen)"
+        return None
 
     def vram(self) -> dict[str, Any]:
         return vram_view(self.current()[0], self.daemon())

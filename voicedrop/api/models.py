@@ -62,8 +62,9 @@ def router(desk: Desk) -> APIRouter:
 
 async def _ask(desk: Desk, request: control.ControlRequest) -> JSONResponse:
     """Send a request to the daemon and wait for its answer (it comes between jobs)."""
-    if not desk.daemon_runs():
-        raise Rejected(503, ["no voicedrop daemon is running on this spool"])
+    why = desk.unavailable()
+    if why is not None:
+        raise Rejected(503, [why])
     state = desk.spool.state
     request_id = await run_in_threadpool(control.send, state, request)
     deadline = time.monotonic() + desk.current()[0].http.max_wait_s

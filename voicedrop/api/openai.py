@@ -65,13 +65,9 @@ def router(desk: Desk) -> APIRouter:
             return openai_error(SpeechError(param, f"{param}: {first['msg']}"))
         except SpeechError as exc:
             return openai_error(exc)
-        if not desk.daemon_runs():
-            error = SpeechError(
-                None,
-                "no voicedrop daemon is running on this spool: nothing was queued",
-                503,
-                "daemon_unavailable",
-            )
+        why = await run_in_threadpool(desk.unavailable)
+        if why is not None:
+            error = SpeechError(None, f"{why}: nothing was queued", 503, "daemon_unavailable")
             return openai_error(error, {"Retry-After": str(NO_DAEMON_RETRY_S)})
         key = request.headers.get("idempotency-key")
         try:

@@ -22,6 +22,7 @@ import structlog
 
 import voicedrop
 from voicedrop.config import Settings
+from voicedrop.daemon import status_file as status
 from voicedrop.daemon.attempt import Attempts
 from voicedrop.daemon.cluster import Cluster
 from voicedrop.daemon.control import Controls, check_preload
@@ -41,7 +42,6 @@ from voicedrop.daemon.retries import RetryPolicy, SpoolBackoff
 from voicedrop.daemon.scheduler import Scheduler
 from voicedrop.daemon.sdnotify import Notifier
 from voicedrop.daemon.sections import check_reloadable
-from voicedrop.daemon.status_file import HEARTBEAT_S, MetricsTextfile, StatusFile, SystemdStatus
 from voicedrop.daemon.wakeup import Wakeup
 from voicedrop.daemon.watcher import StabilityGate, Watcher
 from voicedrop.daemon.webhook import Webhook
@@ -129,9 +129,9 @@ class Service:
         )
         self.heap = Heap()
         self.retention = Retention(settings.retention, self.spool, clock, wall)
-        self.status_file = StatusFile(status_path(self.spool.state), self._snapshot, clock)
-        self.systemd = SystemdStatus(self.notifier, clock)
-        self.textfile = MetricsTextfile(
+        self.status_file = status.StatusFile(status_path(self.spool.state), self._snapshot, clock)
+        self.systemd = status.SystemdStatus(self.notifier, clock)
+        self.textfile = status.MetricsTextfile(
             self.metrics,
             settings.metrics.textfile,
             settings.metrics.interval_s,
@@ -269,7 +269,7 @@ class Service:
         self.wake.set()
 
     def _serve(self, stop: threading.Event, once: bool) -> None:
-        with self.watcher:
+        with self.watcher, status.Heartbeat(self.status_file, threading.current_thread()):
             self.executor.start()
             ready = self.executor.scan()  # READY=1 comes after the first scan
             self.status_file.set_state("idle")
@@ -362,7 +362,7 @@ class Service:
     def _max_wait(self) -> float:
         """How long the loop may wait: the heartbeat, or half systemd's watchdog period."""
         watchdog = self.notifier.watchdog_s
-        return min(HEARTBEAT_S, watchdog / 2) if watchdog else HEARTBEAT_S
+        return min(status.HEARTBEAT_S, watchdog / 2) if watchdog else status.HEARTBEAT_S
 
     # ---- between jobs ----------------------------------------------------------------------
 

@@ -5,14 +5,18 @@ Both status outputs follow the same rule: a new job or a new stage is told at on
 `voicedrop status`, `submit --wait` and `systemctl status` see it), progress within a
 stage at most every STATUS_INTERVAL_S (a stream of tiny jobs would otherwise spend more
 time reporting than making speech), and what is left before the loop waits (`flush`).
-The status file is also rewritten every HEARTBEAT_S, since readiness (`/health`) reads
-its age; systemd's watchdog is fed from every event and every loop turn. Writes go
+The status file is also rewritten every HEARTBEAT_S, since readiness (`/health`, the HTTP
+side's 503) reads its age: by the loop between jobs, and by `Heartbeat`, a thread that
+beats while the loop's thread lives, so a long, healthy job keeps the daemon ready (a
+stopped or frozen process beats no more). systemd's watchdog is fed from every event and
+every loop turn, not from that thread: it restarts a daemon that makes no progress. Writes go
 through fsutil.StateWrites: a full or read-only disk is logged once, never fatal.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -98,6 +102,8 @@ class StatusFile(_Told):
         self.snapshot = snapshot  # watcher, device, policy, vram, models, workers
         self.told: DaemonStatus | None = None  # the last status told, written or not
         self._writes = StateWrites("status")
+        self._lock = threading.Lock()  # the loop's writes and the heartbeat thread's
+        self._written = float("-inf")
 
     def beat(self) -> None:
         """The heartbeat: rewritten at least every HEARTBEAT_S, even with nothing new."""
@@ -109,8 +115,50 @@ class StatusFile(_Told):
         status = DaemonStatus(
             **self.state, pid=os.getpid(), updated=datetime.now(UTC), **self.snapshot()
         )
-        self._writes.replace(self.path, status.to_json())
-        self.told = status
+        self._write(status)
+
+    def refresh(self) -> None:
+        """The heartbeat thread's: if nothing was written for HEARTBEAT_S, the last status
+        told again with the job and stage of now (progress held back included) and the time
+        of now. The rest (models, memory) is the loop's to work out; a stopped daemon beats
+        no more."""
+        with self._lock:
+            told, due = self.told, self.clock() - self._written >= HEARTBEAT_S
+            if told is None or told.state == "stopped" or not due:
+                return
+            now = {**self.state, "updated": datetime.now(UTC)}
+        self._write(told.model_copy(update=now), unless_newer=told)
+
+    def _write(self, status: DaemonStatus, unless_newer: DaemonStatus | None = None) -> None:
+        with self._lock:
+            if unless_newer is not None and self.told is not unless_newer:
+                return  # the loop told something newer meanwhile
+            self._writes.replace(self.path, status.to_json())
+            self.told, self._written = status, self.clock()
+
+
+class Heartbeat:
+    """A thread that keeps status.json's age fresh while the loop's thread lives, through
+    jobs that tell nothing for minutes (`StatusFile.refresh`)."""
+
+    def __init__(
+        self, status: StatusFile, loop: threading.Thread, period_s: float = HEARTBEAT_S / 2
+    ) -> None:
+        self.status, self.loop, self.period_s = status, loop, period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="voicedrop-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s) and self.loop.is_alive():
+            self.status.refresh()
 
 
 class SystemdStatus(_Told):
