@@ -119,6 +119,11 @@ class Http(_Section):
     )
     reference_min_s: float = Field(1.0, ge=0, description="shortest uploaded reference")
     reference_max_s: float = Field(60.0, gt=0, description="longest uploaded reference")
+    keep_sent_audio: bool = Field(
+        False,
+        description="keep a /v1/audio/speech job's audio once its client has it (else only "
+        "its report; a request with an Idempotency-Key keeps it until retention)",
+    )
 
 
 class OpenAI(_Section):

@@ -98,6 +98,38 @@ def test_audio_arrives_while_the_job_is_still_being_made(tmp_path: Path):
         assert srv.stop() == 0
 
 
+def test_a_response_received_leaves_its_report_not_its_audio(speech: Server):
+    """About 10 MB a minute of speech would stay in the outbox for a day: once the client
+    has the audio, only the report is kept; the file is then 410 Gone."""
+    with client(speech).audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=TEXT, response_format="mp3"
+    ) as response:
+        job_id = response.headers["x-job-id"]
+        heard = b"".join(response.iter_bytes())
+    assert seconds_of("mp3", heard) > 1.0
+    folder = speech.log.parent / "spool" / "outbox" / job_id
+    assert [p.name for p in folder.iterdir()] == ["report.json"]
+    assert speech.http.get(f"/jobs/{job_id}").json()["report"]["outputs"]
+    gone = speech.http.get(f"/jobs/{job_id}/audio")
+    assert gone.status_code == 410 and "keep_sent_audio" in gone.json()["detail"][0]
+
+
+def test_a_client_that_goes_away_mid_response_leaves_no_audio_behind(tmp_path: Path):
+    srv = Server(tmp_path / "spool", VOICEDROP_ENGINES__NOOP__WORK_S="4")
+    try:
+        body = {"model": "noop", "voice": "alloy", "input": "One. Two. Three.",
+                "response_format": "pcm"}  # fmt: skip
+        with srv.http.stream("POST", "/v1/audio/speech", json=body) as response:
+            job_id = response.headers["x-job-id"]
+            next(response.iter_raw())  # the first sentence, then the client hangs up
+        state = srv.wait_done(job_id)
+        assert state["status"] == "done" and state["report"]["outputs"]
+        folder = tmp_path / "spool" / "outbox" / job_id
+        assert [p.name for p in folder.iterdir()] == ["report.json"]
+    finally:
+        assert srv.stop() == 0
+
+
 def test_without_a_daemon_the_answer_is_a_quick_503_and_nothing_is_queued(tmp_path: Path):
     srv = Server(tmp_path / "spool", "serve")
     try:

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import drop, hello, make_settings, unit_service
 from voicedrop.api import board
 from voicedrop.api.desk import Desk, Rejected
+from voicedrop.daemon.listeners import Listener
 from voicedrop.daemon.peek import ManifestPeek
 from voicedrop.daemon.watcher import StabilityGate
 from voicedrop.pipeline.engines import build_engines
@@ -151,3 +152,51 @@ def test_the_peek_holds_a_manifest_whose_reference_is_missing_until_the_wait_is_
     (settings.spool / "inbox" / "ref.wav").write_bytes(b"RIFF")
     os.utime(settings.spool / "inbox" / "ref.wav", (now - 60, now - 60))  # long settled
     assert not peek.awaits_files(item, time.monotonic(), now)
+
+
+class GoesAway(Listener):
+    """An HTTP client that goes away while its job runs."""
+
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+
+    def stage(self, job_id: str, stage: str) -> None:
+        self.desk.sent(job_id, False)
+
+
+def test_audio_sent_to_its_client_is_not_kept_only_its_report(settings, desk):
+    """A /v1 response sent whole: the job's audio goes at once, its report stays, the
+    dashboard offers nothing to play and the file is answered 410. A client that went
+    away mid-job: its audio goes when the job is committed."""
+    service = unit_service(settings)
+    try:
+        drop(service.spool.inbox, "whole.json", hello(origin="http"))
+        assert service.executor.step().status == "done"
+        desk.sent("whole", True)
+        service.events.add(GoesAway(desk))
+        drop(service.spool.inbox, "gone.json", hello(origin="http"))
+        assert service.executor.step().status == "done"
+    finally:
+        service.manager.close()
+    for job in ("whole", "gone"):
+        assert [p.name for p in (desk.spool.outbox / job).iterdir()] == ["report.json"], job
+        assert desk.state(job).report.outputs, "the report still says what was made"
+    recent = board.snapshot(desk, time.time())["recent"]
+    assert [r["outputs"] for r in recent] == [[], []]
+
+
+def test_audio_is_kept_when_configured_or_never_sent(tmp_path):
+    settings = make_settings(tmp_path, http={"keep_sent_audio": True})
+    planner = Planner(settings, build_engines(settings))
+    desk = Desk(lambda: (settings, planner))
+    service = unit_service(settings)
+    try:
+        for job in ("kept", "unsent"):
+            drop(service.spool.inbox, f"{job}.json", hello(origin="http"))
+            assert service.executor.step().status == "done"
+    finally:
+        service.manager.close()
+    desk.sent("kept", True)
+    for job in ("kept", "unsent"):
+        [wav] = desk.spool.outbox.glob(f"{job}/*.wav")
+        assert wav.stat().st_size > 0

@@ -337,6 +337,10 @@ def _file(desk: Desk, job_id: str, name: str | None) -> FileResponse:
     held = None if path is None else hold(path.parent)  # retention waits until it is sent
     if path is None or held is None:
         raise Rejected(404, [f"job '{job_id}' has no output '{name}'"])
+    if not path.is_file():
+        os.close(held)
+        why = "a /v1 response's audio is not kept once sent: [http] keep_sent_audio"
+        raise Rejected(410, [f"job '{job_id}' no longer has its output '{path.name}' ({why})"])
     codec = CODECS.get(path.suffix.lstrip("."))
     media = codec.media_type if codec else TEXT_FILES.get(path.suffix, "application/octet-stream")
     headers = {"X-Job-Id": job_id}

@@ -132,8 +132,15 @@ def _finished(desk: Desk, now: float) -> list[dict[str, Any]]:
         base = desk.spool.outbox if entry.folder == "outbox" else desk.spool.failed
         report = read_report_json(base / entry.job_id)
         if report is not None:
+            if entry.origin == "http" and not _audio_kept(base / entry.job_id, report):
+                report["outputs"] = []  # sent to its client, not kept: nothing to play
             reports.append(report)
     return reports
+
+
+def _audio_kept(folder: Path, report: dict[str, Any]) -> bool:
+    outputs = report.get("outputs") or [{}]
+    return not isinstance(outputs[0], dict) or (folder / str(outputs[0].get("file"))).exists()
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from voicedrop.report import VramStats, unrun_report
 from voicedrop.spool import names, private
 from voicedrop.spool.inbox import list_candidates
 from voicedrop.spool.jobs import Spool
+from voicedrop.spool.sent import forget_audio, mark_unheard
 from voicedrop.spool.state import JobState, job_state
 from voicedrop.spool.status import STALE_S, DaemonStatus, live_status
 
@@ -222,6 +223,16 @@ class Desk:
                 raise Rejected(409, [f"job '{job_id}' kept no copy of its reference"]) from None
         manifest.pop("id", None)  # a new job: the client id, if any, is the old one's
         return self.submit(manifest, reference, "retry")
+
+    def sent(self, job_id: str, whole: bool) -> None:
+        """A `/v1` response of `job_id` ended, `whole` or cut short by its client going
+        away: its audio is not kept unless `[http] keep_sent_audio` (spool/sent.py)."""
+        if self.current()[0].http.keep_sent_audio:
+            return
+        if whole:
+            forget_audio(self.spool.outbox / job_id)
+        else:
+            mark_unheard(self.spool.work, self.spool.outbox, job_id)
 
     # ---- cancelling -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ full queue a 429; a client that goes away before its job starts withdraws the jo
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -86,8 +87,10 @@ def router(desk: Desk) -> APIRouter:
             return _withdrawn(found)
         if isinstance(found, JobState):
             return _failed(found)
-        sse = body.stream_format == "sse"
-        return audio_response(found, body.response_format, sse=sse, text_chars=len(body.input))
+        sse, chars = body.stream_format == "sse", len(body.input)
+        # sent again with its Idempotency-Key, a request is answered from the job's audio
+        sent = None if key is not None else functools.partial(desk.sent, job_id)
+        return audio_response(found, body.response_format, sse=sse, text_chars=chars, sent=sent)
 
     @api.get("/models")
     async def models() -> dict[str, Any]:

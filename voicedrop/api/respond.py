@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -26,15 +26,42 @@ log = structlog.get_logger(__name__)
 
 
 def audio_response(
-    source: Source, fmt: str, *, sse: bool = False, text_chars: int = 0
+    source: Source,
+    fmt: str,
+    *,
+    sse: bool = False,
+    text_chars: int = 0,
+    sent: Callable[[bool], None] | None = None,
 ) -> StreamingResponse:
-    """`text_chars`: what the done event's usage counts (characters: no tokens here)."""
+    """`text_chars`: what the done event's usage counts (characters: no tokens here);
+    `sent`: told at the response's end whether the client had it whole (spool/sent.py)."""
     headers = {"X-Job-Id": source.job_id, "Cache-Control": "no-cache"}
     if sse:
-        events = _events(source, fmt, text_chars)
+        events = _told(_events(source, fmt, text_chars), sent)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     media = CODECS[fmt].media_type
-    return StreamingResponse(_audio(source, fmt), media_type=media, headers=headers)
+    return StreamingResponse(_told(_audio(source, fmt), sent), media_type=media, headers=headers)
+
+
+async def _told(
+    chunks: AsyncIterator[bytes], sent: Callable[[bool], None] | None
+) -> AsyncIterator[bytes]:
+    """The response's chunks; then `sent(True)` once all went out, `sent(False)` if the
+    client went away first (a job that failed made no audio to keep)."""
+    whole = False
+    try:
+        async for data in chunks:
+            yield data
+        whole = True
+    except JobFailed:
+        sent = None
+        raise
+    finally:
+        if sent is not None:
+            try:  # a few file operations: done here, even while the response is cancelled
+                sent(whole)
+            except OSError as exc:  # retention removes the job's audio in the end anyway
+                log.warning("http.audio_kept", error=str(exc))
 
 
 async def _encoded(source: Source, fmt: str) -> AsyncIterator[bytes]:

@@ -6,8 +6,10 @@ finished jobs (spool/ledger.py) — not a listing of the outbox — and removes,
 origin, the jobs older than its `max_age_s` and the oldest past its `max_jobs`, in
 outbox and failed alike. A job someone is reading (the HTTP side sending its audio) is
 left for the next sweep. Drop-folder jobs are kept unless configured otherwise: their
-outbox is the user's. A daemon sweeps the whole spool's ledger; several daemons on one
-spool sweep the same jobs, which is harmless (a removal is one rename).
+outbox is the user's. The same sweep removes the audio of HTTP speech jobs whose client
+went away before it had it (spool/sent.py). A daemon sweeps the whole spool's ledger;
+several daemons on one spool sweep the same jobs, which is harmless (a removal is one
+rename).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import structlog
 from voicedrop.config import Retention as RetentionSettings
 from voicedrop.spool.jobs import Spool
 from voicedrop.spool.ledger import Finished, remove
+from voicedrop.spool.sent import forget_audio, unheard
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +46,10 @@ class Retention:
         """Remove what is due for removal; how many jobs went. OSError: the spool's trouble."""
         self._last = self.clock()
         entries = self.spool.ledger.entries()
+        for entry in entries:
+            folder = self._folder(entry)
+            if entry.origin == "http" and entry.folder == "outbox" and unheard(folder):
+                forget_audio(folder)
         doomed = self.doomed(entries, self.wall())
         if not doomed:
             return 0

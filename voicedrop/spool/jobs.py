@@ -37,6 +37,7 @@ from voicedrop.spool.inbox import InboxFile, list_candidates
 from voicedrop.spool.leases import LEASE, Leases, hold_inbox_file
 from voicedrop.spool.ledger import Finished, Ledger, mark_of
 from voicedrop.spool.references import check_opened, checked_reference, open_beneath
+from voicedrop.spool.sent import forget_audio, unheard
 from voicedrop.spool.stream import stream_folder
 
 log = structlog.get_logger(__name__)
@@ -297,6 +298,8 @@ class Spool:
         shutil.rmtree(job.dir)
         self.leases.release(job.job_id)
         self._record(final, "outbox")
+        if unheard(final):  # its HTTP client went away: its audio is not kept (sent.py)
+            forget_audio(final)
         return final
 
     def _move_failed(self, job: ClaimedJob) -> Path:
