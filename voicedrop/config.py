@@ -25,6 +25,9 @@ from voicedrop.config_layers import ENV_PREFIX, describe, env_overrides, flatten
 from voicedrop.errors import ConfigError
 
 GB = 1024**3
+# Engines for drills and tests (no speech worth hearing): they run when a job names them,
+# and are listed to users only with `[http] drills`.
+DRILL_ENGINES = frozenset({"noop", "tape"})
 
 
 class _Section(BaseModel):
@@ -119,6 +122,11 @@ class Http(_Section):
     )
     reference_min_s: float = Field(1.0, ge=0, description="shortest uploaded reference")
     reference_max_s: float = Field(60.0, gt=0, description="longest uploaded reference")
+    drills: bool = Field(
+        False,
+        description="list the drill engines (noop, tape) among /v1 models, voices and the "
+        "dashboard's choices; jobs may name them either way",
+    )
     keep_sent_audio: bool = Field(
         False,
         description="keep a /v1/audio/speech job's audio once its client has it (else only "

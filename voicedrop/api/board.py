@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from voicedrop.api.desk import Desk
-from voicedrop.api.speech import voices
+from voicedrop.api.speech import offered, voices
 from voicedrop.client import vram_view
+from voicedrop.config import DRILL_ENGINES
 from voicedrop.errors import ManifestError
 from voicedrop.intake import read_manifest
 from voicedrop.spool.inbox import list_candidates
@@ -36,6 +37,10 @@ TEXT_CHARS = 120  # a job's text as listed
 
 def snapshot(desk: Desk, now: float) -> dict[str, Any]:
     settings, jobs = desk.current()
+    engines = offered(settings, jobs.engine_names)
+    kept = {m.engine for m in settings.models.values()} - (
+        set() if settings.http.drills else DRILL_ENGINES
+    )
     daemon = desk.daemon()
     models = {k: v.model_dump() for k, v in daemon.models.items()} if daemon else {}
     in_memory = {k for k, v in models.items() if v.get("tier") != "disk"}
@@ -58,9 +63,11 @@ def snapshot(desk: Desk, now: float) -> dict[str, Any]:
         "timeline": _timeline(finished, now),
         "voices": voices(settings, jobs.engine_names),
         "choices": {
-            "engines": jobs.engine_names,
-            "voices": {n: v.engine for n, v in sorted(settings.voices.items())},
-            "models": {n: m.engine for n, m in sorted(settings.models.items())},
+            "engines": engines,
+            "voices": {
+                n: v.engine for n, v in sorted(settings.voices.items()) if v.engine in engines
+            },
+            "models": {n: m.engine for n, m in sorted(settings.models.items()) if m.engine in kept},
         },
     }
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicedrop.config import Settings
+from voicedrop.config import DRILL_ENGINES, Settings
 
 OPENAI_VOICES = (
     "alloy", "ash", "ballad", "coral", "echo", "fable",
@@ -76,8 +76,15 @@ def engine_of(model: str, settings: Settings, engines: list[str]) -> str:
     return engine
 
 
+def offered(settings: Settings, engines: list[str]) -> list[str]:
+    """The engines listed to users: the drill engines only with `[http] drills`."""
+    return engines if settings.http.drills else [e for e in engines if e not in DRILL_ENGINES]
+
+
 def model_names(settings: Settings, engines: list[str]) -> list[str]:
-    """Every name `model` may take: the mapped OpenAI names, then the engines'."""
+    """Every name `model` is listed with: the mapped OpenAI names, then the engines'
+    (those `offered`; a drill engine's own name works unlisted)."""
+    engines = offered(settings, engines)
     mapped = [m for m, e in settings.openai.models.items() if e in engines]
     return mapped + [e for e in engines if e not in mapped]
 
@@ -105,9 +112,10 @@ def voice_of(name: str, engine: str, settings: Settings) -> str | None:
 
 
 def voices(settings: Settings, engines: list[str]) -> list[dict[str, Any]]:
-    """Every voice name `/v1/audio/speech` takes, with what it stands for, per engine."""
+    """Every voice name `/v1/audio/speech` takes, with what it stands for, per engine
+    (those `offered`)."""
     out = []
-    for engine in engines:
+    for engine in offered(settings, engines):
         ours = [n for n, v in settings.voices.items() if v.engine == engine]
         names = [*ours, *(v for v in settings.openai.voices if v not in ours), *OPENAI_VOICES]
         for name in dict.fromkeys(names):

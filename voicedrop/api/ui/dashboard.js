@@ -5,8 +5,6 @@
   const $ = (id) => document.getElementById(id);
   const SVG = "http://www.w3.org/2000/svg";
   const KINDS = ["load", "prefetch", "promote", "demote", "evict", "drop"];
-  const SEED = ["available", "low_vram_mode", "allocated_gb", "reserved_gb", "free_gb",
-    "total_gb", "cached_models"];
   let token = sessionStorage.getItem("voicedrop-token") || "";
   let etag = null;
   let data = null;
@@ -41,6 +39,20 @@
   }
 
   const gb = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GB`;
+  const onGpu = (device) => (device || "").startsWith("cuda");
+  const onDevice = (device) => (onGpu(device) ? `on the GPU (${device})` : "on the CPU, no GPU");
+  const POLICY = {
+    low: "models leave the GPU after use (LOW_VRAM)",
+    normal: "models stay loaded",
+    budget: "models kept within a memory budget",
+  };
+  // the original /vram keys, as people say them (the API keeps the keys)
+  const FIGURES = {
+    allocated_gb: "held by models, GB", reserved_gb: "reserved by PyTorch, GB",
+    free_gb: "free on the GPU, GB", total_gb: "the GPU's memory, GB",
+    cached_models: "models on the GPU", low_vram_mode: "LOW_VRAM",
+  };
+  const TIER = { device: "in use", host: "kept in RAM", disk: "on disk" };
   const clock = (unix) => new Date(unix * 1000).toLocaleTimeString();
   const fileUrl = (id, name) => `/jobs/${encodeURIComponent(id)}/files/${encodeURIComponent(name)}`;
 
@@ -97,7 +109,8 @@
     $("daemon").textContent =
       `${daemon.state}` + (daemon.job_id ? `: ${daemon.job_id}` : "") +
       (daemon.stage ? ` (${daemon.stage})` : "") +
-      ` · policy ${daemon.policy}` + (daemon.device ? ` · ${daemon.device}` : "");
+      (daemon.device ? ` · ${onDevice(daemon.device)}` : "") +
+      (POLICY[daemon.policy] ? ` · ${POLICY[daemon.policy]}` : "");
     renderMemory(d);
     renderTimeline(d);
     renderQueue(d);
@@ -109,16 +122,20 @@
   function renderMemory(d) {
     const v = d.vram;
     const device = d.daemon.device || "";
-    $("h-memory").textContent = device.startsWith("cuda") ? `GPU memory (${device})`
-      : device ? "Memory: host RAM (this daemon runs its models on the CPU)" : "Memory";
+    const gpu = onGpu(device);
+    $("h-memory").textContent = gpu ? `GPU memory (${device})`
+      : device ? "Models (no GPU: they run on the CPU, in this computer's memory)" : "Models";
+    $("gauge").hidden = !gpu;
+    $("vram").hidden = !gpu;
     const share = v.total_gb > 0 ? v.allocated_gb / v.total_gb : 0;
     $("gauge").firstElementChild.style.width = `${Math.min(100, share * 100).toFixed(1)}%`;
     $("gauge").setAttribute("aria-valuenow", share.toFixed(3));
-    $("vram").replaceChildren(...SEED.flatMap((k) => [el("dt", {}, k), el("dd", {}, String(v[k]))]));
+    $("vram").replaceChildren(...Object.entries(FIGURES).flatMap(([k, label]) =>
+      [el("dt", {}, label), el("dd", {}, typeof v[k] === "boolean" ? (v[k] ? "on" : "off") : String(v[k]))]));
     const rows = Object.entries(d.models).map(([key, m]) =>
       el("tr", {},
-        el("td", {}, key), el("td", {}, m.tier === "host" ? "warm (host)" : m.tier),
-        el("td", { class: "num" }, gb(m.device_bytes + m.host_bytes)),
+        el("td", {}, key), el("td", {}, TIER[m.tier] || m.tier),
+        el("td", { class: "num" }, m.device_bytes + m.host_bytes ? gb(m.device_bytes + m.host_bytes) : "—"),
         el("td", { class: "num" }, m.loads), el("td", { class: "num" }, m.promotes)));
     $("models").tBodies[0].replaceChildren(
       ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5 }, "no model loaded yet"))]));
@@ -138,10 +155,12 @@
     // the last hour at most, zoomed to what happened in it (a minute at least)
     const span = Math.min(t.window_s, Math.max(60, events.length ? (t.now - events[0].at) * 1.05 : 60));
     const start = t.now - span;
+    const gpu = onGpu(d.daemon.device);
     const peak = Math.max(1, ...events.map((e) => e.allocated || 0));
     const ymax = peak * 1.15;
     const x = (at) => left + ((at - start) / span) * (W - left - right);
-    const y = (b) => H - bottom - (b / ymax) * (H - top - bottom);
+    // no GPU: no device memory to draw, the moves on one line
+    const y = (b) => (gpu ? H - bottom - (b / ymax) * (H - top - bottom) : (H - bottom + top) / 2);
     const nodes = [
       svg("line", { class: "axis", x1: left, y1: H - bottom, x2: W - right, y2: H - bottom }),
       svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: H - bottom }),
@@ -150,11 +169,11 @@
       svg("text", { x: left, y: H - 6 }, null),
       svg("text", { x: W - right - 40, y: H - 6 }, null),
     ];
-    nodes[2].textContent = gb(ymax);
-    nodes[3].textContent = "0";
+    nodes[2].textContent = gpu ? gb(ymax) : "";
+    nodes[3].textContent = gpu ? "0" : "";
     nodes[4].textContent = clock(start);
     nodes[5].textContent = "now";
-    if (events.length) {
+    if (events.length && gpu) {
       let path = `M ${x(start)} ${y(0)}`;
       let level = 0;
       for (const e of events) {
@@ -177,8 +196,9 @@
     const last = events[events.length - 1];
     const minutes = Math.round(span / 60);
     $("timeline-caption").textContent =
-      `Device memory allocated by the models over the last ${minutes} min ` +
-      `(of ${d.vram.total_gb} GB), after each of ${events.length} model moves` +
+      (gpu ? `GPU memory held by the models over the last ${minutes} min ` +
+        `(of ${d.vram.total_gb} GB), after each of ${events.length} model moves`
+        : `Model moves over the last ${minutes} min: ${events.length}`) +
       (last ? `; latest: ${last.event} ${last.key} at ${clock(last.at)}.` : ".") +
       " Hover a mark for the model and seconds.";
   }
@@ -278,6 +298,7 @@
   }
 
   async function cancel(id) {
+    followed = null;
     const response = await fetch(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE", headers: headers() });
     const answer = await response.json().catch(() => ({}));
     $("submit-result").textContent = response.ok ? `${id} cancelled`
@@ -287,10 +308,12 @@
   }
 
   async function retry(id) {
+    followed = null;
     const response = await fetch(`/jobs/${encodeURIComponent(id)}/retry`, { method: "POST", headers: headers() });
     const answer = await response.json().catch(() => ({}));
     $("submit-result").textContent = response.status === 202 ? `${id} again as ${answer.id}`
       : `${id} not retried: ${(answer.detail || [response.statusText]).join("; ")}`;
+    if (response.status === 202) follow(answer.id);
     etag = null;
     poll();
   }
@@ -341,6 +364,8 @@
   async function submit(body, contentType) {
     const result = $("submit-result");
     result.textContent = "sending…";
+    followed = null;
+    delete result.dataset.job;
     const response = await fetch("/tts/synthesize", {
       method: "POST", body, headers: headers(contentType ? { "Content-Type": contentType } : {}),
     });
@@ -349,9 +374,51 @@
       result.textContent = `queued as ${answer.id}`;
       etag = null;
       poll();
+      follow(answer.id);
     } else {
       const detail = Array.isArray(answer.detail) ? answer.detail.join("; ") : response.statusText;
       result.textContent = `refused (${response.status}): ${detail}`;
+    }
+  }
+
+  // What was just submitted, followed to its end: its result plays where the user looks.
+  let followed = null;
+  async function follow(id) {
+    followed = id;
+    const result = $("submit-result");
+    result.dataset.job = id;
+    while (followed === id) {
+      const response = await fetch(`/jobs/${encodeURIComponent(id)}`, { headers: headers() })
+        .catch(() => null);
+      const job = response && response.ok ? await response.json() : null;
+      if (followed !== id) return; // the user moved on (another job, a cancel, a retry)
+      if (job && (job.status === "done" || job.status === "duplicate")) {
+        const outputs = (job.report && job.report.outputs) || [];
+        const seconds = outputs.reduce((sum, o) => sum + (o.duration_s || 0), 0);
+        const took = job.report && job.report.timings ? job.report.timings.total_s : null;
+        result.replaceChildren(`${id}: done` + (took != null ? ` in ${took.toFixed(2)} s` : "") +
+          ` · ${seconds.toFixed(2)} s of audio`);
+        if (outputs.length) {
+          const audio = el("audio", { controls: "", "aria-label": `${id}: ${outputs[0].file}` });
+          result.append(audio);
+          if (token) authorisedSource(audio, id, outputs[0].file);
+          else {
+            audio.src = fileUrl(id, outputs[0].file);
+            audio.play().catch(() => {}); // a browser may want a click first: the controls are there
+          }
+        }
+        return;
+      }
+      if (job && job.status === "failed") {
+        const error = (job.report && job.report.error) || {};
+        result.replaceChildren(el("span", { class: "error" },
+          `${id} failed: ` + (error.code ? `${error.code}: ` : "") + (error.message || "")));
+        return;
+      }
+      if (job && job.status === "running") {
+        result.textContent = `${id}: running` + (job.stage ? ` (${job.stage})` : "") + "…";
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
 
