@@ -126,3 +126,19 @@ def test_a_job_run_by_the_daemon_leaves_no_stream_behind(service):
     assert read_report(service.spool.failed / "b")["status"] == "failed"
     assert not list(service.spool.root.rglob(AUDIO))
     assert "stream" not in json.dumps(sorted(p.name for p in service.spool.root.rglob("*")))
+
+
+def test_a_take_made_before_is_heard_from_its_start_not_once_it_is_all_sent(settings, tmp_path):
+    """The same text again: its take comes whole from the clip cache. A listener hears it
+    in half-second slices as it is sent, not after the whole take was resampled and sent
+    (a 40-sentence request's first audio came after 80 ms instead of 20)."""
+    service = unit_service(settings)
+    text = " ".join(f"Sentence number {i} of a text said twice." for i in range(1, 9))
+    manifest = hello(text=text, output={"sample_rate": 24000})
+    first, again = Sink(), Sink()
+    run(service, tmp_path / "a", manifest, first)
+    run(service, tmp_path / "b", manifest, again)
+    heard = np.frombuffer(bytes(again.data), "<i2")
+    assert len(heard) / 24000 > 4.0 and again.ended
+    assert again.writes >= len(heard) / 24000 / 0.5  # in slices of at most half a second
+    assert np.abs(heard.astype(int) - np.frombuffer(bytes(first.data), "<i2")).max() <= 4

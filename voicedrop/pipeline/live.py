@@ -3,11 +3,11 @@
 The stage that makes a job's last audio (the TTS stage, or the conversion after it) hands
 each piece to `LiveAudio` as soon as it has it: a sentence, a batch, or a converted take
 (a conversion takes a whole take, so with one its stream starts as each take is
-converted). LiveAudio sends it on as 16-bit mono PCM at the rate the job's output will
-have, resampled piece by piece with one continuous resampler, to a `PcmSink` the daemon
-provides (the spool's stream file, spool/stream.py). The stream is the outputs' audio
-before loudness normalisation, which needs the whole take; a script job streams its clips
-one after another.
+converted). LiveAudio sends it on, in half-second slices, as 16-bit mono PCM at the rate
+the job's output will have, resampled piece by piece with one continuous resampler, to a
+`PcmSink` the daemon provides (the spool's stream file, spool/stream.py). The stream is the
+outputs' audio before loudness normalisation, which needs the whole take; a script job
+streams its clips one after another.
 
 A stage that runs again (an out-of-memory retry, or the job's next attempt) makes its
 audio again from the start: what the sink already holds is skipped, never sent twice.
@@ -22,6 +22,10 @@ import numpy as np
 
 from voicedrop.codecs import codec_rate, to_int16
 from voicedrop.pipeline import audio as au
+
+# A piece is sent on in slices this long: a whole take at once (a cached clip, a converted
+# take) would otherwise be resampled and sent whole before a listener hears its start.
+SLICE_S = 0.5
 
 
 class PcmSink(Protocol):
@@ -66,7 +70,10 @@ class LiveAudio:
         if self.rate is None:
             self.rate = codec_rate(self.fmt, self.wanted_rate or piece.sample_rate)
             self._held = self.sink.open(self.rate)
-        self._put(self._resample(piece, last=False))
+        step = max(1, int(SLICE_S * piece.sample_rate))
+        for start in range(0, piece.samples.size, step):  # a long piece heard as it goes
+            part = au.Audio(piece.samples[start : start + step], piece.sample_rate)
+            self._put(self._resample(part, last=False))
 
     def end(self) -> None:
         if self.sink is None or self.rate is None:
