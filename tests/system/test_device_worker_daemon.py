@@ -71,3 +71,26 @@ def test_the_openai_client_streams_speech_made_on_the_worker(tmp_path: Path):
     assert report["status"] == "done" and report["worker"] is not None
     assert seconds_of("pcm", data) == pytest.approx(report["outputs"][0]["duration_s"], abs=0.1)
     assert health["worker"]["state"] in ("ready", "busy") and health["worker"]["pid"]
+
+
+def test_the_worker_starts_with_the_daemon_so_the_first_job_pays_no_start(tmp_path: Path):
+    """At start the daemon says it is warming until its worker is ready (its imports done);
+    the first job then runs on that worker: no start of its own (1.2 s of a 25 ms request)."""
+    spool = tmp_path / "spool"
+    env = {"VOICEDROP_RESIDENCY__WORKER": "process", "VOICEDROP_RESIDENCY__WORKER_IDLE_S": "120"}
+    daemon = Daemon(spool, **env)
+    try:
+        worker = lambda: (daemon.status().get("workers") or [{}])[0]  # noqa: E731
+        warm = lambda: worker().get("state") == "ready" and not daemon.status()["warming"]  # noqa: E731
+        daemon.wait_for(warm, "the worker ready before any job", timeout=120)
+        started = worker()
+        assert started["pid"] not in (None, daemon.proc.pid) and started["starts"] == 1
+        staged = spool / "inbox" / ".incoming" / "first.partial"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_text(json.dumps({"text": "The first job.", "tts": {"engine": "espeak"}}))
+        staged.rename(spool / "inbox" / "first.json")
+        daemon.wait_for((spool / "outbox" / "first" / "report.json").exists, "the job", 120)
+        daemon.wait_for(lambda: worker().get("state") == "ready", "the worker idle again")
+        assert worker()["pid"] == started["pid"] and worker()["starts"] == 1
+    finally:
+        assert daemon.stop() == 0

@@ -12,6 +12,7 @@ it, never the daemon.
 
 The protocol, in order (tuples of a name and its values):
 
+    daemon → worker   ("wanted",)   (a job waits: say ready now, not once warm)
     worker → daemon   ("ready", info)
     daemon → worker   ("run", ProcessWork)
     worker → daemon   ("stage", message) | ("stream.open", rate) | ("stream.write", pcm)
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 PR_SET_PDEATHSIG = 1
+WARM_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,11 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
     warmup = Warmup((*_model_libraries(settings), *POST_STAGE), warm_post_stage)
     warmup.start()  # beside the first job's own start
     try:
+        # ready once its imports are done (started with the daemon: its first job is then
+        # as quick as the next), or at once when the daemon says a job waits ("wanted"):
+        # the job waits only on the imports it needs
+        while not warmup.finished and not conn.poll(WARM_POLL_S):
+            pass
         conn.send(("ready", worker.status()))
         while True:
             message = _next(conn, idle_s, worker)

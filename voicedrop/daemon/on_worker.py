@@ -25,11 +25,14 @@ class OnWorker:
     queue: JobQueue
     attempts: Attempts
     worker: DeviceWorker
+    woken: Callable[[], None] = lambda: None  # wakes the loop: the worker said it is ready
     poll_s: float | None = None
     reloadable: bool = True
 
     def start(self) -> None:
-        return None
+        """The worker starts with the daemon, so the first job is as quick as the next; it
+        exits when idle (`[residency] worker_idle_s`) as after any job."""
+        self.worker.start(on_ready=self.woken)
 
     def step(self) -> JobReport | SteppedAside | None:
         job = self.queue.next()

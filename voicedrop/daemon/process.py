@@ -22,6 +22,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,9 +90,12 @@ class DeviceWorker:
             self._reset()
         return self._proc is not None
 
-    def start(self) -> None:
+    def start(self, on_ready: Callable[[], None] | None = None) -> None:
         """Spawn a worker if none lives; it imports and builds while the daemon goes on
-        with the attempt's own part (claim, inputs, checks)."""
+        with the attempt's own part (claim, inputs, checks) — or, at the daemon's start,
+        with waiting for the first job, so that job is as quick as the next. `on_ready`
+        is called (from a thread) once the worker has said something: the loop then reads
+        it (`_drain`)."""
         if self.alive():
             return
         ctx = multiprocessing.get_context("spawn")  # never fork a daemon with threads
@@ -107,6 +111,13 @@ class DeviceWorker:
         self._proc, self._conn, self.state = proc, ours, "starting"
         self.starts += 1
         log.info("worker.starting", pid=proc.pid)
+        if on_ready is not None:
+            threading.Thread(
+                target=_when_heard,
+                args=(ours, on_ready),
+                name="voicedrop-worker-start",
+                daemon=True,
+            ).start()
 
     def ready(self) -> None:
         """Wait until the worker said it is ready (WorkerLost if it died instead)."""
@@ -114,13 +125,15 @@ class DeviceWorker:
         if self.state != "starting":
             return
         deadline = self.clock() + START_S
-        while True:
+        self._send(("wanted",))  # a job waits: not for every import of a warm-up
+        while self.state == "starting":
             message = self._recv(deadline)
             if message[0] == "ready":
-                self._info = dict(message[1])
-                self.state = "ready"
-                log.info("worker.ready", pid=self._info.get("pid"), device=self._info.get("device"))
-                return
+                self._ready(message[1])
+
+    def _ready(self, info: dict[str, Any]) -> None:
+        self._info, self.state, self._idle_since = dict(info), "ready", self.clock()
+        log.info("worker.ready", pid=self._info.get("pid"), device=self._info.get("device"))
 
     def run(
         self,
@@ -211,14 +224,16 @@ class DeviceWorker:
         self._info["vram"], self._info["card"] = held.vram, held.card
 
     def _drain(self) -> None:
-        """Between jobs: take what the idle worker said of itself (a model whose keep-alive
-        ran out) without waiting."""
-        if self.state != "ready" or self._conn is None:
+        """Between jobs: take what the idle worker said of itself (that it is ready, a
+        model whose keep-alive ran out) without waiting."""
+        if self.state not in ("ready", "starting") or self._conn is None:
             return
         try:
             while self._conn.poll(0):
                 message = self._conn.recv()
-                if message[0] == "models":
+                if message[0] == "ready":
+                    self._ready(message[1])
+                elif message[0] == "models":
                     self._held(message[1])
         except (EOFError, OSError):
             return  # it ended: alive() finds out
@@ -329,6 +344,13 @@ class DeviceWorker:
                 self.card_after = card_status(self.card, view, {os.getpid()}, 0)
         self._proc, self._conn, self.state = None, None, "none"
         self._idle_since, self.resident, self._info, self._models = None, frozenset(), {}, {}
+
+
+def _when_heard(conn: Connection, then: Callable[[], None]) -> None:
+    """Wait until the worker says something (or ends, or START_S passes), then `then`."""
+    with contextlib.suppress(OSError, EOFError, ValueError):
+        conn.poll(START_S)
+    then()
 
 
 def _rss(pid: int) -> int | None:

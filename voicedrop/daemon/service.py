@@ -158,7 +158,7 @@ class Service:
         self.dispatch: Dispatch = (
             Cluster(settings, self.queue, self.attempts)
             if cluster
-            else OnWorker(self.queue, self.attempts, self.worker)
+            else OnWorker(self.queue, self.attempts, self.worker, self.wake.set)
             if self.worker is not None
             else Inline(self.queue, self.attempts)
         )
@@ -232,8 +232,7 @@ class Service:
                 self._lock = None
 
     def run(self, stop: threading.Event, *, once: bool = False) -> int:
-        """Start, serve until `stop`, close; AlreadyRunningError if another daemon has
-        this state directory."""
+        """Start, serve until `stop`, close (AlreadyRunningError: another daemon runs)."""
         with self:
             self.serve(stop, once=once)
         log.info("service.stop")
@@ -258,8 +257,7 @@ class Service:
             warmup.close()
 
     def _warm(self) -> None:
-        """On the warm-up's thread, once its imports are done: the post stage's work run
-        once, then status.json says so at the loop's next turn."""
+        """On the warm-up's thread, once its imports are done: the post stage's work run once."""
         try:
             if self.worker is None:
                 warm_post_stage()
@@ -291,6 +289,8 @@ class Service:
 
     def _between_jobs(self) -> None:
         self.watcher.check()  # between jobs only: nothing is claimed during one anyway
+        if self.worker is not None and self.worker.state == "starting":
+            self.status_file.dirty = True  # told again until it says it is ready
         if self.reload_requested:
             self.reload_requested = False
             self.reload()
@@ -364,8 +364,6 @@ class Service:
         watchdog = self.notifier.watchdog_s
         return min(status.HEARTBEAT_S, watchdog / 2) if watchdog else status.HEARTBEAT_S
 
-    # ---- between jobs ----------------------------------------------------------------------
-
     def _idle(self) -> None:
         """Nothing to run: tell what is pending, and give freed memory back (heap.py)."""
         self.flush()
@@ -386,10 +384,12 @@ class Service:
         """What status.json says besides the job: where, on what, and what is resident."""
         workers = self.dispatch.workers()
         vram, models = self.manager.get_vram_usage(), self.manager.models()
+        warming = self.warmup is not None and not self.warmup.finished
         if self.worker is not None:  # the device is the worker's; with none, what the card said
             vram, models = worker_vram(workers[0], vram), self.worker.models()
+            warming = warming or workers[0]["state"] == "starting"
         return {
-            "warming": self.warmup is not None and not self.warmup.finished,
+            "warming": warming,
             "watcher": self.watcher.mode,
             "device": self.device.name,
             "policy": self.settings.policy,
