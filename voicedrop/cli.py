@@ -181,6 +181,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if http is not None:
             http.close()
+            desk.close()
     if args.once:  # what this run did (the exit status is the daemon's, not the jobs')
         _summary(service.attempts.ran, service.spool, as_json)
     return code
@@ -213,8 +214,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with HttpServer(create_app(Desk(lambda: (settings, jobs))), host, port, settings.http.token):
+    desk = Desk(lambda: (settings, jobs))
+    with HttpServer(create_app(desk), host, port, settings.http.token):
         stop.wait()
+    desk.close()
     return 0
 
 

@@ -9,7 +9,6 @@ process (fastapi-offline's copy): a daemon on a network with no internet still h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -53,7 +52,6 @@ DOCS_FILES = {  # Swagger UI, as fastapi-offline ships it
     "swagger-ui.css": "text/css; charset=utf-8",
     "favicon.png": "image/png",
 }
-POLL_S = 0.1
 TEXT_FILES = {  # a script job's subtitles as spoken and its cue sheet
     ".srt": "application/x-subrip; charset=utf-8",
     ".vtt": "text/vtt; charset=utf-8",
@@ -299,13 +297,14 @@ async def _wait(
     """The job's state when it ends, or after `seconds`; a client that goes away while its
     job is still queued withdraws it."""
     deadline = time.monotonic() + seconds
-    state = desk.state(job_id)
-    while (state is None or state.status not in FINAL) and time.monotonic() < deadline:
-        if state is not None and state.status == "queued" and await gone():
-            with contextlib.suppress(Rejected):  # it has just started: it runs
-                return await run_in_threadpool(desk.cancel, job_id)
-        await asyncio.sleep(POLL_S)
-        state = desk.state(job_id)
+    with desk.notes.following(job_id) as note:  # looked at when it changes (notes.py)
+        state = await run_in_threadpool(desk.state, job_id)
+        while (state is None or state.status not in FINAL) and time.monotonic() < deadline:
+            if state is not None and state.status == "queued" and await gone():
+                with contextlib.suppress(Rejected):  # it has just started: it runs
+                    return await run_in_threadpool(desk.cancel, job_id)
+            await note.wait(max(0.001, deadline - time.monotonic()))
+            state = await run_in_threadpool(desk.state, job_id)
     return state
 
 

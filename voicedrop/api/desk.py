@@ -19,6 +19,7 @@ from typing import Any
 
 import soundfile as sf
 
+from voicedrop.api.notes import Notes
 from voicedrop.client import submit, vram_view
 from voicedrop.config import Settings
 from voicedrop.intake import JobCheck
@@ -68,6 +69,10 @@ class Desk:
         self.current = current
         self.spool = Spool.from_settings(current()[0])
         self.beside = beside
+        self.notes = Notes(self.spool)  # started by the first request that follows a job
+
+    def close(self) -> None:
+        self.notes.close()
 
     def queue_depth(self) -> int:
         return len(list_candidates(self.spool.inbox) or [])

@@ -15,7 +15,6 @@ the response is cut off, so the client sees it incomplete.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,8 +33,8 @@ from voicedrop.spool.ledger import hold
 from voicedrop.spool.state import JobState
 from voicedrop.spool.stream import StreamHeader, open_stream, read_header, stream_folder
 
-POLL_S = 0.005  # how often an idle follower looks for more: a small part of a sentence
 CHUNK = 64 * 1024
+STREAM_SOON_S = 0.005  # how often a running job's stream is looked for until it is there
 DECODE_S = 2.0  # a finished job's outputs are read and sent this many seconds at a time
 
 
@@ -72,74 +71,96 @@ async def audio_of(
     gone: Callable[[], Awaitable[bool]],
     start_within_s: float | None = None,
     withdraw: bool = True,
-    poll_s: float = POLL_S,
 ) -> Source | JobState | Withdrawn:
     """The job's audio as soon as it can be read; its final state if it ended with none
     (failed, or cancelled elsewhere); Withdrawn if the client went away or the job did not
     start within `start_within_s` — and then, with `withdraw` (the client's own job), the
-    job is cancelled too."""
+    job is cancelled too. It looks when the job's notes say something changed (notes.py),
+    on a worker thread: the event loop only waits."""
     began = time.monotonic()
-    while True:
-        state = desk.state(job_id)
-        if state is None:
-            return JobState(job_id, "failed")
-        if state.status == "queued":
-            waited = time.monotonic() - began
-            client_gone = await gone()
-            if client_gone or (start_within_s is not None and waited > start_within_s):
-                if not withdraw:
-                    return Withdrawn(job_id, waited, client_gone)
-                try:
-                    await run_in_threadpool(desk.cancel, job_id)
-                    return Withdrawn(job_id, waited, client_gone)
-                except Rejected:
-                    continue  # it has just started: follow it
-        elif state.status == "running":
-            opened = open_stream(desk.spool.work / job_id)
-            if opened is not None:
-                header, audio = opened
-                return Source(
-                    job_id, header.sample_rate, _live(desk, job_id, header, audio, poll_s)
-                )
-        elif state.status in ("done", "duplicate") and state.outputs:
-            return await _finished(desk, state)
-        else:
-            return state
-        await asyncio.sleep(poll_s)
+    with desk.notes.following(job_id) as note:
+        while True:
+            state, opened = await run_in_threadpool(_look, desk, job_id)
+            if state is None:
+                return JobState(job_id, "failed")
+            if state.status == "queued":
+                waited = time.monotonic() - began
+                client_gone = await gone()
+                if client_gone or (start_within_s is not None and waited > start_within_s):
+                    if not withdraw:
+                        return Withdrawn(job_id, waited, client_gone)
+                    try:
+                        await run_in_threadpool(desk.cancel, job_id)
+                        return Withdrawn(job_id, waited, client_gone)
+                    except Rejected:
+                        continue  # it has just started: follow it
+            elif state.status == "running":
+                if opened is not None:
+                    header, audio = opened
+                    return Source(job_id, header.sample_rate, _live(desk, job_id, header, audio))
+            elif state.status in ("done", "duplicate") and state.outputs:
+                return await _finished(desk, state)
+            else:
+                return state
+            # a job that runs has its live stream in a moment: the watch on its new folder
+            # may be set up after the first write, so it is looked for often until then
+            soon = _left(start_within_s, began) if state.status == "queued" else STREAM_SOON_S
+            await note.wait(soon)
+
+
+def _left(within_s: float | None, began: float) -> float | None:
+    """What is left of a queued job's wait to start (a little past it: then it goes)."""
+    return None if within_s is None else max(0.001, began + within_s - time.monotonic())
+
+
+def _look(desk: Desk, job_id: str) -> tuple[JobState | None, tuple[StreamHeader, BinaryIO] | None]:
+    """The job's state, and its live stream opened if it runs and has one."""
+    state = desk.state(job_id)
+    if state is None or state.status != "running":
+        return state, None
+    return state, open_stream(desk.spool.work / job_id)
 
 
 async def _live(
-    desk: Desk, job_id: str, header: StreamHeader, audio: BinaryIO, poll_s: float
+    desk: Desk, job_id: str, header: StreamHeader, audio: BinaryIO
 ) -> AsyncIterator[bytes]:
-    """The live file, read as it grows, to its end; JobFailed if the job fails first."""
+    """The live file, read as it grows, to its end; JobFailed if the job fails first. Read
+    on a worker thread when its notes say it grew (or its job ended)."""
     folder = stream_folder(desk.spool.work / job_id)
-    read, carry = 0, b""
+    carry = b""
     try:
-        while True:
-            data = audio.read(CHUNK)
-            if data:
-                read += len(data)
+        with desk.notes.following(job_id) as note:
+            while True:
+                data, ended = await run_in_threadpool(_more, desk, job_id, folder, header, audio)
                 data, carry = _whole_samples(carry + data)
                 if data:
                     yield data
-                continue
-            now = read_header(folder)
-            if now is not None:  # still being made, or written out (the post stage)
-                if now.sample_rate != header.sample_rate:  # restarted anew: not ours to join
-                    raise JobFailed(JobState(job_id, "failed"))
-            else:  # the folder is gone: the job was committed, or is being failed
-                state = desk.state(job_id)
-                if state is not None and state.status == "failed":
-                    raise JobFailed(state)
-                if state is None or state.final:
-                    rest = audio.read()  # its writer closed it before the commit
-                    rest, _ = _whole_samples(carry + rest)
-                    if rest:
-                        yield rest
+                if ended:
                     return
-            await asyncio.sleep(poll_s)
+                if not data:
+                    await note.wait()
     finally:
         audio.close()
+
+
+def _more(
+    desk: Desk, job_id: str, folder: Path, header: StreamHeader, audio: BinaryIO
+) -> tuple[bytes, bool]:
+    """What the live file holds that was not read yet, and whether that is all of it."""
+    data = audio.read(CHUNK)
+    if data:
+        return data, False
+    now = read_header(folder)
+    if now is not None:  # still being made, or written out (the post stage)
+        if now.sample_rate != header.sample_rate:  # restarted anew: not ours to join
+            raise JobFailed(JobState(job_id, "failed"))
+        return b"", False
+    state = desk.state(job_id)  # the folder is gone: the job was committed, or is failing
+    if state is not None and state.status == "failed":
+        raise JobFailed(state)
+    if state is None or state.final:
+        return audio.read(), True  # its writer closed it before the commit
+    return b"", False
 
 
 def _whole_samples(data: bytes) -> tuple[bytes, bytes]:
