@@ -220,6 +220,44 @@ def test_a_client_that_gives_up_before_its_job_starts_withdraws_it(tmp_path: Pat
         assert srv.stop() == 0
 
 
+def test_work_ahead_longer_than_the_client_waits_is_a_429_with_an_honest_retry_after(
+    tmp_path: Path,
+):
+    """The pace comes from a finished job (noop: 1 s for 10 characters); a long job runs
+    and ten long ones wait ahead at a higher priority: about 300 s of work. A client that
+    waits 20 s is told at once (429, Retry-After: the time until what is ahead would fit
+    its wait, past what the SDK retries: not retried), and nothing is queued for it."""
+    srv = Server(tmp_path / "spool")
+    spool = tmp_path / "spool"
+    try:
+        paced = {"text": "0123456789", "tts": {"engine": "noop", "options": {"work_s": 1}}}
+        srv.http.post("/tts/synthesize?wait=60", json=paced)
+        busy = {"text": "Busy.", "tts": {"engine": "noop", "options": {"work_s": 10}},
+                "priority": 100}  # fmt: skip
+        running = srv.http.post("/tts/synthesize", json=busy).json()["id"]
+        deadline = time.monotonic() + 30
+        while srv.http.get(f"/jobs/{running}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ahead = {"text": "A long line. " * 23, "tts": {"engine": "noop"}, "priority": 60}
+        for _ in range(10):
+            assert srv.http.post("/tts/synthesize", json=ahead).status_code == 202
+        queued = len(list((spool / "inbox").glob("*.json")))
+        started = time.monotonic()
+        with pytest.raises(openai.RateLimitError) as refused:
+            client(srv, timeout=20.0).audio.speech.create(
+                model="tts-1", voice="alloy", input="Can I go first?"
+            )
+        assert time.monotonic() - started < 10  # no retry waited out
+        retry_after = int(refused.value.response.headers["retry-after"])
+        assert 200 < retry_after < 400, retry_after  # ~300 s ahead, less the 20 it can wait
+        assert refused.value.response.headers["x-should-retry"] == "false"
+        assert "can wait 20 s" in refused.value.body["message"]
+        assert len(list((spool / "inbox").glob("*.json"))) == queued
+    finally:
+        assert srv.stop() == 0
+
+
 def test_the_names_a_client_may_use(speech: Server):
     models = client(speech).models.list()
     listed = {m.id for m in models.data}

@@ -20,6 +20,7 @@ from typing import Any
 import soundfile as sf
 
 from voicedrop.api.notes import Notes
+from voicedrop.api.wait import Estimate
 from voicedrop.client import submit, vram_view
 from voicedrop.config import Settings
 from voicedrop.intake import JobCheck
@@ -70,9 +71,15 @@ class Desk:
         self.spool = Spool.from_settings(current()[0])
         self.beside = beside
         self.notes = Notes(self.spool)  # started by the first request that follows a job
+        self.estimate = Estimate(self.spool)  # how long a request would wait (wait.py)
 
     def close(self) -> None:
         self.notes.close()
+
+    def wait_ahead_s(self, priority: int) -> float:
+        """Seconds of work before a request of `priority` would begin (api/wait.py)."""
+        status = self.daemon()
+        return self.estimate.ahead_s(priority, status.job_id if status else None)
 
     def queue_depth(self) -> int:
         return len(list_candidates(self.spool.inbox) or [])

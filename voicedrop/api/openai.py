@@ -4,14 +4,17 @@
 A speech request is a job like any other (a manifest dropped into the spool, run by the
 daemon's single executor), at `[http] priority` so it goes before queued drop-folder
 work. Its audio streams as it is made (api/follow.py, api/respond.py). It fails fast and
-honestly, because clients retry: no live daemon is a 503 at once with nothing queued; a
-full queue a 429; a client that goes away before its job starts withdraws the job; an
-`Idempotency-Key` sent again finds its first job instead of making a second.
+honestly, because clients retry: no live daemon is a 503 at once with nothing queued
+(and the client told not to retry); a full queue, or work ahead that would outlast what
+the request can wait (api/wait.py), a 429 with the wait's honest `Retry-After`; a
+client that goes away before its job starts withdraws the job; an `Idempotency-Key`
+sent again finds its first job instead of making a second.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -30,6 +33,7 @@ from voicedrop.api.speech import (
     speech_manifest,
     voices,
 )
+from voicedrop.api.wait import SHOWN_RETRY_MAX_S, can_wait_s
 from voicedrop.spool.state import JobState
 
 NO_DAEMON_RETRY_S = 5
@@ -67,9 +71,15 @@ def router(desk: Desk) -> APIRouter:
         except SpeechError as exc:
             return openai_error(exc)
         why = await run_in_threadpool(desk.unavailable)
-        if why is not None:
+        if why is not None:  # a retry a few seconds on would find the same: none is asked
             error = SpeechError(None, f"{why}: nothing was queued", 503, "daemon_unavailable")
-            return openai_error(error, {"Retry-After": str(NO_DAEMON_RETRY_S)})
+            return openai_error(
+                error, {"Retry-After": str(NO_DAEMON_RETRY_S), "x-should-retry": "false"}
+            )
+        ahead = await run_in_threadpool(desk.wait_ahead_s, int(manifest["priority"]))
+        can = can_wait_s(request.headers.get("x-stainless-read-timeout"), settings.http.max_wait_s)
+        if ahead > can:
+            return _too_long(ahead, can)
         key = request.headers.get("idempotency-key")
         try:
             job_id = await run_in_threadpool(desk.submit, manifest, None, "speech", key)
@@ -107,6 +117,21 @@ def router(desk: Desk) -> APIRouter:
         return {"voices": voices(settings, jobs.engine_names)}
 
     return api
+
+
+def _too_long(ahead: float, can: float) -> JSONResponse:
+    """429: the work ahead would outlast what the request can wait; try again when it
+    would not (a wait OpenAI's SDK would not take is not retried by it at all)."""
+    retry = math.ceil(ahead - can)
+    message = (
+        f"the queue ahead would take about {ahead:.0f} s and this request can wait {can:.0f} s "
+        f"(its client's read timeout, or [http] max_wait_s): nothing was queued; try again "
+        f"in {retry} s"
+    )
+    headers = {"Retry-After": str(retry)}
+    if retry > SHOWN_RETRY_MAX_S:
+        headers["x-should-retry"] = "false"
+    return openai_error(SpeechError(None, message, 429, "queue_too_long"), headers)
 
 
 def _withdrawn(found: Withdrawn) -> JSONResponse:
