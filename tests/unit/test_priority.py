@@ -63,6 +63,31 @@ def test_a_long_job_steps_aside_between_segments_and_comes_back_where_it_was(set
         assert (made == np.round(written * 32768)).all()
 
 
+def test_a_long_job_steps_aside_between_its_clips_too_and_converts_nothing_twice(tmp_path):
+    """A request that comes while a long job writes its clips (the post stage: loudness,
+    encoding, for every cue) goes first, between two clips; the job comes back and makes
+    no segment and converts no take again: its clips are the takes it had converted."""
+    settings = make_settings(tmp_path)
+    service = unit_service(settings)
+    spy = DropWhen(service.spool.inbox, "post 2/5", "urgent.json", hello(priority=50))
+    service.events.add(spy)
+    converted = batch(convert={"engine": "tape", "model": "chipmunk", "pitch": 7})
+    drop(service.spool.inbox, "long.json", converted)
+    aside = service.executor.step()
+    assert isinstance(aside, SteppedAside) and len(aside.made) == 5
+    assert service.executor.step().job_id == "urgent"
+    report = service.executor.step()
+    assert report.job_id == "long" and report.status == "done" and report.attempt == 1
+    assert [(p.after, p.of) for p in report.paused] == [(5, 5)]
+    made = [stage for job, stage in spy.stages if job == "long" and stage.startswith("tts ")]
+    assert made == [f"tts {i}/5" for i in range(1, 6)]  # none twice
+    for take in aside.made:  # converted once, before it stepped aside: what it delivered
+        written = sf.read(str(service.spool.outbox / "long" / f"speech-{take.segment}.wav"))[0]
+        kept = np.frombuffer(to_int16(take.audio.samples), "<i2").astype(int)
+        assert len(kept) == len(written)  # converted again, it would be shorter by a third
+        assert np.abs(kept - np.round(written * 32768)).max() <= 1
+
+
 def test_a_job_of_the_same_priority_waits_its_turn(settings):
     service = unit_service(settings)
     service.events.add(DropWhen(service.spool.inbox, "tts 2/5", "next.json", hello()))

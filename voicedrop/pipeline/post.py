@@ -1,11 +1,13 @@
 """The post stage: resample, reach the loudness target, encode, name and write each clip;
 measure what was written; for a script job, the dub track and what an editor takes with
-it (the subtitles as spoken, a cue sheet: deliverables.py).
+it (the subtitles as spoken, a cue sheet: deliverables.py). Between two clips it steps
+aside for a job of a higher priority, as the TTS stage does between two segments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -14,7 +16,7 @@ from voicedrop.pipeline import audio as au
 from voicedrop.pipeline.deliverables import Spoken, bext_chunk, cue_sheet, file_stem, subtitles
 from voicedrop.pipeline.longtrack import write_blocks
 from voicedrop.pipeline.modelspec import ModelSpec
-from voicedrop.pipeline.stages import JobContext
+from voicedrop.pipeline.stages import JobContext, Paused
 from voicedrop.report import OutputRecord, ScriptRecord
 
 if TYPE_CHECKING:
@@ -39,7 +41,12 @@ class PostStage:
         script = ctx.script
         starts = {c.id: c.start_s for c in script.cues} if script and script.timed else {}
         written: list[au.Audio] = []
-        for take in ctx.takes:
+        for i, take in enumerate(ctx.takes):
+            ctx.progress(f"post {i + 1}/{len(ctx.takes)}")
+            if i and ctx.manifest.qc is None and ctx.preempt():
+                # what every earlier stage made is kept; this stage begins again on return
+                # (a qc block's choices are not kept: such a job finishes here in one go)
+                raise Paused([replace(t, done=True) for t in ctx.takes], len(ctx.takes))
             rate = codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
             audio = au.resample(take.audio, rate)
             if out.loudness_lufs is not None:

@@ -43,6 +43,7 @@ class Take:
     segment: str
     audio: au.Audio
     cache: Literal["hit", "miss"] | None = None  # from the clip cache; None: not cacheable
+    done: bool = False  # through every stage before the post stage (it stepped aside there)
 
 
 def never() -> bool:
@@ -52,7 +53,8 @@ def never() -> bool:
 
 class Paused(Exception):
     """A job with several segments (a script's cues) stepped aside between two of them for
-    a job of a higher priority; `takes` are the segments it has made, kept for its return."""
+    a job of a higher priority — in its TTS stage, or between the clips of its post stage —
+    `takes` are the segments it has made, kept for its return."""
 
     def __init__(self, takes: list[Take], total: int) -> None:
         super().__init__(f"paused after {len(takes)} of {total}")
@@ -210,15 +212,16 @@ class ConvertStage:
         converted = []
         if ctx.live is not None:
             ctx.live.restart()
-        todo = [t for t in ctx.takes if t.cache != "hit"]  # a hit is a converted take already
+        # a hit is a converted take already; a done one was converted before it stepped aside
+        todo = [t for t in ctx.takes if t.cache != "hit" and not t.done]
         models = ctx.manager.acquire_all(engine.models(request), then=ctx.then) if todo else None
         with models or contextlib.nullcontext({}) as placed:
             for i, take in enumerate(ctx.takes, 1):
                 ctx.progress(f"convert {i}/{len(ctx.takes)}")
                 audio = take.audio
-                if take.cache != "hit":
+                if take.cache != "hit" and not take.done:
                     audio = _checked(engine.convert(placed, take.audio, request), engine.name)
-                converted.append(Take(take.segment, audio, take.cache))
+                converted.append(Take(take.segment, audio, take.cache, take.done))
                 if ctx.live is not None:
                     ctx.live.write(audio)
         if ctx.live is not None:
