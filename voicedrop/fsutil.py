@@ -146,3 +146,31 @@ class StateWrites:
         return self.attempt(
             path, lambda: write_atomic(path, data, overwrite=True, durable=False, sole_writer=True)
         )
+
+
+# where inotify sees only this host's changes: watched by polling
+NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "davfs"}
+
+
+def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
+    """The type of the filesystem holding `path` (longest matching mount point)."""
+    target = os.path.realpath(path)
+    best, fstype = "", None
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, fstype = mount, right.split()[0]
+    return fstype
+
+
+def needs_polling(fstype: str | None) -> bool:
+    return fstype is not None and (fstype in NETWORK_FS or fstype.startswith("fuse"))

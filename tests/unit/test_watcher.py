@@ -4,7 +4,8 @@ import time
 
 from voicedrop.config import Watcher as WatcherSettings
 from voicedrop.daemon.index import InboxIndex
-from voicedrop.daemon.watcher import StabilityGate, Watcher, filesystem_type, needs_polling
+from voicedrop.daemon.watcher import StabilityGate, Watcher
+from voicedrop.fsutil import filesystem_type, needs_polling
 from voicedrop.spool.inbox import InboxFile
 
 MOUNTINFO = """\

@@ -71,6 +71,7 @@ def create_app(desk: Desk, metrics: Metrics | None = None) -> FastAPI:
     )
     settings, jobs = desk.current()
     jobs.model_keys()  # the models this configuration can load: worked out once, now
+    desk.notes.start()  # the spool's watch, set up now rather than in a first request
     body_limit = settings.limits.max_reference_bytes + settings.limits.max_manifest_bytes + 65536
     app.add_middleware(Guard, token=settings.http.token, body_limit=body_limit)
 

@@ -21,7 +21,7 @@ import soundfile as sf
 
 from voicedrop.api.notes import Notes
 from voicedrop.api.wait import Estimate
-from voicedrop.client import submit, vram_view
+from voicedrop.client import check_manifest, submit, vram_view
 from voicedrop.config import Settings
 from voicedrop.intake import JobCheck
 from voicedrop.manifest import AUDIO_SUFFIXES
@@ -70,7 +70,7 @@ class Desk:
         self.current = current
         self.spool = Spool.from_settings(current()[0])
         self.beside = beside
-        self.notes = Notes(self.spool)  # started by the first request that follows a job
+        self.notes = Notes(self.spool, current()[0].watcher.mode)  # the spool's changes
         self.estimate = Estimate(self.spool)  # how long a request would wait (wait.py)
 
     def close(self) -> None:
@@ -160,6 +160,14 @@ class Desk:
         if isinstance(result, list):
             raise Rejected(422, result)
         return result
+
+    def check(self, manifest: dict[str, Any]) -> list[str]:
+        """Check a manifest as `submit` does, and drop nothing: its problems, if any."""
+        settings, jobs = self.current()
+        with self._staging() as staging:
+            path = staging / "check.json"
+            path.write_text(json.dumps({**manifest, "origin": "http"}, ensure_ascii=False))
+            return check_manifest(path, settings, jobs)[1]
 
     @contextmanager
     def _staging(self) -> Iterator[Path]:

@@ -26,6 +26,7 @@ from voicedrop.config import Watcher as WatcherSettings
 from voicedrop.daemon.index import InboxIndex
 from voicedrop.daemon.poller import InboxPoller
 from voicedrop.daemon.wakeup import Waker
+from voicedrop.fsutil import filesystem_type, needs_polling
 from voicedrop.spool.inbox import InboxFile, is_candidate
 
 log = structlog.get_logger(__name__)
@@ -33,31 +34,6 @@ TEMPORARY = (".partial", ".tmp", ".PARTIAL", ".TMP")
 CHANGES = ("created", "modified", "attrib", "closed", "moved", "deleted")
 HINT_KEPT_S = 10.0  # a hint of a file not yet listed is kept this long
 MAX_NAMED = 1024  # files named by manifests whose first sight is remembered
-NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "davfs"}
-
-
-def filesystem_type(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
-    """The type of the filesystem holding `path` (longest matching mount point)."""
-    target = os.path.realpath(path)
-    best, fstype = "", None
-    try:
-        lines = mountinfo.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) < 5 or not right:
-            continue
-        mount = fields[4].replace("\\040", " ")
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) > len(best):
-            best, fstype = mount, right.split()[0]
-    return fstype
-
-
-def needs_polling(fstype: str | None) -> bool:
-    return fstype is not None and (fstype in NETWORK_FS or fstype.startswith("fuse"))
 
 
 class StabilityGate:
