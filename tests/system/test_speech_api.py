@@ -258,6 +258,21 @@ def test_work_ahead_longer_than_the_client_waits_is_a_429_with_an_honest_retry_a
         assert srv.stop() == 0
 
 
+def test_the_servers_own_warm_up_request_is_checked_and_never_queued(speech: Server):
+    """The server walks the speech route once as it starts (its first real request is then
+    as quick as the next): a request so marked is checked as a job and never dropped."""
+    body = {"model": "tts-1", "voice": "alloy", "input": "Warm up."}
+    inbox = speech.log.parent / "spool" / "inbox"
+    before = sorted(p.name for p in inbox.glob("*.json"))
+    warm = speech.http.post("/v1/audio/speech", json=body, headers={"X-Voicedrop-Warmup": "1"})
+    bad = speech.http.post(
+        "/v1/audio/speech", json={**body, "voice": "nobody"}, headers={"X-Voicedrop-Warmup": "1"}
+    )
+    assert warm.status_code == 204 and bad.status_code == 400
+    assert sorted(p.name for p in inbox.glob("*.json")) == before
+    assert not any((inbox / ".incoming").iterdir())
+
+
 def test_the_names_a_client_may_use(speech: Server):
     models = client(speech).models.list()
     listed = {m.id for m in models.data}

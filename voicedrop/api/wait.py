@@ -32,7 +32,6 @@ from voicedrop.spool.jobs import Spool
 from voicedrop.spool.state import read_report_json
 
 RECENT = 50  # finished jobs the pace is measured over
-PACE_TTL_S = 5.0  # the pace is measured again at most this often
 SHOWN_RETRY_MAX_S = 120  # past this, OpenAI's SDK does not retry: it is told not to
 
 
@@ -60,11 +59,11 @@ class Job:
 
 
 class Estimate:
-    def __init__(self, spool: Spool, clock: Any = time.monotonic) -> None:
-        self.spool, self.clock = spool, clock
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
         self._manifests: dict[str, tuple[int, int, Job | None]] = {}
         self._pace: dict[str, float] = {}
-        self._paced = float("-inf")
+        self._paced: tuple[int, int] | None = None  # the ledger as it was when measured
         self._lock = threading.Lock()  # requests ask from the server's worker threads
 
     def ahead_s(self, priority: int, running: str | None) -> float:
@@ -99,11 +98,16 @@ class Estimate:
         return total
 
     def pace(self) -> dict[str, float]:
-        """Seconds per character, per engine, over the latest finished jobs."""
-        now = self.clock()
-        if now - self._paced < PACE_TTL_S:
+        """Seconds per character, per engine, over the latest finished jobs (measured
+        again when a job has finished since: the spool's ledger changed)."""
+        try:
+            st = self.spool.ledger.path.stat()
+            mark: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            mark = None
+        if mark is not None and mark == self._paced:
             return self._pace
-        self._paced = now
+        self._paced = mark
         per: dict[str, list[float]] = {}
         for entry in self.spool.ledger.recent(RECENT):
             if entry.status != "done" or entry.folder != "outbox":
