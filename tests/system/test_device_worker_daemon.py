@@ -85,6 +85,9 @@ def test_the_worker_starts_with_the_daemon_so_the_first_job_pays_no_start(tmp_pa
         daemon.wait_for(warm, "the worker ready before any job", timeout=120)
         started = worker()
         assert started["pid"] not in (None, daemon.proc.pid) and started["starts"] == 1
+        outbox = spool / "outbox"  # its warm-up (a word from espeak) left nothing in the spool
+        ledger = spool / ".ledger.jsonl"
+        assert not any(outbox.iterdir()) and not (ledger.exists() and ledger.read_text().strip())
         staged = spool / "inbox" / ".incoming" / "first.partial"
         staged.parent.mkdir(parents=True, exist_ok=True)
         staged.write_text(json.dumps({"text": "The first job.", "tts": {"engine": "espeak"}}))

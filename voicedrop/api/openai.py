@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from voicedrop.api.desk import Desk, Rejected
 from voicedrop.api.follow import Withdrawn, audio_of
-from voicedrop.api.guard import read_json
+from voicedrop.api.guard import WARMUP_HEADER, read_json
 from voicedrop.api.respond import audio_response
 from voicedrop.api.speech import (
     SpeechError,
@@ -80,6 +80,9 @@ def router(desk: Desk) -> APIRouter:
         can = can_wait_s(request.headers.get("x-stainless-read-timeout"), settings.http.max_wait_s)
         if ahead > can:
             return _too_long(ahead, can)
+        if WARMUP_HEADER in request.headers:  # the server's own first walk: checked, not run
+            await run_in_threadpool(desk.check, manifest)
+            return Response(status_code=204)
         key = request.headers.get("idempotency-key")
         try:
             job_id = await run_in_threadpool(desk.submit, manifest, None, "speech", key)

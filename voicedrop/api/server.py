@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import json
 import threading
 import time
 
@@ -77,9 +78,9 @@ class HttpServer:
 
     def _touch(self) -> None:
         """Once listening, walk the speech routes once (a list, a request refused before any
-        job, a cancel of no job): FastAPI, pydantic and the worker threads do their
-        first-time work now, not in a client's first request. Marked, so the log does not
-        show them."""
+        job, a request checked as a job would be and not run, a cancel of no job): FastAPI,
+        pydantic, the job check and the worker threads do their first-time work now, not
+        in a client's first request. Marked, so the log does not show them."""
         deadline = time.monotonic() + STARTUP_S
         while not self.server.started and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -88,19 +89,27 @@ class HttpServer:
         headers = {WARMUP_HEADER: "1", "Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        for method, path, body in (
-            ("GET", "/v1/models", None),
-            ("POST", "/v1/audio/speech", b"{}"),
-            ("DELETE", "/jobs/no-such-job", None),  # the worker threads requests run on
-        ):
-            connection = http.client.HTTPConnection(host, self.server.config.port, timeout=10)
+        port = self.server.config.port
+
+        def ask(method: str, path: str, body: bytes | None = None) -> bytes:
+            connection = http.client.HTTPConnection(host, port, timeout=10)
             try:
                 connection.request(method, path, body=body, headers=headers)
-                connection.getresponse().read()
+                return connection.getresponse().read()
             except OSError as exc:
                 log.debug("http.warmup_failed", error=str(exc))
+                return b""
             finally:
                 connection.close()
+
+        try:
+            model = json.loads(ask("GET", "/v1/models"))["data"][0]["id"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            model = "tts-1"
+        ask("POST", "/v1/audio/speech", b"{}")
+        speech = {"model": model, "voice": "alloy", "input": "Warm up."}
+        ask("POST", "/v1/audio/speech", json.dumps(speech).encode())  # checked, not run
+        ask("DELETE", "/jobs/no-such-job")  # the worker threads requests run on
 
     def close(self) -> None:
         self.server.should_exit = True

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from voicedrop.config import Settings
+from voicedrop.config import DRILL_ENGINES, Settings
 from voicedrop.manifest import Manifest
 from voicedrop.pipeline.control import control_model
 from voicedrop.pipeline.runner import JobInput, Outcome
@@ -135,6 +136,8 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
         # the job waits only on the imports it needs
         while not warmup.finished and not conn.poll(WARM_POLL_S):
             pass
+        if not conn.poll(0):  # nothing waits: the first job's own path made warm too
+            _warm_jobs(worker)
         conn.send(("ready", worker.status()))
         while True:
             message = _next(conn, idle_s, worker)
@@ -158,6 +161,27 @@ def serve(conn: Connection, settings: Settings, idle_s: float, daemon: int) -> N
     finally:
         worker.close()
         warmup.close()  # an exit in the middle of a native library's import aborts
+
+
+def _warm_jobs(worker: Worker) -> None:
+    """A one-word job, in a scratch folder, per engine with nothing to load onto a device
+    (espeak): the engine loaded and heard once, the runner's path run once, so the first
+    real job is as quick as the next. Engines with weights are left until a job (or
+    `[residency] preload`) wants them; the drill engines too."""
+    planner = worker.runner.planner
+    with tempfile.TemporaryDirectory(prefix="voicedrop-warm-up-") as scratch:
+        for name in planner.engine_names:
+            if name in DRILL_ENGINES:
+                continue
+            try:
+                manifest = Manifest.model_validate({"text": "Ready.", "tts": {"engine": name}})
+                specs = planner.plan(manifest, None).tts.values()
+                if any(s.expected_bytes != 0 or s.checkpoint is not None for s in specs):
+                    continue
+                job = JobInput(f"warm-up-{name}", manifest, None, Path(scratch) / name)
+                worker.run_here(job, lambda _message: None)
+            except Exception as exc:  # a real job reports it, where it matters
+                log.debug("worker.warm_up_failed", engine=name, error=str(exc))
 
 
 def _next(conn: Connection, idle_s: float, worker: Worker) -> tuple[Any, ...] | None:
