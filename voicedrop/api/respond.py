@@ -65,7 +65,16 @@ async def _told(
 
 
 async def _encoded(source: Source, fmt: str) -> AsyncIterator[bytes]:
-    """Encoded on a worker thread: an encoder's work must not hold up other requests."""
+    """Encoded on a worker thread: an encoder's work must not hold up other requests (raw
+    PCM and WAV, a copy at most, on the loop: a thread hop would cost more than it)."""
+    if fmt in ("pcm", "wav"):
+        enc = encoder(fmt, source.sample_rate)
+        async for pcm in source.chunks:
+            if data := enc.add(pcm):
+                yield data
+        if tail := enc.finish():
+            yield tail
+        return
     enc = await run_in_threadpool(encoder, fmt, source.sample_rate)
     async for pcm in source.chunks:
         data = await run_in_threadpool(enc.add, pcm)
