@@ -43,49 +43,49 @@ def test_the_newest_job_goes_first_when_its_priority_is_higher(service):
     assert order == ["c", "a", "b"]
 
 
-def test_a_long_job_steps_aside_between_segments_and_comes_back_where_it_was(settings):
+def stepped_aside_at(settings, stage: str, manifest: dict, made: int) -> SteppedAside:
+    """The long job steps aside when it reaches `stage`, the urgent one runs, the long one
+    comes back and is done at its first attempt, having made no segment twice; what it had
+    made when it stepped aside."""
     service = unit_service(settings)
-    spy = DropWhen(service.spool.inbox, "tts 3/5", "urgent.json", hello(priority=50))
+    spy = DropWhen(service.spool.inbox, stage, "urgent.json", hello(priority=50))
     service.events.add(spy)
-    drop(service.spool.inbox, "long.json", batch())
+    drop(service.spool.inbox, "long.json", manifest)
     aside = service.executor.step()
-    assert isinstance(aside, SteppedAside) and len(aside.made) == 3
+    assert isinstance(aside, SteppedAside) and len(aside.made) == made
     assert service.executor.step().job_id == "urgent"
     report = service.executor.step()
     assert report.job_id == "long" and report.status == "done" and report.attempt == 1
-    assert [(p.after, p.of) for p in report.paused] == [(3, 5)]
-    made = [stage for job, stage in spy.stages if job == "long" and stage.startswith("tts ")]
-    assert made == ["tts 1/5", "tts 2/5", "tts 3/5", "tts 4/5", "tts 5/5"]  # none twice
+    assert [(p.after, p.of) for p in report.paused] == [(made, 5)]
+    tts = [stage for job, stage in spy.stages if job == "long" and stage.startswith("tts ")]
+    assert tts == [f"tts {i}/5" for i in range(1, 6)]  # none twice
+    return aside
+
+
+def delivered(settings, take) -> tuple[np.ndarray, np.ndarray]:
+    """A take as it was made, and its clip as the job wrote it (16-bit)."""
+    clip = settings.spool / "outbox" / "long" / f"speech-{take.segment}.wav"
+    made = np.frombuffer(to_int16(take.audio.samples), "<i2").astype(int)
+    return made, np.round(sf.read(str(clip))[0] * 32768)
+
+
+def test_a_long_job_steps_aside_between_segments_and_comes_back_where_it_was(settings):
+    aside = stepped_aside_at(settings, "tts 3/5", batch(), 3)
     for take in aside.made:  # what it made before it stepped aside is what it delivered
-        written = sf.read(str(service.spool.outbox / "long" / f"speech-{take.segment}.wav"))[0]
-        made = np.frombuffer(to_int16(take.audio.samples), "<i2").astype(int)
-        assert len(made) == len(written)
-        assert (made == np.round(written * 32768)).all()
+        made, written = delivered(settings, take)
+        assert len(made) == len(written) and (made == written).all()
 
 
-def test_a_long_job_steps_aside_between_its_clips_too_and_converts_nothing_twice(tmp_path):
+def test_a_long_job_steps_aside_between_its_clips_too_and_converts_nothing_twice(settings):
     """A request that comes while a long job writes its clips (the post stage: loudness,
     encoding, for every cue) goes first, between two clips; the job comes back and makes
     no segment and converts no take again: its clips are the takes it had converted."""
-    settings = make_settings(tmp_path)
-    service = unit_service(settings)
-    spy = DropWhen(service.spool.inbox, "post 2/5", "urgent.json", hello(priority=50))
-    service.events.add(spy)
     converted = batch(convert={"engine": "tape", "model": "chipmunk", "pitch": 7})
-    drop(service.spool.inbox, "long.json", converted)
-    aside = service.executor.step()
-    assert isinstance(aside, SteppedAside) and len(aside.made) == 5
-    assert service.executor.step().job_id == "urgent"
-    report = service.executor.step()
-    assert report.job_id == "long" and report.status == "done" and report.attempt == 1
-    assert [(p.after, p.of) for p in report.paused] == [(5, 5)]
-    made = [stage for job, stage in spy.stages if job == "long" and stage.startswith("tts ")]
-    assert made == [f"tts {i}/5" for i in range(1, 6)]  # none twice
+    aside = stepped_aside_at(settings, "post 2/5", converted, 5)
     for take in aside.made:  # converted once, before it stepped aside: what it delivered
-        written = sf.read(str(service.spool.outbox / "long" / f"speech-{take.segment}.wav"))[0]
-        kept = np.frombuffer(to_int16(take.audio.samples), "<i2").astype(int)
-        assert len(kept) == len(written)  # converted again, it would be shorter by a third
-        assert np.abs(kept - np.round(written * 32768)).max() <= 1
+        made, written = delivered(settings, take)
+        assert len(made) == len(written)  # converted again, it would be shorter by a third
+        assert np.abs(made - written).max() <= 1
 
 
 def test_a_job_of_the_same_priority_waits_its_turn(settings):
