@@ -169,7 +169,7 @@ def idle_cost(seconds: float, mode: str = "inotify", clutter: int = 0) -> tuple[
     return 100 * used / elapsed, peak
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
