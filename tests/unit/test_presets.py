@@ -4,12 +4,14 @@ job, with the preset's engine, voice and output, and no JSON written by anyone."
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import subprocess
 import time
 from unittest.mock import patch
 
 import pytest
+import soundfile as sf
 from structlog.testing import capture_logs
 
 from tests.conftest import make_settings, read_report, unit_service
@@ -78,6 +80,57 @@ def test_a_bad_preset_stops_start_up_naming_it(tmp_path, preset, said):
     with pytest.raises(ConfigError) as err:
         Service(make_settings(tmp_path, presets={"bad": preset}))
     assert "presets.bad" in err.value.message and said in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("preset", "said"),
+    [
+        ({"tts": {"engine": "nope"}}, "tts.engine"),
+        ({"tts": {"engine": "espeak", "voice": "nobody"}}, "tts.voice"),
+        (
+            {"tts": {"engine": "espeak"}, "convert": {"engine": "tape", "model": "nope"}},
+            "convert.model",
+        ),
+    ],
+)
+def test_a_preset_this_configuration_cannot_run_stops_start_up(tmp_path, preset, said):
+    """Valid as a manifest, but naming what the configuration does not have: refused at
+    start, not by the first file an editor saves into its folder."""
+    with pytest.raises(ConfigError) as err:
+        Service(make_settings(tmp_path, presets={"dub": preset}))
+    assert "presets.dub" in err.value.message and said in err.value.message, err.value.message
+
+
+def test_a_preset_that_fits_clips_needs_its_library_at_start(tmp_path):
+    preset = {"tts": {"engine": "espeak"}, "output": {"fit": True}}
+    real = importlib.util.find_spec
+    missing = lambda name, *a: None if name == "librosa" else real(name, *a)  # noqa: E731
+    with patch("importlib.util.find_spec", missing), pytest.raises(ConfigError) as err:
+        Service(make_settings(tmp_path, presets={"dub": preset}))
+    assert "output.fit" in err.value.message and "librosa" in err.value.message
+
+
+def test_a_presets_clips_are_48_khz_24_bit_unless_it_says_otherwise(tmp_path):
+    presets = {
+        **PRESETS,  # flac, no rate or depth: an editor's deliverable
+        "web": {"tts": {"engine": "espeak"}, "output": {"format": "mp3", "name": "web"}},
+        "own": {"tts": {"engine": "espeak"},
+                "output": {"sample_rate": 24000, "bit_depth": 16, "name": "own"}},
+    }  # fmt: skip
+    service = unit_service(make_settings(tmp_path, presets=presets))
+    service.presets.ensure()
+    for name in presets:
+        (service.spool.inbox / name / f"{name}.srt").write_text(SRT)
+    assert service.presets.collect() == 3
+    formats = {}
+    for _ in presets:
+        job = service.executor.step().job_id
+        clip = next(o for o in read_report(service.spool.outbox / job)["outputs"])
+        info = sf.info(str(service.spool.outbox / job / clip["file"]))
+        formats[job] = (info.samplerate, info.subtype)
+    assert formats["dub-en"] == (48000, "PCM_24")
+    assert formats["web"][0] == 48000  # mp3: no bit depth
+    assert formats["own"] == (24000, "PCM_16")
 
 
 def test_a_preset_folder_that_is_a_symlink_is_refused_and_nothing_outside_is_taken(tmp_path):

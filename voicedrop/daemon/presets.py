@@ -2,7 +2,8 @@
 with no JSON written by anyone.
 
 `[presets.<name>]` in the configuration is the rest of a manifest — engine, voice,
-conversion, output, lexicon, priority — checked at start-up like a manifest. An editing
+conversion, output, lexicon, priority — checked at start-up like a manifest; its output
+is 48 kHz (and 24-bit WAV or FLAC) unless it says otherwise: what editors work at. An editing
 suite's watch folder, or a person, saves `episode.srt`, `episode.vtt` or `chapter.txt`
 (paragraphs become clips) into `inbox/<name>/`; once the file is complete by the inbox's
 own rule (closed after writing or renamed in, or unchanged for `stable_delay_s`), the
@@ -41,8 +42,9 @@ import structlog
 
 from voicedrop.config import Settings
 from voicedrop.daemon.watcher import TEMPORARY, StabilityGate
-from voicedrop.errors import ManifestError
+from voicedrop.errors import EngineUnavailableError, ManifestError
 from voicedrop.fsutil import orphaned, write_atomic, writer_tag
+from voicedrop.intake import JobCheck
 from voicedrop.manifest import SAFE_NAME, SCRIPT_SUFFIXES, parse_manifest
 from voicedrop.spool import private
 from voicedrop.spool.claimed import job_stem
@@ -52,10 +54,23 @@ log = structlog.get_logger(__name__)
 RESERVED = {private.FOLDER, ".incoming"}
 INTENT = ".preset-"  # inbox/.incoming/.preset-<refs name>.<pid>-<host>.intent
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+EDITOR_RATE, EDITOR_BIT_DEPTH = 48000, 24  # a preset's deliverables unless it says otherwise
 
 
-def check_presets(settings: Settings) -> None:
-    """Each preset is the rest of a manifest: a bad one stops start-up (ConfigError)."""
+def with_defaults(preset: dict[str, Any]) -> dict[str, Any]:
+    """A preset's manifest with what editors work at unless it says otherwise: 48 kHz, and
+    24-bit for WAV and FLAC (an engine's own 22.05 or 24 kHz is not a deliverable)."""
+    output = dict(preset.get("output") or {})
+    output.setdefault("sample_rate", EDITOR_RATE)
+    if output.get("format", "wav") in ("wav", "flac"):
+        output.setdefault("bit_depth", EDITOR_BIT_DEPTH)
+    return {**preset, "output": output}
+
+
+def check_presets(settings: Settings, jobs: JobCheck | None = None) -> None:
+    """Each preset is the rest of a manifest: a bad one stops start-up (ConfigError) — with
+    `jobs`, also one naming an engine, a voice or an option this configuration cannot run
+    (the first file saved into its folder would fail)."""
     for name, preset in settings.presets.items():
         key = f"presets.{name}"
         if not re.match(SAFE_NAME, name) or name in RESERVED:
@@ -63,11 +78,15 @@ def check_presets(settings: Settings) -> None:
         given = sorted(set(preset) & {"text", "segments", "script", "id"})
         if given:
             raise settings.invalid(key, preset, f"{given[0]} comes from the file dropped in")
-        raw = json.dumps({**preset, "text": "check"}).encode()
+        raw = json.dumps({**with_defaults(preset), "text": "check"}).encode()
         try:
-            parse_manifest(raw, max_bytes=len(raw), max_text_chars=len(raw))
+            manifest = parse_manifest(raw, max_bytes=len(raw), max_text_chars=len(raw))
+            if jobs is not None:
+                jobs.check(manifest, None)
         except ManifestError as exc:  # the manifest's own words: field and reason
-            raise settings.invalid(key, preset, exc.message) from None
+            raise settings.invalid(key, preset, "; ".join(exc.problems)) from None
+        except EngineUnavailableError as exc:
+            raise settings.invalid(key, preset, f"{exc.field}: {exc.message}") from None
 
 
 class Presets:
@@ -165,7 +184,7 @@ class Presets:
             return 0
         stem = job_stem(name)
         ref = private.private_name(f"{stem}{PurePosixPath(name).suffix.lower()}")
-        manifest: dict[str, Any] = {**self.presets[preset], "script": ref}
+        manifest: dict[str, Any] = {**with_defaults(self.presets[preset]), "script": ref}
         intent = self._intent(ref)
         try:
             write_atomic(intent, json.dumps(manifest, ensure_ascii=False))

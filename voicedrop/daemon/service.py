@@ -104,7 +104,7 @@ class Service:
         self.engines = engines or build_engines(settings)
         self.runner = JobRunner(settings, self.engines, self.manager)
         check_preload(settings, self.runner.planner)
-        check_presets(settings)
+        check_presets(settings, self.runner.planner)
         self.presets = Presets(settings, self.spool, self.gate, clock, wall)
         self.controls = Controls(self.spool.state)
         self.queue = JobQueue(
@@ -325,8 +325,8 @@ class Service:
             settings = self.load()
             check_reloadable(settings, self.settings)
             engines = build_engines(settings)
-            check_preload(settings, Planner(settings, engines))
-            check_presets(settings)
+            check_preload(settings, planner := Planner(settings, engines))
+            check_presets(settings, planner)
         except ConfigError as exc:
             log.error("service.reload_refused", error=exc.message)
             self.notifier.notify(status=f"reload refused: {exc.message.splitlines()[-1]}")

@@ -10,6 +10,7 @@ the HTTP side (through `voicedrop.intake.JobCheck`, without importing the engine
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,11 @@ def check_job(manifest: Manifest, settings: Settings, engines: Engines, voice: V
         from voicedrop.pipeline.qc import asr_of, check_qc
 
         check_qc(manifest.qc, asr_of(settings))
+    if manifest.output.fit and importlib.util.find_spec("librosa") is None:
+        raise EngineUnavailableError(
+            "needs librosa for its time-stretch (pip install librosa); or set fit = false",
+            field="output.fit",
+        )
     tts = manifest.tts
     _engine_known(tts.engine, engines.tts, engines.missing_tts, "tts.engine")
     engines.tts[tts.engine].check(tts, voice)
