@@ -108,6 +108,7 @@ class ScriptRecord(_Model):
     overruns: list[Overrun] = Field(default_factory=list)
     subtitles: str | None = None  # what was spoken, with the clips' real timings
     cue_sheet: str | None = None  # CSV: cue, start, end, file, take
+    encoding: str = "utf-8"  # what the script's bytes were read as (utf-16, cp1252 …)
 
 
 class PauseRecord(_Model):

@@ -4,7 +4,9 @@ Read exactly, because a lenient reader speaks what nobody wrote: the `srt` and
 `webvtt-py` parsers fold a cue that lost its timing line into the one before (its
 number is then read aloud), speak a timing line that follows a non-numeric index, and
 take `00:14,000` for fourteen minutes. So the reader here is strict and says why, in
-words an editor recognises, naming the cue and its line: text that is not UTF-8, a cue
+words an editor recognises, naming the cue and its line: text in no encoding it can tell
+for sure (UTF-8, UTF-16 with its byte order mark, Windows-1252 and other code pages
+charset-normalizer reads without doubt are read: `decode`), a cue
 without its number or its timing line, a timing that is not `HH:MM:SS,mmm -->
 HH:MM:SS,mmm` (a one-dash arrow, a time without hours, four-digit milliseconds, 75
 minutes), a cue number used twice, a cue that ends before it starts, lasts longer than
@@ -15,8 +17,9 @@ tags are removed; a cue left without words — empty, or only music notes and pu
 
 from __future__ import annotations
 
+import codecs
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from voicedrop.config import Limits
@@ -57,6 +60,7 @@ class Script:
     cues: list[Cue]
     skipped: int  # cues without words
     kind: str = "srt"  # "srt", "vtt" or "txt": what it was written as
+    encoding: str = "utf-8"  # what its bytes were read as (utf-8, utf-16, cp1252 …)
 
     @property
     def timed(self) -> bool:
@@ -91,13 +95,10 @@ def read_script(raw: bytes, name: str, limits: Limits) -> Script:
 def parse_script(
     raw: bytes, name: str, *, max_cue_s: float, max_chars: int, max_end_s: float = 4 * 3600
 ) -> Script:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"not UTF-8 (byte {exc.start})", field="script") from None
+    text, encoding = decode(raw)
     kind = name.lower().rsplit(".", 1)[-1]
     if kind == "txt":
-        return _paragraphs(text, max_chars)
+        return replace(_paragraphs(text, max_chars), encoding=encoding)
     timed = _srt(text) if kind == "srt" else _vtt(text)
     cues: list[Cue] = []
     skipped = 0
@@ -136,7 +137,70 @@ def parse_script(
     total = sum(len(c.text) for c in cues)
     if total > max_chars:
         _refuse(f"the script's cues hold {total} characters; the limit is {max_chars}")
-    return Script(cues, skipped, kind)
+    return Script(cues, skipped, kind, encoding)
+
+
+def decode(raw: bytes) -> tuple[str, str]:
+    """A script's text and the encoding it was read in. UTF-8 (with or without its BOM)
+    and UTF-16 with its BOM are read as they say. Anything else is read as
+    charset-normalizer finds it, where that is not in doubt: among the readings its mess
+    detector finds cleanest, Windows-1252 (what Windows subtitle tools save for Western
+    European languages) if it is one of them, or the one text they all agree on. When
+    they disagree (a Cyrillic file reads as Cyrillic or as Thai), it is refused, naming
+    the cue and the line where the readings part, and asking for UTF-8: a guess would be
+    spoken as wrong letters without an error."""
+    if raw.startswith(codecs.BOM_UTF8):
+        return _strict(raw[len(codecs.BOM_UTF8) :], "utf-8"), "utf-8"
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return _strict(raw, "utf-16"), "utf-16"
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(raw))
+    low = min((m.chaos for m in matches), default=0.0)
+    readings = {m.encoding: str(m) for m in matches if m.chaos <= low}
+    western = raw.decode("cp1252", errors="replace")
+    if "cp1252" in readings or western in readings.values():
+        return western, "cp1252"
+    if len(set(readings.values())) == 1:
+        encoding, text = next(iter(readings.items()))
+        return text, encoding
+    texts = list(readings.values()) or [western]
+    at = next(
+        (i for i, chars in enumerate(zip(*texts, strict=False)) if len(set(chars)) > 1),
+        next((i for i, ch in enumerate(western) if ord(ch) > 127), 0),
+    )
+    told = ", ".join(f"{t[at]!r} in {e}" for e, t in list(readings.items())[:3])
+    raise ManifestError(
+        f"{_where_in(western, at)} is not UTF-8, and its encoding cannot be told for sure"
+        + (f" ({told})" if told else "")
+        + " — save the file as UTF-8",
+        field="script",
+    )
+
+
+def _strict(raw: bytes, encoding: str) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        text = raw[: exc.start].decode(encoding, errors="replace")
+        raise ManifestError(
+            f"{_where_in(text, len(text))} is not {encoding.upper()} as its byte order mark "
+            f"says — save the file as UTF-8",
+            field="script",
+        ) from None
+
+
+def _where_in(text: str, at: int) -> str:
+    """'cue 12 (line 47)': the cue (the last block that began with a number before `at`),
+    and the line, of a place in a script's text."""
+    line = text.count("\n", 0, at) + 1
+    before = text[:at].splitlines()
+    number = next((ln.strip() for ln in reversed(before) if NUMBER.fullmatch(ln.strip())), None)
+    return f"cue {number} (line {line})" if number else f"line {line}"
 
 
 def _paragraphs(text: str, max_chars: int) -> Script:

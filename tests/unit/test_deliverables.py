@@ -75,6 +75,27 @@ def test_each_clip_carries_a_bext_chunk_that_places_it_at_its_cue(delivered):
         assert sf.info(str(folder / name)).frames > 0  # still a WAV every reader takes
 
 
+def test_paragraphs_of_plain_text_are_placed_one_after_another(settings):
+    """A .txt has no times: its clips do not all stack at 00:00 in the editor's timeline,
+    each begins half a second after the one before ends (the bext time reference)."""
+    service = unit_service(settings)
+    text = "The first paragraph.\n\nThe second, a little longer.\n\nThe third.\n"
+    drop(service.spool.inbox, "notes.txt", text)
+    manifest = {"script": "notes.txt", "tts": {"engine": "espeak", "voice": "narrator"},
+                "output": {"bext": True, "sample_rate": 48000}}  # fmt: skip
+    drop(service.spool.inbox, "notes.json", manifest)
+    assert service.executor.step().status == "done"
+    folder = service.spool.outbox / "notes"
+    placed, expected = [], 0
+    for output in read_report(folder)["outputs"]:
+        data = (folder / output["file"]).read_bytes()
+        low, high = struct.unpack("<II", chunks(data)[b"bext"][338:346])
+        placed.append(low + (high << 32))
+        assert placed[-1] == expected
+        expected += sf.info(str(folder / output["file"])).frames + round(0.5 * 48000)
+    assert len(placed) == 3 and placed[0] == 0 < placed[1] < placed[2]
+
+
 def test_the_subtitles_as_spoken_and_the_cue_sheet(delivered):
     folder, report = delivered
     script = report["script"]

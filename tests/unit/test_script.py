@@ -138,10 +138,34 @@ def test_overlaps_backwards_and_overlong_cues_are_refused_naming_the_cue():
     )
 
 
-def test_a_file_that_is_not_utf8_or_has_no_words():
-    assert problem("1\n00:00:01,000 --> 00:00:02,000\ncaf\u00e9\n".encode("latin-1")).startswith(
-        "not UTF-8"
-    )
+WINDOWS = (
+    "1\n00:00:01,000 --> 00:00:03,000\nCafé au lait, s\u2019il vous plaît — très bien.\n\n"
+    "2\n00:00:04,000 --> 00:00:06,000\nNaïve façade, été à Noël.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "read_as"),
+    [("cp1252", "cp1252"), ("utf-16", "utf-16"), ("utf-8-sig", "utf-8"), ("utf-8", "utf-8")],
+)
+def test_subtitles_saved_by_windows_tools_are_read_as_written(encoding, read_as):
+    """What editors' tools save: Windows-1252, UTF-16 with its byte order mark, UTF-8 with
+    or without one — each read to the same words."""
+    script = parse(WINDOWS.encode(encoding))
+    assert [c.text for c in script.cues] == [
+        "Café au lait, s\u2019il vous plaît — très bien.",
+        "Naïve façade, été à Noël.",
+    ]
+    assert script.encoding == read_as
+
+
+def test_a_file_whose_encoding_cannot_be_told_is_refused_naming_its_cue_and_line():
+    cyrillic = "1\n00:00:01,000 --> 00:00:02,000\nHello.\n\n2\n00:00:03,000 --> 00:00:04,000\n"
+    said = problem((cyrillic + "Привет, как дела? Всё хорошо, спасибо.\n").encode("cp1251"))
+    assert said.startswith("cue 2 (line 7) is not UTF-8") and "save the file as UTF-8" in said
+
+
+def test_a_file_that_has_no_words():
     assert problem("1\n00:00:01,000 --> 00:00:02,000\n<b></b>\n") == (
         "the script has no cue with words to say"
     )
@@ -245,3 +269,16 @@ def test_a_script_job_with_a_cue_no_check_foresaw_fails_alone_and_the_next_job_r
     failed = read_report(service.spool.failed / "bad")
     assert failed["error"]["field"] == "script" and "line 1" in failed["error"]["message"]
     assert not list((service.spool.inbox / "refs").iterdir())
+
+
+def test_a_windows_subtitle_file_saved_into_a_hot_folder_is_dubbed_as_written(tmp_path):
+    preset = {"tts": {"engine": "espeak", "voice": "narrator"}}
+    service = unit_service(make_settings(tmp_path, presets={"dub": preset}))
+    service.presets.ensure()
+    (service.spool.inbox / "dub" / "ep.srt").write_bytes(WINDOWS.encode("cp1252"))
+    assert service.presets.collect() == 1
+    assert service.executor.step().status == "done"
+    report = read_report(service.spool.outbox / "ep")
+    assert report["script"]["encoding"] == "cp1252" and report["script"]["cues"] == 2
+    spoken = (service.spool.outbox / "ep" / report["script"]["subtitles"]).read_text()
+    assert "Naïve façade, été à Noël." in spoken  # the words as written, now in UTF-8

@@ -22,6 +22,10 @@ from voicedrop.report import OutputRecord, ScriptRecord
 if TYPE_CHECKING:
     from voicedrop.pipeline.dub import Dub
 
+# Plain text (and a manifest's segments) has no times: its clips are placed one after
+# another on the timeline, this far apart (the bext time reference an NLE places them by).
+PARAGRAPH_GAP_S = 0.5
+
 
 class PostStage:
     name = "post"
@@ -40,6 +44,7 @@ class PostStage:
         texts = dict(ctx.spoken or ctx.manifest.items())
         script = ctx.script
         starts = {c.id: c.start_s for c in script.cues} if script and script.timed else {}
+        after = 0.0  # untimed (paragraphs, segments): each after the one before, and a gap
         written: list[au.Audio] = []
         for i, take in enumerate(ctx.takes):
             ctx.progress(f"post {i + 1}/{len(ctx.takes)}")
@@ -53,8 +58,9 @@ class PostStage:
                 audio = au.normalize_loudness(audio, out.loudness_lufs)
             chunk = None
             if out.bext:
-                start = round(starts.get(take.segment, 0.0) * rate)
-                chunk = bext_chunk(texts.get(take.segment, ""), ctx.job_id, start, when)
+                at = starts.get(take.segment, after)
+                chunk = bext_chunk(texts.get(take.segment, ""), ctx.job_id, round(at * rate), when)
+            after += audio.duration_s + PARAGRAPH_GAP_S
             self._write(ctx, audio, self._stem(ctx, take.segment, when), take.segment,
                         take.cache, chunk)  # fmt: skip
             written.append(audio)
@@ -156,6 +162,7 @@ class PostStage:
             overruns=dub.overruns,
             subtitles=subtitle_file,
             cue_sheet=sheet_file,
+            encoding=script.encoding,
         )
 
 
