@@ -83,6 +83,26 @@ def test_renders_that_would_not_come_out_the_same_are_not_cached(tmp_path: Path)
     assert not (settings.state_path / "clips").exists()
 
 
+def test_a_line_said_twice_is_made_once_and_the_first_kept_clip_is_never_replaced(
+    settings, tmp_path: Path
+):
+    """Two cues with the same words share a key: made once, both the same audio, in this
+    version and the next; and a clip kept under a key stays the one first kept (an engine
+    that differs by a bit on a second render never changes an unchanged cue's audio)."""
+    service = unit_service(settings)
+    twice = job(["Hello there.", "Something else.", "Hello there."])
+    first = run(service, "first", twice)
+    assert caches(first) == ["miss", "miss", "hit"] and first["cache"] == {"hit": 1, "miss": 2}
+    said = [sf.read(str(service.spool.outbox / "first" / f"speech-s{i}.wav"))[0] for i in (1, 3)]
+    assert (said[0] == said[1]).all()
+    cache = ClipCache(tmp_path / "clips", 10**9)
+    kept = Audio(np.full(2400, 0.25, np.float32), 24000)
+    cache.put("k" * 64, kept)
+    cache.put("k" * 64, Audio(np.full(2400, 0.5, np.float32), 24000))
+    again = cache.get("k" * 64)
+    assert again is not None and np.allclose(again.samples, kept.samples, atol=1e-4)
+
+
 def test_off_when_its_size_is_zero(tmp_path: Path):
     settings = make_settings(tmp_path, cache={"clips_gb": 0})
     service = unit_service(settings)

@@ -93,10 +93,14 @@ class ClipCache:
         return Audio(np.asarray(samples, dtype=np.float32), int(rate))
 
     def put(self, key: str, audio: Audio) -> None:
-        """Keep a clip (a full disk only means it is made again next time). The cache never
+        """Keep a clip, unless one is kept under its key already (a full disk only means it
+        is made again next time). The cache never
         takes the last GiB of its disk (5 % of a large one, up to 5 GiB): outputs and the
         spool come first."""
         path = self._path(key)
+        if path.exists():  # the first write wins: a line said twice, or made again, is
+            self._touch(path)  # heard as it was first kept (an engine may differ by a bit)
+            return
         if not self._room(audio.samples.nbytes):
             return
 

@@ -158,19 +158,26 @@ class TTSStage:
         hits = {i: ctx.cached(i) for i in range(len(takes), len(items))}
         todo = [i for i, audio in hits.items() if audio is None]
         models = ctx.manager.acquire_all(engine.models(request), then=ctx.then) if todo else None
+        # a line said twice in a job (same words, same voice: the same cache key) is made
+        # once: both cues sound the same, now and in every later version
+        said: dict[str, au.Audio] = {}
         with models or contextlib.nullcontext({}) as placed:
             for i in range(len(ctx.made), len(items)):
                 segment, text = items[i]
                 if len(takes) > len(ctx.made) and ctx.preempt():  # one made since it came back
                     raise Paused(takes, len(items))
                 ctx.progress(f"tts {i + 1}/{len(items)}")
-                cached = hits[i]
-                if cached is not None:
-                    take = Take(segment, cached, "hit")
+                key = ctx.clip_keys[i] if i < len(ctx.clip_keys) else None
+                cached = hits[i] if hits[i] is not None else said.get(key or "")
+                if cached is not None:  # converted if it came from the cache (a hit)
+                    hit = hits[i] is not None or ctx.manifest.convert is None
+                    take = Take(segment, cached, "hit" if hit else ctx.miss(i))
                     if live is not None:
                         live.write(cached)
                 else:
                     take = Take(segment, self.say(ctx, engine, placed, text, live), ctx.miss(i))
+                    if key is not None:
+                        said[key] = take.audio
                 takes.append(take)
         if live is not None:
             live.end()
