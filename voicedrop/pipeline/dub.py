@@ -2,9 +2,10 @@
 its file block by block: longtrack.py).
 
 A clip longer than its cue's slot may be time-stretched to fit (`output.fit`, pitch kept,
-at most `limits.max_stretch` times faster, with librosa's phase vocoder); what still does
-not fit is listed as an overrun and runs on into the silence after it (overlapping
-speech is summed, then limited to full scale).
+at most `limits.max_stretch` times faster, with librosa's phase vocoder) — the clip
+itself, before it is written (`fitted`); what still does not fit is listed as an overrun
+and runs on into the silence after it (overlapping speech is summed, then limited to full
+scale).
 """
 
 from __future__ import annotations
@@ -40,19 +41,28 @@ class Dub:
         return placed_blocks(self.placed, self.length)
 
 
+def fitted(audio: Audio, slot_s: float, max_stretch: float) -> tuple[Audio, float]:
+    """A clip longer than its cue's slot, time-stretched toward it (pitch kept, at most
+    `max_stretch` times faster), and the ratio used (1.0: it fit). Applied to the clip
+    itself, so its file, the dub track, the subtitles as spoken and the cue sheet all say
+    the same length."""
+    if audio.duration_s <= slot_s + TOLERANCE_S:
+        return audio, 1.0
+    stretch = min(audio.duration_s / slot_s, max_stretch)
+    return Audio(_time_stretch(audio.samples, stretch), audio.sample_rate), stretch
+
+
 def dub_track(
-    clips: list[tuple[Cue, Audio]], end_s: float, *, fit: bool, max_stretch: float
+    clips: list[tuple[Cue, Audio]], end_s: float, stretches: list[float] | None = None
 ) -> Dub:
-    """The dub track of `clips`, which all share one sample rate."""
+    """The dub track of `clips` (fitted already, if at all: `stretches`, each clip's ratio),
+    which all share one sample rate."""
     rate = clips[0][1].sample_rate
     placed: list[tuple[int, np.ndarray]] = []
     overruns: list[Overrun] = []
-    for cue, audio in clips:
+    for i, (cue, audio) in enumerate(clips):
         assert audio.sample_rate == rate
-        samples, stretch = audio.samples, 1.0
-        if fit and audio.duration_s > cue.slot_s + TOLERANCE_S:
-            stretch = min(audio.duration_s / cue.slot_s, max_stretch)
-            samples = _time_stretch(samples, stretch)
+        samples, stretch = audio.samples, stretches[i] if stretches else 1.0
         speech_s = len(samples) / rate
         if speech_s > cue.slot_s + TOLERANCE_S:
             overruns.append(

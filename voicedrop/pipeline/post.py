@@ -43,7 +43,9 @@ class PostStage:
         when = datetime.now(UTC)
         texts = dict(ctx.spoken or ctx.manifest.items())
         script = ctx.script
-        starts = {c.id: c.start_s for c in script.cues} if script and script.timed else {}
+        timed = {c.id: c for c in script.cues} if script and script.timed else {}
+        starts = {key: cue.start_s for key, cue in timed.items()}
+        stretches: list[float] = []
         after = 0.0  # untimed (paragraphs, segments): each after the one before, and a gap
         written: list[au.Audio] = []
         for i, take in enumerate(ctx.takes):
@@ -54,6 +56,13 @@ class PostStage:
                 raise Paused([replace(t, done=True) for t in ctx.takes], len(ctx.takes))
             rate = codec_rate(out.format, out.sample_rate or take.audio.sample_rate)
             audio = au.resample(take.audio, rate)
+            if out.fit and take.segment in timed:  # the clip itself: every deliverable agrees
+                from voicedrop.pipeline.dub import fitted
+
+                audio, stretch = fitted(
+                    audio, timed[take.segment].slot_s, ctx.settings.limits.max_stretch
+                )
+                stretches.append(stretch)
             if out.loudness_lufs is not None:
                 audio = au.normalize_loudness(audio, out.loudness_lufs)
             chunk = None
@@ -65,7 +74,7 @@ class PostStage:
                         take.cache, chunk)  # fmt: skip
             written.append(audio)
         if ctx.script is not None and ctx.script.timed:
-            self._dub(ctx, written)
+            self._dub(ctx, written, stretches)
 
     @staticmethod
     def _stem(ctx: JobContext, segment: str, when: datetime) -> str:
@@ -129,7 +138,7 @@ class PostStage:
         )
 
     @staticmethod
-    def _dub(ctx: JobContext, clips: list[au.Audio]) -> None:
+    def _dub(ctx: JobContext, clips: list[au.Audio], stretches: list[float]) -> None:
         """The dub track: every cue's clip at its start time; overruns reported; the
         subtitles as spoken and the cue sheet beside it."""
         from voicedrop.pipeline.dub import dub_track
@@ -138,12 +147,7 @@ class PostStage:
         assert script is not None
         ctx.progress("post: dub track")
         files = [o.file for o in ctx.outputs]
-        dub = dub_track(
-            list(zip(script.cues, clips, strict=True)),
-            script.end_s,
-            fit=out.fit,
-            max_stretch=ctx.settings.limits.max_stretch,
-        )
+        dub = dub_track(list(zip(script.cues, clips, strict=True)), script.end_s, stretches)
         PostStage._write_dub(ctx, dub, f"{out.name}-dub")
         kept = _kept(ctx)
         spoken = [
